@@ -1,0 +1,203 @@
+"""Recurrent cores: one contract, two hand-written cells, and wrappers that compose.
+
+The contract (`RNNCore`), in the style of Sonnet's recurrent cores:
+
+    output, new_state = core(inputs, state)     # inputs [B, I], output [B, H]
+    state = core.initial_state(batch_size)      # a namedtuple (or tuple of them) of [B, H]
+
+Variables are created on the first call, when the input size is known, and are exposed as
+`trainable_variables` (`tf.Module`). Cores never see sequence lengths: masking of padded
+steps belongs to `seq2seq.unroll`.
+
+Adding a cell is: subclass `RNNCore`, implement `__call__`, `initial_state` and
+`state_size`, and compare it with a NumPy re-derivation in a test.
+"""
+import abc
+import collections
+
+import tensorflow as tf
+
+from ops import cell_math
+
+LSTMState = collections.namedtuple("LSTMState", ["hidden", "cell"])
+GRUState = collections.namedtuple("GRUState", ["hidden"])
+
+
+class RNNCore(tf.Module, metaclass=abc.ABCMeta):
+  """Base contract of a recurrent core: one time step at a time."""
+
+  @abc.abstractmethod
+  def __call__(self, inputs, state):
+    """Runs one step.
+
+    Args:
+      inputs: [B, I].
+      state: a structure like `initial_state(B)`.
+
+    Returns:
+      (output [B, output_size], new_state) with new_state structured like `state`.
+    """
+
+  @abc.abstractmethod
+  def initial_state(self, batch_size, dtype=None):
+    """Zero state for `batch_size` sequences, in `dtype` (default: the core's dtype)."""
+
+  @property
+  @abc.abstractmethod
+  def output_size(self):
+    """H, the last dimension of the output."""
+
+
+def _glorot_uniform(shape, dtype, seed):
+  fan_in, fan_out = shape
+  limit = (6.0 / (fan_in + fan_out)) ** 0.5
+  return tf.random.stateless_uniform(shape, seed=seed, minval=-limit, maxval=limit, dtype=dtype)
+
+
+class _GatedCell(RNNCore):
+  """Shared variable handling of the LSTM and GRU: kernels [I, nH] and [H, nH], lazily built."""
+
+  _num_gates = None  # set by subclasses
+
+  def __init__(self, num_units, dtype=tf.float32, seed=0, name=None):
+    super().__init__(name=name)
+    if num_units <= 0:
+      raise ValueError(f"num_units must be positive, got {num_units}")
+    self.num_units = int(num_units)
+    self.dtype = tf.as_dtype(dtype)
+    self._seed = int(seed)
+    self.w_input = None  # [I, nH], created on the first call
+
+  @property
+  def output_size(self):
+    return self.num_units
+
+  @property
+  def built(self):
+    return self.w_input is not None
+
+  def build(self, input_size):
+    """Creates the variables for inputs of size `input_size`. Called by the first `__call__`."""
+    if self.built:
+      return
+    width = self._num_gates * self.num_units
+    with self.name_scope, tf.init_scope():
+      self.w_input = tf.Variable(
+          _glorot_uniform([input_size, width], self.dtype, [self._seed, 1]), name="w_input")
+      self.w_hidden = tf.Variable(
+          _glorot_uniform([self.num_units, width], self.dtype, [self._seed, 2]), name="w_hidden")
+      self._build_biases(width)
+
+  def _build_biases(self, width):
+    raise NotImplementedError
+
+  def _maybe_build(self, inputs):
+    if not self.built:
+      self.build(int(inputs.shape[-1]))
+
+
+class LSTMCell(_GatedCell):
+  """Long short-term memory cell; state `LSTMState(hidden [B, H], cell [B, H])`.
+
+  Math in `ops.cell_math.lstm_step`. The output is the new hidden state.
+  """
+
+  _num_gates = 4
+
+  def __init__(self, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None):
+    super().__init__(num_units, dtype=dtype, seed=seed, name=name)
+    self.forget_bias = float(forget_bias)
+
+  def _build_biases(self, width):
+    self.bias = tf.Variable(tf.zeros([width], self.dtype), name="bias")
+
+  def initial_state(self, batch_size, dtype=None):
+    zeros = tf.zeros([batch_size, self.num_units], dtype or self.dtype)
+    return LSTMState(hidden=zeros, cell=zeros)
+
+  def __call__(self, inputs, state):
+    self._maybe_build(inputs)
+    hidden, cell = cell_math.lstm_step(
+        inputs, state.hidden, state.cell, self.w_input, self.w_hidden, self.bias,
+        self.forget_bias)
+    return hidden, LSTMState(hidden=hidden, cell=cell)
+
+
+class GRUCell(_GatedCell):
+  """Gated recurrent unit; state `GRUState(hidden [B, H])`. Math in `ops.cell_math.gru_step`."""
+
+  _num_gates = 3
+
+  def _build_biases(self, width):
+    self.bias_input = tf.Variable(tf.zeros([width], self.dtype), name="bias_input")
+    self.bias_hidden = tf.Variable(tf.zeros([width], self.dtype), name="bias_hidden")
+
+  def initial_state(self, batch_size, dtype=None):
+    return GRUState(hidden=tf.zeros([batch_size, self.num_units], dtype or self.dtype))
+
+  def __call__(self, inputs, state):
+    self._maybe_build(inputs)
+    hidden = cell_math.gru_step(inputs, state.hidden, self.w_input, self.w_hidden,
+                                self.bias_input, self.bias_hidden)
+    return hidden, GRUState(hidden=hidden)
+
+
+class DropoutWrapper(RNNCore):
+  """Applies dropout to a core's inputs and outputs (Zaremba et al. 2014: not to the state).
+
+  A fresh mask is drawn at every step from `generator`, a `tf.random.Generator` whose state is
+  checkpointed by its owner, so a resumed run draws the same masks as an uninterrupted one.
+  Build the wrapper for training only; evaluation uses the bare core (same variables).
+  """
+
+  def __init__(self, core, generator, input_keep_prob=1.0, output_keep_prob=1.0, name=None):
+    super().__init__(name=name)
+    for label, prob in (("input_keep_prob", input_keep_prob),
+                        ("output_keep_prob", output_keep_prob)):
+      if not 0.0 < prob <= 1.0:
+        raise ValueError(f"{label} must be in (0, 1], got {prob}")
+    self.core = core
+    self.generator = generator
+    self.input_keep_prob = float(input_keep_prob)
+    self.output_keep_prob = float(output_keep_prob)
+
+  @property
+  def output_size(self):
+    return self.core.output_size
+
+  def initial_state(self, batch_size, dtype=None):
+    return self.core.initial_state(batch_size, dtype)
+
+  def _dropout(self, x, keep_prob):
+    if keep_prob >= 1.0:
+      return x
+    seed = self.generator.make_seeds(1)[:, 0]
+    return tf.nn.experimental.stateless_dropout(x, rate=1.0 - keep_prob, seed=seed)
+
+  def __call__(self, inputs, state):
+    output, new_state = self.core(self._dropout(inputs, self.input_keep_prob), state)
+    return self._dropout(output, self.output_keep_prob), new_state
+
+
+class StackedCells(RNNCore):
+  """Layers of cores fed one into the next; the state is a tuple of per-layer states."""
+
+  def __init__(self, cores, name=None):
+    super().__init__(name=name)
+    if not cores:
+      raise ValueError("StackedCells needs at least one core")
+    self.cores = list(cores)
+
+  @property
+  def output_size(self):
+    return self.cores[-1].output_size
+
+  def initial_state(self, batch_size, dtype=None):
+    return tuple(core.initial_state(batch_size, dtype) for core in self.cores)
+
+  def __call__(self, inputs, state):
+    new_states = []
+    for core, layer_state in zip(self.cores, state):
+      inputs, new_layer_state = core(inputs, layer_state)
+      new_states.append(new_layer_state)
+    return inputs, tuple(new_states)

@@ -1,0 +1,59 @@
+"""Loading a trained run for inference, and the interactive chat loop."""
+import sys
+
+from seq2seq import checkpoints
+from seq2seq import datasets
+from seq2seq import decoding
+from seq2seq import optimizers
+from seq2seq import training
+from seq2seq import vocab as vocab_lib
+from seq2seq import workdir as workdir_lib
+
+
+class NoCheckpoint(FileNotFoundError):
+  pass
+
+
+def load_trained(run_config, log=print):
+  """(model, vocabulary) restored from the latest checkpoint of run_config.train.workdir."""
+  workdir = run_config.train.workdir
+  path = workdir_lib.vocab_path(workdir)
+  try:
+    vocabulary = vocab_lib.Vocabulary.load(path)
+  except FileNotFoundError:
+    raise NoCheckpoint(f"{path}: not found; train first (python train.py --workdir={workdir})") from None
+  model = training.build_model(run_config, vocabulary, log, initialize_pretrained=False)
+  optimizer = optimizers.make_optimizer(run_config.train)
+  optimizer.build(model.trainable_variables)
+  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
+                                          checkpoints.Progress())
+  restored = checkpointer.restore_latest()
+  if restored is None:
+    raise NoCheckpoint(f"{workdir_lib.checkpoint_dir(workdir)}: no checkpoint; train first")
+  log(f"loaded {restored} (step {int(checkpointer.progress.step.numpy())})")
+  return model, vocabulary
+
+
+def make_decoder(run_config, log=print):
+  model, vocabulary = load_trained(run_config, log)
+  return decoding.GreedyDecoder(model, vocabulary, datasets.tokenizer_for(run_config.data),
+                                run_config.data.max_length)
+
+
+def chat_loop(decoder, stdin=sys.stdin, stdout=sys.stdout):
+  """Reads a line, prints the reply; ends at EOF or on 'quit' / 'exit'."""
+  interactive = stdin.isatty()
+  stdout.write("Talk to the bot (Ctrl-D or 'quit' to leave).\n")
+  while True:
+    if interactive:
+      stdout.write("> ")
+    stdout.flush()
+    line = stdin.readline()
+    if not line or line.strip().lower() in ("quit", "exit"):
+      break
+    if not line.strip():
+      continue
+    if not interactive:
+      stdout.write(f"> {line.strip()}\n")
+    stdout.write(f"bot: {decoder.reply(line)}\n")
+  stdout.flush()

@@ -1,0 +1,83 @@
+"""Embedding tables: device placement and pretrained (GloVe / word2vec text) initialisation."""
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from seq2seq import vocab as vocab_lib
+from seq2seq.corpus import DataError
+
+_DEVICES = {"cpu": "/cpu:0", "gpu": None}  # None: TensorFlow's default placement
+
+PretrainedReport = collections.namedtuple(
+    "PretrainedReport", ["path", "found", "vocab_size", "malformed_lines", "dimension"])
+
+
+class Embedding(tf.Module):
+  """A [V, E] table, created and looked up on `device` ("cpu" by default, or "gpu").
+
+  Keeping a large table and its lookup on the host frees accelerator memory; `gpu` keeps
+  everything on the accelerator.
+  """
+
+  def __init__(self, vocab_size, dim, device="cpu", initial_value=None, trainable=True,
+               dtype=tf.float32, seed=0, name=None):
+    super().__init__(name=name)
+    self.device = _DEVICES[device]
+    if initial_value is None:
+      initial_value = tf.random.stateless_uniform(
+          [vocab_size, dim], seed=[seed, 7], minval=-0.1, maxval=0.1, dtype=dtype)
+    with self.name_scope, tf.device(self.device):
+      self.table = tf.Variable(tf.cast(initial_value, dtype), trainable=trainable, name="table")
+
+  def __call__(self, ids):
+    """ids [...] int -> [..., E]."""
+    with tf.device(self.device):
+      return tf.nn.embedding_lookup(self.table, ids)
+
+
+def load_pretrained(path, vocabulary, dim, seed=0):
+  """Builds a [V, dim] initial table from a GloVe or word2vec text file.
+
+  Words of the vocabulary found in the file take its vectors; the others (the special tokens
+  among them) get fresh uniform(-0.1, 0.1) vectors. A word2vec header line ("count dim") is
+  skipped; lines with the wrong number of values are counted, not fatal.
+
+  Returns:
+    (table np.ndarray [V, dim] float32, PretrainedReport).
+
+  Raises:
+    DataError: the file's vectors do not have `dim` values (named with file and line), or no
+      usable line is found.
+  """
+  rng = np.random.default_rng(seed)
+  table = rng.uniform(-0.1, 0.1, size=(len(vocabulary), dim)).astype(np.float32)
+  found = np.zeros(len(vocabulary), bool)
+  malformed = usable = 0
+  with open(path, encoding="utf-8", errors="replace") as f:
+    for line_number, line in enumerate(f, 1):
+      parts = line.rstrip().split(" ")
+      if line_number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+        continue  # word2vec header
+      if len(parts) < 2:
+        malformed += 1
+        continue
+      if len(parts) - 1 != dim:
+        if usable == 0 and malformed == 0:
+          raise DataError(f"{path}:{line_number}: vectors have {len(parts) - 1} values but "
+                          f"--embedding_size is {dim}")
+        malformed += 1
+        continue
+      try:
+        vector = np.asarray(parts[1:], np.float32)
+      except ValueError:
+        malformed += 1
+        continue
+      usable += 1
+      index = vocabulary.id(parts[0])
+      if index != vocab_lib.UNK_ID or parts[0] == vocab_lib.UNK:
+        table[index] = vector
+        found[index] = True
+  if usable == 0:
+    raise DataError(f"{path}: no usable vector lines ({malformed} malformed)")
+  return table, PretrainedReport(path, int(found.sum()), len(vocabulary), malformed, dim)

@@ -1,0 +1,201 @@
+"""The training loop: resume, step, log, summarise, validate, checkpoint, stop on signals.
+
+NumPy, logging and Python side effects stay here, outside the compiled step.
+"""
+import dataclasses
+import math
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from seq2seq import checkpoints
+from seq2seq import datasets
+from seq2seq import embeddings
+from seq2seq import interrupts
+from seq2seq import model as model_lib
+from seq2seq import optimizers
+from seq2seq import summaries
+from seq2seq import train_step as train_step_lib
+from seq2seq import workdir as workdir_lib
+
+
+@dataclasses.dataclass
+class TrainResult:
+  step: int
+  epoch: int
+  last_loss: float
+  checkpoint: str
+  resumed_from: str
+  stopped_by_signal: int  # 0, or the signal number that stopped the run
+  val_loss: float = float("nan")
+
+  @property
+  def exit_code(self):
+    return 128 + self.stopped_by_signal if self.stopped_by_signal else 0
+
+
+def build_model(run_config, vocabulary, log=print, initialize_pretrained=True):
+  """A built `Seq2Seq` for `vocabulary`, initialised from pretrained vectors if configured."""
+  model_config = run_config.model
+  table = None
+  if model_config.pretrained_embeddings and initialize_pretrained:
+    table, report = embeddings.load_pretrained(
+        model_config.pretrained_embeddings, vocabulary, model_config.embedding_size,
+        seed=run_config.train.seed)
+    log(f"pretrained embeddings: {report.found} of {report.vocab_size} vocabulary words found in "
+        f"{report.path} ({report.malformed_lines} malformed lines skipped); the rest start random"
+        + (" (frozen)" if model_config.freeze_embeddings else ""))
+  model = model_lib.Seq2Seq(model_config, len(vocabulary), seed=run_config.train.seed,
+                            pretrained_table=table)
+  model.build()
+  return model
+
+
+def evaluate(eval_step, schedule):
+  """(mean loss per target token, perplexity) over every batch of `schedule`."""
+  total_loss = total_tokens = 0.0
+  for batch in schedule.batches(epoch=0):
+    loss_sum, tokens = eval_step(batch)
+    total_loss += float(loss_sum)
+    total_tokens += float(tokens)
+  loss = total_loss / max(total_tokens, 1.0)
+  return loss, _perplexity(loss)
+
+
+def _perplexity(loss):
+  return math.exp(min(loss, 50.0))
+
+
+def _format_duration(seconds):
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+class _RateMeter:
+  """Tokens/s, seconds per batch and ETA over the steps since the last report."""
+
+  def __init__(self, start_step):
+    self.start_time = self.window_time = time.perf_counter()
+    self.start_step = self.window_step = start_step
+    self.window_tokens = 0.0
+
+  def add_tokens(self, tokens):
+    self.window_tokens += tokens
+
+  def report(self, step, total_steps):
+    now = time.perf_counter()
+    steps = max(step - self.window_step, 1)
+    elapsed = max(now - self.window_time, 1e-9)
+    tokens_per_sec = self.window_tokens / elapsed
+    per_batch = elapsed / steps
+    overall = (now - self.start_time) / max(step - self.start_step, 1)
+    self.window_time, self.window_step, self.window_tokens = now, step, 0.0
+    return tokens_per_sec, per_batch, overall * (total_steps - step)
+
+
+def train(run_config, log=print):
+  """Trains (or resumes) the run described by `run_config`; returns a `TrainResult`.
+
+  Raises:
+    corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError: before any step.
+  """
+  train_config = run_config.train
+  if train_config.deterministic:
+    tf.config.experimental.enable_op_determinism()
+  workdir_lib.check_or_save_config(run_config)
+  training_data = datasets.load_training_data(run_config, log)
+  schedule = training_data.train
+
+  model = build_model(run_config, training_data.vocabulary, log)
+  optimizer = optimizers.make_optimizer(train_config)
+  optimizer.build(model.trainable_variables)
+  progress = checkpoints.Progress(data_seed=train_config.seed)
+  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(train_config.workdir),
+                                          model, optimizer, progress,
+                                          train_config.keep_checkpoints)
+  resumed_from = checkpointer.restore_latest()
+  schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
+  step, epoch, position = (int(v.numpy()) for v in (progress.step, progress.epoch,
+                                                    progress.position))
+  per_epoch = schedule.batches_per_epoch
+  total_steps = train_config.num_epochs * per_epoch
+  if train_config.max_steps:
+    total_steps = min(total_steps, train_config.max_steps)
+  parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+  log(f"model: {run_config.model.cell} {run_config.model.num_layers}x{run_config.model.hidden_size}"
+      f", vocab {model.vocab_size}, {parameters:,} trainable parameters; "
+      f"{per_epoch} batches an epoch, {total_steps} steps in all")
+  if resumed_from:
+    log(f"Resuming from {resumed_from} at step {step} (epoch {epoch + 1}, batch {position} of "
+        f"{per_epoch}), with the same data order as an uninterrupted run")
+
+  train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm)
+  eval_step = train_step_lib.make_eval_step(model)
+  train_writer = summaries.ScalarWriter(workdir_lib.summary_dir(train_config.workdir, "train"))
+  val_writer = summaries.ScalarWriter(workdir_lib.summary_dir(train_config.workdir, "val"))
+
+  saved_step = step if resumed_from else -1
+
+  def save():
+    nonlocal saved_step
+    saved_step = step
+    return checkpointer.save()
+
+  def validate():
+    if training_data.val is None:
+      return float("nan")
+    val_loss, val_ppl = evaluate(eval_step, training_data.val)
+    log(f"validation after epoch {epoch + 1}: loss={val_loss:.4f} ppl={val_ppl:.2f}")
+    val_writer.write(step, {"loss": val_loss, "perplexity": val_ppl})
+    return val_loss
+
+  loss, loss_t = float("nan"), None
+  val_loss = float("nan")
+  checkpoint = resumed_from
+  meter = _RateMeter(step)
+  with interrupts.StopOnSignal() as stop:
+    while step < total_steps and epoch < train_config.num_epochs and not stop.requested:
+      for batch in schedule.batches(epoch, start=position):
+        loss_t, norm_t = train_step(batch)
+        step += 1
+        position += 1
+        progress.step.assign(step)
+        progress.position.assign(position)
+        meter.add_tokens(float(batch.target_weight.sum()))
+        if step % train_config.log_every == 0 or step == total_steps:
+          loss, grad_norm = float(loss_t), float(norm_t)
+          lr = float(optimizer.current_learning_rate())
+          tokens_per_sec, per_batch, eta = meter.report(step, total_steps)
+          log(f"{step}/{total_steps} (epoch {epoch + 1}/{train_config.num_epochs}) "
+              f"loss={loss:.4f} ppl={_perplexity(loss):.2f} grad_norm={grad_norm:.3f} "
+              f"lr={lr:.3g} tok/s={tokens_per_sec:.0f} time/batch={per_batch:.3f}s "
+              f"ETA={_format_duration(eta)}")
+          train_writer.write(step, {
+              "loss": loss, "perplexity": _perplexity(loss), "grad_norm": grad_norm,
+              "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
+              "seconds_per_batch": per_batch})
+        if step % train_config.save_every == 0:
+          checkpoint = save()
+        if stop.requested or step >= total_steps:
+          break
+      if position >= per_epoch:  # the epoch ran to its end
+        val_loss = validate()
+        epoch += 1
+        position = 0
+        progress.epoch.assign(epoch)
+        progress.position.assign(0)
+    if loss_t is not None:
+      loss = float(loss_t)
+    if checkpoint is None or step != saved_step:
+      checkpoint = save()
+  train_writer.flush()
+  val_writer.flush()
+  if stop.requested:
+    log(f"stopped by signal {stop.requested} at step {step}; saved {checkpoint}")
+  else:
+    log(f"done at step {step}; saved {checkpoint}")
+  return TrainResult(step=step, epoch=epoch, last_loss=loss, checkpoint=checkpoint,
+                     resumed_from=resumed_from or "", stopped_by_signal=stop.requested or 0,
+                     val_loss=val_loss)

@@ -1,0 +1,36 @@
+"""Unrolling a core over time, with masking of padded steps. Cores never see lengths."""
+import tensorflow as tf
+
+
+def static_unroll(core, inputs, initial_state, sequence_length=None):
+  """Runs `core` over T steps with a Python loop (T must be known when tracing).
+
+  Past a sequence's length the state is carried unchanged and the output is zero, so the
+  final state is each sequence's state at its last valid step.
+
+  Args:
+    core: an `RNNCore`.
+    inputs: [B, T, I].
+    initial_state: the core's state structure, batch B.
+    sequence_length: optional [B] int lengths (0 <= length <= T); None means all are T.
+
+  Returns:
+    (outputs [B, T, H], final_state).
+  """
+  inputs = tf.convert_to_tensor(inputs)
+  num_steps = inputs.shape[1]
+  if num_steps is None:
+    raise ValueError("static_unroll needs a static number of time steps (inputs.shape[1])")
+  state = initial_state
+  outputs = []
+  for t, step_input in enumerate(tf.unstack(inputs, axis=1)):
+    output, new_state = core(step_input, state)
+    if sequence_length is None:
+      state = new_state
+    else:
+      valid = tf.expand_dims(t < sequence_length, -1)  # [B, 1]
+      output = tf.where(valid, output, tf.zeros_like(output))
+      state = tf.nest.map_structure(
+          lambda new, old, valid=valid: tf.where(valid, new, old), new_state, state)
+    outputs.append(output)
+  return tf.stack(outputs, axis=1), state

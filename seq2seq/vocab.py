@@ -1,0 +1,114 @@
+"""Tokenisation and the vocabulary: special tokens, top-K cut, a plain-text file format."""
+import collections
+import os
+import re
+
+PAD, GO, EOS, UNK = "<PAD>", "<GO>", "<EOS>", "<UNK>"
+SPECIAL_TOKENS = (PAD, GO, EOS, UNK)  # ids 0, 1, 2, 3, in this order
+PAD_ID, GO_ID, EOS_ID, UNK_ID = range(4)
+
+# The punctuation filter of the tutorial's tokenizer (Keras' `Tokenizer` default); the
+# apostrophe is kept, so "don't" stays one word.
+DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+
+
+class Tokenizer:
+  """Lowercases (optionally), replaces filtered characters with spaces, splits on whitespace."""
+
+  def __init__(self, lowercase=True, filters=DEFAULT_FILTERS):
+    self.lowercase = lowercase
+    self.filters = filters
+    self._pattern = re.compile("[" + re.escape(filters) + "]") if filters else None
+
+  def __call__(self, text):
+    if self.lowercase:
+      text = text.lower()
+    if self._pattern is not None:
+      text = self._pattern.sub(" ", text)
+    return text.split()
+
+
+class Vocabulary:
+  """A bijection between tokens and ids; ids 0..3 are the special tokens."""
+
+  def __init__(self, tokens):
+    tokens = list(tokens)
+    if tuple(tokens[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
+      raise ValueError(f"a vocabulary must start with {SPECIAL_TOKENS}, got {tokens[:4]}")
+    if len(set(tokens)) != len(tokens):
+      dup = [t for t, n in collections.Counter(tokens).items() if n > 1][0]
+      raise ValueError(f"duplicate token in vocabulary: {dup!r}")
+    self.tokens = tokens
+    self._ids = {token: i for i, token in enumerate(tokens)}
+
+  def __len__(self):
+    return len(self.tokens)
+
+  def __eq__(self, other):
+    return isinstance(other, Vocabulary) and self.tokens == other.tokens
+
+  def id(self, token):
+    return self._ids.get(token, UNK_ID)
+
+  def encode(self, words):
+    return [self._ids.get(w, UNK_ID) for w in words]
+
+  def decode(self, ids, stop_at_eos=True):
+    """ids -> words, dropping <PAD> and <GO> and stopping at the first <EOS>."""
+    words = []
+    for i in ids:
+      i = int(i)
+      if i == EOS_ID and stop_at_eos:
+        break
+      if i in (PAD_ID, GO_ID):
+        continue
+      words.append(self.tokens[i] if 0 <= i < len(self.tokens) else UNK)
+    return words
+
+  def save(self, path):
+    """Writes one token a line (UTF-8), atomically."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write("\n".join(self.tokens) + "\n")
+    os.replace(tmp, path)
+
+  @classmethod
+  def load(cls, path):
+    with open(path, encoding="utf-8") as f:
+      tokens = [line.rstrip("\n") for line in f]
+    while tokens and not tokens[-1]:
+      tokens.pop()
+    try:
+      return cls(tokens)
+    except ValueError as e:
+      raise ValueError(f"{path}: {e}") from None
+
+
+VocabularyReport = collections.namedtuple(
+    "VocabularyReport", ["unique_words", "kept_words", "type_share", "token_coverage"])
+
+
+def build_vocabulary(token_lists, max_vocab):
+  """Top-K words by frequency (ties broken alphabetically, so the result is deterministic).
+
+  Args:
+    token_lists: iterable of lists of words.
+    max_vocab: total size including the 4 special tokens.
+
+  Returns:
+    (Vocabulary, VocabularyReport) where the report gives how many word types exist, how many
+    were kept, and the share of types kept and of tokens covered.
+  """
+  counts = collections.Counter()
+  for tokens in token_lists:
+    counts.update(tokens)
+  for special in SPECIAL_TOKENS:
+    counts.pop(special, None)
+  ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+  kept = ranked[:max(0, max_vocab - len(SPECIAL_TOKENS))]
+  total = sum(counts.values())
+  report = VocabularyReport(
+      unique_words=len(counts), kept_words=len(kept),
+      type_share=len(kept) / len(counts) if counts else 0.0,
+      token_coverage=sum(n for _, n in kept) / total if total else 0.0)
+  return Vocabulary(list(SPECIAL_TOKENS) + [w for w, _ in kept]), report

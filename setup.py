@@ -1,0 +1,23 @@
+"""Installs the `seq2seq` and `ops` packages."""
+import re
+
+import setuptools
+
+with open("seq2seq/__init__.py", encoding="utf-8") as f:
+  VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+setuptools.setup(
+    name="seq2seq-engine",
+    version=VERSION,
+    description="A low-level TensorFlow 2 training engine for recurrent sequence models",
+    packages=["seq2seq", "ops", "benchmarks"],
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow>=2.21",
+        "numpy",
+        "absl-py",
+        "PyYAML",  # ChatterBot YAML conversations
+        "chatterbot-corpus==1.3.3",  # the embedded default corpus (BSD licence)
+    ],
+    extras_require={"test": ["pytest"]},
+)

@@ -1,0 +1,154 @@
+"""Train, evaluate or chat with a seq2seq chatbot.
+
+    python train.py                                   # train on the embedded corpus
+    python train.py --mode=chat                       # talk to the latest checkpoint
+    python train.py --mode=eval --val_data=FILE       # loss and perplexity on FILE
+
+Flags are converted once into a validated `seq2seq.config.RunConfig`; a bad value stops the
+program, naming the flag, before any data is read. Exit status: 0 done, 1 bad flags or data,
+130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint.
+"""
+import dataclasses
+import glob
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from seq2seq import config as config_lib
+
+_HELP = {
+    "cell": "recurrent cell: lstm or gru",
+    "num_layers": "layers in the encoder and in the decoder",
+    "hidden_size": "units per recurrent layer",
+    "embedding_size": "embedding dimension",
+    "keep_prob": "dropout keep probability on layer outputs while training (1 = off)",
+    "forget_bias": "LSTM forget-gate bias",
+    "share_embeddings": "one embedding table for source and target",
+    "embedding_device": "where the embedding table lives: cpu or gpu",
+    "pretrained_embeddings": "GloVe / word2vec text file that initialises the embeddings",
+    "freeze_embeddings": "do not train the pretrained embeddings",
+    "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob",
+    "val_data": "validation pairs, same formats; reported at each epoch end and in eval mode",
+    "max_vocab": "vocabulary size, including <PAD> <GO> <EOS> <UNK>",
+    "min_length": "drop pairs with a side shorter than this (tokens)",
+    "max_length": "drop pairs with a side longer than this (tokens)",
+    "num_buckets": "padded lengths evenly spaced up to max_length (one compiled step each)",
+    "lowercase": "lowercase text before tokenising",
+    "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
+    "batch_size": "pairs per batch",
+    "optimizer": "adam, rmsprop or sgd",
+    "learning_rate": "initial learning rate",
+    "decay_steps": "steps per learning-rate decay by decay_rate",
+    "decay_rate": "learning-rate decay factor",
+    "staircase": "decay in steps rather than continuously",
+    "max_grad_norm": "clip gradients to this global norm (0 = no clipping)",
+    "num_epochs": "epochs to train",
+    "max_steps": "stop after this many steps in all (0 = no limit)",
+    "save_every": "steps between checkpoints",
+    "keep_checkpoints": "checkpoints kept",
+    "log_every": "steps between log lines and summaries",
+    "seed": "seed of weights, dropout and data order",
+    "deterministic": "deterministic ops (slower; bitwise-reproducible runs)",
+}
+_CHOICES = {"cell": config_lib.CELLS, "optimizer": config_lib.OPTIMIZERS,
+            "embedding_device": config_lib.EMBEDDING_DEVICES}
+
+
+def _define_flags():
+  """One flag per config field, with the config's default (defined only there)."""
+  defaults = config_lib.RunConfig()
+  for section in dataclasses.fields(defaults):
+    for field in dataclasses.fields(section.type):
+      default = getattr(getattr(defaults, section.name), field.name)
+      name, help_text = field.name, _HELP[field.name]
+      if name in _CHOICES:
+        flags.DEFINE_enum(name, default, _CHOICES[name], help_text)
+      elif isinstance(default, bool):
+        flags.DEFINE_bool(name, default, help_text)
+      elif isinstance(default, int):
+        flags.DEFINE_integer(name, default, help_text)
+      elif isinstance(default, float):
+        flags.DEFINE_float(name, default, help_text)
+      else:
+        flags.DEFINE_string(name, default, help_text)
+
+
+flags.DEFINE_enum("mode", "train", ["train", "eval", "chat"], "what to do")
+_define_flags()
+FLAGS = flags.FLAGS
+
+
+def _config_from_flags(argv):
+  """The RunConfig the flags describe; UsageError (naming the flag) if any value is bad."""
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags take --name=value)")
+  values = {name: FLAGS[name].value for name in config_lib.field_names()}
+  try:
+    run_config = config_lib.replace(config_lib.RunConfig(), **values)
+  except config_lib.ConfigError as e:
+    raise app.UsageError(f"--{e}") from None
+  for name in ("data", "val_data", "pretrained_embeddings"):
+    path = FLAGS[name].value
+    if path and path != "chatterbot" and not glob.glob(path):
+      raise app.UsageError(f"--{name}={path}: no such file or folder")
+  return run_config
+
+
+def _saved_or(run_config):
+  """For eval and chat: the model and data settings the workdir was trained with."""
+  from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  saved = workdir_lib.load_run_config(run_config.train.workdir)
+  if saved is None:
+    return run_config
+  return dataclasses.replace(run_config, model=saved.model,
+                             data=dataclasses.replace(saved.data, val_data=run_config.data.val_data))
+
+
+def main(argv):
+  run_config = _config_from_flags(argv)
+  # Heavy imports after validation, so a bad flag is reported at once.
+  from seq2seq import chat  # pylint: disable=import-outside-toplevel
+  from seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
+  from seq2seq import corpus  # pylint: disable=import-outside-toplevel
+  from seq2seq import training  # pylint: disable=import-outside-toplevel
+  from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+
+  logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
+  log = lambda message: print(message, flush=True)
+  try:
+    if FLAGS.mode == "train":
+      result = training.train(run_config, log)
+      return result.exit_code
+    if FLAGS.mode == "chat":
+      chat.chat_loop(chat.make_decoder(_saved_or(run_config), log))
+      return 0
+    return _evaluate(_saved_or(run_config), log)
+  except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
+          chat.NoCheckpoint) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+
+
+def _evaluate(run_config, log):
+  from seq2seq import chat  # pylint: disable=import-outside-toplevel
+  from seq2seq import data  # pylint: disable=import-outside-toplevel
+  from seq2seq import datasets  # pylint: disable=import-outside-toplevel
+  from seq2seq import train_step  # pylint: disable=import-outside-toplevel
+  from seq2seq import training  # pylint: disable=import-outside-toplevel
+  model, vocabulary = chat.load_trained(run_config, log)
+  spec = run_config.data.val_data or run_config.data.data
+  pairs = datasets.read_examples(spec, run_config.data, log, "eval data")
+  schedule = data.BatchSchedule(
+      data.encode_pairs(pairs, vocabulary), run_config.train.batch_size,
+      data.bucket_boundaries(run_config.data.max_length, run_config.data.num_buckets), seed=0)
+  loss, ppl = training.evaluate(train_step.make_eval_step(model), schedule)
+  log(f"eval on {spec}: loss={loss:.4f} ppl={ppl:.2f} over {len(pairs)} pairs")
+  return 0
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide C++ INFO/WARNING noise
+  app.run(main)

@@ -1,0 +1,8 @@
+"""Shared test setup: run from the repo root so `seq2seq`, `ops` and `train.py` import."""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,37 @@
+"""Small builders shared by the tests: tiny configs and generated corpora."""
+import os
+import random
+
+from seq2seq import config as config_lib
+
+
+def write_reverse_task(path, num_pairs=400, symbols="abcdefgh", min_len=3, max_len=5, seed=0):
+  """A TSV of 'x1 x2 .. xn' -> 'xn .. x1' pairs over single-letter words."""
+  rng = random.Random(seed)
+  with open(path, "w", encoding="utf-8") as f:
+    for _ in range(num_pairs):
+      words = [rng.choice(symbols) for _ in range(rng.randint(min_len, max_len))]
+      f.write(" ".join(words) + "\t" + " ".join(reversed(words)) + "\n")
+  return path
+
+
+def tiny_config(workdir, data, **changes):
+  """A RunConfig small enough to train in seconds on CPU; `changes` as in config.replace."""
+  base = config_lib.RunConfig(
+      model=config_lib.ModelConfig(num_layers=1, hidden_size=32, embedding_size=16, keep_prob=1.0),
+      data=config_lib.DataConfig(data=data, max_length=6, num_buckets=1, max_vocab=50),
+      train=config_lib.TrainConfig(workdir=workdir, batch_size=16, learning_rate=0.01,
+                                   num_epochs=1000, log_every=1000, save_every=1000, seed=3))
+  return config_lib.replace(base, **changes)
+
+
+def quiet(_):
+  """A log function that drops messages."""
+
+
+def read_events(directory):
+  """Names of event files under `directory` (recursively)."""
+  found = []
+  for root, _, files in os.walk(directory):
+    found.extend(os.path.join(root, f) for f in files if "tfevents" in f)
+  return found

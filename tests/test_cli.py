@@ -1,0 +1,108 @@
+"""train.py end to end, through a subprocess, as a user runs it."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import tensorflow as tf
+
+from seq2seq import workdir as workdir_lib
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--num_layers=1", "--hidden_size=32", "--embedding_size=16", "--num_buckets=1",
+        "--batch_size=16"]
+
+
+def run_train(*flags, stdin=None, timeout=300):
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *flags], cwd=ROOT,
+                        input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+class BadFlagsTest(tf.test.TestCase):
+  """Bad values stop the program before any work, with a message naming the flag."""
+
+  def _assert_refused(self, flag, pattern):
+    workdir = os.path.join(self.get_temp_dir(), "never_created")
+    started = time.monotonic()
+    result = run_train(f"--workdir={workdir}", flag)
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertRegex(result.stderr, pattern)
+    self.assertNotIn("Traceback", result.stderr)
+    self.assertFalse(os.path.exists(workdir), "work was done before the flag was checked")
+    self.assertLess(time.monotonic() - started, 60)
+
+  def test_negative_size(self):
+    self._assert_refused("--hidden_size=-1", r"--hidden_size: must be > 0, got -1")
+
+  def test_unknown_cell(self):
+    self._assert_refused("--cell=rnn", r"--cell.*lstm.*gru")
+
+  def test_keep_prob_out_of_range(self):
+    self._assert_refused("--keep_prob=1.5", r"--keep_prob: must be in \(0, 1\]")
+
+  def test_missing_data_file(self):
+    self._assert_refused("--data=/no/such/file.tsv", r"--data=/no/such/file.tsv: no such file")
+
+  def test_min_length_above_max_length(self):
+    self._assert_refused("--min_length=30", r"--min_length: 30 is greater than max_length 20")
+
+  def test_freeze_without_pretrained(self):
+    self._assert_refused("--freeze_embeddings", r"--freeze_embeddings: freezing needs")
+
+
+class EndToEndTest(tf.test.TestCase):
+
+  def test_default_corpus_train_then_chat_then_eval(self):
+    workdir = os.path.join(self.get_temp_dir(), "run")
+    result = run_train(f"--workdir={workdir}", "--max_steps=4", "--log_every=2", *TINY)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertRegex(result.stdout, r"read \d+ pairs from 21 file")
+    self.assertRegex(result.stdout,
+                     r"4/4 \(epoch 1/\d+\) loss=\S+ ppl=\S+ grad_norm=\S+ lr=\S+ tok/s=\d+ "
+                     r"time/batch=\S+s ETA=0:00")
+    self.assertIsNotNone(tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir)))
+    self.assertNotEmpty(helpers.read_events(workdir_lib.summary_dir(workdir, "train")))
+
+    chat = run_train(f"--workdir={workdir}", "--mode=chat", stdin="hello how are you\nquit\n")
+    self.assertEqual(chat.returncode, 0, chat.stderr)
+    self.assertIn("> hello how are you\nbot:", chat.stdout)
+
+    evaluation = run_train(f"--workdir={workdir}", "--mode=eval")
+    self.assertEqual(evaluation.returncode, 0, evaluation.stderr)
+    self.assertRegex(evaluation.stdout, r"eval on chatterbot: loss=\S+ ppl=\S+")
+
+  def test_chat_without_training_is_a_clear_error(self):
+    result = run_train(f"--workdir={self.get_temp_dir()}/empty", "--mode=chat", stdin="")
+    self.assertEqual(result.returncode, 1)
+    self.assertIn("train first", result.stderr)
+    self.assertNotIn("Traceback", result.stderr)
+
+  def test_sigint_saves_a_checkpoint_and_exits_130(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=200)
+    workdir = os.path.join(tmp, "run")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={workdir}", f"--data={data}",
+         "--max_length=6", "--log_every=1", "--save_every=100000", *TINY],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+      for line in process.stdout:
+        if line.startswith("3/"):  # a few steps in, well before any periodic save
+          break
+      process.send_signal(signal.SIGINT)
+      stdout, stderr = process.communicate(timeout=120)
+    finally:
+      process.kill()
+    self.assertEqual(process.returncode, 130, stderr)
+    self.assertIn("stopped by signal 2", stdout)
+    latest = tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir))
+    self.assertIsNotNone(latest)
+    self.assertGreaterEqual(int(latest.rsplit("-", 1)[1]), 3)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -92,19 +92,16 @@ def _read_yaml(path, report):
 
 
 def _read_tsv(path, report):
-  """One pair a line: question<TAB>answer."""
+  """One pair a line: question<TAB>answer. Lines are decoded one by one, so a line of
+  invalid UTF-8 is skipped and counted without losing the rest of the file."""
   pairs = []
-  with open(path, encoding="utf-8", errors="strict", newline="") as f:
-    line_number = 0
-    while True:
-      line_number += 1
+  with open(path, "rb") as f:
+    for line_number, raw in enumerate(f, 1):
       try:
-        line = f.readline()
+        line = raw.decode("utf-8")
       except UnicodeDecodeError:
         report.skip(path, line_number, "invalid UTF-8")
-        break  # the decoder cannot resynchronise reliably; keep what was read
-      if not line:
-        break
+        continue
       fields = line.rstrip("\r\n").split("\t")
       if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
         report.skip(path, line_number, "not two non-empty tab-separated fields")

@@ -31,6 +31,18 @@ def lstm_step(inputs, hidden, cell, w_input, w_hidden, bias, forget_bias=1.0):
   return lstm_gates_to_state(gates, cell, forget_bias)
 
 
+def input_projection(inputs, kernel, bias):
+  """inputs [B, T, I] @ kernel [I, G] + bias [G] -> [B, T, G], as ONE [B*T, I] matmul.
+
+  The input half of every gate does not depend on the recurrent state, so an unroll can
+  compute it for all steps before the time loop and keep only h W_h inside it.
+  """
+  shape = tf.shape(inputs)
+  flat = tf.reshape(inputs, [-1, inputs.shape[-1]])
+  projected = tf.matmul(flat, kernel) + bias
+  return tf.reshape(projected, tf.concat([shape[:-1], [kernel.shape[-1]]], 0))
+
+
 def lstm_gates_to_state(gates, cell, forget_bias=1.0):
   """The elementwise half of `lstm_step`: gate pre-activations [B, 4H] to (h', c')."""
   # i = input, g = candidate, f = forget, o = output.
@@ -64,7 +76,13 @@ def gru_step(inputs, hidden, w_input, w_hidden, bias_input, bias_hidden):
   Returns:
     new_hidden [B, H].
   """
-  z_x, r_x, n_x = tf.split(tf.matmul(inputs, w_input) + bias_input, 3, axis=-1)
+  return gru_step_projected(tf.matmul(inputs, w_input) + bias_input, hidden, w_hidden,
+                            bias_hidden)
+
+
+def gru_step_projected(projected_input, hidden, w_hidden, bias_hidden):
+  """`gru_step` given projected_input = x W_x + b_x [B, 3H] (see `input_projection`)."""
+  z_x, r_x, n_x = tf.split(projected_input, 3, axis=-1)
   z_h, r_h, n_h = tf.split(tf.matmul(hidden, w_hidden) + bias_hidden, 3, axis=-1)
   z = tf.sigmoid(z_x + z_h)
   r = tf.sigmoid(r_x + r_h)

@@ -10,7 +10,12 @@ Variables are created on the first call, when the input size is known, and are e
 steps belongs to `seq2seq.unroll`.
 
 Adding a cell is: subclass `RNNCore`, implement `__call__`, `initial_state` and
-`state_size`, and compare it with a NumPy re-derivation in a test.
+`output_size`, and compare it with a NumPy re-derivation in a test.
+
+Optional fast path: a core may also split its step into `precompute(inputs [B, T, I])`, work
+that does not depend on the state and can run for all T steps at once (one big matmul instead
+of T small ones), and `step(precomputed_t, state)`. `static_unroll` uses it; the defaults pass
+the inputs through and call `__call__`, so a new core needs neither.
 """
 import abc
 import collections
@@ -46,6 +51,14 @@ class RNNCore(tf.Module, metaclass=abc.ABCMeta):
   @abc.abstractmethod
   def output_size(self):
     """H, the last dimension of the output."""
+
+  def precompute(self, inputs):
+    """State-independent work for all steps at once: [B, T, I] -> [B, T, ...]. Default: none."""
+    return inputs
+
+  def step(self, precomputed, state):
+    """One step from `precompute`'s output at one time index. Default: `__call__`."""
+    return self(precomputed, state)
 
 
 def _glorot_uniform(shape, dtype, seed):
@@ -122,6 +135,16 @@ class LSTMCell(_GatedCell):
         self.forget_bias)
     return hidden, LSTMState(hidden=hidden, cell=cell)
 
+  def precompute(self, inputs):
+    """x W_x + b for all steps: [B, T, I] -> [B, T, 4H] in one matmul."""
+    self._maybe_build(inputs)
+    return cell_math.input_projection(inputs, self.w_input, self.bias)
+
+  def step(self, precomputed, state):
+    gates = precomputed + tf.matmul(state.hidden, self.w_hidden)
+    hidden, cell = cell_math.lstm_gates_to_state(gates, state.cell, self.forget_bias)
+    return hidden, LSTMState(hidden=hidden, cell=cell)
+
 
 class GRUCell(_GatedCell):
   """Gated recurrent unit; state `GRUState(hidden [B, H])`. Math in `ops.cell_math.gru_step`."""
@@ -139,6 +162,16 @@ class GRUCell(_GatedCell):
     self._maybe_build(inputs)
     hidden = cell_math.gru_step(inputs, state.hidden, self.w_input, self.w_hidden,
                                 self.bias_input, self.bias_hidden)
+    return hidden, GRUState(hidden=hidden)
+
+  def precompute(self, inputs):
+    """x W_x + b_x for all steps: [B, T, I] -> [B, T, 3H] in one matmul."""
+    self._maybe_build(inputs)
+    return cell_math.input_projection(inputs, self.w_input, self.bias_input)
+
+  def step(self, precomputed, state):
+    hidden = cell_math.gru_step_projected(precomputed, state.hidden, self.w_hidden,
+                                          self.bias_hidden)
     return hidden, GRUState(hidden=hidden)
 
 
@@ -176,6 +209,14 @@ class DropoutWrapper(RNNCore):
 
   def __call__(self, inputs, state):
     output, new_state = self.core(self._dropout(inputs, self.input_keep_prob), state)
+    return self._dropout(output, self.output_keep_prob), new_state
+
+  def precompute(self, inputs):
+    # One draw over [B, T, I] has the law of T per-step draws.
+    return self.core.precompute(self._dropout(inputs, self.input_keep_prob))
+
+  def step(self, precomputed, state):
+    output, new_state = self.core.step(precomputed, state)
     return self._dropout(output, self.output_keep_prob), new_state
 
 

@@ -78,8 +78,8 @@ class Seq2Seq(tf.Module):
     """source [B, Ts] ids, source_length [B] -> (outputs [B, Ts, H], final state per layer)."""
     core = self.encoder(training)
     inputs = tf.cast(self.source_embedding(source), self.dtype)
-    return unroll.static_unroll(core, inputs, core.initial_state(tf.shape(source)[0], self.dtype),
-                                sequence_length=source_length)
+    initial_state = core.initial_state(tf.shape(source)[0], self.dtype)
+    return unroll.layerwise_unroll(core.cores, inputs, initial_state, source_length)
 
   def project(self, outputs):
     """outputs [B, T, H] -> logits [B, T, V] with ONE matmul over all B*T rows."""
@@ -101,7 +101,7 @@ class Seq2Seq(tf.Module):
     _, encoder_state = self.encode(source, source_length, training)
     inputs = tf.cast(self.target_embedding(decoder_input), self.dtype)
     # No decoder masking: PAD positions come after the targets and only the loss reads them.
-    outputs, _ = unroll.static_unroll(self.decoder(training), inputs, encoder_state)
+    outputs, _ = unroll.layerwise_unroll(self.decoder(training).cores, inputs, encoder_state)
     return self.project(outputs)
 
   def build(self):

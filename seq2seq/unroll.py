@@ -23,8 +23,10 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
     raise ValueError("static_unroll needs a static number of time steps (inputs.shape[1])")
   state = initial_state
   outputs = []
-  for t, step_input in enumerate(tf.unstack(inputs, axis=1)):
-    output, new_state = core(step_input, state)
+  # The core's state-independent work (e.g. x W_x for every step) runs once, outside the loop.
+  precomputed = core.precompute(inputs)
+  for t, step_input in enumerate(tf.unstack(precomputed, axis=1)):
+    output, new_state = core.step(step_input, state)
     if sequence_length is None:
       state = new_state
     else:
@@ -34,3 +36,25 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
           lambda new, old, valid=valid: tf.where(valid, new, old), new_state, state)
     outputs.append(output)
   return tf.stack(outputs, axis=1), state
+
+
+def layerwise_unroll(cores, inputs, initial_states, sequence_length=None):
+  """Unrolls a stack layer by layer: the same result as `static_unroll(StackedCells(cores))`.
+
+  Running each layer over all T steps before the next lets every layer (not only the first)
+  precompute its input projection for the whole sequence.
+
+  Args:
+    cores: the layers, bottom first.
+    inputs: [B, T, I].
+    initial_states: a tuple with one state per layer.
+    sequence_length: optional [B] lengths, applied in every layer.
+
+  Returns:
+    (outputs [B, T, H] of the top layer, tuple of per-layer final states).
+  """
+  final_states = []
+  for core, state in zip(cores, initial_states):
+    inputs, final_state = static_unroll(core, inputs, state, sequence_length)
+    final_states.append(final_state)
+  return inputs, tuple(final_states)

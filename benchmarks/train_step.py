@@ -1,0 +1,220 @@
+"""Times the engine's real train step on fixed synthetic batches, beside a Keras cuDNN peer.
+
+    python -m benchmarks.train_step --workloads=cpu_small --steps=10
+    python -m benchmarks.train_step --workloads=seed_b20,seed_b256 --variants=engine,keras
+
+Each (workload, variant) prints one JSON line; a table follows. Warm-up (tracing and
+compilation) is timed apart from the measured steps, and every timed step ends by reading its
+loss back to the host, so the clock covers the device work.
+
+FLOPs per step (forward + backward = 3x forward, 2 FLOPs per multiply-add):
+    6 * B * T * (sum over layers of 4H(I + H)  +  H * V)
+with the recurrent part counted twice for seq2seq (encoder and decoder of T steps each).
+"""
+import json
+import resource
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from ops import clipping
+from ops import losses
+from seq2seq import config as config_lib
+from seq2seq import data
+from seq2seq import model as model_lib
+from seq2seq import optimizers
+from seq2seq import train_step as train_step_lib
+
+WORKLOADS = {
+    # name: (kind, B, T, E, H, V, layers)
+    "seed_b20": ("seq2seq", 20, 20, 1024, 1024, 20000, 2),
+    "seed_b256": ("seq2seq", 256, 20, 1024, 1024, 20000, 2),
+    "ptb_large": ("lm", 20, 35, 1500, 1500, 10000, 2),
+    "ptb_large_b128": ("lm", 128, 35, 1500, 1500, 10000, 2),
+    "cpu_small": ("seq2seq", 32, 20, 256, 256, 8000, 2),
+}
+VARIANTS = ("engine", "keras")
+
+flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
+flags.DEFINE_list("variants", list(VARIANTS), f"among {', '.join(VARIANTS)}")
+flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
+flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
+flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
+flags.DEFINE_string("output", "", "also append the JSON lines to this file")
+FLAGS = flags.FLAGS
+
+
+def model_flops(kind, batch, steps, embed, hidden, vocab, layers):
+  """FLOPs of one train step, by the formula in the module docstring."""
+  recurrent = sum(4 * hidden * ((embed if layer == 0 else hidden) + hidden)
+                  for layer in range(layers))
+  if kind == "seq2seq":
+    recurrent *= 2
+  return 6 * batch * steps * (recurrent + hidden * vocab)
+
+
+def synthetic_batch(batch, steps, vocab, seed=0):
+  """A fixed padded batch: lengths uniform in [T/2, T], ids uniform over the real words."""
+  rng = np.random.default_rng(seed)
+  lengths = rng.integers(steps // 2, steps + 1, size=batch)
+  examples = [(list(rng.integers(4, vocab, n)), list(rng.integers(4, vocab, m)))
+              for n, m in zip(lengths, rng.permutation(lengths))]
+  # The seq2seq decoder runs T + 1 steps (<GO> .. / .. <EOS>); trim so both sides have T.
+  return data.pad_batch([(s, t[:steps - 1]) for s, t in examples], steps)
+
+
+def matmul_ceiling(dtype, size=8192 if tf.config.list_physical_devices("GPU") else 1024):
+  """TFLOP/s of a size^3 matmul in `dtype`: the ceiling the step's efficiency is judged by."""
+  a = tf.random.normal([size, size], dtype=tf.float32)
+  a = tf.cast(a, dtype)
+  matmul = tf.function(lambda x: tf.matmul(x, x))
+  matmul(a).numpy()
+  times = []
+  for _ in range(5):
+    start = time.perf_counter()
+    matmul(a)[0, 0].numpy()
+    times.append(time.perf_counter() - start)
+  return 2 * size ** 3 / min(times) / 1e12
+
+
+def engine_step(workload):
+  """The engine's own train step (the code train.py runs), for `workload`."""
+  kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
+  if kind != "seq2seq":
+    return None
+  model_config = config_lib.ModelConfig(num_layers=layers, hidden_size=hidden,
+                                        embedding_size=embed, keep_prob=FLAGS.keep_prob)
+  model = model_lib.Seq2Seq(model_config, vocab, seed=0)
+  model.build()
+  optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3))
+  optimizer.build(model.trainable_variables)
+  step = train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0)
+  return step
+
+
+def keras_step(workload):
+  """The peer: keras.layers.LSTM (cuDNN on GPU), same embedding, projection, loss, Adam, clip."""
+  import keras  # pylint: disable=import-outside-toplevel
+  kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
+  if kind != "seq2seq":
+    return None
+  embedding = keras.layers.Embedding(vocab, embed)
+  encoder = [keras.layers.LSTM(hidden, return_sequences=True, return_state=True)
+             for _ in range(layers)]
+  decoder = [keras.layers.LSTM(hidden, return_sequences=True, return_state=True)
+             for _ in range(layers)]
+  projection = keras.layers.Dense(vocab)
+  optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3))
+
+  def forward(b):
+    x = embedding(b.source)
+    mask = tf.sequence_mask(b.source_length, tf.shape(b.source)[1])
+    states = []
+    for layer in encoder:
+      x, h, c = layer(x, mask=mask)
+      states.append([h, c])
+    y = embedding(b.decoder_input)
+    for layer, state in zip(decoder, states):
+      y, _, _ = layer(y, initial_state=state)
+    return projection(y)
+
+  forward(synthetic_batch(2, steps, vocab))  # build
+  variables = None
+
+  @tf.function(jit_compile=False)
+  def step(b):
+    nonlocal variables
+    with tf.GradientTape() as tape:
+      logits = forward(b)
+      loss = losses.sequence_loss(logits, b.target, b.target_weight)
+    params = [v.value for v in variables]
+    grads = tape.gradient(loss, params)
+    grads, norm = clipping.clip_gradients(grads, 5.0)
+    optimizer.apply(grads, params)
+    return loss, norm
+
+  layers_all = [embedding, *encoder, *decoder, projection]
+  variables = [v for layer in layers_all for v in layer.trainable_variables]
+  optimizer.build([v.value for v in variables])
+  return step
+
+
+def peak_memory_mb():
+  if tf.config.list_physical_devices("GPU"):
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # host RSS
+
+
+def measure(workload, variant, ceiling):
+  kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
+  builder = {"engine": engine_step, "keras": keras_step}[variant]
+  step = builder(workload)
+  if step is None:
+    return {"workload": workload, "variant": variant, "skipped": f"{kind} mode not built yet"}
+  b = synthetic_batch(batch, steps, vocab)
+  b = data.Batch(*(tf.constant(x) for x in b))
+  if tf.config.list_physical_devices("GPU"):
+    tf.config.experimental.reset_memory_stats("GPU:0")
+  start = time.perf_counter()
+  float(step(b)[0])
+  first_step = time.perf_counter() - start
+  for _ in range(FLAGS.warmup):
+    float(step(b)[0])
+  times = []
+  for _ in range(FLAGS.steps):
+    start = time.perf_counter()
+    float(step(b)[0])
+    times.append(time.perf_counter() - start)
+  median = statistics.median(times)
+  target_tokens = float(tf.reduce_sum(b.target_weight))
+  tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers) / median / 1e12
+  return {
+      "workload": workload, "variant": variant, "step_ms": 1e3 * median,
+      "target_tokens_per_sec": target_tokens / median, "model_tflops": tflops,
+      "ceiling_tflops": ceiling, "percent_of_ceiling": 100 * tflops / ceiling,
+      "first_step_s": first_step, "peak_memory_mb": peak_memory_mb(),
+      "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+      "tf_version": tf.__version__,
+  }
+
+
+def main(argv):
+  del argv
+  for name in FLAGS.workloads:
+    if name not in WORKLOADS:
+      raise app.UsageError(f"--workloads: unknown workload {name!r}")
+  for name in FLAGS.variants:
+    if name not in VARIANTS:
+      raise app.UsageError(f"--variants: unknown variant {name!r}")
+  ceiling = matmul_ceiling(tf.float32)
+  print(json.dumps({"matmul_ceiling_fp32_tflops": ceiling}), flush=True)
+  rows = []
+  for workload in FLAGS.workloads:
+    for variant in FLAGS.variants:
+      row = measure(workload, variant, ceiling)
+      rows.append(row)
+      print(json.dumps(row), flush=True)
+      if FLAGS.output:
+        with open(FLAGS.output, "a", encoding="utf-8") as f:
+          f.write(json.dumps(row) + "\n")
+  print(f"\n{'workload':16} {'variant':10} {'step ms':>9} {'tok/s':>10} {'TFLOP/s':>8} "
+        f"{'%ceil':>6} {'first s':>8} {'peak MB':>9} {'vs keras':>8}")
+  for row in rows:
+    if "skipped" in row:
+      print(f"{row['workload']:16} {row['variant']:10} skipped: {row['skipped']}")
+      continue
+    peer = [r for r in rows if r["workload"] == row["workload"] and r["variant"] == "keras"
+            and "skipped" not in r]
+    ratio = (row["target_tokens_per_sec"] / peer[0]["target_tokens_per_sec"]) if peer else float("nan")
+    print(f"{row['workload']:16} {row['variant']:10} {row['step_ms']:9.2f} "
+          f"{row['target_tokens_per_sec']:10.0f} {row['model_tflops']:8.3f} "
+          f"{row['percent_of_ceiling']:6.1f} {row['first_step_s']:8.2f} "
+          f"{row['peak_memory_mb']:9.0f} {ratio:8.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

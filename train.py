@@ -52,8 +52,11 @@ _HELP = {
     "log_every": "steps between log lines and summaries",
     "seed": "seed of weights, dropout and data order",
     "deterministic": "deterministic ops (slower; bitwise-reproducible runs)",
+    "jit_compile": "XLA-compile the train step (the embedding lookup and update stay outside)",
+    "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
 }
 _CHOICES = {"cell": config_lib.CELLS, "optimizer": config_lib.OPTIMIZERS,
+            "precision": config_lib.PRECISIONS,
             "embedding_device": config_lib.EMBEDDING_DEVICES}
 
 

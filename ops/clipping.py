@@ -2,11 +2,19 @@
 import tensorflow as tf
 
 
+def merge_duplicate_rows(slices):
+  """An IndexedSlices with each index once, its rows summed: the same dense gradient."""
+  unique, positions = tf.unique(slices.indices)
+  values = tf.math.unsorted_segment_sum(slices.values, positions, tf.shape(unique)[0])
+  return tf.IndexedSlices(values, unique, slices.dense_shape)
+
+
 def clip_gradients(gradients, max_norm):
   """Rescales `gradients` so that their global L2 norm is at most `max_norm`.
 
   Gradients are scaled by max_norm / max(global_norm, max_norm): untouched when the norm is
-  within the limit. `None` entries pass through.
+  within the limit. `None` entries pass through. Rows of an IndexedSlices that share an index
+  (a word seen twice in a batch) are summed first, so the norm is that of the dense gradient.
 
   Args:
     gradients: list of tensors or `tf.IndexedSlices` (or None).
@@ -16,6 +24,22 @@ def clip_gradients(gradients, max_norm):
     (clipped_gradients, global_norm), where global_norm is the norm BEFORE clipping (a float32
     scalar), so that it can be logged.
   """
+  gradients = [merge_duplicate_rows(g) if isinstance(g, tf.IndexedSlices) else g
+               for g in gradients]
   if max_norm:
     return tf.clip_by_global_norm(gradients, max_norm)
   return list(gradients), tf.linalg.global_norm(gradients)
+
+
+def clip_scale(global_norm, max_norm):
+  """The factor `clip_gradients` multiplies by: max_norm / max(norm, max_norm), or 1 if off."""
+  if not max_norm:
+    return tf.ones_like(global_norm)
+  return max_norm / tf.maximum(global_norm, max_norm)
+
+
+def rows_squared_norm(values, indices, num_rows):
+  """||dense gradient||^2 of rows `values` [N, E] scattered to `indices` [N] of a [num_rows, E]
+  table, duplicates summed. Uses a dense scatter (no tf.unique), so it compiles with XLA."""
+  dense = tf.math.unsorted_segment_sum(values, indices, num_rows)
+  return tf.reduce_sum(tf.square(dense))

@@ -26,8 +26,8 @@ def adam_update(param, grad, m, v, learning_rate, step, beta1=0.9, beta2=0.999, 
   """
   new_m = beta1 * m + (1.0 - beta1) * grad
   new_v = beta2 * v + (1.0 - beta2) * tf.square(grad)
-  m_hat = new_m / (1.0 - tf.pow(tf.cast(beta1, param.dtype), step))
-  v_hat = new_v / (1.0 - tf.pow(tf.cast(beta2, param.dtype), step))
+  m_hat = new_m / (1.0 - tf.pow(tf.constant(beta1, param.dtype), step))
+  v_hat = new_v / (1.0 - tf.pow(tf.constant(beta2, param.dtype), step))
   return param - learning_rate * m_hat / (tf.sqrt(v_hat) + epsilon), new_m, new_v
 
 

@@ -108,6 +108,12 @@ class _GatedCell(RNNCore):
     if not self.built:
       self.build(int(inputs.shape[-1]))
 
+  @staticmethod
+  def _like(variable, tensor):
+    """`variable` in `tensor`'s dtype: cells compute in the dtype of their inputs, so bf16
+    inputs run bf16 matmuls against float32 master weights."""
+    return variable if variable.dtype == tensor.dtype else tf.cast(variable, tensor.dtype)
+
 
 class LSTMCell(_GatedCell):
   """Long short-term memory cell; state `LSTMState(hidden [B, H], cell [B, H])`.
@@ -130,18 +136,20 @@ class LSTMCell(_GatedCell):
 
   def __call__(self, inputs, state):
     self._maybe_build(inputs)
+    like = lambda v: self._like(v, inputs)
     hidden, cell = cell_math.lstm_step(
-        inputs, state.hidden, state.cell, self.w_input, self.w_hidden, self.bias,
-        self.forget_bias)
+        inputs, state.hidden, state.cell, like(self.w_input), like(self.w_hidden),
+        like(self.bias), self.forget_bias)
     return hidden, LSTMState(hidden=hidden, cell=cell)
 
   def precompute(self, inputs):
     """x W_x + b for all steps: [B, T, I] -> [B, T, 4H] in one matmul."""
     self._maybe_build(inputs)
-    return cell_math.input_projection(inputs, self.w_input, self.bias)
+    return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
+                                      self._like(self.bias, inputs))
 
   def step(self, precomputed, state):
-    gates = precomputed + tf.matmul(state.hidden, self.w_hidden)
+    gates = precomputed + tf.matmul(state.hidden, self._like(self.w_hidden, precomputed))
     hidden, cell = cell_math.lstm_gates_to_state(gates, state.cell, self.forget_bias)
     return hidden, LSTMState(hidden=hidden, cell=cell)
 
@@ -160,18 +168,21 @@ class GRUCell(_GatedCell):
 
   def __call__(self, inputs, state):
     self._maybe_build(inputs)
-    hidden = cell_math.gru_step(inputs, state.hidden, self.w_input, self.w_hidden,
-                                self.bias_input, self.bias_hidden)
+    like = lambda v: self._like(v, inputs)
+    hidden = cell_math.gru_step(inputs, state.hidden, like(self.w_input), like(self.w_hidden),
+                                like(self.bias_input), like(self.bias_hidden))
     return hidden, GRUState(hidden=hidden)
 
   def precompute(self, inputs):
     """x W_x + b_x for all steps: [B, T, I] -> [B, T, 3H] in one matmul."""
     self._maybe_build(inputs)
-    return cell_math.input_projection(inputs, self.w_input, self.bias_input)
+    return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
+                                      self._like(self.bias_input, inputs))
 
   def step(self, precomputed, state):
-    hidden = cell_math.gru_step_projected(precomputed, state.hidden, self.w_hidden,
-                                          self.bias_hidden)
+    like = lambda v: self._like(v, precomputed)
+    hidden = cell_math.gru_step_projected(precomputed, state.hidden, like(self.w_hidden),
+                                          like(self.bias_hidden))
     return hidden, GRUState(hidden=hidden)
 
 

@@ -9,6 +9,7 @@ import json
 CELLS = ("lstm", "gru")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 EMBEDDING_DEVICES = ("cpu", "gpu")
+PRECISIONS = ("fp32", "bf16")
 
 
 class ConfigError(ValueError):
@@ -100,10 +101,13 @@ class TrainConfig:
   log_every: int = 20
   seed: int = 1234
   deterministic: bool = False  # tf.config.experimental.enable_op_determinism
+  jit_compile: bool = False  # XLA-compile the step (the embedding stays outside)
+  precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss
 
   def __post_init__(self):
     _check(bool(self.workdir), "workdir", "must be a folder path")
     _choice(self, "optimizer", OPTIMIZERS)
+    _choice(self, "precision", PRECISIONS)
     _positive(self, "batch_size", "learning_rate", "decay_steps", "decay_rate", "num_epochs",
               "save_every", "keep_checkpoints", "log_every")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")

@@ -26,15 +26,18 @@ class Seq2Seq(tf.Module):
     vocab_size: V.
     seed: seeds the initial weights and the dropout masks.
     pretrained_table: optional [V, E] array that initialises the embedding(s).
-    dtype: variable and compute dtype (float32, or float64 for tests).
+    dtype: variable dtype (float32, or float64 for tests).
+    compute_dtype: dtype of the activations and matmuls (default: dtype); bfloat16 gives
+      mixed precision with float32 master weights. The loss is always computed in float32.
   """
 
   def __init__(self, config, vocab_size, seed=0, pretrained_table=None, dtype=tf.float32,
-               name="seq2seq"):
+               compute_dtype=None, name="seq2seq"):
     super().__init__(name=name)
     self.config = config
     self.vocab_size = int(vocab_size)
-    self.dtype = tf.as_dtype(dtype)
+    self.variable_dtype = tf.as_dtype(dtype)
+    self.dtype = tf.as_dtype(compute_dtype or dtype)  # what activations are computed in
     with self.name_scope:
       def embedding(name, offset):
         return embeddings.Embedding(
@@ -74,19 +77,49 @@ class Seq2Seq(tf.Module):
   def decoder(self, training=False):
     return self._stack(self.decoder_cells, training)
 
+  def embedding_tables(self):
+    """The distinct trainable embedding tables (none when frozen; one when shared)."""
+    tables = []
+    for embedding in (self.source_embedding, self.target_embedding):
+      if embedding.table.trainable and all(embedding.table is not t for t in tables):
+        tables.append(embedding.table)
+    return tables
+
+  def embed(self, source, decoder_input):
+    """Looks up ids on the embedding's device: ([B, Ts, E], [B, Tt, E]) in the table dtype.
+
+    Kept apart from `logits_from_embedded` so that a compiled (XLA) step can take the
+    looked-up vectors as inputs while the table stays on the CPU.
+    """
+    return self.source_embedding(source), self.target_embedding(decoder_input)
+
+  def encode_embedded(self, source_embedded, source_length, training=False):
+    """[B, Ts, E] vectors, lengths [B] -> (outputs [B, Ts, H], final state per layer)."""
+    core = self.encoder(training)
+    inputs = tf.cast(source_embedded, self.dtype)
+    initial_state = core.initial_state(tf.shape(source_embedded)[0], self.dtype)
+    return unroll.layerwise_unroll(core.cores, inputs, initial_state, source_length)
+
   def encode(self, source, source_length, training=False):
     """source [B, Ts] ids, source_length [B] -> (outputs [B, Ts, H], final state per layer)."""
-    core = self.encoder(training)
-    inputs = tf.cast(self.source_embedding(source), self.dtype)
-    initial_state = core.initial_state(tf.shape(source)[0], self.dtype)
-    return unroll.layerwise_unroll(core.cores, inputs, initial_state, source_length)
+    return self.encode_embedded(self.source_embedding(source), source_length, training)
 
   def project(self, outputs):
     """outputs [B, T, H] -> logits [B, T, V] with ONE matmul over all B*T rows."""
     batch, steps = tf.shape(outputs)[0], tf.shape(outputs)[1]
     flat = tf.reshape(outputs, [-1, self.config.hidden_size])  # [B*T, H]
-    logits = tf.matmul(flat, self.projection_kernel) + self.projection_bias
+    logits = (tf.matmul(flat, tf.cast(self.projection_kernel, flat.dtype))
+              + tf.cast(self.projection_bias, flat.dtype))
     return tf.reshape(logits, [batch, steps, self.vocab_size])
+
+  def logits_from_embedded(self, source_embedded, source_length, target_embedded,
+                           training=False):
+    """Teacher-forced logits [B, Tt, V] from looked-up vectors (see `embed`)."""
+    _, encoder_state = self.encode_embedded(source_embedded, source_length, training)
+    inputs = tf.cast(target_embedded, self.dtype)
+    # No decoder masking: PAD positions come after the targets and only the loss reads them.
+    outputs, _ = unroll.layerwise_unroll(self.decoder(training).cores, inputs, encoder_state)
+    return self.project(outputs)
 
   def __call__(self, source, source_length, decoder_input, training=False):
     """Teacher-forced logits.
@@ -96,13 +129,11 @@ class Seq2Seq(tf.Module):
       decoder_input: [B, Tt] ids, <GO> y1 .. yn, post-padded.
 
     Returns:
-      logits [B, Tt, V]. Positions past each target are garbage; the loss weights mask them.
+      logits [B, Tt, V] in the compute dtype. Positions past each target are garbage; the
+      loss weights mask them.
     """
-    _, encoder_state = self.encode(source, source_length, training)
-    inputs = tf.cast(self.target_embedding(decoder_input), self.dtype)
-    # No decoder masking: PAD positions come after the targets and only the loss reads them.
-    outputs, _ = unroll.layerwise_unroll(self.decoder(training).cores, inputs, encoder_state)
-    return self.project(outputs)
+    source_embedded, target_embedded = self.embed(source, decoder_input)
+    return self.logits_from_embedded(source_embedded, source_length, target_embedded, training)
 
   def build(self):
     """Creates every variable (cells build lazily) with one tiny eager forward pass."""

@@ -5,6 +5,7 @@ run the same way eagerly, in `tf.function` and under XLA.
 """
 import tensorflow as tf
 
+from ops import clipping
 from ops import optim
 
 
@@ -29,30 +30,60 @@ class Optimizer(tf.Module):
     return tf.constant(self.learning_rate, tf.float32)
 
   def build(self, variables):
-    """Creates zero slots for `variables` (once; call before restoring a checkpoint)."""
+    """Creates zero slots for `variables` (once; call before restoring a checkpoint).
+
+    Slots are placed beside their variable (a CPU-pinned embedding keeps CPU slots).
+    """
     if self.slots is not None:
       return
+    self._index = {v.ref(): i for i, v in enumerate(variables)}
     with tf.init_scope():
-      self.slots = {
-          slot: [tf.Variable(tf.zeros_like(v), trainable=False, name=f"{slot}_{i}")
-                 for i, v in enumerate(variables)]
-          for slot in self.slot_names}
+      def zeros(v, name):
+        with tf.device(v.device):
+          return tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False, name=name)
+      self.slots = {slot: [zeros(v, f"{slot}_{i}") for i, v in enumerate(variables)]
+                    for slot in self.slot_names}
 
   def apply(self, gradients, variables):
-    """Updates `variables` in place with `gradients` (None entries are skipped)."""
+    """One optimizer step: `update`, then advance the step counter."""
+    self.update(gradients, variables)
+    self.finish_step()
+
+  def finish_step(self):
+    self.iterations.assign_add(1)
+
+  def update(self, gradients, variables):
+    """Updates `variables` in place, without advancing the step counter.
+
+    A train step may call this more than once (e.g. dense variables inside a compiled
+    function, the embedding outside it) and then `finish_step` once. None gradients are
+    skipped. An `IndexedSlices` gradient updates only its rows ("lazy" Adam / RMSProp: the
+    rule runs on the rows a batch touches, as TF1's LazyAdamOptimizer did); for SGD this is
+    the same as the dense update.
+    """
     self.build(variables)
     lr = self.current_learning_rate()
     step = tf.cast(self.iterations + 1, tf.float32)
-    for index, (grad, var) in enumerate(zip(gradients, variables)):
+    for grad, var in zip(gradients, variables):
       if grad is None:
         continue
-      grad = tf.convert_to_tensor(grad)  # densifies IndexedSlices (embedding gradients)
+      index = self._index[var.ref()]
       slots = [self.slots[name][index] for name in self.slot_names]
-      new_values = self._update(var, grad, slots, tf.cast(lr, var.dtype), tf.cast(step, var.dtype))
+      lr_v, step_v = tf.cast(lr, var.dtype), tf.cast(step, var.dtype)
+      if isinstance(grad, tf.IndexedSlices):
+        self._update_rows(var, clipping.merge_duplicate_rows(grad), slots, lr_v, step_v)
+        continue
+      new_values = self._update(var, grad, slots, lr_v, step_v)
       var.assign(new_values[0])
       for slot, value in zip(slots, new_values[1:]):
         slot.assign(value)
-    self.iterations.assign_add(1)
+
+  def _update_rows(self, var, grad, slots, lr, step):
+    rows = grad.indices
+    new_values = self._update(tf.gather(var, rows), grad.values,
+                              [tf.gather(slot, rows) for slot in slots], lr, step)
+    for target, value in zip([var, *slots], new_values):
+      target.scatter_update(tf.IndexedSlices(value, rows))
 
   def _update(self, var, grad, slots, lr, step):
     raise NotImplementedError

@@ -50,20 +50,65 @@ def batch_loss(model, batch, training):
   return losses.sequence_loss(logits, batch.target, batch.target_weight), logits
 
 
-def make_train_step(model, optimizer, max_grad_norm):
+def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
   """A compiled step: forward, backward, clip by global norm, update.
 
+  The embedding lookup and the embedding update run outside the optional XLA region, on the
+  table's own device (the CPU by default); everything else (the unrolled encoder and decoder,
+  projection, loss, backward pass, global norm, clipping, and the dense optimizer update) is
+  one function, XLA-compiled when `jit_compile`. The embedding gradient is an IndexedSlices of
+  the looked-up rows, so only those rows are updated. The same code runs with and without XLA.
+
+  Args:
+    model: a built `Seq2Seq`.
+    optimizer: a `seq2seq.optimizers.Optimizer`, built for `model.trainable_variables`.
+    max_grad_norm: clip to this global norm; 0 for no clipping (the norm is still returned).
+    jit_compile: compile the dense part with XLA.
+
   Returns:
-    step(batch) -> (loss, grad_norm): scalar loss before the update and the gradients' global
-    norm before clipping.
+    step(batch) -> (loss, grad_norm): the batch loss before the update, and the global norm
+    of all gradients (embedding rows included) before clipping.
   """
-  def step(batch):
+  tables = model.embedding_tables()
+  table_refs = {t.ref() for t in tables}
+  dense_variables = [v for v in model.trainable_variables if v.ref() not in table_refs]
+  lookups = [(model.source_embedding.table, "source"),
+             (model.target_embedding.table, "decoder_input")]
+
+  def dense_part(batch, source_embedded, target_embedded):
     with tf.GradientTape() as tape:
-      loss, _ = batch_loss(model, batch, training=True)
-    variables = model.trainable_variables
-    gradients = tape.gradient(loss, variables)
-    gradients, grad_norm = clipping.clip_gradients(gradients, max_grad_norm)
-    optimizer.apply(gradients, variables)
+      tape.watch([source_embedded, target_embedded])
+      logits = model.logits_from_embedded(source_embedded, batch.source_length,
+                                          target_embedded, training=True)
+      loss = losses.sequence_loss(logits, batch.target, batch.target_weight)
+    gradients = tape.gradient(loss, dense_variables + [source_embedded, target_embedded])
+    dense_gradients, embedded_gradients = gradients[:-2], gradients[-2:]
+    # Embedding rows, flattened to [N, E], grouped by table (a shared table gets both).
+    rows = {t.ref(): ([], []) for t in tables}
+    for (table, ids_field), grad in zip(lookups, embedded_gradients):
+      if table.ref() in rows:
+        values, indices = rows[table.ref()]
+        values.append(tf.reshape(grad, [-1, table.shape[-1]]))
+        indices.append(tf.reshape(getattr(batch, ids_field), [-1]))
+    rows = [(tf.concat(v, 0), tf.concat(i, 0)) for v, i in (rows[t.ref()] for t in tables)]
+    squared_norm = tf.square(tf.linalg.global_norm(dense_gradients))
+    for table, (values, indices) in zip(tables, rows):
+      squared_norm += clipping.rows_squared_norm(values, indices, table.shape[0])
+    grad_norm = tf.sqrt(squared_norm)
+    scale = clipping.clip_scale(grad_norm, max_grad_norm)
+    optimizer.update([g * scale for g in dense_gradients], dense_variables)
+    return loss, grad_norm, [(values * scale, indices) for values, indices in rows]
+
+  if jit_compile:
+    dense_part = tf.function(dense_part, jit_compile=True)
+
+  def step(batch):
+    source_embedded, target_embedded = model.embed(batch.source, batch.decoder_input)
+    loss, grad_norm, rows = dense_part(batch, source_embedded, target_embedded)
+    for table, (values, indices) in zip(tables, rows):
+      with tf.device(table.device):
+        optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
+    optimizer.finish_step()
     return loss, grad_norm
 
   return BucketedFunction(step)

@@ -35,6 +35,9 @@ class TrainResult:
     return 128 + self.stopped_by_signal if self.stopped_by_signal else 0
 
 
+COMPUTE_DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
+
+
 def build_model(run_config, vocabulary, log=print, initialize_pretrained=True):
   """A built `Seq2Seq` for `vocabulary`, initialised from pretrained vectors if configured."""
   model_config = run_config.model
@@ -47,7 +50,8 @@ def build_model(run_config, vocabulary, log=print, initialize_pretrained=True):
         f"{report.path} ({report.malformed_lines} malformed lines skipped); the rest start random"
         + (" (frozen)" if model_config.freeze_embeddings else ""))
   model = model_lib.Seq2Seq(model_config, len(vocabulary), seed=run_config.train.seed,
-                            pretrained_table=table)
+                            pretrained_table=table,
+                            compute_dtype=COMPUTE_DTYPES[run_config.train.precision])
   model.build()
   return model
 
@@ -131,7 +135,8 @@ def train(run_config, log=print):
     log(f"Resuming from {resumed_from} at step {step} (epoch {epoch + 1}, batch {position} of "
         f"{per_epoch}), with the same data order as an uninterrupted run")
 
-  train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm)
+  train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
+                                              jit_compile=train_config.jit_compile)
   eval_step = train_step_lib.make_eval_step(model)
   train_writer = summaries.ScalarWriter(workdir_lib.summary_dir(train_config.workdir, "train"))
   val_writer = summaries.ScalarWriter(workdir_lib.summary_dir(train_config.workdir, "val"))

@@ -370,15 +370,18 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(e, v, rtol=1e-5, atol=1e-6)
 
   @parameterized.parameters("adam", "rmsprop", "sgd")
-  def test_indexed_slices_from_gather(self, kind):
+  def test_indexed_slices_from_gather_update_only_their_rows(self, kind):
+    """Sparse (lazy) rule: the rows a batch touches get the dense rule with duplicate ids
+    summed; other rows, and their slots, stay as they were."""
     rng = np.random.RandomState(4)
     table_init = rng.normal(size=(6, 3)).astype(np.float32)
     table = tf.Variable(table_init)
     optimizer = {"adam": optimizers.Adam, "rmsprop": optimizers.RMSProp,
                  "sgd": optimizers.SGD}[kind](0.1)
     ids_per_step = [np.array([0, 2, 2]), np.array([5, 0]), np.array([1, 1, 1, 3])]
-    np_grads = []
-    for ids in ids_per_step:
+    expected = table_init.astype(np.float64)
+    slots = [np.zeros_like(expected), np.zeros_like(expected)]
+    for step, ids in enumerate(ids_per_step):
       upstream = rng.normal(size=(len(ids), 3)).astype(np.float32)
       with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.gather(table, ids) * upstream)
@@ -387,13 +390,24 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
       optimizer.apply([grad], [table])
       dense = np.zeros((6, 3))
       np.add.at(dense, ids, upstream.astype(np.float64))  # repeated ids add up
-      np_grads.append([dense])
-    expected, _ = self._np_run(kind, [table_init], np_grads, lambda step: 0.1)
-    self.assertAllClose(expected[0], table, rtol=1e-5, atol=1e-6)
+      rows = np.unique(ids)
+      if kind == "adam":
+        p, m, v = np_adam(expected[rows], dense[rows], slots[0][rows], slots[1][rows], 0.1,
+                          step + 1)
+        expected[rows], slots[0][rows], slots[1][rows] = p, m, v
+      elif kind == "rmsprop":
+        expected[rows], slots[0][rows] = np_rmsprop(expected[rows], dense[rows],
+                                                    slots[0][rows], 0.1)
+      else:
+        expected[rows] = np_sgd(expected[rows], dense[rows], 0.1)
+    self.assertAllClose(expected, table, rtol=1e-5, atol=1e-6)
+    self.assertAllEqual(table_init[4], table.numpy()[4])  # never looked up
     self.assertEqual(3, int(optimizer.iterations.numpy()))
-    if kind == "sgd":
-      # Rows never looked up stay as they were.
-      self.assertAllEqual(table_init[4], table.numpy()[4])
+
+  def test_clip_norm_of_repeated_rows_is_the_dense_norm(self):
+    slices = tf.IndexedSlices(tf.ones([2, 1]), tf.constant([0, 0]), tf.constant([3, 1]))
+    _, norm = clipping.clip_gradients([slices], 0)
+    self.assertAllClose(2.0, norm)  # the dense gradient is [[2], [0], [0]]
 
   def test_none_gradient_skipped(self):
     params, grads = self._problem(seed=5, steps=2)

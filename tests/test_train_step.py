@@ -1,0 +1,125 @@
+"""Every variant of the train step computes what the plain float32 step computes."""
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from ops import losses
+from seq2seq import config as config_lib
+from seq2seq import data
+from seq2seq import model as model_lib
+from seq2seq import optimizers
+from seq2seq import train_step as train_step_lib
+
+VOCAB = 40
+
+
+def _batch(size=6, length=5, seed=0):
+  rng = np.random.default_rng(seed)
+  examples = [(list(rng.integers(4, VOCAB, rng.integers(1, length + 1))),
+               list(rng.integers(4, VOCAB, rng.integers(1, length + 1)))) for _ in range(size)]
+  return data.pad_batch(examples, length)
+
+
+def _model(share=True, compute_dtype=None, keep_prob=1.0, cell="lstm"):
+  config = config_lib.ModelConfig(cell=cell, num_layers=2, hidden_size=16, embedding_size=8,
+                                  keep_prob=keep_prob, share_embeddings=share)
+  model = model_lib.Seq2Seq(config, VOCAB, seed=5, compute_dtype=compute_dtype)
+  model.build()
+  return model
+
+
+def _one_sgd_step(model, batch, jit_compile, max_grad_norm=5.0, learning_rate=1.0):
+  """(loss, grad_norm, {variable name: value after one SGD step of rate 1})."""
+  optimizer = optimizers.SGD(learning_rate)
+  optimizer.build(model.trainable_variables)
+  step = train_step_lib.make_train_step(model, optimizer, max_grad_norm, jit_compile=jit_compile)
+  before = {v.name: v.numpy() for v in model.trainable_variables}
+  loss, norm = step(batch)
+  # With SGD at rate 1 the change of each variable is minus its clipped gradient.
+  return float(loss), float(norm), {v.name: before[v.name] - v.numpy()
+                                    for v in model.trainable_variables}
+
+
+def _reference_gradients(model, batch, max_grad_norm):
+  """Loss, norm and clipped dense gradients from a plain GradientTape over the whole model."""
+  with tf.GradientTape() as tape:
+    logits = model(batch.source, batch.source_length, batch.decoder_input, training=False)
+    loss = losses.sequence_loss(logits, batch.target, batch.target_weight)
+  variables = model.trainable_variables
+  grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+  clipped, norm = tf.clip_by_global_norm(grads, max_grad_norm)
+  return float(loss), float(norm), {v.name: g.numpy() for v, g in zip(variables, clipped)}
+
+
+class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
+
+  @parameterized.parameters((True, 5.0, "lstm"), (False, 0.05, "lstm"), (True, 0.05, "gru"),
+                            (False, 5.0, "gru"))
+  def test_plain_step_matches_a_plain_tape(self, share, max_grad_norm, cell):
+    batch = _batch()
+    expected = _reference_gradients(_model(share, cell=cell), batch, max_grad_norm)
+    actual = _one_sgd_step(_model(share, cell=cell), batch, False, max_grad_norm)
+    self.assertAllClose(expected[0], actual[0], rtol=1e-6)
+    self.assertAllClose(expected[1], actual[1], rtol=1e-5)
+    for name, grad in expected[2].items():
+      self.assertAllClose(grad, actual[2][name], atol=1e-6, rtol=1e-4, msg=name)
+
+  @parameterized.parameters(True, False)
+  def test_xla_step_matches_plain_step(self, share):
+    batch = _batch(seed=1)
+    plain = _one_sgd_step(_model(share), batch, jit_compile=False, max_grad_norm=0.05)
+    compiled = _one_sgd_step(_model(share), batch, jit_compile=True, max_grad_norm=0.05)
+    self.assertAllClose(plain[0], compiled[0], rtol=1e-5)
+    self.assertAllClose(plain[1], compiled[1], rtol=1e-5)
+    for name, delta in plain[2].items():
+      self.assertAllClose(delta, compiled[2][name], atol=1e-6, rtol=1e-4, msg=name)
+
+  @parameterized.parameters(False, True)
+  def test_bf16_step_is_close_to_fp32(self, jit_compile):
+    batch = _batch(seed=2)
+    full = _one_sgd_step(_model(), batch, jit_compile=False, max_grad_norm=0)
+    mixed = _one_sgd_step(_model(compute_dtype=tf.bfloat16), batch, jit_compile=jit_compile,
+                          max_grad_norm=0)
+    self.assertAllClose(full[0], mixed[0], rtol=2e-2)
+    self.assertAllClose(full[1], mixed[1], rtol=5e-2)
+    for name, delta in full[2].items():
+      self.assertEqual(mixed[2][name].dtype, np.float32)  # master weights stay float32
+      scale = np.abs(delta).max() + 1e-6
+      self.assertLess(np.abs(delta - mixed[2][name]).max() / scale, 0.1, msg=name)
+
+  def test_dropout_under_xla_is_active_and_reproducible(self):
+    # XLA draws its own random stream (its Philox differs from the TF kernels'), so masks
+    # are compared XLA with XLA: the same seed gives the same step; dropout changes it.
+    batch = _batch(seed=3)
+    first = _one_sgd_step(_model(keep_prob=0.5), batch, jit_compile=True)
+    second = _one_sgd_step(_model(keep_prob=0.5), batch, jit_compile=True)
+    no_dropout = _one_sgd_step(_model(keep_prob=1.0), batch, jit_compile=True)
+    for name, delta in first[2].items():
+      self.assertAllEqual(delta, second[2][name], msg=name)
+    self.assertNotAllClose(first[2][sorted(first[2])[-1]], no_dropout[2][sorted(first[2])[-1]])
+
+  def test_one_trace_per_bucket_whatever_the_batch_size(self):
+    traces = []
+    model = _model()
+    optimizer = optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    inner = train_step_lib.make_train_step(model, optimizer, 5.0)
+    counting = train_step_lib.BucketedFunction(lambda b: (traces.append(b.source.shape), inner._fn(b))[1])
+    for size, length in ((6, 5), (3, 5), (6, 7), (2, 5), (4, 7)):
+      counting(_batch(size, length))
+    self.assertLen(traces, 2)
+    self.assertEqual(counting.traced_lengths, (5, 7))
+
+  def test_untouched_embedding_rows_do_not_move(self):
+    model = _model()
+    batch = _batch(size=2, length=3, seed=4)
+    _, _, deltas = _one_sgd_step(model, batch, jit_compile=False)
+    table_delta = [d for n, d in deltas.items() if "embedding" in n][0]
+    used = set(batch.source.ravel()) | set(batch.decoder_input.ravel())
+    for row in range(VOCAB):
+      if row not in used:
+        self.assertAllEqual(table_delta[row], np.zeros(8))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -106,6 +106,7 @@ def _prepared_vocabulary(directory, workdir, log):
       raise corpus.DataError(f"{path} differs from {prepared.vocab_path(directory)}: this "
                              "workdir was trained on other data; use a new --workdir")
   else:
+    os.makedirs(workdir, exist_ok=True)
     vocabulary.save(path)
   log(f"vocabulary: {len(vocabulary)} tokens from {prepared.vocab_path(directory)}")
   return vocabulary

@@ -30,7 +30,7 @@ SKIP_REASONS = (MALFORMED_JSON, INVALID_UTF8, MISSING_FIELD, DELETED, SCORE, URL
 
 DELETED_BODIES = frozenset(("[deleted]", "[removed]"))
 _URL = re.compile(r"https?://|www\.|\]\(/", re.IGNORECASE)
-_WHITESPACE = re.compile(r"\s+")
+_URL_HINTS = ("http", "www.", "](/")  # cheap substring tests before the regex
 
 Comment = collections.namedtuple("Comment", ["id", "parent", "score", "body"])
 Comment.__doc__ = """A usable comment.
@@ -45,9 +45,16 @@ Comment.__doc__ = """A usable comment.
 def normalise_body(body):
   """Un-escapes &gt; &lt; &amp; (in that order, so "&amp;gt;" becomes "&gt;"), drops markdown
   quote lines ("> ..."), and collapses newlines and runs of whitespace into single spaces."""
-  body = body.replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&")
-  kept = [line for line in body.split("\n") if not line.lstrip().startswith(">")]
-  return _WHITESPACE.sub(" ", " ".join(kept)).strip()
+  if "&" in body:
+    body = body.replace("&gt;", ">").replace("&lt;", "<").replace("&amp;", "&")
+  if ">" in body:
+    body = " ".join(line for line in body.split("\n") if not line.lstrip().startswith(">"))
+  return " ".join(body.split())
+
+
+def _has_url(body):
+  lowered = body.lower()
+  return any(hint in lowered for hint in _URL_HINTS) and _URL.search(body) is not None
 
 
 def _decode_id(value, prefix="t1_"):
@@ -125,7 +132,7 @@ class CommentFilter:
       subreddit = subreddit.lower()
       if (self.allow and subreddit not in self.allow) or subreddit in self.deny:
         return None, SUBREDDIT
-    if self.skip_urls and _URL.search(body):
+    if self.skip_urls and _has_url(body):
       return None, URL
     parent = _decode_id(parent_id)
     comment = Comment(comment_id, parent, score, normalise_body(body))

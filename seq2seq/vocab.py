@@ -1,7 +1,6 @@
 """Tokenisation and the vocabulary: special tokens, top-K cut, a plain-text file format."""
 import collections
 import os
-import re
 PAD, GO, EOS, UNK = "<PAD>", "<GO>", "<EOS>", "<UNK>"
 SPECIAL_TOKENS = (PAD, GO, EOS, UNK)  # ids 0, 1, 2, 3, in this order
 PAD_ID, GO_ID, EOS_ID, UNK_ID = range(4)
@@ -15,13 +14,13 @@ class Tokenizer:
   def __init__(self, lowercase=True, filters=DEFAULT_FILTERS):
     self.lowercase = lowercase
     self.filters = filters
-    self._pattern = re.compile("[" + re.escape(filters) + "]") if filters else None
+    self._table = str.maketrans(filters, " " * len(filters)) if filters else None
 
   def __call__(self, text):
     if self.lowercase:
       text = text.lower()
-    if self._pattern is not None:
-      text = self._pattern.sub(" ", text)
+    if self._table is not None:
+      text = text.translate(self._table)
     return text.split()
 
 

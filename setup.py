@@ -18,6 +18,8 @@ setuptools.setup(
         "absl-py",
         "PyYAML",  # ChatterBot YAML conversations
         "chatterbot-corpus==1.3.3",  # the embedded default corpus (BSD licence)
+        "zstandard>=0.22",  # Reddit's .zst dumps (long-window streams)
+        "orjson>=3.9",  # parses dump lines ~15x faster than the json module
     ],
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "subwords": ["sentencepiece>=0.2"]},
 )

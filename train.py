@@ -3,6 +3,9 @@
     python train.py                                   # train on the embedded corpus
     python train.py --mode=chat                       # talk to the latest checkpoint
     python train.py --mode=eval --val_data=FILE       # loss and perplexity on FILE
+    python train.py --mode=prepare --input='RC_2015-0*.zst' --input_format=reddit \
+        --output_dir=reddit15                         # splits, vocabulary, report.json
+    python train.py --data=reddit15                   # train on a prepared folder (tf.data)
 
 Flags are converted once into a validated `seq2seq.config.RunConfig`; a bad value stops the
 program, naming the flag, before any data is read. Exit status: 0 done, 1 bad flags or data,
@@ -37,6 +40,30 @@ _HELP = {
     "max_length": "drop pairs with a side longer than this (tokens)",
     "num_buckets": "padded lengths evenly spaced up to max_length (one compiled step each)",
     "lowercase": "lowercase text before tokenising",
+    "filters": "characters replaced by spaces before splitting into words (punctuation)",
+    "vocab_coverage": "if > 0: the smallest vocabulary covering this share of tokens "
+                      "(instead of --max_vocab)",
+    "bucket_boundaries": "comma-separated padded lengths, e.g. 5,10,20 (default: --num_buckets "
+                         "evenly spaced)",
+    "input_pipeline": "auto (tf.data for a prepared folder, in memory otherwise), memory or tfdata",
+    "shuffle_buffer": "tf.data shuffle buffer, in pairs",
+    "input": "prepare: input files, GLOB[,GLOB] (chatterbot: empty = the embedded corpus)",
+    "input_format": "prepare: reddit, pairs (TSV/CSV), parallel, chatterbot or text",
+    "target_input": "prepare, parallel format: target-side file(s) aligned with --input",
+    "output_dir": "prepare: folder to write splits, vocabulary and report.json to",
+    "pairs_header": "prepare, pairs format: skip the first line of each file",
+    "skip_authors": "prepare, reddit: comma-separated authors (bots) to skip",
+    "min_score": "prepare, reddit: minimum score of a reply (ups in old dumps)",
+    "subreddits": "prepare, reddit: comma-separated subreddits to keep (empty = all)",
+    "skip_subreddits": "prepare, reddit: comma-separated subreddits to skip",
+    "skip_urls": "prepare, reddit: skip comments containing URLs",
+    "best_reply_only": "prepare, reddit: keep only the best-scored reply of each parent",
+    "val_fraction": "prepare: share of pairs in the validation split",
+    "test_fraction": "prepare: share of pairs in the test split",
+    "tokenizer": "prepare: word, or sentencepiece (trains a subword model on the train split)",
+    "sentencepiece_type": "prepare, sentencepiece: bpe or unigram",
+    "max_words_in_memory": "prepare: distinct words counted in memory before spilling to disk",
+    "progress_seconds": "prepare: seconds between progress lines (0 = none)",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
     "batch_size": "pairs per batch",
     "optimizer": "adam, rmsprop or sgd",
@@ -57,7 +84,10 @@ _HELP = {
 }
 _CHOICES = {"cell": config_lib.CELLS, "optimizer": config_lib.OPTIMIZERS,
             "precision": config_lib.PRECISIONS,
-            "embedding_device": config_lib.EMBEDDING_DEVICES}
+            "embedding_device": config_lib.EMBEDDING_DEVICES,
+            "input_format": config_lib.INPUT_FORMATS, "tokenizer": config_lib.TOKENIZERS,
+            "sentencepiece_type": config_lib.SENTENCEPIECE_TYPES,
+            "input_pipeline": config_lib.INPUT_PIPELINES}
 
 
 def _define_flags():
@@ -79,7 +109,8 @@ def _define_flags():
         flags.DEFINE_string(name, default, help_text)
 
 
-flags.DEFINE_enum("mode", "train", ["train", "eval", "chat"], "what to do")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "prepare"],
+                  "what to do; prepare turns --input into a folder that --data can name")
 _define_flags()
 FLAGS = flags.FLAGS
 
@@ -91,8 +122,12 @@ def _config_from_flags(argv):
   values = {name: FLAGS[name].value for name in config_lib.field_names()}
   try:
     run_config = config_lib.replace(config_lib.RunConfig(), **values)
+    if FLAGS.mode == "prepare":
+      run_config.prepare.check_ready()
   except config_lib.ConfigError as e:
     raise app.UsageError(f"--{e}") from None
+  if FLAGS.mode == "prepare":
+    return run_config
   for name in ("data", "val_data", "pretrained_embeddings"):
     path = FLAGS[name].value
     if path and path != "chatterbot" and not glob.glob(path):
@@ -122,6 +157,10 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
   log = lambda message: print(message, flush=True)
   try:
+    if FLAGS.mode == "prepare":
+      from seq2seq import prepare  # pylint: disable=import-outside-toplevel
+      prepare.prepare(run_config.prepare, run_config.data, log)
+      return 0
     if FLAGS.mode == "train":
       result = training.train(run_config, log)
       return result.exit_code
@@ -142,11 +181,11 @@ def _evaluate(run_config, log):
   from seq2seq import train_step  # pylint: disable=import-outside-toplevel
   from seq2seq import training  # pylint: disable=import-outside-toplevel
   model, vocabulary = chat.load_trained(run_config, log)
-  spec = run_config.data.val_data or run_config.data.data
+  spec = datasets.eval_spec(run_config.data)
   pairs = datasets.read_examples(spec, run_config.data, log, "eval data")
   schedule = data.BatchSchedule(
       data.encode_pairs(pairs, vocabulary), run_config.train.batch_size,
-      data.bucket_boundaries(run_config.data.max_length, run_config.data.num_buckets), seed=0)
+      run_config.data.boundaries(), seed=0)
   loss, ppl = training.evaluate(train_step.make_eval_step(model), schedule)
   log(f"eval on {spec}: loss={loss:.4f} ppl={ppl:.2f} over {len(pairs)} pairs")
   return 0

@@ -5,11 +5,19 @@ Field names match flag names, so a `ConfigError` names the flag to change.
 """
 import dataclasses
 import json
+import math
 
 CELLS = ("lstm", "gru")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 EMBEDDING_DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "bf16")
+INPUT_FORMATS = ("reddit", "pairs", "parallel", "chatterbot", "text")
+TOKENIZERS = ("word", "sentencepiece")
+SENTENCEPIECE_TYPES = ("bpe", "unigram")
+INPUT_PIPELINES = ("auto", "memory", "tfdata")
+# The punctuation filter of the tutorial's tokenizer (Keras' `Tokenizer` default); the
+# apostrophe is kept, so "don't" stays one word.
+DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
 
 
 class ConfigError(ValueError):
@@ -74,13 +82,39 @@ class DataConfig:
   max_length: int = 20
   num_buckets: int = 4  # padded lengths evenly spaced up to max_length
   lowercase: bool = True
+  filters: str = DEFAULT_FILTERS  # characters replaced by spaces before splitting on whitespace
+  vocab_coverage: float = 0.0  # > 0: the smallest vocabulary covering this share of tokens
+  bucket_boundaries: str = ""  # comma-separated padded lengths; "" = num_buckets evenly spaced
+  input_pipeline: str = "auto"  # auto: tf.data for a prepared folder, in memory otherwise
+  shuffle_buffer: int = 10000  # tf.data: examples in the shuffle buffer
 
   def __post_init__(self):
     _check(bool(self.data), "data", "must name a corpus")
-    _positive(self, "min_length", "max_length", "num_buckets")
+    _positive(self, "min_length", "max_length", "num_buckets", "shuffle_buffer")
     _check(self.max_vocab > 4, "max_vocab", f"must exceed the 4 special tokens, got {self.max_vocab}")
     _check(self.min_length <= self.max_length, "min_length",
            f"{self.min_length} is greater than max_length {self.max_length}")
+    _check(0.0 <= self.vocab_coverage <= 1.0, "vocab_coverage",
+           f"must be in [0, 1] (0 = use max_vocab), got {self.vocab_coverage}")
+    _choice(self, "input_pipeline", INPUT_PIPELINES)
+    boundaries = self.boundaries()
+    _check(boundaries[-1] >= self.max_length, "bucket_boundaries",
+           f"the largest bucket {boundaries[-1]} must be >= max_length {self.max_length}")
+
+  def boundaries(self):
+    """The padded source lengths of the buckets, ascending: from bucket_boundaries or num_buckets."""
+    if not self.bucket_boundaries:
+      num_buckets = max(1, min(self.num_buckets, self.max_length))
+      return tuple(sorted({math.ceil(self.max_length * (k + 1) / num_buckets)
+                           for k in range(num_buckets)}))
+    try:
+      values = tuple(int(v) for v in self.bucket_boundaries.split(","))
+    except ValueError:
+      raise ConfigError("bucket_boundaries", "must be comma-separated integers, e.g. 5,10,20; "
+                        f"got {self.bucket_boundaries!r}") from None
+    _check(all(v > 0 for v in values) and list(values) == sorted(set(values)), "bucket_boundaries",
+           f"must be positive and strictly increasing, got {self.bucket_boundaries!r}")
+    return values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,11 +148,74 @@ class TrainConfig:
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
 
 
+def split_list(text):
+  """'a, b,,c' -> ('a', 'b', 'c'): the comma-separated lists of flags."""
+  return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+  """--mode=prepare: raw input -> a prepared folder of splits, vocabulary and report.
+
+  Tokenisation (lowercase, filters), the length filter and the vocabulary size come from
+  DataConfig, so that training reads the prepared folder with the settings that made it.
+  """
+  input: str = ""  # GLOB[,GLOB]; for chatterbot, "" is the embedded corpus
+  input_format: str = "reddit"
+  target_input: str = ""  # parallel: the target-side file(s), aligned line by line with input
+  output_dir: str = "prepared"
+  pairs_header: bool = False  # pairs: the first line of each file is a header
+  # Reddit filters.
+  skip_authors: str = ("AutoModerator,autotldr,BotDefense,RemindMeBot,WikiTextBot,"
+                       "TweetPoster,RepostSentinel,SaveVideo,sneakpeekbot")
+  min_score: int = 2  # a reply needs this score (`ups` in old dumps without `score`)
+  subreddits: str = ""  # allow list; "" = all
+  skip_subreddits: str = ""  # deny list
+  skip_urls: bool = True
+  best_reply_only: bool = True  # a parent with many replies keeps only its best-scored one
+  # Splits, by a stable hash of the pair.
+  val_fraction: float = 0.01
+  test_fraction: float = 0.01
+  # Subwords.
+  tokenizer: str = "word"
+  sentencepiece_type: str = "bpe"
+  # Resources.
+  max_words_in_memory: int = 500000  # distinct words counted in memory before spilling to disk
+  progress_seconds: float = 10.0  # seconds between progress lines (0 = none)
+
+  def __post_init__(self):
+    _choice(self, "input_format", INPUT_FORMATS)
+    _choice(self, "tokenizer", TOKENIZERS)
+    _choice(self, "sentencepiece_type", SENTENCEPIECE_TYPES)
+    _check(bool(self.output_dir), "output_dir", "must be a folder path")
+    for name in ("val_fraction", "test_fraction"):
+      value = getattr(self, name)
+      _check(0.0 <= value < 1.0, name, f"must be in [0, 1), got {value}")
+    _check(self.val_fraction + self.test_fraction < 1.0, "test_fraction",
+           "val_fraction + test_fraction must leave some pairs for training")
+    _check(not self.target_input or self.input_format == "parallel", "target_input",
+           "is only used with --input_format=parallel")
+    _positive(self, "max_words_in_memory")
+    _check(self.progress_seconds >= 0, "progress_seconds", f"must be >= 0, got {self.progress_seconds}")
+    overlap = set(map(str.lower, split_list(self.subreddits))) & set(
+        map(str.lower, split_list(self.skip_subreddits)))
+    _check(not overlap, "skip_subreddits",
+           f"{', '.join(sorted(overlap))} is both allowed (--subreddits) and denied")
+
+  def check_ready(self):
+    """Checks what --mode=prepare needs beyond the defaults. Raises ConfigError."""
+    _check(bool(self.input) or self.input_format == "chatterbot", "input",
+           f"--mode=prepare with --input_format={self.input_format} needs --input=GLOB[,GLOB]")
+    _check(self.input_format != "parallel" or bool(self.target_input), "target_input",
+           "--input_format=parallel needs --target_input (the aligned target-side file)")
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   model: ModelConfig = ModelConfig()
   data: DataConfig = DataConfig()
   train: TrainConfig = TrainConfig()
+  prepare: PrepareConfig = PrepareConfig()
 
   def to_json(self):
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

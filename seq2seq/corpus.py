@@ -8,6 +8,8 @@ import dataclasses
 import glob
 import os
 
+from seq2seq import prepared
+
 EMBEDDED_CORPUS = "chatterbot"  # the English conversations of the chatterbot-corpus package
 _MAX_EXAMPLES = 5
 
@@ -50,6 +52,8 @@ def embedded_corpus_dir():
 def _expand(spec):
   if spec == EMBEDDED_CORPUS:
     spec = embedded_corpus_dir()
+  if prepared.is_prepared(spec):  # a --mode=prepare folder: its training split
+    return [prepared.split_path(spec, "train")]
   if os.path.isdir(spec):
     files = sorted(glob.glob(os.path.join(spec, "*.yml")) + glob.glob(os.path.join(spec, "*.yaml"))
                    + glob.glob(os.path.join(spec, "*.tsv")))
@@ -114,8 +118,8 @@ def load_pairs(spec):
   """Reads (question, answer) string pairs.
 
   Args:
-    spec: "chatterbot" for the embedded corpus, a folder of .yml/.yaml/.tsv files, or a
-      file path or glob.
+    spec: "chatterbot" for the embedded corpus, a folder of .yml/.yaml/.tsv files, a
+      prepared folder (its train.tsv), or a file path or glob.
 
   Returns:
     (pairs, LoadReport).

@@ -1,17 +1,49 @@
-"""Everything between a DataConfig and batches: read, tokenise, filter, vocabulary, encode."""
+"""Everything between a DataConfig and batches: read, tokenise, filter, vocabulary, encode.
+
+Two paths give the same batches structure: small raw corpora are read into memory
+(`data.BatchSchedule`); a folder written by --mode=prepare is streamed with tf.data
+(`input_pipeline.DatasetSchedule`) and brings its own vocabulary.
+"""
 import collections
 import os
 
 from seq2seq import corpus
 from seq2seq import data
+from seq2seq import prepared
 from seq2seq import vocab as vocab_lib
 from seq2seq import workdir as workdir_lib
 
 TrainingData = collections.namedtuple("TrainingData", ["vocabulary", "train", "val"])
 
 
+class SubwordTokenizer:
+  """Word tokenisation, then SentencePiece pieces (for a folder prepared with subwords)."""
+
+  def __init__(self, words, model_path):
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    self._words = words
+    self._processor = spm.SentencePieceProcessor(model_file=model_path)
+
+  def __call__(self, text):
+    return self._processor.encode(" ".join(self._words(text)), out_type=str)
+
+
 def tokenizer_for(data_config):
-  return vocab_lib.Tokenizer(lowercase=data_config.lowercase)
+  """The tokenizer that made the training data: words, or pieces for a subword folder."""
+  words = vocab_lib.Tokenizer(lowercase=data_config.lowercase, filters=data_config.filters)
+  model = prepared.sentencepiece_path(data_config.data)
+  if prepared.is_prepared(data_config.data) and os.path.exists(model):
+    return SubwordTokenizer(words, model)
+  return words
+
+
+def eval_spec(data_config):
+  """What eval mode reads: --val_data, else a prepared folder's val split, else --data."""
+  if data_config.val_data:
+    return data_config.val_data
+  if prepared.is_prepared(data_config.data):
+    return prepared.split_path(data_config.data, "val")
+  return data_config.data
 
 
 def read_examples(spec, data_config, log, what):
@@ -36,7 +68,8 @@ def load_or_build_vocabulary(word_pairs, data_config, workdir, log):
     log(f"vocabulary: reusing {path} ({len(vocabulary)} tokens)")
     return vocabulary
   vocabulary, report = vocab_lib.build_vocabulary(
-      (words for pair in word_pairs for words in pair), data_config.max_vocab)
+      (words for pair in word_pairs for words in pair), data_config.max_vocab,
+      data_config.vocab_coverage)
   vocabulary.save(path)
   log(f"vocabulary: {len(vocabulary)} tokens saved to {path}; kept {report.kept_words} of "
       f"{report.unique_words} word types ({100 * report.type_share:.1f}%), covering "
@@ -44,12 +77,62 @@ def load_or_build_vocabulary(word_pairs, data_config, workdir, log):
   return vocabulary
 
 
+def check_prepared(directory, data_config):
+  """The report of a prepared folder, after checking it was tokenised as data_config says.
+
+  Raises:
+    corpus.DataError: naming the flags to change.
+  """
+  try:
+    report = prepared.load_report(directory)
+  except ValueError as e:
+    raise corpus.DataError(str(e)) from None
+  made = report["tokenization"]
+  differences = [f"--{name}={made[name]!r}" for name in ("lowercase", "filters")
+                 if made[name] != getattr(data_config, name)]
+  if differences and made["tokenizer"] == "word":
+    raise corpus.DataError(f"{prepared.report_path(directory)}: this folder was prepared with "
+                           f"{', '.join(differences)}; pass the same values (chat must tokenise "
+                           "the same way), or prepare it again")
+  return report
+
+
+def _prepared_vocabulary(directory, workdir, log):
+  """The prepared folder's vocabulary, copied into the workdir (which must agree with it)."""
+  vocabulary = vocab_lib.Vocabulary.load(prepared.vocab_path(directory))
+  path = workdir_lib.vocab_path(workdir)
+  if os.path.exists(path):
+    if vocab_lib.Vocabulary.load(path) != vocabulary:
+      raise corpus.DataError(f"{path} differs from {prepared.vocab_path(directory)}: this "
+                             "workdir was trained on other data; use a new --workdir")
+  else:
+    os.makedirs(workdir, exist_ok=True)
+    vocabulary.save(path)
+  log(f"vocabulary: {len(vocabulary)} tokens from {prepared.vocab_path(directory)}")
+  return vocabulary
+
+
+def _streamed(path, vocabulary, run_config):
+  from seq2seq import input_pipeline  # pylint: disable=import-outside-toplevel
+  data_config = run_config.data
+  return input_pipeline.DatasetSchedule(
+      path, vocabulary, run_config.train.batch_size, data_config.boundaries(),
+      run_config.train.seed, data_config.min_length, data_config.max_length,
+      data_config.shuffle_buffer)
+
+
 def load_training_data(run_config, log=print):
   """Train (and optional val) batch schedules over a vocabulary stored in the workdir."""
   data_config, train_config = run_config.data, run_config.train
+  boundaries = data_config.boundaries()
+  if prepared.is_prepared(data_config.data):
+    return _load_prepared(run_config, log)
+  if data_config.input_pipeline == "tfdata":
+    raise corpus.DataError(f"--data={data_config.data}: --input_pipeline=tfdata reads a folder "
+                           "written by --mode=prepare; prepare it first, or use "
+                           "--input_pipeline=auto")
   word_pairs = read_examples(data_config.data, data_config, log, "train data")
   vocabulary = load_or_build_vocabulary(word_pairs, data_config, train_config.workdir, log)
-  boundaries = data.bucket_boundaries(data_config.max_length, data_config.num_buckets)
 
   def schedule(pairs):
     return data.BatchSchedule(data.encode_pairs(pairs, vocabulary), train_config.batch_size,
@@ -59,3 +142,36 @@ def load_training_data(run_config, log=print):
   if data_config.val_data:
     val = schedule(read_examples(data_config.val_data, data_config, log, "val data"))
   return TrainingData(vocabulary, schedule(word_pairs), val)
+
+
+def _load_prepared(run_config, log):
+  """Training data from a prepared folder: tf.data by default, in memory on request."""
+  data_config, train_config = run_config.data, run_config.train
+  directory = data_config.data
+  report = check_prepared(directory, data_config)
+  vocabulary = _prepared_vocabulary(directory, train_config.workdir, log)
+  val_spec = eval_spec(data_config)
+  has_val = bool(data_config.val_data) or report["pairs_written"]["val"] > 0
+  if data_config.input_pipeline == "memory":
+    def schedule(spec, what):
+      pairs = read_examples(spec, data_config, log, what)
+      return data.BatchSchedule(data.encode_pairs(pairs, vocabulary), train_config.batch_size,
+                                data_config.boundaries(), train_config.seed)
+    return TrainingData(vocabulary, schedule(directory, "train data"),
+                        schedule(val_spec, "val data") if has_val else None)
+  train = _streamed(prepared.split_path(directory, "train"), vocabulary, run_config)
+  log(f"train data: streaming {prepared.split_path(directory, 'train')} with tf.data "
+      f"({report['pairs_written']['train']:,} pairs prepared, {train.batches_per_epoch} batches "
+      "an epoch)")
+  val = None
+  if data_config.val_data and not prepared.is_prepared(data_config.val_data):
+    pairs = read_examples(val_spec, data_config, log, "val data")  # raw text, in memory
+    val = data.BatchSchedule(data.encode_pairs(pairs, vocabulary), train_config.batch_size,
+                             data_config.boundaries(), train_config.seed)
+  elif has_val:  # a prepared val split: already tokenised, streamed like the training split
+    try:
+      val = _streamed(prepared.split_path(data_config.val_data or directory, "val"), vocabulary,
+                      run_config)
+    except ValueError as e:
+      log(f"val data: {e}; no validation")
+  return TrainingData(vocabulary, train, val)

@@ -1,15 +1,11 @@
 """Tokenisation and the vocabulary: special tokens, top-K cut, a plain-text file format."""
 import collections
 import os
-import re
-
 PAD, GO, EOS, UNK = "<PAD>", "<GO>", "<EOS>", "<UNK>"
 SPECIAL_TOKENS = (PAD, GO, EOS, UNK)  # ids 0, 1, 2, 3, in this order
 PAD_ID, GO_ID, EOS_ID, UNK_ID = range(4)
 
-# The punctuation filter of the tutorial's tokenizer (Keras' `Tokenizer` default); the
-# apostrophe is kept, so "don't" stays one word.
-DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+from seq2seq.config import DEFAULT_FILTERS  # pylint: disable=unused-import (re-exported)
 
 
 class Tokenizer:
@@ -18,13 +14,13 @@ class Tokenizer:
   def __init__(self, lowercase=True, filters=DEFAULT_FILTERS):
     self.lowercase = lowercase
     self.filters = filters
-    self._pattern = re.compile("[" + re.escape(filters) + "]") if filters else None
+    self._table = str.maketrans(filters, " " * len(filters)) if filters else None
 
   def __call__(self, text):
     if self.lowercase:
       text = text.lower()
-    if self._pattern is not None:
-      text = self._pattern.sub(" ", text)
+    if self._table is not None:
+      text = text.translate(self._table)
     return text.split()
 
 
@@ -88,12 +84,46 @@ VocabularyReport = collections.namedtuple(
     "VocabularyReport", ["unique_words", "kept_words", "type_share", "token_coverage"])
 
 
-def build_vocabulary(token_lists, max_vocab):
+def select_vocabulary(ranked, total_tokens, unique_words, max_vocab, coverage=0.0):
+  """Cuts a ranked word list into a vocabulary.
+
+  Args:
+    ranked: iterable of (word, count), most frequent first (ties alphabetically); may stream.
+    total_tokens: the sum of all counts.
+    unique_words: the number of word types.
+    max_vocab: total size including the 4 special tokens (used when coverage is 0).
+    coverage: if > 0, keep the smallest prefix whose counts reach this share of total_tokens
+      (max_vocab is then ignored).
+
+  Returns:
+    (Vocabulary, VocabularyReport).
+  """
+  limit = max(0, max_vocab - len(SPECIAL_TOKENS))
+  kept, covered = [], 0
+  for word, count in ranked:
+    if word in SPECIAL_TOKENS:
+      continue
+    if coverage > 0:
+      if total_tokens and covered >= coverage * total_tokens:
+        break
+    elif len(kept) >= limit:
+      break
+    kept.append(word)
+    covered += count
+  report = VocabularyReport(
+      unique_words=unique_words, kept_words=len(kept),
+      type_share=len(kept) / unique_words if unique_words else 0.0,
+      token_coverage=covered / total_tokens if total_tokens else 0.0)
+  return Vocabulary(list(SPECIAL_TOKENS) + kept), report
+
+
+def build_vocabulary(token_lists, max_vocab, coverage=0.0):
   """Top-K words by frequency (ties broken alphabetically, so the result is deterministic).
 
   Args:
     token_lists: iterable of lists of words.
     max_vocab: total size including the 4 special tokens.
+    coverage: if > 0, the smallest vocabulary covering this share of tokens instead.
 
   Returns:
     (Vocabulary, VocabularyReport) where the report gives how many word types exist, how many
@@ -105,10 +135,4 @@ def build_vocabulary(token_lists, max_vocab):
   for special in SPECIAL_TOKENS:
     counts.pop(special, None)
   ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-  kept = ranked[:max(0, max_vocab - len(SPECIAL_TOKENS))]
-  total = sum(counts.values())
-  report = VocabularyReport(
-      unique_words=len(counts), kept_words=len(kept),
-      type_share=len(kept) / len(counts) if counts else 0.0,
-      token_coverage=sum(n for _, n in kept) / total if total else 0.0)
-  return Vocabulary(list(SPECIAL_TOKENS) + [w for w, _ in kept]), report
+  return select_vocabulary(ranked, sum(counts.values()), len(counts), max_vocab, coverage)

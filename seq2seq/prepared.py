@@ -1,0 +1,47 @@
+"""The files of a prepared data folder (written by --mode=prepare, read by --data=DIR).
+
+    DIR/train.tsv, val.tsv, test.tsv   one pair a line: source tokens TAB target tokens,
+                                       tokens separated by single spaces
+    DIR/vocab.txt                      one token a line, id = line number - 1
+    DIR/report.json                    counts, skips by reason, vocabulary figures, settings
+    DIR/sentencepiece.model            with --tokenizer=sentencepiece only
+
+Tokens never contain whitespace, so the split files are the tokenised text itself: reading
+them again with the same word tokenizer gives the same tokens.
+"""
+import json
+import os
+
+SPLITS = ("train", "val", "test")
+MARKER = "seq2seq-prepared-v1"
+
+
+def split_path(directory, split):
+  return os.path.join(directory, f"{split}.tsv")
+
+
+def vocab_path(directory):
+  return os.path.join(directory, "vocab.txt")
+
+
+def report_path(directory):
+  return os.path.join(directory, "report.json")
+
+
+def sentencepiece_path(directory):
+  return os.path.join(directory, "sentencepiece.model")
+
+
+def is_prepared(path):
+  """True if `path` is a folder written by --mode=prepare."""
+  return os.path.isdir(path) and os.path.isfile(report_path(path))
+
+
+def load_report(directory):
+  """The report.json of a prepared folder, as a dict."""
+  with open(report_path(directory), encoding="utf-8") as f:
+    report = json.load(f)
+  if report.get("format") != MARKER:
+    raise ValueError(f"{report_path(directory)}: not a prepared-data report "
+                     f"(format {report.get('format')!r}, expected {MARKER!r})")
+  return report

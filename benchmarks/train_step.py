@@ -28,6 +28,7 @@ from seq2seq import data
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib
+from seq2seq import training
 
 WORKLOADS = {
     # name: (kind, B, T, E, H, V, layers)
@@ -37,10 +38,18 @@ WORKLOADS = {
     "ptb_large_b128": ("lm", 128, 35, 1500, 1500, 10000, 2),
     "cpu_small": ("seq2seq", 32, 20, 256, 256, 8000, 2),
 }
-VARIANTS = ("engine", "keras")
+# Engine variants: (jit_compile, precision, embedding_device). "keras" is the peer.
+ENGINE_VARIANTS = {
+    "engine": (False, "fp32", "cpu"),
+    "engine_xla": (True, "fp32", "cpu"),
+    "engine_xla_bf16": (True, "bf16", "cpu"),
+    "engine_xla_bf16_gpuemb": (True, "bf16", "gpu"),
+    "engine_bf16": (False, "bf16", "cpu"),
+}
+VARIANTS = tuple(ENGINE_VARIANTS) + ("keras",)
 
 flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
-flags.DEFINE_list("variants", list(VARIANTS), f"among {', '.join(VARIANTS)}")
+flags.DEFINE_list("variants", ["engine", "keras"], f"among {', '.join(VARIANTS)}")
 flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
@@ -81,22 +90,27 @@ def matmul_ceiling(dtype, size=8192 if tf.config.list_physical_devices("GPU") el
   return 2 * size ** 3 / min(times) / 1e12
 
 
-def engine_step(workload):
+def engine_step(workload, variant):
   """The engine's own train step (the code train.py runs), for `workload`."""
   kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
   if kind != "seq2seq":
     return None
+  jit_compile, precision, embedding_device = ENGINE_VARIANTS[variant]
+  if embedding_device == "gpu" and not tf.config.list_physical_devices("GPU"):
+    return None
   model_config = config_lib.ModelConfig(num_layers=layers, hidden_size=hidden,
-                                        embedding_size=embed, keep_prob=FLAGS.keep_prob)
-  model = model_lib.Seq2Seq(model_config, vocab, seed=0)
+                                        embedding_size=embed, keep_prob=FLAGS.keep_prob,
+                                        embedding_device=embedding_device)
+  model = model_lib.Seq2Seq(model_config, vocab, seed=0,
+                            compute_dtype=training.COMPUTE_DTYPES[precision])
   model.build()
   optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3))
   optimizer.build(model.trainable_variables)
-  step = train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0)
-  return step
+  return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
+                                        jit_compile=jit_compile)
 
 
-def keras_step(workload):
+def keras_step(workload, variant):
   """The peer: keras.layers.LSTM (cuDNN on GPU), same embedding, projection, loss, Adam, clip."""
   import keras  # pylint: disable=import-outside-toplevel
   kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
@@ -151,10 +165,12 @@ def peak_memory_mb():
 
 def measure(workload, variant, ceiling):
   kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
-  builder = {"engine": engine_step, "keras": keras_step}[variant]
-  step = builder(workload)
+  step = (keras_step if variant == "keras" else engine_step)(workload, variant)
   if step is None:
-    return {"workload": workload, "variant": variant, "skipped": f"{kind} mode not built yet"}
+    reason = f"{kind} mode not built yet" if kind != "seq2seq" else "needs a GPU"
+    return {"workload": workload, "variant": variant, "skipped": reason}
+  precision = "fp32" if variant == "keras" else ENGINE_VARIANTS[variant][1]
+  ceiling = ceiling[precision]
   b = synthetic_batch(batch, steps, vocab)
   b = data.Batch(*(tf.constant(x) for x in b))
   if tf.config.list_physical_devices("GPU"):
@@ -176,7 +192,8 @@ def measure(workload, variant, ceiling):
       "workload": workload, "variant": variant, "step_ms": 1e3 * median,
       "target_tokens_per_sec": target_tokens / median, "model_tflops": tflops,
       "ceiling_tflops": ceiling, "percent_of_ceiling": 100 * tflops / ceiling,
-      "first_step_s": first_step, "peak_memory_mb": peak_memory_mb(),
+      "first_step_s": first_step, "peak_memory_mb": peak_memory_mb(), "batch": batch,
+      "keep_prob": FLAGS.keep_prob,
       "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
       "tf_version": tf.__version__,
   }
@@ -190,8 +207,8 @@ def main(argv):
   for name in FLAGS.variants:
     if name not in VARIANTS:
       raise app.UsageError(f"--variants: unknown variant {name!r}")
-  ceiling = matmul_ceiling(tf.float32)
-  print(json.dumps({"matmul_ceiling_fp32_tflops": ceiling}), flush=True)
+  ceiling = {"fp32": matmul_ceiling(tf.float32), "bf16": matmul_ceiling(tf.bfloat16)}
+  print(json.dumps({"matmul_ceiling_tflops": ceiling}), flush=True)
   rows = []
   for workload in FLAGS.workloads:
     for variant in FLAGS.variants:

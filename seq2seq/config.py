@@ -51,7 +51,7 @@ class ModelConfig:
   num_layers: int = 2
   hidden_size: int = 256
   embedding_size: int = 128
-  keep_prob: float = 0.8  # dropout keep probability on each layer's output, training only
+  keep_prob: float = 1.0  # dropout keep probability on each layer's output, training only
   forget_bias: float = 1.0
   share_embeddings: bool = True  # one embedding table for source and target
   embedding_device: str = "cpu"  # where the embedding table lives and is looked up

@@ -78,11 +78,15 @@ def _format_duration(seconds):
 
 
 class _RateMeter:
-  """Tokens/s, seconds per batch and ETA over the steps since the last report."""
+  """Tokens/s, seconds per batch and ETA over the steps since the last report.
+
+  The ETA uses the last window's pace, so the one-off tracing of each bucket's step at the
+  start does not inflate it for the rest of the run.
+  """
 
   def __init__(self, start_step):
-    self.start_time = self.window_time = time.perf_counter()
-    self.start_step = self.window_step = start_step
+    self.window_time = time.perf_counter()
+    self.window_step = start_step
     self.window_tokens = 0.0
 
   def add_tokens(self, tokens):
@@ -94,9 +98,8 @@ class _RateMeter:
     elapsed = max(now - self.window_time, 1e-9)
     tokens_per_sec = self.window_tokens / elapsed
     per_batch = elapsed / steps
-    overall = (now - self.start_time) / max(step - self.start_step, 1)
     self.window_time, self.window_step, self.window_tokens = now, step, 0.0
-    return tokens_per_sec, per_batch, overall * (total_steps - step)
+    return tokens_per_sec, per_batch, per_batch * (total_steps - step)
 
 
 def train(run_config, log=print):

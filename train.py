@@ -33,6 +33,7 @@ _HELP = {
     "embedding_device": "where the embedding table lives: cpu or gpu",
     "pretrained_embeddings": "GloVe / word2vec text file that initialises the embeddings",
     "freeze_embeddings": "do not train the pretrained embeddings",
+    "unroll": "static (a Python loop over time) or dynamic (tf.while_loop: XLA compiles it faster)",
     "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob",
     "val_data": "validation pairs, same formats; reported at each epoch end and in eval mode",
     "max_vocab": "vocabulary size, including <PAD> <GO> <EOS> <UNK>",
@@ -83,7 +84,7 @@ _HELP = {
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
 }
 _CHOICES = {"cell": config_lib.CELLS, "optimizer": config_lib.OPTIMIZERS,
-            "precision": config_lib.PRECISIONS,
+            "precision": config_lib.PRECISIONS, "unroll": config_lib.UNROLLS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
             "input_format": config_lib.INPUT_FORMATS, "tokenizer": config_lib.TOKENIZERS,
             "sentencepiece_type": config_lib.SENTENCEPIECE_TYPES,

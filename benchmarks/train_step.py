@@ -38,14 +38,16 @@ WORKLOADS = {
     "ptb_large_b128": ("lm", 128, 35, 1500, 1500, 10000, 2),
     "cpu_small": ("seq2seq", 32, 20, 256, 256, 8000, 2),
 }
-# Engine variants: (jit_compile, precision, embedding_device). "keras" is the peer.
+# Engine variants: (jit_compile, precision, embedding_device, unroll). "keras" is the peer.
 ENGINE_VARIANTS = {
-    "engine": (False, "fp32", "cpu"),
-    "engine_xla": (True, "fp32", "cpu"),
-    "engine_xla_bf16": (True, "bf16", "cpu"),
-    "engine_xla_bf16_gpuemb": (True, "bf16", "gpu"),
-    "engine_bf16": (False, "bf16", "cpu"),
+    "engine": (False, "fp32", "cpu", "static"),
+    "engine_xla": (True, "fp32", "cpu", "static"),
+    "engine_xla_bf16": (True, "bf16", "cpu", "static"),
+    "engine_xla_bf16_gpuemb": (True, "bf16", "gpu", "static"),
+    "engine_bf16": (False, "bf16", "cpu", "static"),
 }
+ENGINE_VARIANTS.update({name + "_dyn": options[:3] + ("dynamic",)
+                        for name, options in list(ENGINE_VARIANTS.items())})
 VARIANTS = tuple(ENGINE_VARIANTS) + ("keras",)
 
 flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
@@ -95,12 +97,12 @@ def engine_step(workload, variant):
   kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
   if kind != "seq2seq":
     return None
-  jit_compile, precision, embedding_device = ENGINE_VARIANTS[variant]
+  jit_compile, precision, embedding_device, unroll = ENGINE_VARIANTS[variant]
   if embedding_device == "gpu" and not tf.config.list_physical_devices("GPU"):
     return None
   model_config = config_lib.ModelConfig(num_layers=layers, hidden_size=hidden,
                                         embedding_size=embed, keep_prob=FLAGS.keep_prob,
-                                        embedding_device=embedding_device)
+                                        embedding_device=embedding_device, unroll=unroll)
   model = model_lib.Seq2Seq(model_config, vocab, seed=0,
                             compute_dtype=training.COMPUTE_DTYPES[precision])
   model.build()

@@ -11,6 +11,7 @@ CELLS = ("lstm", "gru")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 EMBEDDING_DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "bf16")
+UNROLLS = ("static", "dynamic")
 INPUT_FORMATS = ("reddit", "pairs", "parallel", "chatterbot", "text")
 TOKENIZERS = ("word", "sentencepiece")
 SENTENCEPIECE_TYPES = ("bpe", "unigram")
@@ -57,10 +58,12 @@ class ModelConfig:
   embedding_device: str = "cpu"  # where the embedding table lives and is looked up
   pretrained_embeddings: str = ""  # GloVe / word2vec text file to initialise the table
   freeze_embeddings: bool = False  # keep a pretrained table fixed
+  unroll: str = "static"  # static: Python loop over T; dynamic: tf.while_loop (quicker XLA compile)
 
   def __post_init__(self):
     _choice(self, "cell", CELLS)
     _choice(self, "embedding_device", EMBEDDING_DEVICES)
+    _choice(self, "unroll", UNROLLS)
     _positive(self, "num_layers", "hidden_size", "embedding_size")
     _check(0.0 < self.keep_prob <= 1.0, "keep_prob", f"must be in (0, 1], got {self.keep_prob}")
     _check(not self.freeze_embeddings or self.pretrained_embeddings, "freeze_embeddings",

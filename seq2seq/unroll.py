@@ -38,7 +38,43 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   return tf.stack(outputs, axis=1), state
 
 
-def layerwise_unroll(cores, inputs, initial_states, sequence_length=None):
+def dynamic_unroll(core, inputs, initial_state, sequence_length=None):
+  """`static_unroll` as a `tf.while_loop`: the same results, one copy of the step in the graph.
+
+  A compiler (XLA) then sees the cell once instead of T times, which cuts compile time; the
+  static unroll leaves it free to schedule across steps. The core must be built before the
+  loop runs (variables cannot be created inside it): `precompute` builds the engine's cells.
+
+  Args / Returns: as `static_unroll`; T may be unknown when tracing.
+  """
+  inputs = tf.convert_to_tensor(inputs)
+  precomputed = core.precompute(inputs)
+  num_steps = tf.shape(precomputed)[1]
+  step_inputs = tf.TensorArray(precomputed.dtype, size=num_steps).unstack(
+      tf.transpose(precomputed, [1, 0, 2]))
+  # Cores compute in the dtype of their inputs (see cells.py), so outputs share it.
+  outputs = tf.TensorArray(precomputed.dtype, size=num_steps,
+                           element_shape=[precomputed.shape[0], core.output_size])
+
+  def body(t, state, outputs):
+    output, new_state = core.step(step_inputs.read(t), state)
+    if sequence_length is not None:
+      valid = tf.expand_dims(t < sequence_length, -1)  # [B, 1]
+      output = tf.where(valid, output, tf.zeros_like(output))
+      new_state = tf.nest.map_structure(
+          lambda new, old: tf.where(valid, new, old), new_state, state)
+    return t + 1, new_state, outputs.write(t, output)
+
+  _, final_state, outputs = tf.while_loop(
+      lambda t, *_: t < num_steps, body, (tf.constant(0), initial_state, outputs),
+      maximum_iterations=num_steps)
+  return tf.transpose(outputs.stack(), [1, 0, 2]), final_state
+
+
+UNROLLS = {"static": static_unroll, "dynamic": dynamic_unroll}
+
+
+def layerwise_unroll(cores, inputs, initial_states, sequence_length=None, unroll=static_unroll):
   """Unrolls a stack layer by layer: the same result as `static_unroll(StackedCells(cores))`.
 
   Running each layer over all T steps before the next lets every layer (not only the first)
@@ -49,12 +85,13 @@ def layerwise_unroll(cores, inputs, initial_states, sequence_length=None):
     inputs: [B, T, I].
     initial_states: a tuple with one state per layer.
     sequence_length: optional [B] lengths, applied in every layer.
+    unroll: `static_unroll` or `dynamic_unroll`.
 
   Returns:
     (outputs [B, T, H] of the top layer, tuple of per-layer final states).
   """
   final_states = []
   for core, state in zip(cores, initial_states):
-    inputs, final_state = static_unroll(core, inputs, state, sequence_length)
+    inputs, final_state = unroll(core, inputs, state, sequence_length)
     final_states.append(final_state)
   return inputs, tuple(final_states)

@@ -149,21 +149,48 @@ def _decoded_lines(path, report, progress):
 
 def _read_pairs_file(path, header, report, progress):
   """TSV (two tab-separated columns) or, for *.csv, CSV with the first two columns."""
-  is_csv = ".csv" in os.path.basename(path).lower()
+  if ".csv" in os.path.basename(path).lower():
+    yield from _read_csv_pairs(path, header, report, progress)
+    return
   for number, line in _decoded_lines(path, report, progress):
     if header and number == 1:
       continue
-    if is_csv:
-      try:
-        fields = next(csv.reader([line]), [])
-      except csv.Error:
-        fields = []
-    else:
-      fields = line.split("\t")
-    if len(fields) < 2 or not fields[0].strip() or not fields[1].strip() or (
-        not is_csv and len(fields) != 2):
-      report.skip(path, number, "not two non-empty " + ("CSV" if is_csv else "tab-separated")
-                  + " fields")
+    fields = line.split("\t")
+    if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+      report.skip(path, number, "not two non-empty tab-separated fields")
+      continue
+    report.records_parsed += 1
+    yield fields[0], fields[1]
+
+
+def _read_csv_pairs(path, header, report, progress):
+  """CSV records (RFC 4180: a quoted field may hold commas, doubled quotes and newlines), so one
+  record may span several lines; a skipped record is reported at its first line. A field over
+  csv.field_size_limit() (an unclosed quote, say) is skipped, which bounds memory."""
+  place = {"line": 0}
+
+  def text_lines():
+    for number, line in _decoded_lines(path, report, progress):
+      place["line"] = number
+      yield line + "\n"
+
+  reader = csv.reader(text_lines())
+  first_record = True
+  while True:
+    start = place["line"] + 1
+    try:
+      fields = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      report.skip(path, start, f"bad CSV record ({e})")
+      continue
+    if first_record and header:
+      first_record = False
+      continue
+    first_record = False
+    if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+      report.skip(path, start, "not two non-empty CSV fields")
       continue
     report.records_parsed += 1
     yield fields[0], fields[1]
@@ -306,10 +333,12 @@ def _parse_in_worker(path, first_line, block):
 
 
 def parse_workers(setting):
-  """--parse_workers: -1 = one per core beyond the first (at least 1), 0 = none."""
+  """--parse_workers: -1 = one per core, at most 4 (the main process, which decompresses and
+  writes the index, keeps up with about 4); none on a single core; 0 = none."""
   if setting >= 0:
     return setting
-  return max(1, (os.cpu_count() or 1) - 1)
+  cores = os.cpu_count() or 1
+  return 0 if cores < 2 else min(cores, 4)
 
 
 class _ParsePool:

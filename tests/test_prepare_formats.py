@@ -40,6 +40,32 @@ def test_pairs_csv_with_header(tmp_path):
   assert report["skipped"]["not two non-empty CSV fields"] == 1
 
 
+@pytest.mark.parametrize("name", ["p.csv", "p.csv.gz"])
+def test_pairs_csv_quoted_newlines_and_quotes(tmp_path, name):
+  text = ('q,a\r\n'
+          '"first line\nsecond line","she said ""hi"", then\nleft"\r\n'
+          '"only one field"\n'
+          '\n'
+          'plain question,"answer, with comma",extra column\n'
+          '"unclosed quote, then\nmore",')
+  data = text.encode("utf-8")
+  if name.endswith(".gz"):
+    import gzip
+    data = gzip.compress(data)
+  path = str(tmp_path / name)
+  with open(path, "wb") as f:
+    f.write(data)
+  report, out = run(tmp_path, path, input_format="pairs", pairs_header=True,
+                    data_overrides=dict(filters=""))
+  assert read_split(out) == [("first line second line", 'she said "hi", then left'),
+                             ("plain question", "answer, with comma")]
+  assert report["skipped"]["not two non-empty CSV fields"] == 3  # one field, blank, unclosed
+  assert report["skipped_examples"] == [f"{path}:{n}: not two non-empty CSV fields"
+                                        for n in (5, 6, 8)]  # a record's first line
+  assert report["records_parsed"] == 2
+  assert report["lines_read"] == 9
+
+
 def test_parallel(tmp_path):
   src = _write(tmp_path / "s.en", "a man runs .\ntwo dogs\n")
   tgt = _write(tmp_path / "t.de", "ein mann rennt .\nzwei hunde\n")

@@ -64,7 +64,7 @@ _HELP = {
     "sentencepiece_type": "prepare, sentencepiece: bpe or unigram",
     "max_words_in_memory": "prepare: distinct words counted in memory before spilling to disk",
     "progress_seconds": "prepare: seconds between progress lines (0 = none)",
-    "parse_workers": "prepare, reddit: parse processes (-1 = one per core beyond the first, 0 = none)",
+    "parse_workers": "prepare, reddit: parse processes (-1 = one per core, at most 4; 0 = none)",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
     "batch_size": "pairs per batch",
     "optimizer": "adam, rmsprop or sgd",

@@ -97,6 +97,11 @@ def _b36(number):
   return text or "0"
 
 
+def _cpu_seconds(who):
+  usage = resource.getrusage(who)
+  return usage.ru_utime + usage.ru_stime
+
+
 def run_one(path, output_dir, parse_workers=-1):
   """Runs prepare in this process and prints one JSON line of measurements."""
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -118,6 +123,8 @@ def run_one(path, output_dir, parse_workers=-1):
       "pairs_per_s": round(pairs / seconds, 1),
       "rss_after_imports_mb": round(rss_after_imports, 1),
       "parse_workers": prepare.parse_workers(parse_workers),
+      "cpu_main_s": round(_cpu_seconds(resource.RUSAGE_SELF), 2),
+      "cpu_workers_s": round(_cpu_seconds(resource.RUSAGE_CHILDREN), 2),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       "worker_peak_rss_mb": round(
           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}),
@@ -131,7 +138,7 @@ def main():
   parser.add_argument("--formats", default="zst,bz2", help="comma-separated: zst, bz2, plain")
   parser.add_argument("--dir", default="/tmp/seq2seq_prepare_bench")
   parser.add_argument("--parse_workers", type=int, default=-1,
-                      help="prepare's --parse_workers (-1 = one per core beyond the first)")
+                      help="prepare's --parse_workers (-1 = one per core, at most 4)")
   parser.add_argument("--run_one", nargs=2, metavar=("INPUT", "OUTPUT_DIR"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.run_one:

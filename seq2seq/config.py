@@ -182,7 +182,7 @@ class PrepareConfig:
   # Resources.
   max_words_in_memory: int = 500000  # distinct words counted in memory before spilling to disk
   progress_seconds: float = 10.0  # seconds between progress lines (0 = none)
-  parse_workers: int = -1  # reddit: parse processes; -1 = one per core beyond the first, 0 = none
+  parse_workers: int = -1  # reddit: parse processes; -1 = one per core (at most 4), 0 = none
 
   def __post_init__(self):
     _choice(self, "input_format", INPUT_FORMATS)

@@ -200,3 +200,24 @@ def test_multi30k_parallel(tmp_path):
                     data_overrides={"max_length": 50})
   assert report["lines_read"] == 1014
   assert report["pairs_written"]["train"] > 1000
+
+
+def test_train_py_prepare_does_not_import_tensorflow(tmp_path):
+  import subprocess
+  import sys
+  path = _write(tmp_path / "p.tsv", "hello there\thi you\nhow are you\tfine thanks\n")
+  out = str(tmp_path / "out")
+  code = ("import runpy, sys\n"
+          f"sys.argv = ['train.py', '--mode=prepare', '--input={path}', '--input_format=pairs',\n"
+          f"            '--output_dir={out}', '--val_fraction=0', '--test_fraction=0',\n"
+          "            '--min_length=1']\n"
+          "try:\n"
+          "  runpy.run_path('train.py', run_name='__main__')\n"
+          "except SystemExit as e:\n"
+          "  assert not e.code, e.code\n"
+          "print('tensorflow' in sys.modules)\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          check=True)
+  assert result.stdout.strip().splitlines()[-1] == "False"
+  assert read_split(out) == [("hello there", "hi you"), ("how are you", "fine thanks")]

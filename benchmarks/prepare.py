@@ -7,8 +7,8 @@ Generation (not timed) writes a dump of about --size_mb decompressed bytes with 
 fields: ~20 keys a record, int or string created_utc, replies whose parent comes before or
 after them, deleted bodies, bots, URLs, low scores, long comments. Each prepare then runs in a
 fresh subprocess, so its peak RSS (resource.getrusage) is its own; the subprocess also reports
-its RSS right after the imports (TensorFlow, pulled in by the seq2seq package), so the growth
-due to the data is visible. Prints one JSON line per run, then a table.
+its RSS right after the imports, so the growth due to the data is visible, and the largest
+peak RSS of its parse workers (RUSAGE_CHILDREN). Prints one JSON line per run, then a table.
 """
 import argparse
 import json
@@ -97,7 +97,12 @@ def _b36(number):
   return text or "0"
 
 
-def run_one(path, output_dir):
+def _cpu_seconds(who):
+  usage = resource.getrusage(who)
+  return usage.ru_utime + usage.ru_stime
+
+
+def run_one(path, output_dir, parse_workers=-1):
   """Runs prepare in this process and prints one JSON line of measurements."""
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from seq2seq import config as config_lib  # pylint: disable=import-outside-toplevel
@@ -106,7 +111,7 @@ def run_one(path, output_dir):
   start = time.perf_counter()
   report = prepare.prepare(
       config_lib.PrepareConfig(input=path, input_format="reddit", output_dir=output_dir,
-                               progress_seconds=30),
+                               progress_seconds=30, parse_workers=parse_workers),
       config_lib.DataConfig(), log=lambda m: print(m, file=sys.stderr, flush=True))
   seconds = time.perf_counter() - start
   pairs = sum(report["pairs_written"].values())
@@ -117,7 +122,12 @@ def run_one(path, output_dir):
       "mb_per_s": round(report["decompressed_bytes"] / 2 ** 20 / seconds, 2),
       "pairs_per_s": round(pairs / seconds, 1),
       "rss_after_imports_mb": round(rss_after_imports, 1),
-      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}),
+      "parse_workers": prepare.parse_workers(parse_workers),
+      "cpu_main_s": round(_cpu_seconds(resource.RUSAGE_SELF), 2),
+      "cpu_workers_s": round(_cpu_seconds(resource.RUSAGE_CHILDREN), 2),
+      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+      "worker_peak_rss_mb": round(
+          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}),
         flush=True)
 
 
@@ -127,10 +137,12 @@ def main():
                       help="decompressed size(s) of the synthetic dump")
   parser.add_argument("--formats", default="zst,bz2", help="comma-separated: zst, bz2, plain")
   parser.add_argument("--dir", default="/tmp/seq2seq_prepare_bench")
+  parser.add_argument("--parse_workers", type=int, default=-1,
+                      help="prepare's --parse_workers (-1 = one per core, at most 4)")
   parser.add_argument("--run_one", nargs=2, metavar=("INPUT", "OUTPUT_DIR"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.run_one:
-    run_one(*args.run_one)
+    run_one(*args.run_one, parse_workers=args.parse_workers)
     return
   os.makedirs(args.dir, exist_ok=True)
   results = []
@@ -144,16 +156,18 @@ def main():
         print(f"generated {path}: {records:,} records, {written / 2**20:.0f} MB in "
               f"{time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
       out = subprocess.run([sys.executable, os.path.abspath(__file__), "--run_one", path,
-                            os.path.join(args.dir, "prepared")],
+                            os.path.join(args.dir, "prepared"),
+                            f"--parse_workers={args.parse_workers}"],
                            check=True, stdout=subprocess.PIPE, text=True)
       line = out.stdout.strip().splitlines()[-1]
       print(line, flush=True)
       results.append(json.loads(line))
   print(f"\n{'file':<28} {'MB in':>7} {'MB/s':>6} {'pairs':>9} {'pairs/s':>8} "
-        f"{'RSS@import':>10} {'peak RSS':>9}")
+        f"{'RSS@import':>10} {'peak RSS':>9} {'worker RSS':>10}")
   for r in results:
     print(f"{r['file']:<28} {r['decompressed_mb']:>7.0f} {r['mb_per_s']:>6.1f} {r['pairs']:>9,} "
-          f"{r['pairs_per_s']:>8.0f} {r['rss_after_imports_mb']:>8.0f}MB {r['peak_rss_mb']:>7.0f}MB")
+          f"{r['pairs_per_s']:>8.0f} {r['rss_after_imports_mb']:>8.0f}MB {r['peak_rss_mb']:>7.0f}MB "
+          f"{r['worker_peak_rss_mb']:>8.0f}MB")
 
 
 if __name__ == "__main__":

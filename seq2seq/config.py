@@ -185,6 +185,7 @@ class PrepareConfig:
   # Resources.
   max_words_in_memory: int = 500000  # distinct words counted in memory before spilling to disk
   progress_seconds: float = 10.0  # seconds between progress lines (0 = none)
+  parse_workers: int = -1  # reddit: parse processes; -1 = one per core (at most 4), 0 = none
 
   def __post_init__(self):
     _choice(self, "input_format", INPUT_FORMATS)
@@ -199,6 +200,7 @@ class PrepareConfig:
     _check(not self.target_input or self.input_format == "parallel", "target_input",
            "is only used with --input_format=parallel")
     _positive(self, "max_words_in_memory")
+    _check(self.parse_workers >= -1, "parse_workers", f"must be >= -1, got {self.parse_workers}")
     _check(self.progress_seconds >= 0, "progress_seconds", f"must be >= 0, got {self.progress_seconds}")
     overlap = set(map(str.lower, split_list(self.subreddits))) & set(
         map(str.lower, split_list(self.skip_subreddits)))

@@ -82,6 +82,13 @@ class CommentIndex:
     if len(self._pending) >= self._batch_size:
       self._flush()
 
+  def add_rows(self, rows):
+    """Queues usable comments given as (id, parent or None, score, body) rows."""
+    file = self._file
+    self._pending.extend((i, parent, score, body, file) for i, parent, score, body in rows)
+    if len(self._pending) >= self._batch_size:
+      self._flush()
+
   def _flush(self):
     if not self._pending:
       return

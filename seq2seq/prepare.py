@@ -149,21 +149,48 @@ def _decoded_lines(path, report, progress):
 
 def _read_pairs_file(path, header, report, progress):
   """TSV (two tab-separated columns) or, for *.csv, CSV with the first two columns."""
-  is_csv = ".csv" in os.path.basename(path).lower()
+  if ".csv" in os.path.basename(path).lower():
+    yield from _read_csv_pairs(path, header, report, progress)
+    return
   for number, line in _decoded_lines(path, report, progress):
     if header and number == 1:
       continue
-    if is_csv:
-      try:
-        fields = next(csv.reader([line]), [])
-      except csv.Error:
-        fields = []
-    else:
-      fields = line.split("\t")
-    if len(fields) < 2 or not fields[0].strip() or not fields[1].strip() or (
-        not is_csv and len(fields) != 2):
-      report.skip(path, number, "not two non-empty " + ("CSV" if is_csv else "tab-separated")
-                  + " fields")
+    fields = line.split("\t")
+    if len(fields) != 2 or not fields[0].strip() or not fields[1].strip():
+      report.skip(path, number, "not two non-empty tab-separated fields")
+      continue
+    report.records_parsed += 1
+    yield fields[0], fields[1]
+
+
+def _read_csv_pairs(path, header, report, progress):
+  """CSV records (RFC 4180: a quoted field may hold commas, doubled quotes and newlines), so one
+  record may span several lines; a skipped record is reported at its first line. A field over
+  csv.field_size_limit() (an unclosed quote, say) is skipped, which bounds memory."""
+  place = {"line": 0}
+
+  def text_lines():
+    for number, line in _decoded_lines(path, report, progress):
+      place["line"] = number
+      yield line + "\n"
+
+  reader = csv.reader(text_lines())
+  first_record = True
+  while True:
+    start = place["line"] + 1
+    try:
+      fields = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      report.skip(path, start, f"bad CSV record ({e})")
+      continue
+    if first_record and header:
+      first_record = False
+      continue
+    first_record = False
+    if len(fields) < 2 or not fields[0].strip() or not fields[1].strip():
+      report.skip(path, start, "not two non-empty CSV fields")
       continue
     report.records_parsed += 1
     yield fields[0], fields[1]
@@ -246,31 +273,128 @@ def _reddit_fingerprint(files, prepare_config, data_config):
   return json.dumps({"settings": settings, "inputs": inputs}, sort_keys=True)
 
 
-def _index_reddit_file(index, number, path, comment_filter, tokenize, length_ok, progress):
+class _BlockParser:
+  """Dump lines -> index rows and counters: JSON, filters, normalisation, tokenisation and the
+  length filter. Runs in the main process or, one instance each, in the parse workers."""
+
+  def __init__(self, prepare_config, data_config):
+    self.comment_filter = reddit.CommentFilter(prepare_config)
+    self.tokenize = vocab_lib.Tokenizer(lowercase=data_config.lowercase,
+                                        filters=data_config.filters)
+    if prepare_config.tokenizer == "word":
+      self.min_length, self.max_length = data_config.min_length, data_config.max_length
+    else:  # subword lengths are only known after the SentencePiece model is trained
+      self.min_length, self.max_length = 1, float("inf")
+
+  def __call__(self, path, first_line, block):
+    """One block of whole lines (streams.read_blocks) -> (lines, records parsed,
+    {reason: count}, [first "file:line: reason" examples], [(id, parent, score, body)])."""
+    parse, tokenize = self.comment_filter.parse, self.tokenize
+    min_length, max_length = self.min_length, self.max_length
+    skipped = collections.Counter()
+    examples = []
+    rows = []
+    records = 0
+    lines = block.split(b"\n")
+    for line_number, line in enumerate(lines, first_line):
+      if not line.strip():
+        continue
+      comment, outcome = parse(line)
+      if comment is None:
+        if outcome not in (reddit.MALFORMED_JSON, reddit.INVALID_UTF8):
+          records += 1
+        reason = outcome
+      else:
+        records += 1
+        words = tokenize(comment.body)
+        if min_length <= len(words) <= max_length:
+          if comment.parent is not None and not outcome:
+            skipped[reddit.SCORE] += 1  # kept as a possible parent, not as a reply
+          rows.append((comment.id, comment.parent if outcome else None, comment.score,
+                       " ".join(words)))
+          continue
+        reason = LENGTH
+      skipped[reason] += 1
+      if len(examples) < _MAX_EXAMPLES:
+        examples.append(f"{path}:{line_number}: {reason}")
+    return len(lines), records, skipped, examples, rows
+
+
+_worker_parser = None
+
+
+def _init_worker(prepare_config, data_config):
+  global _worker_parser  # pylint: disable=global-statement
+  _worker_parser = _BlockParser(prepare_config, data_config)
+
+
+def _parse_in_worker(path, first_line, block):
+  return _worker_parser(path, first_line, block)
+
+
+def parse_workers(setting):
+  """--parse_workers: -1 = one per core, at most 4 (the main process, which decompresses and
+  writes the index, keeps up with about 4); none on a single core; 0 = none."""
+  if setting >= 0:
+    return setting
+  cores = os.cpu_count() or 1
+  return 0 if cores < 2 else min(cores, 4)
+
+
+class _ParsePool:
+  """Parses blocks in worker processes, results in input order, at most `depth` blocks in
+  flight per worker (so memory stays bounded whatever the input size); with no worker,
+  parses in this process."""
+
+  def __init__(self, workers, prepare_config, data_config, depth=4):
+    self.parser = _BlockParser(prepare_config, data_config)
+    self.pool = None
+    self.limit = workers * depth
+    if workers:
+      import multiprocessing  # pylint: disable=import-outside-toplevel
+      # spawn, not fork: the workers import only this module (no TensorFlow, no SQLite handle)
+      self.pool = multiprocessing.get_context("spawn").Pool(
+          workers, initializer=_init_worker, initargs=(prepare_config, data_config))
+
+  def map(self, path, blocks):
+    """Yields the parser's result for each (first_line, block) of `blocks`, in order."""
+    if self.pool is None:
+      for first_line, block in blocks:
+        yield self.parser(path, first_line, block)
+      return
+    in_flight = collections.deque()
+    try:
+      for first_line, block in blocks:
+        in_flight.append(self.pool.apply_async(_parse_in_worker, (path, first_line, block)))
+        while len(in_flight) >= self.limit or (in_flight and in_flight[0].ready()):
+          yield in_flight.popleft().get()
+    except streams.TruncatedStream:
+      while in_flight:  # the blocks read before the damage still count
+        yield in_flight.popleft().get()
+      raise
+    while in_flight:
+      yield in_flight.popleft().get()
+
+  def close(self):
+    if self.pool is not None:
+      self.pool.terminate()
+      self.pool.join()
+      self.pool = None
+
+
+def _index_reddit_file(index, number, path, parse_pool, progress):
   """Indexes one dump file; returns its counters (a PrepareReport snapshot)."""
   report = PrepareReport()
   index.begin_file(number, path)
   before = progress.decompressed
   try:
-    for line_number, line in streams.read_lines(path, progress.on_read):
-      report.lines_read += 1
-      if not line.strip():
-        continue
-      comment, outcome = comment_filter.parse(line)
-      if comment is None:
-        if outcome not in (reddit.MALFORMED_JSON, reddit.INVALID_UTF8):
-          report.records_parsed += 1
-        report.skip(path, line_number, outcome)
-        continue
-      report.records_parsed += 1
-      words = tokenize(comment.body)
-      if not length_ok(len(words)):
-        report.skip(path, line_number, LENGTH)
-        continue
-      replyable = outcome
-      if comment.parent is not None and not replyable:
-        report.skipped[reddit.SCORE] += 1  # kept as a possible parent, not as a reply
-      index.add(comment._replace(body=" ".join(words)), replyable)
+    for lines, records, skipped, examples, rows in parse_pool.map(
+        path, streams.read_blocks(path, progress.on_read)):
+      report.lines_read += lines
+      report.records_parsed += records
+      report.skipped.update(skipped)
+      report.examples = (report.examples + examples)[:_MAX_EXAMPLES]
+      index.add_rows(rows)
   except streams.TruncatedStream as e:
     report.truncated.append(str(e))
   report.decompressed_bytes = progress.decompressed - before
@@ -285,20 +409,20 @@ def _read_reddit(files, prepare_config, data_config, tokenizer, report, progress
     done = index.done_files() if index.resumed else {}
     if done:
       log(f"prepare: resuming; {len(done)} of {len(files)} file(s) already indexed in {index_path}")
-    comment_filter = reddit.CommentFilter(prepare_config)
-    if prepare_config.tokenizer == "word":
-      length_ok = lambda n: data_config.min_length <= n <= data_config.max_length
-    else:  # subword lengths are only known after the SentencePiece model is trained
-      length_ok = lambda n: n > 0
-    for number, path in enumerate(files):
-      report.files.append(path)
-      if path in done:
-        report.merge(done[path])
-        progress.compressed += os.path.getsize(path)
-        continue
-      file_report = _index_reddit_file(index, number, path, comment_filter, tokenizer,
-                                       length_ok, progress)
-      report.merge(file_report.snapshot())
+    workers = parse_workers(prepare_config.parse_workers)
+    todo = [p for p in files if p not in done]
+    parse_pool = _ParsePool(workers if todo else 0, prepare_config, data_config)
+    try:
+      for number, path in enumerate(files):
+        report.files.append(path)
+        if path in done:
+          report.merge(done[path])
+          progress.compressed += os.path.getsize(path)
+          continue
+        file_report = _index_reddit_file(index, number, path, parse_pool, progress)
+        report.merge(file_report.snapshot())
+    finally:
+      parse_pool.close()
     progress.stage = "pairing"
     replies, orphans = index.count_replies()
     report.extra.update(usable_replies=replies, replies_without_parent=orphans,

@@ -114,6 +114,57 @@ def read_lines(path, on_read=None):
       yield line_number, carry
 
 
+def read_blocks(path, on_read=None, block_bytes=1 << 20):
+  """Yields (first_line_number, block) of `path`: `block` is bytes holding whole lines
+  (newline-separated, without the final newline), about `block_bytes` long; numbers start at 1.
+
+  The same lines as `read_lines`, in fewer, larger pieces, for handing to a worker process.
+  A final line without a newline is its own last block.
+
+  Raises:
+    TruncatedStream: after the last good block, like `read_lines` (its `last_line` counts
+      every complete line yielded before the damage).
+  """
+  on_read = on_read or (lambda compressed, decompressed: None)
+  factory = decompressor_factory(path)
+  next_line = 1
+  with open(path, "rb") as f:
+    pending = []  # decompressed chunks not yet yielded; only the last lacks a final newline
+    size = 0
+    try:
+      for chunk in _decompressed_chunks(f, factory, on_read):
+        pending.append(chunk)
+        size += len(chunk)
+        if size < block_bytes:
+          continue
+        data = b"".join(pending)
+        end = data.rfind(b"\n")
+        if end < 0:
+          pending, size = [data], len(data)
+          continue
+        block = data[:end]
+        rest = data[end + 1:]
+        pending, size = ([rest], len(rest)) if rest else ([], 0)
+        yield next_line, block
+        next_line += block.count(b"\n") + 1
+      error = None
+    except (EOFError, OSError, lzma.LZMAError, zlib.error, ValueError) as e:
+      error = e
+    except Exception as e:  # zstandard.ZstdError, without importing zstandard here
+      if type(e).__name__ != "ZstdError":
+        raise
+      error = e
+    data = b"".join(pending)
+    if error is not None:  # keep the complete lines before the damage, as read_lines does
+      end = data.rfind(b"\n")
+      if end >= 0:
+        yield next_line, data[:end]
+        next_line += data.count(b"\n", 0, end) + 1
+      raise TruncatedStream(path, next_line - 1, error) from None
+    if data:
+      yield next_line, data[:-1] if data.endswith(b"\n") else data
+
+
 def total_size(paths):
   """Bytes on disk of `paths` (compressed sizes), for progress and ETA."""
   return sum(os.path.getsize(p) for p in paths)

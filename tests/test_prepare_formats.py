@@ -40,6 +40,32 @@ def test_pairs_csv_with_header(tmp_path):
   assert report["skipped"]["not two non-empty CSV fields"] == 1
 
 
+@pytest.mark.parametrize("name", ["p.csv", "p.csv.gz"])
+def test_pairs_csv_quoted_newlines_and_quotes(tmp_path, name):
+  text = ('q,a\r\n'
+          '"first line\nsecond line","she said ""hi"", then\nleft"\r\n'
+          '"only one field"\n'
+          '\n'
+          'plain question,"answer, with comma",extra column\n'
+          '"unclosed quote, then\nmore",')
+  data = text.encode("utf-8")
+  if name.endswith(".gz"):
+    import gzip
+    data = gzip.compress(data)
+  path = str(tmp_path / name)
+  with open(path, "wb") as f:
+    f.write(data)
+  report, out = run(tmp_path, path, input_format="pairs", pairs_header=True,
+                    data_overrides=dict(filters=""))
+  assert read_split(out) == [("first line second line", 'she said "hi", then left'),
+                             ("plain question", "answer, with comma")]
+  assert report["skipped"]["not two non-empty CSV fields"] == 3  # one field, blank, unclosed
+  assert report["skipped_examples"] == [f"{path}:{n}: not two non-empty CSV fields"
+                                        for n in (5, 6, 8)]  # a record's first line
+  assert report["records_parsed"] == 2
+  assert report["lines_read"] == 9
+
+
 def test_parallel(tmp_path):
   src = _write(tmp_path / "s.en", "a man runs .\ntwo dogs\n")
   tgt = _write(tmp_path / "t.de", "ein mann rennt .\nzwei hunde\n")
@@ -174,3 +200,24 @@ def test_multi30k_parallel(tmp_path):
                     data_overrides={"max_length": 50})
   assert report["lines_read"] == 1014
   assert report["pairs_written"]["train"] > 1000
+
+
+def test_train_py_prepare_does_not_import_tensorflow(tmp_path):
+  import subprocess
+  import sys
+  path = _write(tmp_path / "p.tsv", "hello there\thi you\nhow are you\tfine thanks\n")
+  out = str(tmp_path / "out")
+  code = ("import runpy, sys\n"
+          f"sys.argv = ['train.py', '--mode=prepare', '--input={path}', '--input_format=pairs',\n"
+          f"            '--output_dir={out}', '--val_fraction=0', '--test_fraction=0',\n"
+          "            '--min_length=1']\n"
+          "try:\n"
+          "  runpy.run_path('train.py', run_name='__main__')\n"
+          "except SystemExit as e:\n"
+          "  assert not e.code, e.code\n"
+          "print('tensorflow' in sys.modules)\n")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                          check=True)
+  assert result.stdout.strip().splitlines()[-1] == "False"
+  assert read_split(out) == [("hello there", "hi you"), ("how are you", "fine thanks")]

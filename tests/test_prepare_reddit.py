@@ -192,3 +192,70 @@ def test_changed_filters_start_the_index_over(tmp_path, monkeypatch):
   with pytest.raises(corpus.DataError):  # min_score=2 now: the old index must not be reused
     run(tmp_path, str(tmp_path / "RC_1"), log=messages.append)
   assert not any("resuming" in m for m in messages)
+
+
+@pytest.mark.parametrize("suffix", ["", ".bz2", ".zst"])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_read_blocks_matches_read_lines(tmp_path, suffix, final_newline):
+  from seq2seq import streams
+  lines = [b"", b"x" * 3000] + [b"line %d" % i for i in range(5000)] + [b"", b"last"]
+  data = b"\n".join(lines) + (b"\n" if final_newline else b"")
+  path = str(tmp_path / f"f{suffix}")
+  if suffix == ".bz2":
+    data = bz2.compress(data)
+  elif suffix == ".zst":
+    import zstandard
+    data = zstandard.ZstdCompressor().compress(data)
+  with open(path, "wb") as f:
+    f.write(data)
+  expected = list(streams.read_lines(path))
+  got = []
+  for first, block in streams.read_blocks(path, block_bytes=1000):
+    got.extend(enumerate(block.split(b"\n"), first))
+  assert got == expected
+
+
+@pytest.mark.parametrize("suffix", [".bz2", ".zst"])
+def test_read_blocks_truncated_like_read_lines(tmp_path, suffix):
+  from seq2seq import streams
+  records = [comment(f"p{i}", "t3_x", f"question number {i} is here") for i in range(20000)]
+  path = write_dump(str(tmp_path / f"RC_1{suffix}"), records)
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:len(data) // 2])
+
+  def collect(reader):
+    got = []
+    with pytest.raises(streams.TruncatedStream) as error:
+      for item in reader:
+        got.append(item)
+    return got, error.value.last_line
+
+  expected, expected_last = collect(streams.read_lines(path))
+  blocks, last = collect(streams.read_blocks(path, block_bytes=5000))
+  got = [pair for first, block in blocks for pair in enumerate(block.split(b"\n"), first)]
+  assert got == expected
+  assert last == expected_last == len(expected)
+
+
+def test_parse_workers_give_the_same_result(tmp_path, monkeypatch):
+  import functools
+  from seq2seq import streams
+  monkeypatch.setattr(prepare.streams, "read_blocks",
+                      functools.partial(streams.read_blocks, block_bytes=2000))
+  records = [b"{not json", b"\xff\xfe", comment("d1", "t3_x", "[deleted]")]
+  for i in range(1500):
+    records.append(comment(f"p{i}", "t3_x", f"question number {i} is here"))
+    records.append(comment(f"r{i}", f"p{i}", f"answer {i} " + ("is here" if i % 3 else "x " * 30),
+                           score=i % 4))
+  records.append(comment("u1", "t3_x", "see https://example.com now"))
+  path = write_dump(str(tmp_path / "RC_1.zst"), records)
+  results = {}
+  for workers in (0, 1, 2):
+    report, out = run(tmp_path / str(workers), path, parse_workers=workers)
+    del report["seconds"], report["settings"]
+    results[workers] = (report, read_split(out))
+  assert results[0][0]["skipped"].keys() >= {"malformed JSON", "invalid UTF-8", "deleted",
+                                              "score", "length", "url"}
+  assert results[0] == results[1] == results[2]

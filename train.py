@@ -8,8 +8,10 @@
     python train.py --data=reddit15                   # train on a prepared folder (tf.data)
 
 Flags are converted once into a validated `seq2seq.config.RunConfig`; a bad value stops the
-program, naming the flag, before any data is read. Exit status: 0 done, 1 bad flags or data,
-130 / 143 stopped by SIGINT / SIGTERM after saving a checkpoint.
+program, naming the flag, before any data is read. Exit status: 0 done; 1 bad flags or data, a
+workdir held by another live run, a checkpoint that could not be written (earlier ones stay
+valid), or --max_bad_steps consecutive non-finite steps; 130 / 143 stopped by SIGINT / SIGTERM
+after saving a checkpoint.
 """
 import dataclasses
 import glob
@@ -77,6 +79,8 @@ _HELP = {
     "num_epochs": "epochs to train",
     "max_steps": "stop after this many steps in all (0 = no limit)",
     "save_every": "steps between checkpoints",
+    "max_bad_steps": "stop after this many consecutive steps with a NaN/Inf loss or gradient "
+                     "norm (each is skipped: no update)",
     "keep_checkpoints": "checkpoints kept",
     "log_every": "steps between log lines and summaries",
     "seed": "seed of weights, dropout and data order",
@@ -165,6 +169,7 @@ def main(argv):
   from seq2seq import corpus  # pylint: disable=import-outside-toplevel
   from seq2seq import training  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  from seq2seq import workdir_lock  # pylint: disable=import-outside-toplevel
 
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
   try:
@@ -176,7 +181,8 @@ def main(argv):
       return 0
     return _evaluate(_saved_or(run_config), log)
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
-          chat.NoCheckpoint) as e:
+          checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
+          training.TrainingDiverged, chat.NoCheckpoint) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
 

@@ -27,6 +27,10 @@ class CheckpointError(RuntimeError):
   """A checkpoint that does not fit the model being built; the message says what differs."""
 
 
+class CheckpointWriteError(RuntimeError):
+  """A checkpoint could not be written (disk full, unwritable folder); earlier ones are intact."""
+
+
 class Checkpointer:
   """Saves and restores model, optimizer and progress under `directory`."""
 
@@ -42,8 +46,41 @@ class Checkpointer:
     return self.manager.latest_checkpoint
 
   def save(self):
-    """Writes a checkpoint numbered by the current step; returns its path."""
-    return self.manager.save(checkpoint_number=int(self.progress.step.numpy()))
+    """Writes a checkpoint numbered by the current step; returns its path.
+
+    Raises:
+      CheckpointWriteError: the write failed (OSError, or a TensorFlow I/O error such as
+        ResourceExhaustedError for a full disk). The index still names the previous
+        checkpoint, which stays complete.
+    """
+    step = int(self.progress.step.numpy())
+    try:
+      return self.manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as e:
+      reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise CheckpointWriteError(
+          f"could not write the checkpoint of step {step} to {self.directory} "
+          f"({type(e).__name__}: {reason}). The earlier checkpoints are intact (latest: "
+          f"{self.latest or 'none'}); free space or fix permissions, then run the same command "
+          f"to resume from the latest one.") from e
+
+  def check_vocabulary_size(self, vocab_size, vocab_file):
+    """Fails if the latest checkpoint's embedding tables do not have `vocab_size` rows.
+
+    Raises:
+      CheckpointError: naming both sizes and `vocab_file`.
+    """
+    path = self.latest
+    if path is None:
+      return
+    shapes = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    for key, shape in sorted(shapes.items()):
+      if (key.startswith("model/") and "embedding" in key and "OPTIMIZER_SLOT" not in key
+          and len(shape) == 2 and shape[0] != vocab_size):
+        raise CheckpointError(
+            f"{path} was trained with a vocabulary of {shape[0]} tokens, but {vocab_file} has "
+            f"{vocab_size}: the vocabulary differs from the checkpoint's. Restore the "
+            f"vocabulary file the checkpoint was trained with, or use a new --workdir.")
 
   def restore_latest(self):
     """Restores the latest checkpoint, if any. Returns its path, or None for a fresh start.

@@ -134,6 +134,7 @@ class TrainConfig:
   num_epochs: int = 40
   max_steps: int = 0  # 0: no limit other than num_epochs
   save_every: int = 100
+  max_bad_steps: int = 10  # consecutive non-finite (skipped) steps before the run stops
   keep_checkpoints: int = 5
   log_every: int = 20
   seed: int = 1234
@@ -146,7 +147,7 @@ class TrainConfig:
     _choice(self, "optimizer", OPTIMIZERS)
     _choice(self, "precision", PRECISIONS)
     _positive(self, "batch_size", "learning_rate", "decay_steps", "decay_rate", "num_epochs",
-              "save_every", "keep_checkpoints", "log_every")
+              "save_every", "keep_checkpoints", "log_every", "max_bad_steps")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
 

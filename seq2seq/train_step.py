@@ -65,9 +65,15 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
     max_grad_norm: clip to this global norm; 0 for no clipping (the norm is still returned).
     jit_compile: compile the dense part with XLA.
 
+  A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the
+  dense and embedding updates and the optimizer's step counter are all behind one
+  `tf.cond` on `finite`, inside the compiled step, so a bad batch never reaches the
+  variables, the Adam / RMSProp slots, or a checkpoint.
+
   Returns:
-    step(batch) -> (loss, grad_norm): the batch loss before the update, and the global norm
-    of all gradients (embedding rows included) before clipping.
+    step(batch) -> (loss, grad_norm, finite): the batch loss before the update, the global
+    norm of all gradients (embedding rows included) before clipping, and whether the update
+    was applied (both finite).
   """
   tables = model.embedding_tables()
   table_refs = {t.ref() for t in tables}
@@ -95,21 +101,32 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
     for table, (values, indices) in zip(tables, rows):
       squared_norm += clipping.rows_squared_norm(values, indices, table.shape[0])
     grad_norm = tf.sqrt(squared_norm)
+    finite = tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
     scale = clipping.clip_scale(grad_norm, max_grad_norm)
-    optimizer.update([g * scale for g in dense_gradients], dense_variables)
-    return loss, grad_norm, [(values * scale, indices) for values, indices in rows]
+
+    def apply_dense():
+      optimizer.update([g * scale for g in dense_gradients], dense_variables)
+      return tf.constant(True)
+
+    tf.cond(finite, apply_dense, lambda: tf.constant(False))
+    return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows]
 
   if jit_compile:
     dense_part = tf.function(dense_part, jit_compile=True)
 
   def step(batch):
     source_embedded, target_embedded = model.embed(batch.source, batch.decoder_input)
-    loss, grad_norm, rows = dense_part(batch, source_embedded, target_embedded)
-    for table, (values, indices) in zip(tables, rows):
-      with tf.device(table.device):
-        optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
-    optimizer.finish_step()
-    return loss, grad_norm
+    loss, grad_norm, finite, rows = dense_part(batch, source_embedded, target_embedded)
+
+    def apply_rows():
+      for table, (values, indices) in zip(tables, rows):
+        with tf.device(table.device):
+          optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
+      optimizer.finish_step()
+      return tf.constant(True)
+
+    tf.cond(finite, apply_rows, lambda: tf.constant(False))
+    return loss, grad_norm, finite
 
   return BucketedFunction(step)
 

@@ -18,6 +18,7 @@ from seq2seq import optimizers
 from seq2seq import summaries
 from seq2seq import train_step as train_step_lib
 from seq2seq import workdir as workdir_lib
+from seq2seq import workdir_lock
 
 
 @dataclasses.dataclass
@@ -33,6 +34,10 @@ class TrainResult:
   @property
   def exit_code(self):
     return 128 + self.stopped_by_signal if self.stopped_by_signal else 0
+
+
+class TrainingDiverged(RuntimeError):
+  """--max_bad_steps consecutive steps had a non-finite loss or gradient norm."""
 
 
 COMPUTE_DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
@@ -105,9 +110,25 @@ class _RateMeter:
 def train(run_config, log=print):
   """Trains (or resumes) the run described by `run_config`; returns a `TrainResult`.
 
+  The workdir is locked (WORKDIR/lock) for the whole run and released on any exit.
+
+  A step with a non-finite loss or gradient norm is skipped (no update; see
+  `train_step.make_train_step`), counted and logged, and no checkpoint is written at a skipped
+  step; after `max_bad_steps` consecutive skipped steps the run stops with `TrainingDiverged`,
+  leaving the last good checkpoint as the latest.
+
   Raises:
+    workdir_lock.WorkdirLocked: another live run holds the workdir.
     corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError: before any step.
+    checkpoints.CheckpointWriteError: a checkpoint could not be written; the run stops and the
+      earlier checkpoints stay valid.
+    TrainingDiverged: too many consecutive non-finite steps.
   """
+  with workdir_lock.WorkdirLock(run_config.train.workdir, log):
+    return _train(run_config, log)
+
+
+def _train(run_config, log):
   train_config = run_config.train
   if train_config.deterministic:
     tf.config.experimental.enable_op_determinism()
@@ -122,6 +143,8 @@ def train(run_config, log=print):
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(train_config.workdir),
                                           model, optimizer, progress,
                                           train_config.keep_checkpoints)
+  checkpointer.check_vocabulary_size(len(training_data.vocabulary),
+                                     workdir_lib.vocab_path(train_config.workdir))
   resumed_from = checkpointer.restore_latest()
   schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
   step, epoch, position = (int(v.numpy()) for v in (progress.step, progress.epoch,
@@ -163,16 +186,32 @@ def train(run_config, log=print):
   val_loss = float("nan")
   checkpoint = resumed_from
   meter = _RateMeter(step)
+  bad_in_a_row = bad_total = 0
   with interrupts.StopOnSignal() as stop:
     while step < total_steps and epoch < train_config.num_epochs and not stop.requested:
       for batch in schedule.batches(epoch, start=position):
-        loss_t, norm_t = train_step(batch)
+        loss_t, norm_t, finite_t = train_step(batch)
         step += 1
         position += 1
         progress.step.assign(step)
         progress.position.assign(position)
+        finite = bool(finite_t)
+        if finite:
+          bad_in_a_row = 0
+        else:
+          bad_in_a_row += 1
+          bad_total += 1
+          log(f"step {step}: non-finite loss={float(loss_t)} grad_norm={float(norm_t)}; update "
+              f"skipped ({bad_in_a_row} in a row, {bad_total} in this run)")
+          if bad_in_a_row >= train_config.max_bad_steps:
+            raise TrainingDiverged(
+                f"stopped at step {step}: {bad_in_a_row} consecutive steps had a non-finite "
+                f"loss or gradient norm (--max_bad_steps={train_config.max_bad_steps}); the "
+                f"latest checkpoint, {checkpointer.latest or 'none'}, holds the last good "
+                f"parameters. Try a lower --learning_rate or --max_grad_norm, or check the data.")
         meter.add_tokens(float(batch.target_weight.sum()))
-        if step % train_config.log_every == 0 or step == total_steps:
+        # A skipped step is neither logged as progress nor saved.
+        if finite and (step % train_config.log_every == 0 or step == total_steps):
           loss, grad_norm = float(loss_t), float(norm_t)
           lr = float(optimizer.current_learning_rate())
           tokens_per_sec, per_batch, eta = meter.report(step, total_steps)
@@ -184,7 +223,7 @@ def train(run_config, log=print):
               "loss": loss, "perplexity": _perplexity(loss), "grad_norm": grad_norm,
               "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
               "seconds_per_batch": per_batch})
-        if step % train_config.save_every == 0:
+        if finite and step % train_config.save_every == 0:
           checkpoint = save()
         if stop.requested or step >= total_steps:
           break
@@ -197,7 +236,7 @@ def train(run_config, log=print):
     if loss_t is not None:
       loss = float(loss_t)
     if checkpoint is None or step != saved_step:
-      checkpoint = save()
+      checkpoint = save()  # after skipped steps too: their parameters are the last good ones
   train_writer.flush()
   val_writer.flush()
   if stop.requested:

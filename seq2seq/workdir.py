@@ -4,6 +4,7 @@
     WORKDIR/vocab.txt          one token a line, id = line number - 1
     WORKDIR/checkpoints/       tf.train.CheckpointManager files
     WORKDIR/summaries/{train,val}/   TensorBoard event files
+    WORKDIR/lock               held by the running process (seq2seq.workdir_lock)
 """
 import dataclasses
 import json

@@ -34,7 +34,7 @@ def _one_sgd_step(model, batch, jit_compile, max_grad_norm=5.0, learning_rate=1.
   optimizer.build(model.trainable_variables)
   step = train_step_lib.make_train_step(model, optimizer, max_grad_norm, jit_compile=jit_compile)
   before = {v.name: v.numpy() for v in model.trainable_variables}
-  loss, norm = step(batch)
+  loss, norm, _ = step(batch)
   # With SGD at rate 1 the change of each variable is minus its clipped gradient.
   return float(loss), float(norm), {v.name: before[v.name] - v.numpy()
                                     for v in model.trainable_variables}

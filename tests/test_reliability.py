@@ -1,0 +1,335 @@
+"""Issue 7: the engine's promises under faults. Each test tries to break one promise.
+
+Promise numbers follow issue 7 and BUILD.md's "Reliability" section.
+"""
+import json
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from unittest import mock
+
+from absl.testing import parameterized
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seq2seq import checkpoints
+from seq2seq import optimizers
+from seq2seq import train_step as train_step_lib
+from seq2seq import training
+from seq2seq import workdir as workdir_lib
+from seq2seq import workdir_lock
+from tests import helpers
+from tests import test_train_step
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--num_layers=1", "--hidden_size=32", "--embedding_size=16", "--num_buckets=1",
+        "--batch_size=16", "--max_length=6", "--max_vocab=50"]
+
+
+def _train_py(*flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE):
+  env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *flags], cwd=ROOT,
+                          stdout=stdout, stderr=stderr, text=True, env=env)
+
+
+def _read(path):
+  with open(path, encoding="utf-8", errors="replace") as f:
+    return f.read()
+
+
+def _dead_pid():
+  process = subprocess.Popen([sys.executable, "-c", "pass"])
+  process.wait()
+  return process.pid
+
+
+def _checkpoint_values(path, prefix="model/"):
+  reader = tf.train.load_checkpoint(path)
+  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+          if key.startswith(prefix)}
+
+
+def _checkpoint_step(path):
+  values = _checkpoint_values(path, prefix="progress/step")
+  return int(list(values.values())[0])
+
+
+def _infinite(weights):
+  """Inf where a target token is real: the mean loss becomes Inf / Inf = NaN."""
+  return np.where(weights > 0, np.float32(np.inf), np.float32(0.0))
+
+
+def _poisoning(bad_steps):
+  """A make_train_step whose step sees an Inf target weight at the 1-based `bad_steps`.
+
+  The real compiled step runs on the poisoned batch: its loss is NaN (Inf / Inf), and so are
+  its gradients. This is the test hook; production code has none.
+  """
+  real = train_step_lib.make_train_step
+  calls = []
+
+  def make(*args, **kwargs):
+    step = real(*args, **kwargs)
+
+    def poisoned(batch):
+      calls.append(None)
+      if bad_steps(len(calls)):
+        batch = batch._replace(target_weight=_infinite(batch.target_weight))
+      return step(batch)
+
+    return poisoned
+
+  return mock.patch.object(train_step_lib, "make_train_step", make)
+
+
+class WorkdirLockTest(tf.test.TestCase):
+  """Promise 5: one run per workdir."""
+
+  def test_second_train_py_is_refused_naming_the_live_holder(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=200)
+    workdir = os.path.join(tmp, "run")
+    flags = [f"--workdir={workdir}", f"--data={data}", "--log_every=1", "--max_steps=1000000",
+             "--num_epochs=100000", *TINY]
+    log_path = os.path.join(tmp, "first.log")
+    with open(log_path, "w", encoding="utf-8") as log_file:
+      first = _train_py(*flags, stdout=log_file, stderr=subprocess.STDOUT)
+    try:
+      deadline = time.monotonic() + 120
+      while not re.search(r"^2/", _read(log_path), re.M) and time.monotonic() < deadline:
+        time.sleep(0.2)
+      second = _train_py(*flags)
+      stdout, stderr = second.communicate(timeout=120)
+      self.assertEqual(second.returncode, 1, stderr)
+      self.assertIn(f"in use by pid {first.pid} on host {socket.gethostname()}", stderr)
+      self.assertRegex(stderr, r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC")
+      self.assertNotIn("Traceback", stderr)
+      self.assertNotIn("Resuming", stdout)
+      first.send_signal(signal.SIGINT)
+      first.wait(timeout=120)
+    finally:
+      first.kill()
+    self.assertEqual(first.returncode, 130, _read(log_path)[-3000:])
+    self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)), "lock not released")
+
+  def test_held_lock_is_refused_in_process(self):
+    workdir = os.path.join(self.get_temp_dir(), "run")
+    with workdir_lock.WorkdirLock(workdir, log=helpers.quiet):
+      with self.assertRaisesRegex(workdir_lock.WorkdirLocked, rf"pid {os.getpid()} on host"):
+        workdir_lock.WorkdirLock(workdir, log=helpers.quiet).acquire()
+    self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)))
+
+  def test_stale_lock_of_a_dead_process_is_taken_over(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
+    workdir = os.path.join(tmp, "run")
+    os.makedirs(workdir)
+    dead = _dead_pid()
+    with open(workdir_lock.lock_path(workdir), "w", encoding="utf-8") as f:
+      json.dump({"pid": dead, "host": socket.gethostname(), "started": "then"}, f)
+    messages = []
+    result = training.train(helpers.tiny_config(workdir, data, max_steps=2), log=messages.append)
+    self.assertEqual(result.step, 2)
+    self.assertTrue(any(f"stale lock" in m and f"pid {dead}" in m for m in messages), messages)
+    self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)))
+
+  def test_lock_of_another_host_is_not_taken_over(self):
+    workdir = os.path.join(self.get_temp_dir(), "run")
+    os.makedirs(workdir)
+    with open(workdir_lock.lock_path(workdir), "w", encoding="utf-8") as f:
+      json.dump({"pid": _dead_pid(), "host": "elsewhere", "started": "then"}, f)
+    with self.assertRaisesRegex(workdir_lock.WorkdirLocked, "on host elsewhere"):
+      workdir_lock.WorkdirLock(workdir, log=helpers.quiet).acquire()
+
+  def test_lock_is_released_when_the_run_fails(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
+    workdir = os.path.join(tmp, "run")
+    training.train(helpers.tiny_config(workdir, data, max_steps=1), log=helpers.quiet)
+    with self.assertRaises(workdir_lib.WorkdirMismatch):
+      training.train(helpers.tiny_config(workdir, data, hidden_size=48), log=helpers.quiet)
+    self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)))
+
+
+class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
+  """Promise 3: a NaN or Inf never reaches the parameters, the optimizer or a checkpoint."""
+
+  @parameterized.parameters(False, True)
+  def test_non_finite_step_changes_no_variable_or_slot(self, jit_compile):
+    model = test_train_step._model()
+    optimizer = optimizers.Adam(0.01)
+    optimizer.build(model.trainable_variables)
+    step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=jit_compile)
+    good = test_train_step._batch(seed=1)
+    step(good)  # non-zero Adam slots, so "unchanged" is not trivially zeros
+    state = list(model.variables) + list(optimizer.variables)
+    before = [v.numpy().copy() for v in state]
+    bad = good._replace(target_weight=_infinite(good.target_weight))
+    loss, norm, finite = step(bad)
+    self.assertFalse(bool(finite))
+    self.assertFalse(np.isfinite(float(loss)) and np.isfinite(float(norm)))
+    for variable, value in zip(state, before):
+      self.assertAllEqual(variable.numpy(), value, msg=variable.name)
+    _, _, finite = step(good)  # and the next good batch trains again
+    self.assertTrue(bool(finite))
+    self.assertNotAllClose(model.trainable_variables[-1].numpy(), before[
+        [v.ref() for v in state].index(model.trainable_variables[-1].ref())])
+
+  def test_bad_step_is_skipped_counted_and_never_saved(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
+    config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=6, save_every=1,
+                                 keep_checkpoints=10)
+    messages = []
+    with _poisoning(lambda n: n == 3):
+      result = training.train(config, log=messages.append)
+    self.assertEqual(result.step, 6)
+    self.assertTrue(any(re.match(r"step 3: non-finite loss=nan .*skipped \(1 in a row, 1 in this "
+                                 r"run\)", m) for m in messages), messages)
+    directory = workdir_lib.checkpoint_dir(config.train.workdir)
+    saved = tf.train.get_checkpoint_state(directory).all_model_checkpoint_paths
+    self.assertEqual([int(p.rsplit("-", 1)[1]) for p in saved], [1, 2, 4, 5, 6])
+    for path in saved:
+      for key, value in _checkpoint_values(path, prefix="").items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+          self.assertTrue(np.all(np.isfinite(value)), f"{path}: {key}")
+
+  def test_stops_after_max_bad_steps_and_keeps_the_last_good_checkpoint(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
+    config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=20, save_every=1,
+                                 max_bad_steps=3)
+    with _poisoning(lambda n: n >= 4):
+      with self.assertRaisesRegex(training.TrainingDiverged,
+                                  r"stopped at step 6: 3 consecutive steps .*--max_bad_steps=3"
+                                  r".*ckpt-3, holds the last good"):
+        training.train(config, log=helpers.quiet)
+    latest = tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(config.train.workdir))
+    self.assertEqual(_checkpoint_step(latest), 3)
+    for key, value in _checkpoint_values(latest).items():
+      self.assertTrue(np.all(np.isfinite(value)), key)
+    self.assertFalse(os.path.exists(workdir_lock.lock_path(config.train.workdir)))
+
+
+class CheckpointWriteFailureTest(parameterized.TestCase, tf.test.TestCase):
+  """Promise 4: a failed checkpoint write stops the run clearly; earlier ones stay valid."""
+
+  @parameterized.named_parameters(
+      ("disk_full_os", OSError(28, "No space left on device")),
+      ("disk_full_tf", tf.errors.ResourceExhaustedError(None, None, "No space left on device")))
+  def test_failed_save_stops_clearly_and_training_resumes(self, error):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
+    workdir = os.path.join(tmp, "run")
+    directory = workdir_lib.checkpoint_dir(workdir)
+    real_save = tf.train.CheckpointManager.save
+
+    def failing_save(manager, checkpoint_number=None, **kwargs):
+      if checkpoint_number == 4:
+        raise error
+      return real_save(manager, checkpoint_number=checkpoint_number, **kwargs)
+
+    config = helpers.tiny_config(workdir, data, max_steps=8, save_every=2)
+    with mock.patch.object(tf.train.CheckpointManager, "save", failing_save):
+      with self.assertRaisesRegex(checkpoints.CheckpointWriteError,
+                                  rf"step 4 to {re.escape(directory)} .*No space left.*"
+                                  r"earlier checkpoints are intact \(latest: .*ckpt-2\)"):
+        training.train(config, log=helpers.quiet)
+    latest = tf.train.latest_checkpoint(directory)
+    self.assertEqual(_checkpoint_step(latest), 2)  # loads, and is the one before the failure
+
+    messages = []  # space is back: the same command resumes from step 2
+    result = training.train(config, log=messages.append)
+    self.assertEqual(result.step, 8)
+    self.assertTrue(any(m.startswith("Resuming from") and "at step 2" in m for m in messages))
+
+
+class MismatchTest(tf.test.TestCase):
+  """Promise 7 (the rest is in test_training.py)."""
+
+  def test_vocabulary_differing_from_the_checkpoint_is_named(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
+    workdir = os.path.join(tmp, "run")
+    training.train(helpers.tiny_config(workdir, data, max_steps=2), log=helpers.quiet)
+    with open(workdir_lib.vocab_path(workdir), "a", encoding="utf-8") as f:
+      f.write("zebra\nyak\n")  # 12 + 2 tokens: not the vocabulary the checkpoint learned
+    with self.assertRaisesRegex(
+        checkpoints.CheckpointError,
+        r"ckpt-2 was trained with a vocabulary of 12 tokens, but .*vocab.txt has 14"):
+      training.train(helpers.tiny_config(workdir, data, max_steps=4), log=helpers.quiet)
+
+
+@pytest.mark.slow
+class KillNineTest(tf.test.TestCase):
+  """Promise 1: kill -9 at varying moments (around saves too), resume, same final parameters."""
+
+  MAX_STEPS = 100
+  SAVE_EVERY = 2
+
+  def test_kill_nine_and_resume_equals_an_uninterrupted_run(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
+    flags = [f"--data={data}", "--deterministic", "--log_every=1", "--keep_prob=0.8",
+             f"--save_every={self.SAVE_EVERY}", f"--max_steps={self.MAX_STEPS}", *TINY]
+    straight = os.path.join(tmp, "straight")
+    reference = _train_py(f"--workdir={straight}", *flags)  # runs beside the killed ones
+    workdir = os.path.join(tmp, "killed")
+    directory = workdir_lib.checkpoint_dir(workdir)
+    rng = random.Random(7)
+    kills = 0
+    resumed_steps = []
+    for attempt in range(13):
+      process = _train_py(f"--workdir={workdir}", *flags)
+      seen, resumed = 0, 0
+      kill_after = None
+      try:
+        for line in process.stdout:
+          match = re.match(r"Resuming from \S+ at step (\d+)", line)
+          if match:
+            resumed = int(match.group(1))
+          match = re.match(r"(\d+)/", line)
+          if match:
+            seen = int(match.group(1))
+            if kill_after is None:
+              kill_after = seen + rng.randint(0, 4)
+            if seen >= kill_after and attempt < 10:
+              time.sleep(rng.choice([0.0, 0.0, 0.002, 0.005, 0.01]))
+              process.send_signal(signal.SIGKILL)
+              break
+        process.wait(timeout=120)
+      finally:
+        process.kill()
+      stderr = process.stderr.read()
+      self.assertNotIn("Traceback", stderr)
+      if attempt > 0:
+        resumed_steps.append(resumed)
+      if process.returncode == -signal.SIGKILL:
+        kills += 1
+        latest = tf.train.latest_checkpoint(directory)
+        if latest is not None:  # the latest checkpoint always loads, and is recent
+          step = _checkpoint_step(latest)
+          self.assertGreaterEqual(step, seen - self.SAVE_EVERY, (attempt, seen, step))
+        continue
+      self.assertEqual(process.returncode, 0, stderr)
+      break
+    self.assertGreaterEqual(kills, 10)
+    self.assertEqual(resumed_steps, sorted(resumed_steps), "a resume went backwards")
+    reference.communicate(timeout=300)
+    self.assertEqual(reference.returncode, 0)
+    expected = _checkpoint_values(tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(straight)))
+    actual = _checkpoint_values(tf.train.latest_checkpoint(directory))
+    self.assertEqual(_checkpoint_step(tf.train.latest_checkpoint(directory)), self.MAX_STEPS)
+    self.assertEqual(sorted(expected), sorted(actual))
+    for key in expected:
+      self.assertAllClose(expected[key], actual[key], atol=1e-5, msg=key)
+
+
+if __name__ == "__main__":
+  tf.test.main()

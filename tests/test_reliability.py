@@ -333,3 +333,60 @@ class KillNineTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class SignalResumeTest(tf.test.TestCase):
+  """Promises 2 and 8: SIGTERM saves and exits 143; a run cut into three pieces by SIGINT ends
+  with the parameters of an uninterrupted run."""
+
+  MAX_STEPS = 24
+
+  def _flags(self, data):
+    return [f"--data={data}", "--deterministic", "--log_every=1", "--keep_prob=0.8",
+            "--save_every=1000", f"--max_steps={self.MAX_STEPS}", *TINY]
+
+  def _run_until(self, workdir, flags, stop_at, signum):
+    """Runs train.py until it logs step `stop_at`, then sends `signum`; returns (code, out)."""
+    process = _train_py(f"--workdir={workdir}", *flags)
+    try:
+      for line in process.stdout:
+        if line.startswith(f"{stop_at}/"):
+          process.send_signal(signum)
+          break
+      out, err = process.communicate(timeout=120)
+    finally:
+      process.kill()
+    return process.returncode, line + out, err
+
+  def test_sigterm_saves_and_exits_143(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
+    workdir = os.path.join(tmp, "run")
+    code, out, err = self._run_until(workdir, self._flags(data), 3, signal.SIGTERM)
+    self.assertEqual(code, 143, err)
+    self.assertIn("stopped by signal 15", out)
+    latest = tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir))
+    self.assertGreaterEqual(_checkpoint_step(latest), 3)
+
+  def test_three_sigint_pieces_equal_one_run(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
+    flags = self._flags(data)
+    straight = os.path.join(tmp, "straight")
+    reference = _train_py(f"--workdir={straight}", *flags)  # runs beside the pieces
+    pieces = os.path.join(tmp, "pieces")
+    for stop_at in (5, 13):
+      code, out, err = self._run_until(pieces, flags, stop_at, signal.SIGINT)
+      self.assertEqual(code, 130, err)
+    last = _train_py(f"--workdir={pieces}", *flags)
+    out, err = last.communicate(timeout=180)
+    self.assertEqual(last.returncode, 0, err)
+    self.assertIn("Resuming from", out)
+    reference_out, reference_err = reference.communicate(timeout=180)
+    self.assertEqual(reference.returncode, 0, reference_err)
+    expected = _checkpoint_values(tf.train.latest_checkpoint(
+        workdir_lib.checkpoint_dir(straight)))
+    actual = _checkpoint_values(tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(pieces)))
+    self.assertEqual(sorted(expected), sorted(actual))
+    for key, value in expected.items():
+      self.assertAllClose(value, actual[key], atol=1e-5, msg=key)

@@ -1,11 +1,14 @@
 """Tokenisation and the vocabulary: special tokens, top-K cut, a plain-text file format."""
 import collections
+import hashlib
 import os
+
+from seq2seq.config import DEFAULT_FILTERS  # pylint: disable=unused-import (re-exported)
+from seq2seq.corpus import DataError
+
 PAD, GO, EOS, UNK = "<PAD>", "<GO>", "<EOS>", "<UNK>"
 SPECIAL_TOKENS = (PAD, GO, EOS, UNK)  # ids 0, 1, 2, 3, in this order
 PAD_ID, GO_ID, EOS_ID, UNK_ID = range(4)
-
-from seq2seq.config import DEFAULT_FILTERS  # pylint: disable=unused-import (re-exported)
 
 
 class Tokenizer:
@@ -62,22 +65,43 @@ class Vocabulary:
     return words
 
   def save(self, path):
-    """Writes one token a line (UTF-8), atomically."""
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-      f.write("\n".join(self.tokens) + "\n")
-    os.replace(tmp, path)
+    """Writes one token a line (UTF-8), atomically, and its SHA-256 beside it (PATH.sha256)."""
+    text = "\n".join(self.tokens) + "\n"
+    for target, content in ((path, text), (path + ".sha256", _sha256(text) + "\n")):
+      tmp = target + ".tmp"
+      with open(tmp, "w", encoding="utf-8") as f:
+        f.write(content)
+      os.replace(tmp, target)
 
   @classmethod
   def load(cls, path):
+    """Reads a file written by `save`.
+
+    Raises:
+      DataError: the file is not a vocabulary, or it changed since it was saved (a checkpoint
+        trained with it would map its ids to other words).
+    """
     with open(path, encoding="utf-8") as f:
-      tokens = [line.rstrip("\n") for line in f]
+      text = f.read()
+    checksum_path = path + ".sha256"
+    if os.path.exists(checksum_path):
+      with open(checksum_path, encoding="utf-8") as f:
+        expected = f.read().strip()
+      if expected != _sha256(text):
+        raise DataError(f"{path}: changed since it was saved (its SHA-256 no longer matches "
+                        f"{checksum_path}); a checkpoint trained with it would read its ids as "
+                        f"other words. Restore the file, or start a new --workdir.")
+    tokens = text.split("\n")
     while tokens and not tokens[-1]:
       tokens.pop()
     try:
       return cls(tokens)
     except ValueError as e:
-      raise ValueError(f"{path}: {e}") from None
+      raise DataError(f"{path}: {e}") from None
+
+
+def _sha256(text):
+  return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 VocabularyReport = collections.namedtuple(

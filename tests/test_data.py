@@ -160,3 +160,15 @@ class PretrainedTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class VocabularyChecksumTest(tf.test.TestCase):
+
+  def test_edited_vocabulary_of_the_same_size_is_refused(self):
+    vocabulary, _ = vocab_lib.build_vocabulary([["cat", "dog", "dog"]], max_vocab=10)
+    path = os.path.join(self.get_temp_dir(), "vocab.txt")
+    vocabulary.save(path)
+    self.assertEqual(vocab_lib.Vocabulary.load(path), vocabulary)
+    _write(path, "<PAD>\n<GO>\n<EOS>\n<UNK>\ncat\ndog\n")  # two words swapped: same size
+    with self.assertRaisesRegex(corpus.DataError, f"{path}: changed since it was saved"):
+      vocab_lib.Vocabulary.load(path)

@@ -5,7 +5,9 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq import checkpoints
+from seq2seq import optimizers
 from seq2seq import training
+from seq2seq import vocab as vocab_lib
 from seq2seq import workdir as workdir_lib
 from tests import helpers
 
@@ -92,6 +94,25 @@ class TrainingTest(tf.test.TestCase):
     with self.assertRaisesRegex(checkpoints.CheckpointError, "does not fit the configured model"):
       training.train(helpers.tiny_config(workdir, data, hidden_size=48, max_steps=4),
                      log=helpers.quiet)
+
+  def test_every_kept_checkpoint_loads_into_a_fresh_model(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
+    config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=6, save_every=2,
+                                 keep_checkpoints=3)
+    training.train(config, log=helpers.quiet)
+    state = tf.train.get_checkpoint_state(workdir_lib.checkpoint_dir(config.train.workdir))
+    self.assertLen(state.all_model_checkpoint_paths, 3)
+    vocabulary = vocab_lib.Vocabulary.load(
+        workdir_lib.vocab_path(config.train.workdir))
+    for number, path in zip((2, 4, 6), state.all_model_checkpoint_paths):
+      model = training.build_model(config, vocabulary, log=helpers.quiet)
+      optimizer = optimizers.make_optimizer(config.train)
+      optimizer.build(model.trainable_variables)
+      progress = checkpoints.Progress()
+      tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress).restore(
+          path).assert_existing_objects_matched()
+      self.assertEqual(int(progress.step.numpy()), number)
 
   def test_frozen_pretrained_embedding_does_not_move(self):
     tmp = self.get_temp_dir()

@@ -36,6 +36,7 @@ _HELP = {
     "pretrained_embeddings": "GloVe / word2vec text file that initialises the embeddings",
     "freeze_embeddings": "do not train the pretrained embeddings",
     "unroll": "static (a Python loop over time) or dynamic (tf.while_loop: XLA compiles it faster)",
+    "unroll_steps": "with --unroll=dynamic: time steps unrolled inside each loop iteration",
     "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob",
     "val_data": "validation pairs, same formats; reported at each epoch end and in eval mode",
     "max_vocab": "vocabulary size, including <PAD> <GO> <EOS> <UNK>",

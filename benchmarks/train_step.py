@@ -46,8 +46,10 @@ ENGINE_VARIANTS = {
     "engine_xla_bf16_gpuemb": (True, "bf16", "gpu", "static"),
     "engine_bf16": (False, "bf16", "cpu", "static"),
 }
-ENGINE_VARIANTS.update({name + "_dyn": options[:3] + ("dynamic",)
-                        for name, options in list(ENGINE_VARIANTS.items())})
+ENGINE_VARIANTS.update({name + suffix: options[:3] + (unroll,)
+                        for name, options in list(ENGINE_VARIANTS.items())
+                        for suffix, unroll in (("_dyn", "dynamic"), ("_dyn5", "dynamic5"),
+                                               ("_dyn7", "dynamic7"))})
 VARIANTS = tuple(ENGINE_VARIANTS) + ("keras",)
 
 flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
@@ -100,9 +102,12 @@ def engine_step(workload, variant):
   jit_compile, precision, embedding_device, unroll = ENGINE_VARIANTS[variant]
   if embedding_device == "gpu" and not tf.config.list_physical_devices("GPU"):
     return None
+  unroll_steps = int(unroll[len("dynamic"):] or 1) if unroll.startswith("dynamic") else 1
   model_config = config_lib.ModelConfig(num_layers=layers, hidden_size=hidden,
                                         embedding_size=embed, keep_prob=FLAGS.keep_prob,
-                                        embedding_device=embedding_device, unroll=unroll)
+                                        embedding_device=embedding_device,
+                                        unroll=unroll.rstrip("0123456789"),
+                                        unroll_steps=unroll_steps)
   model = model_lib.Seq2Seq(model_config, vocab, seed=0,
                             compute_dtype=training.COMPUTE_DTYPES[precision])
   model.build()

@@ -40,7 +40,9 @@ def input_projection(inputs, kernel, bias):
   shape = tf.shape(inputs)
   flat = tf.reshape(inputs, [-1, inputs.shape[-1]])
   projected = tf.matmul(flat, kernel) + bias
-  return tf.reshape(projected, tf.concat([shape[:-1], [kernel.shape[-1]]], 0))
+  projected = tf.reshape(projected, tf.concat([shape[:-1], [kernel.shape[-1]]], 0))
+  projected.set_shape(inputs.shape[:-1].concatenate([kernel.shape[-1]]))  # keep static B, T
+  return projected
 
 
 def lstm_gates_to_state(gates, cell, forget_bias=1.0):

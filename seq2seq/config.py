@@ -59,12 +59,13 @@ class ModelConfig:
   pretrained_embeddings: str = ""  # GloVe / word2vec text file to initialise the table
   freeze_embeddings: bool = False  # keep a pretrained table fixed
   unroll: str = "static"  # static: Python loop over T; dynamic: tf.while_loop (quicker XLA compile)
+  unroll_steps: int = 1  # with unroll=dynamic: time steps unrolled inside each loop iteration
 
   def __post_init__(self):
     _choice(self, "cell", CELLS)
     _choice(self, "embedding_device", EMBEDDING_DEVICES)
     _choice(self, "unroll", UNROLLS)
-    _positive(self, "num_layers", "hidden_size", "embedding_size")
+    _positive(self, "num_layers", "hidden_size", "embedding_size", "unroll_steps")
     _check(0.0 < self.keep_prob <= 1.0, "keep_prob", f"must be in (0, 1], got {self.keep_prob}")
     _check(not self.freeze_embeddings or self.pretrained_embeddings, "freeze_embeddings",
            "freezing needs --pretrained_embeddings (a frozen random table never learns)")

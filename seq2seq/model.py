@@ -99,7 +99,7 @@ class Seq2Seq(tf.Module):
     inputs = tf.cast(source_embedded, self.dtype)
     initial_state = core.initial_state(tf.shape(source_embedded)[0], self.dtype)
     return unroll.layerwise_unroll(core.cores, inputs, initial_state, source_length,
-                                   unroll=unroll.UNROLLS[self.config.unroll])
+                                   unroll=unroll.unroll_from_config(self.config))
 
   def encode(self, source, source_length, training=False):
     """source [B, Ts] ids, source_length [B] -> (outputs [B, Ts, H], final state per layer)."""
@@ -120,7 +120,7 @@ class Seq2Seq(tf.Module):
     inputs = tf.cast(target_embedded, self.dtype)
     # No decoder masking: PAD positions come after the targets and only the loss reads them.
     outputs, _ = unroll.layerwise_unroll(self.decoder(training).cores, inputs, encoder_state,
-                                         unroll=unroll.UNROLLS[self.config.unroll])
+                                         unroll=unroll.unroll_from_config(self.config))
     return self.project(outputs)
 
   def __call__(self, source, source_length, decoder_input, training=False):

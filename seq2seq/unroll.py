@@ -1,4 +1,6 @@
 """Unrolling a core over time, with masking of padded steps. Cores never see lengths."""
+import functools
+
 import tensorflow as tf
 
 
@@ -38,17 +40,28 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   return tf.stack(outputs, axis=1), state
 
 
-def dynamic_unroll(core, inputs, initial_state, sequence_length=None):
-  """`static_unroll` as a `tf.while_loop`: the same results, one copy of the step in the graph.
+def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_iteration=1):
+  """`static_unroll` as a `tf.while_loop`: the same results, fewer copies of the step.
 
-  A compiler (XLA) then sees the cell once instead of T times, which cuts compile time; the
-  static unroll leaves it free to schedule across steps. The core must be built before the
-  loop runs (variables cannot be created inside it): `precompute` builds the engine's cells.
+  A compiler (XLA) then sees the cell `steps_per_iteration` times instead of T times, which
+  cuts compile time; each loop iteration costs a launch sequence that the compiler cannot
+  overlap with the next, so a few steps per iteration buy most of the static unroll's speed
+  back. The core must be built before the loop (variables cannot be created inside it):
+  `precompute` builds the engine's cells.
 
-  Args / Returns: as `static_unroll`; T may be unknown when tracing.
+  Args:
+    core, inputs, initial_state, sequence_length: as `static_unroll`.
+    steps_per_iteration: k, the steps unrolled inside one iteration. With k > 1, T must be
+      static; T // k iterations run in the loop and the T % k last steps after it.
+
+  Returns: as `static_unroll`.
   """
   inputs = tf.convert_to_tensor(inputs)
   precomputed = core.precompute(inputs)
+  k = int(steps_per_iteration)
+  static_steps = precomputed.shape[1]
+  if k > 1 and static_steps is None:
+    raise ValueError("dynamic_unroll with steps_per_iteration > 1 needs a static T")
   num_steps = tf.shape(precomputed)[1]
   step_inputs = tf.TensorArray(precomputed.dtype, size=num_steps).unstack(
       tf.transpose(precomputed, [1, 0, 2]))
@@ -56,22 +69,39 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None):
   outputs = tf.TensorArray(precomputed.dtype, size=num_steps,
                            element_shape=[precomputed.shape[0], core.output_size])
 
-  def body(t, state, outputs):
+  def run_step(t, state, outputs):
     output, new_state = core.step(step_inputs.read(t), state)
     if sequence_length is not None:
       valid = tf.expand_dims(t < sequence_length, -1)  # [B, 1]
       output = tf.where(valid, output, tf.zeros_like(output))
       new_state = tf.nest.map_structure(
           lambda new, old: tf.where(valid, new, old), new_state, state)
-    return t + 1, new_state, outputs.write(t, output)
+    return new_state, outputs.write(t, output)
 
-  _, final_state, outputs = tf.while_loop(
-      lambda t, *_: t < num_steps, body, (tf.constant(0), initial_state, outputs),
-      maximum_iterations=num_steps)
-  return tf.transpose(outputs.stack(), [1, 0, 2]), final_state
+  def body(t, state, outputs):
+    for i in range(k):
+      state, outputs = run_step(t + i, state, outputs)
+    return t + k, state, outputs
+
+  iterations = num_steps // k
+  t, state, outputs = tf.while_loop(
+      lambda t, *_: t < iterations * k, body, (tf.constant(0), initial_state, outputs),
+      maximum_iterations=iterations)
+  for i in range(static_steps % k if k > 1 else 0):
+    state, outputs = run_step(t + i, state, outputs)
+  stacked = tf.transpose(outputs.stack(), [1, 0, 2])
+  stacked.set_shape([precomputed.shape[0], static_steps, core.output_size])  # keep static T
+  return stacked, state
 
 
 UNROLLS = {"static": static_unroll, "dynamic": dynamic_unroll}
+
+
+def unroll_from_config(model_config):
+  """The unroll function a `ModelConfig` asks for (`unroll`, `unroll_steps`)."""
+  if model_config.unroll == "static":
+    return static_unroll
+  return functools.partial(dynamic_unroll, steps_per_iteration=model_config.unroll_steps)
 
 
 def layerwise_unroll(cores, inputs, initial_states, sequence_length=None, unroll=static_unroll):

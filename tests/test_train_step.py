@@ -128,8 +128,8 @@ if __name__ == "__main__":
 class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
   """The tf.while_loop unroll computes what the Python-loop unroll computes."""
 
-  @parameterized.parameters("lstm", "gru")
-  def test_same_outputs_and_final_state_with_masking(self, cell):
+  @parameterized.product(cell=["lstm", "gru"], steps_per_iteration=[1, 2, 7])
+  def test_same_outputs_and_final_state_with_masking(self, cell, steps_per_iteration):
     from seq2seq import unroll  # pylint: disable=import-outside-toplevel
     core = model_lib.make_cell(cell, 6, dtype=tf.float64, seed=1)
     rng = np.random.default_rng(0)
@@ -137,7 +137,8 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     lengths = tf.constant([5, 2, 0, 3])
     state = core.initial_state(4)
     static = unroll.static_unroll(core, inputs, state, lengths)
-    dynamic = tf.function(lambda x: unroll.dynamic_unroll(core, x, state, lengths))(inputs)
+    dynamic = tf.function(lambda x: unroll.dynamic_unroll(
+        core, x, state, lengths, steps_per_iteration=steps_per_iteration))(inputs)
     self.assertAllClose(static[0], dynamic[0])
     for a, b in zip(tf.nest.flatten(static[1]), tf.nest.flatten(dynamic[1])):
       self.assertAllClose(a, b)
@@ -148,7 +149,7 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
 
     def model(unroll):
       config = config_lib.ModelConfig(num_layers=2, hidden_size=16, embedding_size=8,
-                                      keep_prob=1.0, unroll=unroll)
+                                      keep_prob=1.0, unroll=unroll, unroll_steps=2)
       built = model_lib.Seq2Seq(config, VOCAB, seed=5)
       built.build()
       return built

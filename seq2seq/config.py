@@ -8,6 +8,8 @@ import json
 import math
 
 CELLS = ("lstm", "gru")
+ENCODERS = ("uni", "bi")
+ATTENTIONS = ("none", "luong", "luong_scaled", "bahdanau", "bahdanau_norm")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 EMBEDDING_DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "bf16")
@@ -57,9 +59,13 @@ class ModelConfig:
   embedding_device: str = "cpu"  # where the embedding table lives and is looked up
   pretrained_embeddings: str = ""  # GloVe / word2vec text file to initialise the table
   freeze_embeddings: bool = False  # keep a pretrained table fixed
+  encoder: str = "uni"  # bi: bidirectional encoder, final states bridged to the decoder
+  attention: str = "none"  # attention over the encoder outputs, with input feeding
 
   def __post_init__(self):
     _choice(self, "cell", CELLS)
+    _choice(self, "encoder", ENCODERS)
+    _choice(self, "attention", ATTENTIONS)
     _choice(self, "embedding_device", EMBEDDING_DEVICES)
     _positive(self, "num_layers", "hidden_size", "embedding_size")
     _check(0.0 < self.keep_prob <= 1.0, "keep_prob", f"must be in (0, 1], got {self.keep_prob}")
@@ -69,7 +75,8 @@ class ModelConfig:
   def architecture(self):
     """The fields that shape the variables: a checkpoint is only usable if these match."""
     return {k: getattr(self, k) for k in
-            ("cell", "num_layers", "hidden_size", "embedding_size", "share_embeddings")}
+            ("cell", "num_layers", "hidden_size", "embedding_size", "share_embeddings", "encoder",
+             "attention")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +155,28 @@ class TrainConfig:
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+  """How chat (and decoding) picks the reply: greedy, beam search or sampling."""
+  beam_width: int = 1  # > 1: beam search
+  length_penalty: float = 0.6  # GNMT alpha: scores are log P / ((5 + |Y|) / 6) ** alpha
+  n_best: int = 1  # beam search: replies shown, best first
+  temperature: float = 0.0  # > 0: sample from softmax(logits / temperature)
+  top_k: int = 0  # sampling: only among the k most likely tokens (0 = all)
+
+  def __post_init__(self):
+    _positive(self, "beam_width", "n_best")
+    _check(self.length_penalty >= 0, "length_penalty", f"must be >= 0, got {self.length_penalty}")
+    _check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+    _check(self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}")
+    _check(self.n_best <= self.beam_width, "n_best",
+           f"{self.n_best} is more than beam_width {self.beam_width}")
+    _check(self.beam_width == 1 or self.temperature == 0, "temperature",
+           "sampling (temperature > 0) and beam search (beam_width > 1) exclude each other")
+    _check(self.top_k == 0 or self.temperature > 0, "top_k",
+           "top-k applies to sampling: set --temperature > 0 (1 samples the model's distribution)")
+
+
 def split_list(text):
   """'a, b,,c' -> ('a', 'b', 'c'): the comma-separated lists of flags."""
   return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -216,6 +245,7 @@ class RunConfig:
   data: DataConfig = DataConfig()
   train: TrainConfig = TrainConfig()
   prepare: PrepareConfig = PrepareConfig()
+  decode: DecodeConfig = DecodeConfig()
 
   def to_json(self):
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

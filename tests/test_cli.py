@@ -52,6 +52,12 @@ class BadFlagsTest(tf.test.TestCase):
   def test_freeze_without_pretrained(self):
     self._assert_refused("--freeze_embeddings", r"--freeze_embeddings: freezing needs")
 
+  def test_unknown_attention(self):
+    self._assert_refused("--attention=dot", r"--attention.*luong.*bahdanau")
+
+  def test_n_best_above_beam_width(self):
+    self._assert_refused("--n_best=3", r"--n_best: 3 is more than beam_width 1")
+
 
 class EndToEndTest(tf.test.TestCase):
 
@@ -73,6 +79,16 @@ class EndToEndTest(tf.test.TestCase):
     evaluation = run_train(f"--workdir={workdir}", "--mode=eval")
     self.assertEqual(evaluation.returncode, 0, evaluation.stderr)
     self.assertRegex(evaluation.stdout, r"eval on chatterbot: loss=\S+ ppl=\S+")
+
+  def test_attention_train_then_beam_chat(self):
+    workdir = os.path.join(self.get_temp_dir(), "run")
+    result = run_train(f"--workdir={workdir}", "--max_steps=2", "--encoder=bi",
+                       "--attention=bahdanau_norm", *TINY)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    chat = run_train(f"--workdir={workdir}", "--mode=chat", "--beam_width=3", "--n_best=2",
+                     stdin="hello how are you\nquit\n")
+    self.assertEqual(chat.returncode, 0, chat.stderr)
+    self.assertRegex(chat.stdout, r"> hello how are you\nbot:.*\n  2\. .*\(-?\d+\.\d+\)\n")
 
   def test_chat_without_training_is_a_clear_error(self):
     result = run_train(f"--workdir={self.get_temp_dir()}/empty", "--mode=chat", stdin="")

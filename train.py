@@ -72,6 +72,8 @@ _HELP = {
     "n_best": "chat, beam search: replies shown per input, best first",
     "temperature": "chat: > 0 samples from softmax(logits / temperature) instead of arg-max",
     "top_k": "chat, sampling: sample among the k most likely tokens only (0 = all)",
+    "decode_input": "--mode=decode: the file of source sentences, one per line",
+    "decode_output": "--mode=decode: the file written with the best reply to each line",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
     "batch_size": "pairs per batch",
     "optimizer": "adam, rmsprop or sgd",
@@ -118,8 +120,9 @@ def _define_flags():
         flags.DEFINE_string(name, default, help_text)
 
 
-flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "prepare"],
-                  "what to do; prepare turns --input into a folder that --data can name")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "decode", "prepare"],
+                  "what to do; prepare turns --input into a folder that --data can name; "
+                  "decode writes the replies to --decode_input into --decode_output")
 _define_flags()
 FLAGS = flags.FLAGS
 
@@ -133,11 +136,13 @@ def _config_from_flags(argv):
     run_config = config_lib.replace(config_lib.RunConfig(), **values)
     if FLAGS.mode == "prepare":
       run_config.prepare.check_ready()
+    if FLAGS.mode == "decode":
+      run_config.decode.check_ready()
   except config_lib.ConfigError as e:
     raise app.UsageError(f"--{e}") from None
   if FLAGS.mode == "prepare":
     return run_config
-  for name in ("data", "val_data", "pretrained_embeddings"):
+  for name in ("data", "val_data", "pretrained_embeddings", "decode_input"):
     path = FLAGS[name].value
     if path and path != "chatterbot" and not glob.glob(path):
       raise app.UsageError(f"--{name}={path}: no such file or folder")
@@ -175,6 +180,12 @@ def main(argv):
       return result.exit_code
     if FLAGS.mode == "chat":
       chat.chat_loop(chat.make_decoder(_saved_or(run_config), log))
+      return 0
+    if FLAGS.mode == "decode":
+      options = run_config.decode
+      count = chat.make_decoder(_saved_or(run_config), log).decode_file(
+          options.decode_input, options.decode_output, run_config.train.batch_size)
+      log(f"decoded {count} lines of {options.decode_input} into {options.decode_output}")
       return 0
     return _evaluate(_saved_or(run_config), log)
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,

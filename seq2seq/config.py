@@ -163,6 +163,8 @@ class DecodeConfig:
   n_best: int = 1  # beam search: replies shown, best first
   temperature: float = 0.0  # > 0: sample from softmax(logits / temperature)
   top_k: int = 0  # sampling: only among the k most likely tokens (0 = all)
+  decode_input: str = ""  # --mode=decode: one source sentence per line
+  decode_output: str = ""  # --mode=decode: the best reply to each line, line by line
 
   def __post_init__(self):
     _positive(self, "beam_width", "n_best")
@@ -175,6 +177,11 @@ class DecodeConfig:
            "sampling (temperature > 0) and beam search (beam_width > 1) exclude each other")
     _check(self.top_k == 0 or self.temperature > 0, "top_k",
            "top-k applies to sampling: set --temperature > 0 (1 samples the model's distribution)")
+
+  def check_ready(self):
+    """Checks what --mode=decode needs. Raises ConfigError."""
+    _check(bool(self.decode_input), "decode_input", "--mode=decode needs --decode_input=FILE")
+    _check(bool(self.decode_output), "decode_output", "--mode=decode needs --decode_output=FILE")
 
 
 def split_list(text):

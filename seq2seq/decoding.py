@@ -94,14 +94,40 @@ class Decoder:
         return ids[:, None, :], tf.zeros([tf.shape(ids)[0], 1])
     self._decode = tf.function(run, input_signature=signature)
 
+  def n_best_batch(self, texts):
+    """For each of `texts`, [(reply, score)] best first (one for greedy and sampling).
+
+    All of `texts` go through the compiled function as one batch; input past max_length
+    words is cut.
+    """
+    sources, lengths = [], []
+    for text in texts:
+      ids = self.vocabulary.encode(self.tokenizer(text))[:self.max_length]
+      sources.append(ids + [vocab_lib.PAD_ID] * (self.max_length - len(ids)))
+      lengths.append(len(ids))
+    out, scores = self._decode(tf.constant(sources, tf.int32, [len(texts), self.max_length]),
+                               tf.constant(lengths, tf.int32, [len(texts)]))
+    return [[(" ".join(self.vocabulary.decode(row)), float(score))
+             for row, score in zip(rows, row_scores)][:self.num_best]
+            for rows, row_scores in zip(out.numpy(), scores.numpy())]
+
   def n_best(self, text):
-    """[(reply, score)] for `text`, best first (one for greedy and sampling); input past
-    max_length words is cut."""
-    ids = self.vocabulary.encode(self.tokenizer(text))[:self.max_length]
-    source = [ids + [vocab_lib.PAD_ID] * (self.max_length - len(ids))]
-    out, scores = self._decode(tf.constant(source, tf.int32), tf.constant([len(ids)], tf.int32))
-    return [(" ".join(self.vocabulary.decode(row)), float(score))
-            for row, score in zip(out.numpy()[0], scores.numpy()[0])][:self.num_best]
+    """[(reply, score)] for one `text`, best first."""
+    return self.n_best_batch([text])[0]
+
+  def decode_file(self, input_path, output_path, batch_size=64):
+    """Writes the best reply to each line of `input_path` to the same line of `output_path`.
+
+    Returns:
+      the number of lines decoded.
+    """
+    with open(input_path, encoding="utf-8") as f:
+      lines = [line.rstrip("\n") for line in f]
+    with open(output_path, "w", encoding="utf-8") as out:
+      for start in range(0, len(lines), batch_size):
+        for replies in self.n_best_batch(lines[start:start + batch_size]):
+          out.write(replies[0][0] + "\n")
+    return len(lines)
 
   def reply(self, text):
     """The best reply string (possibly empty) to `text`."""

@@ -55,6 +55,9 @@ class BadFlagsTest(tf.test.TestCase):
   def test_unknown_attention(self):
     self._assert_refused("--attention=dot", r"--attention.*luong.*bahdanau")
 
+  def test_decode_without_input(self):
+    self._assert_refused("--mode=decode", r"--decode_input: --mode=decode needs")
+
   def test_n_best_above_beam_width(self):
     self._assert_refused("--n_best=3", r"--n_best: 3 is more than beam_width 1")
 
@@ -89,6 +92,16 @@ class EndToEndTest(tf.test.TestCase):
                      stdin="hello how are you\nquit\n")
     self.assertEqual(chat.returncode, 0, chat.stderr)
     self.assertRegex(chat.stdout, r"> hello how are you\nbot:.*\n  2\. .*\(-?\d+\.\d+\)\n")
+
+    source, target = (os.path.join(self.get_temp_dir(), name) for name in ("in.txt", "out.txt"))
+    with open(source, "w", encoding="utf-8") as f:
+      f.write("hello\nhow are you\nwhat is your name\n")
+    decoded = run_train(f"--workdir={workdir}", "--mode=decode", f"--decode_input={source}",
+                        f"--decode_output={target}", "--beam_width=2")
+    self.assertEqual(decoded.returncode, 0, decoded.stderr)
+    self.assertIn(f"decoded 3 lines of {source}", decoded.stdout)
+    with open(target, encoding="utf-8") as f:
+      self.assertLen(f.read().split("\n"), 4)
 
   def test_chat_without_training_is_a_clear_error(self):
     result = run_train(f"--workdir={self.get_temp_dir()}/empty", "--mode=chat", stdin="")

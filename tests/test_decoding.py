@@ -1,4 +1,6 @@
 """Sampling choices against their distributions, and the text Decoder's options."""
+import os
+
 import numpy as np
 import tensorflow as tf
 
@@ -70,6 +72,18 @@ class DecoderTest(tf.test.TestCase):
       self.assertIsInstance(decoder.reply("1 2"), str)
       self.assertLen(decoder.n_best("1 2"), 1)
     self.assertTrue(all(0 <= int(w) < VOCAB for w in sampler.reply("3").split()))
+
+  def test_decode_file_in_batches_equals_one_by_one(self):
+    model = _model("uni", "bahdanau", dtype=tf.float32)
+    decoder = decoding.Decoder(model, FakeVocabulary(), str.split, 5, beam_width=2)
+    lines = ["1 2 3", "4", "5 6 7 8 9 10 11", "", "2 2"]
+    source = os.path.join(self.get_temp_dir(), "in.txt")
+    target = os.path.join(self.get_temp_dir(), "out.txt")
+    with open(source, "w", encoding="utf-8") as f:
+      f.write("\n".join(lines) + "\n")
+    self.assertEqual(decoder.decode_file(source, target, batch_size=2), len(lines))
+    with open(target, encoding="utf-8") as f:
+      self.assertEqual(f.read().split("\n")[:-1], [decoder.reply(line) for line in lines])
 
   def test_beam_and_sampling_exclude_each_other(self):
     with self.assertRaisesRegex(ValueError, "exclude each other"):

@@ -64,6 +64,9 @@ _HELP = {
     "sentencepiece_type": "prepare, sentencepiece: bpe or unigram",
     "max_words_in_memory": "prepare: distinct words counted in memory before spilling to disk",
     "progress_seconds": "prepare: seconds between progress lines (0 = none)",
+    "model": "seq2seq, or lm: a language model over the lines of --data (text files), its "
+             "state carried across batches within an epoch",
+    "num_steps": "--model=lm: tokens per window, the truncated backpropagation length",
     "encoder": "uni, or bi: a bidirectional encoder whose final states are bridged to the decoder",
     "attention": "none, luong, luong_scaled, bahdanau or bahdanau_norm: attention over the "
                  "encoder outputs, with input feeding",
@@ -92,7 +95,8 @@ _HELP = {
     "jit_compile": "XLA-compile the train step (the embedding lookup and update stay outside)",
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
 }
-_CHOICES = {"cell": config_lib.CELLS, "encoder": config_lib.ENCODERS,
+_CHOICES = {"model": config_lib.MODELS, "cell": config_lib.CELLS,
+            "encoder": config_lib.ENCODERS,
             "attention": config_lib.ATTENTIONS, "optimizer": config_lib.OPTIMIZERS,
             "precision": config_lib.PRECISIONS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
@@ -138,6 +142,8 @@ def _config_from_flags(argv):
       run_config.prepare.check_ready()
     if FLAGS.mode == "decode":
       run_config.decode.check_ready()
+    if run_config.model.model == "lm" and FLAGS.mode != "train":
+      raise config_lib.ConfigError("model", "lm supports --mode=train only so far")
   except config_lib.ConfigError as e:
     raise app.UsageError(f"--{e}") from None
   if FLAGS.mode == "prepare":
@@ -174,6 +180,10 @@ def main(argv):
     if FLAGS.mode == "prepare":
       from seq2seq import prepare  # pylint: disable=import-outside-toplevel
       prepare.prepare(run_config.prepare, run_config.data, log)
+      return 0
+    if FLAGS.mode == "train" and run_config.model.model == "lm":
+      from seq2seq import lm_run  # pylint: disable=import-outside-toplevel
+      lm_run.train(run_config, log)
       return 0
     if FLAGS.mode == "train":
       result = training.train(run_config, log)

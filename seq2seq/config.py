@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 
+MODELS = ("seq2seq", "lm")
 CELLS = ("lstm", "gru")
 ENCODERS = ("uni", "bi")
 ATTENTIONS = ("none", "luong", "luong_scaled", "bahdanau", "bahdanau_norm")
@@ -49,6 +50,7 @@ def _choice(config, name, choices):
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The network. These fields must match a checkpoint's to resume from it."""
+  model: str = "seq2seq"  # lm: a decoder-only language model over running text
   cell: str = "lstm"
   num_layers: int = 2
   hidden_size: int = 256
@@ -64,6 +66,7 @@ class ModelConfig:
 
   def __post_init__(self):
     _choice(self, "cell", CELLS)
+    _choice(self, "model", MODELS)
     _choice(self, "encoder", ENCODERS)
     _choice(self, "attention", ATTENTIONS)
     _choice(self, "embedding_device", EMBEDDING_DEVICES)
@@ -75,7 +78,7 @@ class ModelConfig:
   def architecture(self):
     """The fields that shape the variables: a checkpoint is only usable if these match."""
     return {k: getattr(self, k) for k in
-            ("cell", "num_layers", "hidden_size", "embedding_size", "share_embeddings", "encoder",
+            ("model", "cell", "num_layers", "hidden_size", "embedding_size", "share_embeddings", "encoder",
              "attention")}
 
 
@@ -94,10 +97,11 @@ class DataConfig:
   bucket_boundaries: str = ""  # comma-separated padded lengths; "" = num_buckets evenly spaced
   input_pipeline: str = "auto"  # auto: tf.data for a prepared folder, in memory otherwise
   shuffle_buffer: int = 10000  # tf.data: examples in the shuffle buffer
+  num_steps: int = 35  # --model=lm: tokens per window (truncated backpropagation length)
 
   def __post_init__(self):
     _check(bool(self.data), "data", "must name a corpus")
-    _positive(self, "min_length", "max_length", "num_buckets", "shuffle_buffer")
+    _positive(self, "min_length", "max_length", "num_buckets", "shuffle_buffer", "num_steps")
     _check(self.max_vocab > 4, "max_vocab", f"must exceed the 4 special tokens, got {self.max_vocab}")
     _check(self.min_length <= self.max_length, "min_length",
            f"{self.min_length} is greater than max_length {self.max_length}")

@@ -67,6 +67,10 @@ _HELP = {
     "model": "seq2seq, or lm: a language model over the lines of --data (text files), its "
              "state carried across batches within an epoch",
     "num_steps": "--model=lm: tokens per window, the truncated backpropagation length",
+    "residual": "residual connections around each stacked layer above the first (not in a bi "
+                "encoder's upper layers, which read 2H features)",
+    "variational_dropout": "draw keep_prob's dropout masks once per sequence (Gal & Ghahramani), "
+                           "on each layer's output and recurrent hidden state",
     "encoder": "uni, or bi: a bidirectional encoder whose final states are bridged to the decoder",
     "attention": "none, luong, luong_scaled, bahdanau or bahdanau_norm: attention over the "
                  "encoder outputs, with input feeding",

@@ -63,6 +63,8 @@ class ModelConfig:
   freeze_embeddings: bool = False  # keep a pretrained table fixed
   encoder: str = "uni"  # bi: bidirectional encoder, final states bridged to the decoder
   attention: str = "none"  # attention over the encoder outputs, with input feeding
+  residual: bool = False  # residual connections around the layers above the first
+  variational_dropout: bool = False  # keep_prob's masks drawn once per sequence, also on h
 
   def __post_init__(self):
     _choice(self, "cell", CELLS)

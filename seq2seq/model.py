@@ -22,6 +22,12 @@ def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=N
   raise ValueError(f"unknown cell {kind!r}")
 
 
+def _without_masks(layer_states):
+  """Per-layer states with variational-dropout masks stripped: the cores' own states."""
+  return tuple(s.core_state if isinstance(s, cells.VariationalState) else s
+               for s in layer_states)
+
+
 class Seq2Seq(tf.Module):
   """A sequence-to-sequence model with teacher forcing.
 
@@ -84,19 +90,43 @@ class Seq2Seq(tf.Module):
           dtype=dtype), name="projection_kernel")
       self.projection_bias = tf.Variable(tf.zeros([vocab_size], dtype), name="projection_bias")
 
-  def _stack(self, layer_cells, training):
-    """The cells as one core; with dropout on each layer's output when training."""
+  def _stack(self, layer_cells, training, input_sizes, residual=False):
+    """The cells as one core; with dropout on each layer's output when training, and with
+    residual connections around the layers above the first when `residual`.
+
+    With `variational_dropout`, each layer's output and recurrent hidden state get one mask
+    per sequence (layer states become `VariationalState`s holding the masks); `input_sizes`
+    gives each layer's input size for those masks.
+    """
     keep_prob = self.config.keep_prob
     if training and keep_prob < 1.0:
-      layer_cells = [cells.DropoutWrapper(c, self.dropout_generator, output_keep_prob=keep_prob)
-                     for c in layer_cells]
+      if self.config.variational_dropout:
+        layer_cells = [cells.VariationalDropoutWrapper(
+            c, self.dropout_generator, size, output_keep_prob=keep_prob,
+            state_keep_prob=keep_prob) for c, size in zip(layer_cells, input_sizes)]
+      else:
+        layer_cells = [cells.DropoutWrapper(c, self.dropout_generator, output_keep_prob=keep_prob)
+                       for c in layer_cells]
+    if residual:
+      layer_cells = [c if i == 0 else cells.ResidualWrapper(c) for i, c in enumerate(layer_cells)]
     return cells.StackedCells(layer_cells)
 
-  def encoder(self, training=False):
-    return self._stack(self.encoder_cells, training)
+  def _input_sizes(self, first, upper):
+    return [first] + [upper] * (self.config.num_layers - 1)
+
+  def encoder(self, training=False, backward=False):
+    """The (forward, or `backward`) encoder stack. A bidirectional encoder's upper layers
+    read 2H features, so they get no residual connection."""
+    config = self.config
+    sizes = self._input_sizes(config.embedding_size, self.memory_size)
+    return self._stack(self.encoder_backward_cells if backward else self.encoder_cells,
+                       training, sizes, config.residual and not self.bidirectional)
 
   def decoder(self, training=False):
-    return self._stack(self.decoder_cells, training)
+    config = self.config
+    feeding = config.hidden_size if config.attention != "none" else 0
+    sizes = self._input_sizes(config.embedding_size + feeding, config.hidden_size)
+    return self._stack(self.decoder_cells, training, sizes, config.residual)
 
   def embedding_tables(self):
     """The distinct trainable embedding tables (none when frozen; one when shared)."""
@@ -125,15 +155,19 @@ class Seq2Seq(tf.Module):
     batch = tf.shape(source_embedded)[0]
     initial_state = core.initial_state(batch, self.dtype)
     if not self.bidirectional:
-      return unroll.layerwise_unroll(core.cores, inputs, initial_state, source_length)
-    backward = self._stack(self.encoder_backward_cells, training).cores
+      outputs, final_states = unroll.layerwise_unroll(core.cores, inputs, initial_state,
+                                                      source_length)
+      return outputs, _without_masks(final_states)
+    backward = self.encoder(training, backward=True).cores
     forward_finals, backward_finals = [], []
-    for forward_core, backward_core, state in zip(core.cores, backward, initial_state):
+    backward_initial = tuple(c.initial_state(batch, self.dtype) for c in backward)
+    for forward_core, backward_core, forward_state, backward_state in zip(
+        core.cores, backward, initial_state, backward_initial):
       inputs, (forward_final, backward_final) = unroll.bidirectional_unroll(
-          forward_core, backward_core, inputs, state, state, source_length)
+          forward_core, backward_core, inputs, forward_state, backward_state, source_length)
       forward_finals.append(forward_final)
       backward_finals.append(backward_final)
-    return inputs, self.bridge(tuple(forward_finals), tuple(backward_finals))
+    return inputs, self.bridge(_without_masks(forward_finals), _without_masks(backward_finals))
 
   def encode(self, source, source_length, training=False):
     """source [B, Ts] ids, source_length [B] -> (outputs [B, Ts, M], final state per layer)."""
@@ -151,6 +185,10 @@ class Seq2Seq(tf.Module):
     """
     memory, encoder_state = self.encode_embedded(source_embedded, source_length, training)
     decoder = self.decoder(training)
+    if training and self.config.variational_dropout and self.config.keep_prob < 1.0:
+      # The decoder's layer states carry its own dropout masks around the encoder's states.
+      masks = decoder.initial_state(tf.shape(source_embedded)[0], self.dtype)
+      encoder_state = tuple(m._replace(core_state=s) for m, s in zip(masks, encoder_state))
     if self.config.attention == "none":
       return decoder, encoder_state
     core = attention_lib.AttentionWrapper(decoder, self.attention, memory, source_length)

@@ -5,6 +5,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import cells
 from seq2seq import config as config_lib
 from seq2seq import decoding
 from seq2seq import model as model_lib
@@ -18,9 +19,9 @@ VARIANTS = [("uni", "luong"), ("bi", "none"), ("bi", "luong_scaled"), ("uni", "b
             ("bi", "bahdanau_norm")]
 
 
-def _model(encoder, attention, cell="lstm", dtype=tf.float64):
+def _model(encoder, attention, cell="lstm", dtype=tf.float64, residual=False):
   config = config_lib.ModelConfig(cell=cell, num_layers=2, hidden_size=8, embedding_size=6,
-                                  encoder=encoder, attention=attention)
+                                  encoder=encoder, attention=attention, residual=residual)
   model = model_lib.Seq2Seq(config, VOCAB, seed=4, dtype=dtype)
   model.build()
   return model
@@ -28,10 +29,10 @@ def _model(encoder, attention, cell="lstm", dtype=tf.float64):
 
 class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
 
-  @parameterized.parameters(*VARIANTS)
-  def test_teacher_forcing_equals_step_by_step(self, encoder, attention):
+  @parameterized.parameters(*VARIANTS, ("uni", "none", True), ("bi", "luong", True))
+  def test_teacher_forcing_equals_step_by_step(self, encoder, attention, residual=False):
     """logits_from_embedded (the train step's entry) == running the decoder core step by step."""
-    model = _model(encoder, attention)
+    model = _model(encoder, attention, residual=residual)
     batch = _batch()
     logits = model(batch.source, batch.source_length, batch.decoder_input).numpy()
     core, state = model.start_decoder(model.source_embedding(batch.source), batch.source_length)
@@ -49,6 +50,33 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     first = model(batch.source, batch.source_length, batch.decoder_input)
     second = model(source, batch.source_length, batch.decoder_input)
     self.assertAllClose(first, second, atol=1e-12)
+
+  def test_residual_adds_each_upper_layer_input(self):
+    plain, residual = _model("uni", "none"), _model("uni", "none", residual=True)
+    batch = _batch()
+    self.assertNotAllClose(plain(batch.source, batch.source_length, batch.decoder_input),
+                           residual(batch.source, batch.source_length, batch.decoder_input))
+    layers = residual.decoder().cores
+    self.assertNotIsInstance(layers[0], cells.ResidualWrapper)
+    self.assertIsInstance(layers[1], cells.ResidualWrapper)
+    self.assertEqual(len(plain.trainable_variables), len(residual.trainable_variables))
+
+  @parameterized.parameters(("uni", "none"), ("bi", "bahdanau"))
+  def test_variational_dropout_trains_and_is_off_in_eval(self, encoder, attention):
+    config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                    encoder=encoder, attention=attention, keep_prob=0.5,
+                                    variational_dropout=True, residual=True)
+    model = model_lib.Seq2Seq(config, VOCAB, seed=4, dtype=tf.float64)
+    model.build()
+    batch = _batch()
+    run = lambda training: model(batch.source, batch.source_length, batch.decoder_input,
+                                 training=training)
+    self.assertAllClose(run(False), run(False))
+    self.assertNotAllClose(run(True), run(True))  # fresh masks for each batch
+    optimizer = optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    loss, norm = train_step_lib.make_train_step(model, optimizer, 5.0)(batch)
+    self.assertTrue(np.isfinite(float(loss)) and np.isfinite(float(norm)))
 
   def test_default_model_has_no_new_variables(self):
     names = {v.name for v in _model("uni", "none").trainable_variables}

@@ -69,6 +69,23 @@ _HELP = {
     "max_words_in_memory": "prepare: distinct words counted in memory before spilling to disk",
     "progress_seconds": "prepare: seconds between progress lines (0 = none)",
     "parse_workers": "prepare, reddit: parse processes (-1 = one per core, at most 4; 0 = none)",
+    "model": "seq2seq, or lm: a language model over the lines of --data (text files), its "
+             "state carried across batches within an epoch",
+    "num_steps": "--model=lm: tokens per window, the truncated backpropagation length",
+    "residual": "residual connections around each stacked layer above the first (not in a bi "
+                "encoder's upper layers, which read 2H features)",
+    "variational_dropout": "draw keep_prob's dropout masks once per sequence (Gal & Ghahramani), "
+                           "on each layer's output and recurrent hidden state",
+    "encoder": "uni, or bi: a bidirectional encoder whose final states are bridged to the decoder",
+    "attention": "none, luong, luong_scaled, bahdanau or bahdanau_norm: attention over the "
+                 "encoder outputs, with input feeding",
+    "beam_width": "chat: beam search with this many beams (1 = greedy)",
+    "length_penalty": "chat, beam search: GNMT length-penalty exponent alpha (0 = none)",
+    "n_best": "chat, beam search: replies shown per input, best first",
+    "temperature": "chat: > 0 samples from softmax(logits / temperature) instead of arg-max",
+    "top_k": "chat, sampling: sample among the k most likely tokens only (0 = all)",
+    "decode_input": "--mode=decode: the file of source sentences, one per line",
+    "decode_output": "--mode=decode: the file written with the best reply to each line",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
     "batch_size": "pairs per batch",
     "optimizer": "adam, rmsprop or sgd",
@@ -89,7 +106,9 @@ _HELP = {
     "jit_compile": "XLA-compile the train step (the embedding lookup and update stay outside)",
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
 }
-_CHOICES = {"cell": config_lib.CELLS, "optimizer": config_lib.OPTIMIZERS,
+_CHOICES = {"model": config_lib.MODELS, "cell": config_lib.CELLS,
+            "encoder": config_lib.ENCODERS,
+            "attention": config_lib.ATTENTIONS, "optimizer": config_lib.OPTIMIZERS,
             "precision": config_lib.PRECISIONS, "unroll": config_lib.UNROLLS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
             "input_format": config_lib.INPUT_FORMATS, "tokenizer": config_lib.TOKENIZERS,
@@ -116,8 +135,9 @@ def _define_flags():
         flags.DEFINE_string(name, default, help_text)
 
 
-flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "prepare"],
-                  "what to do; prepare turns --input into a folder that --data can name")
+flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "decode", "prepare"],
+                  "what to do; prepare turns --input into a folder that --data can name; "
+                  "decode writes the replies to --decode_input into --decode_output")
 _define_flags()
 FLAGS = flags.FLAGS
 
@@ -131,11 +151,15 @@ def _config_from_flags(argv):
     run_config = config_lib.replace(config_lib.RunConfig(), **values)
     if FLAGS.mode == "prepare":
       run_config.prepare.check_ready()
+    if FLAGS.mode == "decode":
+      run_config.decode.check_ready()
+    if run_config.model.model == "lm" and FLAGS.mode != "train":
+      raise config_lib.ConfigError("model", "lm supports --mode=train only so far")
   except config_lib.ConfigError as e:
     raise app.UsageError(f"--{e}") from None
   if FLAGS.mode == "prepare":
     return run_config
-  for name in ("data", "val_data", "pretrained_embeddings"):
+  for name in ("data", "val_data", "pretrained_embeddings", "decode_input"):
     path = FLAGS[name].value
     if path and path != "chatterbot" and not glob.glob(path):
       raise app.UsageError(f"--{name}={path}: no such file or folder")
@@ -174,11 +198,25 @@ def main(argv):
 
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
   try:
+    if FLAGS.mode == "prepare":
+      from seq2seq import prepare  # pylint: disable=import-outside-toplevel
+      prepare.prepare(run_config.prepare, run_config.data, log)
+      return 0
+    if FLAGS.mode == "train" and run_config.model.model == "lm":
+      from seq2seq import lm_run  # pylint: disable=import-outside-toplevel
+      lm_run.train(run_config, log)
+      return 0
     if FLAGS.mode == "train":
       result = training.train(run_config, log)
       return result.exit_code
     if FLAGS.mode == "chat":
       chat.chat_loop(chat.make_decoder(_saved_or(run_config), log))
+      return 0
+    if FLAGS.mode == "decode":
+      options = run_config.decode
+      count = chat.make_decoder(_saved_or(run_config), log).decode_file(
+          options.decode_input, options.decode_output, run_config.train.batch_size)
+      log(f"decoded {count} lines of {options.decode_input} into {options.decode_output}")
       return 0
     return _evaluate(_saved_or(run_config), log)
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,

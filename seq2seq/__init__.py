@@ -11,11 +11,15 @@ _EXPORTS = {
     "RNNCore": "seq2seq.cells", "LSTMCell": "seq2seq.cells", "LSTMState": "seq2seq.cells",
     "GRUCell": "seq2seq.cells", "GRUState": "seq2seq.cells",
     "DropoutWrapper": "seq2seq.cells", "StackedCells": "seq2seq.cells",
-    "static_unroll": "seq2seq.unroll",
+    "ResidualWrapper": "seq2seq.cells", "VariationalDropoutWrapper": "seq2seq.cells",
+    "Attention": "seq2seq.attention", "AttentionWrapper": "seq2seq.attention",
+    "AttentionState": "seq2seq.attention",
+    "static_unroll": "seq2seq.unroll", "bidirectional_unroll": "seq2seq.unroll",
+    "LanguageModel": "seq2seq.language_model",
     "Seq2Seq": "seq2seq.model",
     "ConfigError": "seq2seq.config", "ModelConfig": "seq2seq.config",
     "DataConfig": "seq2seq.config", "TrainConfig": "seq2seq.config",
-    "RunConfig": "seq2seq.config",
+    "RunConfig": "seq2seq.config", "DecodeConfig": "seq2seq.config",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -253,3 +253,107 @@ class StackedCells(RNNCore):
       inputs, new_layer_state = core(inputs, layer_state)
       new_states.append(new_layer_state)
     return inputs, tuple(new_states)
+
+
+class ResidualWrapper(RNNCore):
+  """Adds the core's input to its output (He et al. 2016; GNMT's residual stacks).
+
+  The input size must equal the core's output size, so in a stack it wraps the layers above
+  the first.
+  """
+
+  def __init__(self, core, name=None):
+    super().__init__(name=name)
+    self.core = core
+
+  @property
+  def output_size(self):
+    return self.core.output_size
+
+  def initial_state(self, batch_size, dtype=None):
+    return self.core.initial_state(batch_size, dtype)
+
+  def _check(self, inputs):
+    if inputs.shape[-1] != self.core.output_size:
+      raise ValueError(f"a residual connection needs input size {inputs.shape[-1]} to equal the "
+                       f"core's output size {self.core.output_size}")
+
+  def __call__(self, inputs, state):
+    self._check(inputs)
+    output, new_state = self.core(inputs, state)
+    return output + inputs, new_state
+
+  def precompute(self, inputs):
+    """[B, T, I] -> [B, T, G + I]: the core's precomputation with the inputs appended."""
+    self._check(inputs)
+    return tf.concat([self.core.precompute(inputs), inputs], -1)
+
+  def step(self, precomputed, state):
+    split = precomputed.shape[-1] - self.core.output_size
+    output, new_state = self.core.step(precomputed[:, :split], state)
+    return output + precomputed[:, split:], new_state
+
+
+VariationalState = collections.namedtuple(
+    "VariationalState", ["core_state", "input_mask", "output_mask", "hidden_mask"])
+
+
+class VariationalDropoutWrapper(RNNCore):
+  """Per-sequence ("variational") dropout (Gal & Ghahramani 2016).
+
+  One mask per sequence for the inputs, the outputs and the recurrent hidden state, drawn in
+  `initial_state` and kept in the state, so every step of a sequence drops the same units.
+  The recurrent mask applies to the `hidden` field of the core's state (LSTM, GRU); the LSTM
+  cell state is left intact. Masks are scaled by 1 / keep_prob. Build it for training only.
+
+  Args:
+    core: the wrapped core.
+    generator: a `tf.random.Generator` (checkpointed by its owner).
+    input_size: I, the size of the inputs (the mask is drawn before the first step).
+    input_keep_prob, output_keep_prob, state_keep_prob: in (0, 1].
+  """
+
+  def __init__(self, core, generator, input_size, input_keep_prob=1.0, output_keep_prob=1.0,
+               state_keep_prob=1.0, name=None):
+    super().__init__(name=name)
+    for label, prob in (("input_keep_prob", input_keep_prob),
+                        ("output_keep_prob", output_keep_prob),
+                        ("state_keep_prob", state_keep_prob)):
+      if not 0.0 < prob <= 1.0:
+        raise ValueError(f"{label} must be in (0, 1], got {prob}")
+    self.core = core
+    self.generator = generator
+    self.input_size = int(input_size)
+    self.keep_probs = (float(input_keep_prob), float(output_keep_prob), float(state_keep_prob))
+
+  @property
+  def output_size(self):
+    return self.core.output_size
+
+  def _mask(self, batch_size, size, keep_prob, dtype):
+    if keep_prob >= 1.0:
+      return tf.ones([batch_size, size], dtype)
+    seed = self.generator.make_seeds(1)[:, 0]
+    keep = tf.random.stateless_uniform([batch_size, size], seed=seed) < keep_prob
+    return tf.cast(keep, dtype) / tf.cast(keep_prob, dtype)
+
+  def initial_state(self, batch_size, dtype=None):
+    core_state = self.core.initial_state(batch_size, dtype)
+    dtype = tf.nest.flatten(core_state)[0].dtype
+    input_keep, output_keep, state_keep = self.keep_probs
+    return VariationalState(
+        core_state=core_state,
+        input_mask=self._mask(batch_size, self.input_size, input_keep, dtype),
+        output_mask=self._mask(batch_size, self.core.output_size, output_keep, dtype),
+        hidden_mask=self._mask(batch_size, self.core.output_size, state_keep, dtype))
+
+  def with_core_state(self, state, core_state):
+    """`state` (from `initial_state`) with its core state replaced, e.g. by an encoder's."""
+    return state._replace(core_state=core_state)
+
+  def __call__(self, inputs, state):
+    core_state = state.core_state
+    if hasattr(core_state, "hidden"):
+      core_state = core_state._replace(hidden=core_state.hidden * state.hidden_mask)
+    output, new_core_state = self.core(inputs * state.input_mask, core_state)
+    return output * state.output_mask, state._replace(core_state=new_core_state)

@@ -36,8 +36,12 @@ def load_trained(run_config, log=print):
 
 def make_decoder(run_config, log=print):
   model, vocabulary = load_trained(run_config, log)
-  return decoding.GreedyDecoder(model, vocabulary, datasets.tokenizer_for(run_config.data),
-                                run_config.data.max_length)
+  options = run_config.decode
+  return decoding.Decoder(model, vocabulary, datasets.tokenizer_for(run_config.data),
+                          run_config.data.max_length, beam_width=options.beam_width,
+                          length_penalty=options.length_penalty,
+                          temperature=options.temperature, top_k=options.top_k,
+                          n_best=options.n_best, seed=run_config.train.seed)
 
 
 def chat_loop(decoder, stdin=sys.stdin, stdout=sys.stdout):
@@ -55,5 +59,8 @@ def chat_loop(decoder, stdin=sys.stdin, stdout=sys.stdout):
       continue
     if not interactive:
       stdout.write(f"> {line.strip()}\n")
-    stdout.write(f"bot: {decoder.reply(line)}\n")
+    replies = decoder.n_best(line)
+    stdout.write(f"bot: {replies[0][0]}\n")
+    for rank, (reply, score) in enumerate(replies[1:], start=2):
+      stdout.write(f"  {rank}. {reply}  ({score:.3f})\n")
   stdout.flush()

@@ -7,7 +7,10 @@ import dataclasses
 import json
 import math
 
+MODELS = ("seq2seq", "lm")
 CELLS = ("lstm", "gru")
+ENCODERS = ("uni", "bi")
+ATTENTIONS = ("none", "luong", "luong_scaled", "bahdanau", "bahdanau_norm")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 EMBEDDING_DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "bf16")
@@ -48,6 +51,7 @@ def _choice(config, name, choices):
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The network. These fields must match a checkpoint's to resume from it."""
+  model: str = "seq2seq"  # lm: a decoder-only language model over running text
   cell: str = "lstm"
   num_layers: int = 2
   hidden_size: int = 256
@@ -60,9 +64,16 @@ class ModelConfig:
   freeze_embeddings: bool = False  # keep a pretrained table fixed
   unroll: str = "static"  # static: Python loop over T; dynamic: tf.while_loop (quicker XLA compile)
   unroll_steps: int = 1  # with unroll=dynamic: time steps unrolled inside each loop iteration
+  encoder: str = "uni"  # bi: bidirectional encoder, final states bridged to the decoder
+  attention: str = "none"  # attention over the encoder outputs, with input feeding
+  residual: bool = False  # residual connections around the layers above the first
+  variational_dropout: bool = False  # keep_prob's masks drawn once per sequence, also on h
 
   def __post_init__(self):
     _choice(self, "cell", CELLS)
+    _choice(self, "model", MODELS)
+    _choice(self, "encoder", ENCODERS)
+    _choice(self, "attention", ATTENTIONS)
     _choice(self, "embedding_device", EMBEDDING_DEVICES)
     _choice(self, "unroll", UNROLLS)
     _positive(self, "num_layers", "hidden_size", "embedding_size", "unroll_steps")
@@ -73,7 +84,8 @@ class ModelConfig:
   def architecture(self):
     """The fields that shape the variables: a checkpoint is only usable if these match."""
     return {k: getattr(self, k) for k in
-            ("cell", "num_layers", "hidden_size", "embedding_size", "share_embeddings")}
+            ("model", "cell", "num_layers", "hidden_size", "embedding_size", "share_embeddings", "encoder",
+             "attention")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,10 +103,11 @@ class DataConfig:
   bucket_boundaries: str = ""  # comma-separated padded lengths; "" = num_buckets evenly spaced
   input_pipeline: str = "auto"  # auto: tf.data for a prepared folder, in memory otherwise
   shuffle_buffer: int = 10000  # tf.data: examples in the shuffle buffer
+  num_steps: int = 35  # --model=lm: tokens per window (truncated backpropagation length)
 
   def __post_init__(self):
     _check(bool(self.data), "data", "must name a corpus")
-    _positive(self, "min_length", "max_length", "num_buckets", "shuffle_buffer")
+    _positive(self, "min_length", "max_length", "num_buckets", "shuffle_buffer", "num_steps")
     _check(self.max_vocab > 4, "max_vocab", f"must exceed the 4 special tokens, got {self.max_vocab}")
     _check(self.min_length <= self.max_length, "min_length",
            f"{self.min_length} is greater than max_length {self.max_length}")
@@ -151,6 +164,35 @@ class TrainConfig:
               "save_every", "keep_checkpoints", "log_every", "max_bad_steps")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+  """How chat (and decoding) picks the reply: greedy, beam search or sampling."""
+  beam_width: int = 1  # > 1: beam search
+  length_penalty: float = 0.6  # GNMT alpha: scores are log P / ((5 + |Y|) / 6) ** alpha
+  n_best: int = 1  # beam search: replies shown, best first
+  temperature: float = 0.0  # > 0: sample from softmax(logits / temperature)
+  top_k: int = 0  # sampling: only among the k most likely tokens (0 = all)
+  decode_input: str = ""  # --mode=decode: one source sentence per line
+  decode_output: str = ""  # --mode=decode: the best reply to each line, line by line
+
+  def __post_init__(self):
+    _positive(self, "beam_width", "n_best")
+    _check(self.length_penalty >= 0, "length_penalty", f"must be >= 0, got {self.length_penalty}")
+    _check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+    _check(self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}")
+    _check(self.n_best <= self.beam_width, "n_best",
+           f"{self.n_best} is more than beam_width {self.beam_width}")
+    _check(self.beam_width == 1 or self.temperature == 0, "temperature",
+           "sampling (temperature > 0) and beam search (beam_width > 1) exclude each other")
+    _check(self.top_k == 0 or self.temperature > 0, "top_k",
+           "top-k applies to sampling: set --temperature > 0 (1 samples the model's distribution)")
+
+  def check_ready(self):
+    """Checks what --mode=decode needs. Raises ConfigError."""
+    _check(bool(self.decode_input), "decode_input", "--mode=decode needs --decode_input=FILE")
+    _check(bool(self.decode_output), "decode_output", "--mode=decode needs --decode_output=FILE")
 
 
 def split_list(text):
@@ -223,6 +265,7 @@ class RunConfig:
   data: DataConfig = DataConfig()
   train: TrainConfig = TrainConfig()
   prepare: PrepareConfig = PrepareConfig()
+  decode: DecodeConfig = DecodeConfig()
 
   def to_json(self):
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -1,53 +1,137 @@
-"""Greedy decoding with a fixed maximum length."""
+"""Decoding with a fixed maximum length: greedy, sampling (temperature, top-k) and beam search."""
 import tensorflow as tf
 
+from seq2seq import beam_search
 from seq2seq import vocab as vocab_lib
 
 
-def greedy_decode(model, source, source_length, max_length):
-  """Feeds back the arg-max token until <EOS> or `max_length` tokens.
+def greedy_choice(logits, step):
+  """The arg-max token of each row: logits [B, V] -> [B]."""
+  del step
+  return tf.argmax(logits, axis=-1, output_type=tf.int32)
+
+
+def sampling_choice(temperature=1.0, top_k=0, seed=0):
+  """A choice that samples from softmax(logits / temperature), among the top_k (0 = all).
+
+  Stateless: step t draws with seed (seed, t), so a decode is reproducible.
+  """
+  if temperature <= 0:
+    raise ValueError(f"temperature must be > 0 to sample, got {temperature}")
+
+  def choose(logits, step):
+    logits = tf.cast(logits, tf.float32) / temperature
+    if top_k > 0:
+      kth = tf.math.top_k(logits, top_k).values[:, -1:]
+      logits = tf.where(logits < kth, float("-inf"), logits)
+    draw = tf.random.stateless_categorical(logits, 1, seed=tf.stack([seed, step]))
+    return tf.cast(draw[:, 0], tf.int32)
+  return choose
+
+
+def decode(model, source, source_length, max_length, choose=greedy_choice):
+  """Feeds back the chosen token until <EOS> or `max_length` tokens.
 
   Args:
     model: a `Seq2Seq`.
     source: [B, Ts] ids; source_length: [B].
     max_length: static number of decoder steps.
+    choose: (logits [B, V], step) -> tokens [B]; `greedy_choice` or a `sampling_choice`.
 
   Returns:
     ids [B, max_length] int32: the tokens, then <EOS>, then <PAD> after it.
   """
-  _, state = model.encode(source, source_length)
-  decoder = model.decoder(training=False)
+  decoder, state = model.start_decoder(model.source_embedding(source), source_length)
   batch = tf.shape(source)[0]
   token = tf.fill([batch], vocab_lib.GO_ID)
   finished = tf.zeros([batch], tf.bool)
   tokens = []
-  for _ in range(max_length):
+  for step in range(max_length):
     inputs = tf.cast(model.target_embedding(token), model.dtype)
     output, state = decoder(inputs, state)
     logits = model.project(output[:, None, :])[:, 0, :]
-    token = tf.argmax(logits, axis=-1, output_type=tf.int32)
+    token = choose(logits, step)
     token = tf.where(finished, vocab_lib.PAD_ID, token)
     tokens.append(token)
     finished |= tf.equal(token, vocab_lib.EOS_ID)
   return tf.stack(tokens, axis=1)
 
 
-class GreedyDecoder:
-  """Text in, text out: tokenise, encode with the vocabulary, decode in a compiled function."""
+def greedy_decode(model, source, source_length, max_length):
+  """`decode` with the arg-max token at each step."""
+  return decode(model, source, source_length, max_length, greedy_choice)
 
-  def __init__(self, model, vocabulary, tokenizer, max_length):
+
+class Decoder:
+  """Text in, text out: tokenise, encode with the vocabulary, decode in a compiled function.
+
+  Greedy by default; `beam_width` > 1 runs beam search (n-best from `n_best`), and
+  `temperature` > 0 samples (with `top_k` > 0, among the k most likely tokens).
+  """
+
+  def __init__(self, model, vocabulary, tokenizer, max_length, beam_width=1, length_penalty=0.0,
+               temperature=0.0, top_k=0, n_best=1, seed=0):
+    if beam_width > 1 and temperature > 0:
+      raise ValueError("beam search and sampling exclude each other: set beam_width=1 or "
+                       "temperature=0")
+    self.num_best = max(1, min(n_best, beam_width))
     self.model = model
     self.vocabulary = vocabulary
     self.tokenizer = tokenizer
     self.max_length = max_length
-    self._decode = tf.function(
-        lambda s, n: greedy_decode(model, s, n, max_length + 1),
-        input_signature=[tf.TensorSpec([None, max_length], tf.int32),
-                         tf.TensorSpec([None], tf.int32)])
+    steps = max_length + 1
+    signature = [tf.TensorSpec([None, max_length], tf.int32), tf.TensorSpec([None], tf.int32)]
+    if beam_width > 1:
+      def run(source, length):
+        result = beam_search.beam_decode(model, source, length, beam_width, steps,
+                                         length_penalty)
+        return result.ids, result.scores
+    else:
+      choose = (sampling_choice(temperature, top_k, seed) if temperature > 0 else greedy_choice)
+
+      def run(source, length):
+        ids = decode(model, source, length, steps, choose)
+        return ids[:, None, :], tf.zeros([tf.shape(ids)[0], 1])
+    self._decode = tf.function(run, input_signature=signature)
+
+  def n_best_batch(self, texts):
+    """For each of `texts`, [(reply, score)] best first (one for greedy and sampling).
+
+    All of `texts` go through the compiled function as one batch; input past max_length
+    words is cut.
+    """
+    sources, lengths = [], []
+    for text in texts:
+      ids = self.vocabulary.encode(self.tokenizer(text))[:self.max_length]
+      sources.append(ids + [vocab_lib.PAD_ID] * (self.max_length - len(ids)))
+      lengths.append(len(ids))
+    out, scores = self._decode(tf.constant(sources, tf.int32, [len(texts), self.max_length]),
+                               tf.constant(lengths, tf.int32, [len(texts)]))
+    return [[(" ".join(self.vocabulary.decode(row)), float(score))
+             for row, score in zip(rows, row_scores)][:self.num_best]
+            for rows, row_scores in zip(out.numpy(), scores.numpy())]
+
+  def n_best(self, text):
+    """[(reply, score)] for one `text`, best first."""
+    return self.n_best_batch([text])[0]
+
+  def decode_file(self, input_path, output_path, batch_size=64):
+    """Writes the best reply to each line of `input_path` to the same line of `output_path`.
+
+    Returns:
+      the number of lines decoded.
+    """
+    with open(input_path, encoding="utf-8") as f:
+      lines = [line.rstrip("\n") for line in f]
+    with open(output_path, "w", encoding="utf-8") as out:
+      for start in range(0, len(lines), batch_size):
+        for replies in self.n_best_batch(lines[start:start + batch_size]):
+          out.write(replies[0][0] + "\n")
+    return len(lines)
 
   def reply(self, text):
-    """One reply string (possibly empty) to `text`; input past max_length words is cut."""
-    ids = self.vocabulary.encode(self.tokenizer(text))[:self.max_length]
-    source = [ids + [vocab_lib.PAD_ID] * (self.max_length - len(ids))]
-    out = self._decode(tf.constant(source, tf.int32), tf.constant([len(ids)], tf.int32))
-    return " ".join(self.vocabulary.decode(out.numpy()[0]))
+    """The best reply string (possibly empty) to `text`."""
+    return self.n_best(text)[0][0]
+
+
+GreedyDecoder = Decoder  # the name before sampling and beam search existed

@@ -1,6 +1,13 @@
-"""The encoder-decoder: embedding -> encoder stack -> decoder stack -> one softmax projection."""
+"""The encoder-decoder: embedding -> encoder stack -> decoder stack -> one softmax projection.
+
+Options (`ModelConfig`): a bidirectional encoder (`encoder="bi"`, its final states bridged to
+the decoder's size) and attention over the encoder outputs (`attention`, an
+`AttentionWrapper` around the whole decoder stack, with input feeding).
+"""
 import tensorflow as tf
 
+from seq2seq import attention as attention_lib
+from seq2seq import bridge as bridge_lib
 from seq2seq import cells
 from seq2seq import embeddings
 from seq2seq import unroll
@@ -15,11 +22,18 @@ def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=N
   raise ValueError(f"unknown cell {kind!r}")
 
 
+def _without_masks(layer_states):
+  """Per-layer states with variational-dropout masks stripped: the cores' own states."""
+  return tuple(s.core_state if isinstance(s, cells.VariationalState) else s
+               for s in layer_states)
+
+
 class Seq2Seq(tf.Module):
   """A sequence-to-sequence model with teacher forcing.
 
-  The decoder starts from the encoder's final state (layer by layer). Training-time dropout
-  wraps the same cells, so training and inference share every variable.
+  The decoder starts from the encoder's final state (layer by layer; through a dense bridge
+  for a bidirectional encoder). Training-time dropout wraps the same cells, so training and
+  inference share every variable.
 
   Args:
     config: a `ModelConfig`.
@@ -54,8 +68,21 @@ class Seq2Seq(tf.Module):
                           seed=seed + offset + layer, name=f"{prefix}_{layer}")
                 for layer in range(config.num_layers)]
 
-      self.encoder_cells = stack("encoder", 100)
+      self.encoder_cells = stack("encoder", 100)  # the forward direction when bidirectional
       self.decoder_cells = stack("decoder", 200)
+      # Optional parts exist only when configured, so a default model's checkpoint is unchanged.
+      hidden = config.hidden_size
+      self.bidirectional = config.encoder == "bi"
+      if self.bidirectional:
+        self.encoder_backward_cells = stack("encoder_backward", 150)
+        num_fields = len(self.encoder_cells[0].initial_state(1))
+        self.bridge = bridge_lib.Bridge(config.num_layers, num_fields, 2 * hidden, hidden,
+                                        dtype=dtype, seed=seed + 600, name="bridge")
+      self.memory_size = 2 * hidden if self.bidirectional else hidden
+      if config.attention != "none":
+        self.attention = attention_lib.Attention(
+            config.attention, query_size=hidden, memory_size=self.memory_size,
+            output_size=hidden, dtype=dtype, seed=seed + 500, name="attention")
       self.dropout_generator = tf.random.Generator.from_seed(seed + 300)
       limit = (6.0 / (config.hidden_size + vocab_size)) ** 0.5
       self.projection_kernel = tf.Variable(tf.random.stateless_uniform(
@@ -63,19 +90,43 @@ class Seq2Seq(tf.Module):
           dtype=dtype), name="projection_kernel")
       self.projection_bias = tf.Variable(tf.zeros([vocab_size], dtype), name="projection_bias")
 
-  def _stack(self, layer_cells, training):
-    """The cells as one core; with dropout on each layer's output when training."""
+  def _stack(self, layer_cells, training, input_sizes, residual=False):
+    """The cells as one core; with dropout on each layer's output when training, and with
+    residual connections around the layers above the first when `residual`.
+
+    With `variational_dropout`, each layer's output and recurrent hidden state get one mask
+    per sequence (layer states become `VariationalState`s holding the masks); `input_sizes`
+    gives each layer's input size for those masks.
+    """
     keep_prob = self.config.keep_prob
     if training and keep_prob < 1.0:
-      layer_cells = [cells.DropoutWrapper(c, self.dropout_generator, output_keep_prob=keep_prob)
-                     for c in layer_cells]
+      if self.config.variational_dropout:
+        layer_cells = [cells.VariationalDropoutWrapper(
+            c, self.dropout_generator, size, output_keep_prob=keep_prob,
+            state_keep_prob=keep_prob) for c, size in zip(layer_cells, input_sizes)]
+      else:
+        layer_cells = [cells.DropoutWrapper(c, self.dropout_generator, output_keep_prob=keep_prob)
+                       for c in layer_cells]
+    if residual:
+      layer_cells = [c if i == 0 else cells.ResidualWrapper(c) for i, c in enumerate(layer_cells)]
     return cells.StackedCells(layer_cells)
 
-  def encoder(self, training=False):
-    return self._stack(self.encoder_cells, training)
+  def _input_sizes(self, first, upper):
+    return [first] + [upper] * (self.config.num_layers - 1)
+
+  def encoder(self, training=False, backward=False):
+    """The (forward, or `backward`) encoder stack. A bidirectional encoder's upper layers
+    read 2H features, so they get no residual connection."""
+    config = self.config
+    sizes = self._input_sizes(config.embedding_size, self.memory_size)
+    return self._stack(self.encoder_backward_cells if backward else self.encoder_cells,
+                       training, sizes, config.residual and not self.bidirectional)
 
   def decoder(self, training=False):
-    return self._stack(self.decoder_cells, training)
+    config = self.config
+    feeding = config.hidden_size if config.attention != "none" else 0
+    sizes = self._input_sizes(config.embedding_size + feeding, config.hidden_size)
+    return self._stack(self.decoder_cells, training, sizes, config.residual)
 
   def embedding_tables(self):
     """The distinct trainable embedding tables (none when frozen; one when shared)."""
@@ -94,16 +145,56 @@ class Seq2Seq(tf.Module):
     return self.source_embedding(source), self.target_embedding(decoder_input)
 
   def encode_embedded(self, source_embedded, source_length, training=False):
-    """[B, Ts, E] vectors, lengths [B] -> (outputs [B, Ts, H], final state per layer)."""
+    """[B, Ts, E] vectors, lengths [B] -> (outputs [B, Ts, M], decoder-sized state per layer).
+
+    M is H, or 2H for a bidirectional encoder (each layer reads the concatenated outputs of
+    both directions of the layer below; its two final states are bridged to H).
+    """
     core = self.encoder(training)
     inputs = tf.cast(source_embedded, self.dtype)
-    initial_state = core.initial_state(tf.shape(source_embedded)[0], self.dtype)
-    return unroll.layerwise_unroll(core.cores, inputs, initial_state, source_length,
-                                   unroll=unroll.unroll_from_config(self.config))
+    batch = tf.shape(source_embedded)[0]
+    initial_state = core.initial_state(batch, self.dtype)
+    if not self.bidirectional:
+      outputs, final_states = unroll.layerwise_unroll(
+          core.cores, inputs, initial_state, source_length,
+          unroll=unroll.unroll_from_config(self.config))
+      return outputs, _without_masks(final_states)
+    backward = self.encoder(training, backward=True).cores
+    forward_finals, backward_finals = [], []
+    backward_initial = tuple(c.initial_state(batch, self.dtype) for c in backward)
+    for forward_core, backward_core, forward_state, backward_state in zip(
+        core.cores, backward, initial_state, backward_initial):
+      inputs, (forward_final, backward_final) = unroll.bidirectional_unroll(
+          forward_core, backward_core, inputs, forward_state, backward_state, source_length)
+      forward_finals.append(forward_final)
+      backward_finals.append(backward_final)
+    return inputs, self.bridge(_without_masks(forward_finals), _without_masks(backward_finals))
 
   def encode(self, source, source_length, training=False):
-    """source [B, Ts] ids, source_length [B] -> (outputs [B, Ts, H], final state per layer)."""
+    """source [B, Ts] ids, source_length [B] -> (outputs [B, Ts, M], final state per layer)."""
     return self.encode_embedded(self.source_embedding(source), source_length, training)
+
+  def start_decoder(self, source_embedded, source_length, training=False):
+    """Encodes, and returns the decoder core ready to run, with its initial state.
+
+    Without attention the core is the decoder stack and the state the encoder's. With
+    attention it is an `AttentionWrapper` over the encoder outputs, whose state holds the
+    encoder's as `cell_state`. Decoding code needs only `core(inputs [B, E], state)`.
+
+    Returns:
+      (core, initial state), the core's output size being H.
+    """
+    memory, encoder_state = self.encode_embedded(source_embedded, source_length, training)
+    decoder = self.decoder(training)
+    if training and self.config.variational_dropout and self.config.keep_prob < 1.0:
+      # The decoder's layer states carry its own dropout masks around the encoder's states.
+      masks = decoder.initial_state(tf.shape(source_embedded)[0], self.dtype)
+      encoder_state = tuple(m._replace(core_state=s) for m, s in zip(masks, encoder_state))
+    if self.config.attention == "none":
+      return decoder, encoder_state
+    core = attention_lib.AttentionWrapper(decoder, self.attention, memory, source_length)
+    state = core.initial_state(tf.shape(source_embedded)[0], self.dtype)
+    return core, state._replace(cell_state=encoder_state)
 
   def project(self, outputs):
     """outputs [B, T, H] -> logits [B, T, V] with ONE matmul over all B*T rows."""
@@ -116,11 +207,15 @@ class Seq2Seq(tf.Module):
   def logits_from_embedded(self, source_embedded, source_length, target_embedded,
                            training=False):
     """Teacher-forced logits [B, Tt, V] from looked-up vectors (see `embed`)."""
-    _, encoder_state = self.encode_embedded(source_embedded, source_length, training)
+    core, state = self.start_decoder(source_embedded, source_length, training)
     inputs = tf.cast(target_embedded, self.dtype)
     # No decoder masking: PAD positions come after the targets and only the loss reads them.
-    outputs, _ = unroll.layerwise_unroll(self.decoder(training).cores, inputs, encoder_state,
-                                         unroll=unroll.unroll_from_config(self.config))
+    if isinstance(core, cells.StackedCells):
+      outputs, _ = unroll.layerwise_unroll(core.cores, inputs, state,
+                                           unroll=unroll.unroll_from_config(self.config))
+    else:
+      # Input feeding makes every layer's step t depend on the attention at t-1: step-major.
+      outputs, _ = unroll.static_unroll(core, inputs, state)
     return self.project(outputs)
 
   def __call__(self, source, source_length, decoder_input, training=False):

@@ -125,3 +125,31 @@ def layerwise_unroll(cores, inputs, initial_states, sequence_length=None, unroll
     inputs, final_state = unroll(core, inputs, state, sequence_length)
     final_states.append(final_state)
   return inputs, tuple(final_states)
+
+
+def bidirectional_unroll(forward_core, backward_core, inputs, forward_state, backward_state,
+                         sequence_length):
+  """Reads each sequence both ways; the backward core sees only the valid tokens, reversed.
+
+  Each sequence is reversed within its own length (`tf.reverse_sequence`), so the backward
+  core starts at the last real token, not at the padding; its outputs are reversed back so
+  that position t of both directions refers to token t.
+
+  Args:
+    forward_core, backward_core: `RNNCore`s.
+    inputs: [B, T, I].
+    forward_state, backward_state: the cores' initial states, batch B.
+    sequence_length: [B] int lengths.
+
+  Returns:
+    (outputs [B, T, Hf + Hb], zero past each length; (forward final state, backward final
+    state)), the backward final state being the one after reading token 0.
+  """
+  sequence_length = tf.convert_to_tensor(sequence_length)
+  reverse = lambda x: tf.reverse_sequence(x, sequence_length, seq_axis=1, batch_axis=0)
+  forward_outputs, forward_final = static_unroll(forward_core, inputs, forward_state,
+                                                 sequence_length)
+  backward_outputs, backward_final = static_unroll(backward_core, reverse(inputs),
+                                                   backward_state, sequence_length)
+  outputs = tf.concat([forward_outputs, reverse(backward_outputs)], -1)
+  return outputs, (forward_final, backward_final)

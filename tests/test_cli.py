@@ -52,6 +52,21 @@ class BadFlagsTest(tf.test.TestCase):
   def test_freeze_without_pretrained(self):
     self._assert_refused("--freeze_embeddings", r"--freeze_embeddings: freezing needs")
 
+  def test_unknown_attention(self):
+    self._assert_refused("--attention=dot", r"--attention.*luong.*bahdanau")
+
+  def test_decode_without_input(self):
+    self._assert_refused("--mode=decode", r"--decode_input: --mode=decode needs")
+
+  def test_lm_chat_not_supported(self):
+    workdir = os.path.join(self.get_temp_dir(), "never_created")
+    result = run_train(f"--workdir={workdir}", "--model=lm", "--mode=chat")
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertIn("--model: lm supports --mode=train only", result.stderr)
+
+  def test_n_best_above_beam_width(self):
+    self._assert_refused("--n_best=3", r"--n_best: 3 is more than beam_width 1")
+
 
 class EndToEndTest(tf.test.TestCase):
 
@@ -73,6 +88,39 @@ class EndToEndTest(tf.test.TestCase):
     evaluation = run_train(f"--workdir={workdir}", "--mode=eval")
     self.assertEqual(evaluation.returncode, 0, evaluation.stderr)
     self.assertRegex(evaluation.stdout, r"eval on chatterbot: loss=\S+ ppl=\S+")
+
+  def test_attention_train_then_beam_chat(self):
+    workdir = os.path.join(self.get_temp_dir(), "run")
+    result = run_train(f"--workdir={workdir}", "--max_steps=2", "--encoder=bi",
+                       "--attention=bahdanau_norm", *TINY)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    chat = run_train(f"--workdir={workdir}", "--mode=chat", "--beam_width=3", "--n_best=2",
+                     stdin="hello how are you\nquit\n")
+    self.assertEqual(chat.returncode, 0, chat.stderr)
+    self.assertRegex(chat.stdout, r"> hello how are you\nbot:.*\n  2\. .*\(-?\d+\.\d+\)\n")
+
+    source, target = (os.path.join(self.get_temp_dir(), name) for name in ("in.txt", "out.txt"))
+    with open(source, "w", encoding="utf-8") as f:
+      f.write("hello\nhow are you\nwhat is your name\n")
+    decoded = run_train(f"--workdir={workdir}", "--mode=decode", f"--decode_input={source}",
+                        f"--decode_output={target}", "--beam_width=2")
+    self.assertEqual(decoded.returncode, 0, decoded.stderr)
+    self.assertIn(f"decoded 3 lines of {source}", decoded.stdout)
+    with open(target, encoding="utf-8") as f:
+      self.assertLen(f.read().split("\n"), 4)
+
+  def test_language_model_trains_on_text(self):
+    text = os.path.join(self.get_temp_dir(), "text.txt")
+    with open(text, "w", encoding="utf-8") as f:
+      f.write("the cat sat on the mat\nthe dog sat on the log\n" * 40)
+    workdir = os.path.join(self.get_temp_dir(), "lm")
+    result = run_train(f"--workdir={workdir}", "--model=lm", f"--data={text}", "--num_steps=5",
+                       "--num_epochs=2", "--batch_size=4", "--num_layers=1", "--hidden_size=16",
+                       "--embedding_size=8")
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertRegex(result.stdout, r"language model: 80 lines, 560 tokens")
+    self.assertRegex(result.stdout, r"epoch 2/2: loss=\S+ ppl=\S+")
+    self.assertIsNotNone(tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir)))
 
   def test_chat_without_training_is_a_clear_error(self):
     result = run_train(f"--workdir={self.get_temp_dir()}/empty", "--mode=chat", stdin="")

@@ -1,0 +1,127 @@
+"""The bidirectional encoder and attention inside Seq2Seq: consistent, compiled, learning."""
+import os
+
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from seq2seq import cells
+from seq2seq import config as config_lib
+from seq2seq import decoding
+from seq2seq import model as model_lib
+from seq2seq import optimizers
+from seq2seq import train_step as train_step_lib
+from seq2seq import training
+from tests import helpers
+from tests.test_train_step import VOCAB, _batch
+
+VARIANTS = [("uni", "luong"), ("bi", "none"), ("bi", "luong_scaled"), ("uni", "bahdanau"),
+            ("bi", "bahdanau_norm")]
+
+
+def _model(encoder, attention, cell="lstm", dtype=tf.float64, residual=False):
+  config = config_lib.ModelConfig(cell=cell, num_layers=2, hidden_size=8, embedding_size=6,
+                                  encoder=encoder, attention=attention, residual=residual)
+  model = model_lib.Seq2Seq(config, VOCAB, seed=4, dtype=dtype)
+  model.build()
+  return model
+
+
+class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
+
+  @parameterized.parameters(*VARIANTS, ("uni", "none", True), ("bi", "luong", True))
+  def test_teacher_forcing_equals_step_by_step(self, encoder, attention, residual=False):
+    """logits_from_embedded (the train step's entry) == running the decoder core step by step."""
+    model = _model(encoder, attention, residual=residual)
+    batch = _batch()
+    logits = model(batch.source, batch.source_length, batch.decoder_input).numpy()
+    core, state = model.start_decoder(model.source_embedding(batch.source), batch.source_length)
+    for t in range(batch.decoder_input.shape[1]):
+      output, state = core(model.target_embedding(batch.decoder_input[:, t]), state)
+      self.assertAllClose(model.project(output[:, None])[:, 0], logits[:, t], atol=1e-10)
+
+  @parameterized.parameters(*VARIANTS)
+  def test_source_padding_does_not_change_logits(self, encoder, attention):
+    model = _model(encoder, attention)
+    batch = _batch()
+    source = batch.source.copy()
+    for b, n in enumerate(batch.source_length):
+      source[b, n:] = 7  # a real token id where PAD was
+    first = model(batch.source, batch.source_length, batch.decoder_input)
+    second = model(source, batch.source_length, batch.decoder_input)
+    self.assertAllClose(first, second, atol=1e-12)
+
+  def test_residual_adds_each_upper_layer_input(self):
+    plain, residual = _model("uni", "none"), _model("uni", "none", residual=True)
+    batch = _batch()
+    self.assertNotAllClose(plain(batch.source, batch.source_length, batch.decoder_input),
+                           residual(batch.source, batch.source_length, batch.decoder_input))
+    layers = residual.decoder().cores
+    self.assertNotIsInstance(layers[0], cells.ResidualWrapper)
+    self.assertIsInstance(layers[1], cells.ResidualWrapper)
+    self.assertEqual(len(plain.trainable_variables), len(residual.trainable_variables))
+
+  @parameterized.parameters(("uni", "none"), ("bi", "bahdanau"))
+  def test_variational_dropout_trains_and_is_off_in_eval(self, encoder, attention):
+    config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                    encoder=encoder, attention=attention, keep_prob=0.5,
+                                    variational_dropout=True, residual=True)
+    model = model_lib.Seq2Seq(config, VOCAB, seed=4, dtype=tf.float64)
+    model.build()
+    batch = _batch()
+    run = lambda training: model(batch.source, batch.source_length, batch.decoder_input,
+                                 training=training)
+    self.assertAllClose(run(False), run(False))
+    self.assertNotAllClose(run(True), run(True))  # fresh masks for each batch
+    optimizer = optimizers.SGD(0.1)
+    optimizer.build(model.trainable_variables)
+    loss, norm = train_step_lib.make_train_step(model, optimizer, 5.0)(batch)
+    self.assertTrue(np.isfinite(float(loss)) and np.isfinite(float(norm)))
+
+  def test_default_model_has_no_new_variables(self):
+    names = {v.name for v in _model("uni", "none").trainable_variables}
+    self.assertFalse([n for n in names if "attention" in n or "bridge" in n or "backward" in n])
+
+  @parameterized.parameters(("bi", "luong", "gru"), ("uni", "bahdanau_norm", "lstm"))
+  def test_xla_step_matches_plain_step(self, encoder, attention, cell):
+    results = []
+    for jit_compile in (False, True):
+      model = _model(encoder, attention, cell, dtype=tf.float32)
+      optimizer = optimizers.SGD(0.5)
+      optimizer.build(model.trainable_variables)
+      step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=jit_compile)
+      loss, norm = step(_batch())
+      results.append((float(loss), float(norm), [v.numpy() for v in model.trainable_variables]))
+    (loss0, norm0, vars0), (loss1, norm1, vars1) = results
+    self.assertAllClose(loss0, loss1, rtol=1e-5)
+    self.assertAllClose(norm0, norm1, rtol=1e-4)
+    for a, b in zip(vars0, vars1):
+      self.assertAllClose(a, b, atol=1e-5)
+
+  def test_bf16_forward_is_close(self):
+    batch = _batch()
+    full = _model("bi", "bahdanau", dtype=tf.float32)
+    half = model_lib.Seq2Seq(full.config, VOCAB, seed=4, compute_dtype=tf.bfloat16)
+    half.build()
+    a = full(batch.source, batch.source_length, batch.decoder_input)
+    b = half(batch.source, batch.source_length, batch.decoder_input)
+    self.assertEqual(b.dtype, tf.bfloat16)
+    self.assertAllClose(a, tf.cast(b, tf.float32), atol=0.1)
+
+  def test_greedy_decode_runs_compiled(self):
+    model = _model("bi", "luong", dtype=tf.float32)
+    batch = _batch()
+    fn = tf.function(lambda s, n: decoding.greedy_decode(model, s, n, 7))
+    self.assertEqual(fn(batch.source, batch.source_length).shape, (6, 7))
+
+  def test_bidirectional_attention_learns_reverse_task(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"))
+    config = helpers.tiny_config(os.path.join(tmp, "run"), data, hidden_size=32, max_steps=200,
+                                 encoder="bi", attention="luong")
+    result = training.train(config, log=helpers.quiet)
+    self.assertLess(result.last_loss, 0.5)  # uniform guessing costs ln(12) = 2.5 nats
+
+
+if __name__ == "__main__":
+  tf.test.main()

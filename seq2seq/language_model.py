@@ -64,11 +64,8 @@ class LanguageModel(tf.Module):
                                         dtype, seed=seed + 100 + layer, name=f"layer_{layer}")
                     for layer in range(config.num_layers)]
       self.dropout_generator = tf.random.Generator.from_seed(seed + 300)
-      limit = (6.0 / (config.hidden_size + vocab_size)) ** 0.5
-      self.projection_kernel = tf.Variable(tf.random.stateless_uniform(
-          [config.hidden_size, vocab_size], seed=[seed, 400], minval=-limit, maxval=limit,
-          dtype=dtype), name="projection_kernel")
-      self.projection_bias = tf.Variable(tf.zeros([vocab_size], dtype), name="projection_bias")
+      self.projection_kernel, self.projection_bias = model_lib.projection_variables(
+          config.hidden_size, vocab_size, dtype, seed)
 
   def build(self):
     """Creates every variable (cells build lazily) with one tiny eager forward pass."""

@@ -28,6 +28,15 @@ def _without_masks(layer_states):
                for s in layer_states)
 
 
+def projection_variables(hidden_size, vocab_size, dtype=tf.float32, seed=0):
+  """The softmax projection: kernel [H, V] (Glorot uniform) and bias [V] (zeros)."""
+  limit = (6.0 / (hidden_size + vocab_size)) ** 0.5
+  kernel = tf.Variable(tf.random.stateless_uniform(
+      [hidden_size, vocab_size], seed=[seed, 400], minval=-limit, maxval=limit, dtype=dtype),
+                       name="projection_kernel")
+  return kernel, tf.Variable(tf.zeros([vocab_size], dtype), name="projection_bias")
+
+
 class Seq2Seq(tf.Module):
   """A sequence-to-sequence model with teacher forcing.
 
@@ -84,11 +93,8 @@ class Seq2Seq(tf.Module):
             config.attention, query_size=hidden, memory_size=self.memory_size,
             output_size=hidden, dtype=dtype, seed=seed + 500, name="attention")
       self.dropout_generator = tf.random.Generator.from_seed(seed + 300)
-      limit = (6.0 / (config.hidden_size + vocab_size)) ** 0.5
-      self.projection_kernel = tf.Variable(tf.random.stateless_uniform(
-          [config.hidden_size, vocab_size], seed=[seed, 400], minval=-limit, maxval=limit,
-          dtype=dtype), name="projection_kernel")
-      self.projection_bias = tf.Variable(tf.zeros([vocab_size], dtype), name="projection_bias")
+      self.projection_kernel, self.projection_bias = projection_variables(
+          config.hidden_size, vocab_size, dtype, seed)
 
   def _stack(self, layer_cells, training, input_sizes, residual=False):
     """The cells as one core; with dropout on each layer's output when training, and with

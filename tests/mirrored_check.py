@@ -4,7 +4,8 @@
 
 Trains the same tiny run on one device, under MirroredStrategy over /cpu:0,/cpu:1, and under
 MirroredStrategy stopped and resumed; prints one JSON line {run: {checkpoint key: max |diff|
-against the one-device run}} for the model and optimizer variables.
+against the one-device run}} for the model, optimizer and progress variables, and the
+difference of the validation loss at the epoch end.
 """
 import json
 import os
@@ -24,19 +25,22 @@ def main(tmp):
   tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
   from seq2seq import training  # pylint: disable=import-outside-toplevel
   from tests import helpers  # pylint: disable=import-outside-toplevel
-  data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
+  data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=60)
   # 15 rows a batch: replicas get 8 and 7 rows. A clip norm below the gradient norm, so the
-  # norm must be that of the reduced gradients; two tables, so both get their rows.
+  # norm must be that of the reduced gradients; two tables, so both get their rows. 4 batches
+  # an epoch: the runs cross an epoch end, where validation runs on the mirrored model.
   def config(name, max_steps, **changes):
     return helpers.tiny_config(os.path.join(tmp, name), data, max_steps=max_steps, batch_size=15,
-                               max_grad_norm=0.2, share_embeddings=False, **changes)
+                               max_grad_norm=0.2, share_embeddings=False, val_data=data,
+                               **changes)
   mirrored = dict(strategy="mirrored", devices="/cpu:0,/cpu:1")
-  training.train(config("single", 5), log=helpers.quiet)
-  training.train(config("mirrored", 5, **mirrored), log=helpers.quiet)
+  val_losses = {"single": training.train(config("single", 5), log=helpers.quiet).val_loss,
+                "mirrored": training.train(config("mirrored", 5, **mirrored),
+                                           log=helpers.quiet).val_loss}
   for stop in (3, 5):
     training.train(config("resumed", stop, **mirrored), log=helpers.quiet)
   expected = _variables(os.path.join(tmp, "single"))
-  report = {}
+  report = {"val_loss": {"mirrored": abs(val_losses["mirrored"] - val_losses["single"])}}
   for run in ("mirrored", "resumed"):
     actual = _variables(os.path.join(tmp, run))
     assert sorted(actual) == sorted(expected), (sorted(actual), sorted(expected))

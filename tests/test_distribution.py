@@ -82,51 +82,61 @@ def _losses(output):
           for m in re.finditer(r"^(?:\[worker \d\] )?(\d+)/\d+ .* loss=([0-9.]+)", output, re.M)}
 
 
+def _run_workers(flags, num_workers=2):
+  """Runs train.py as `num_workers` multi_worker processes on localhost; [(returncode, output)]."""
+  cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(num_workers)]}
+  workers = []
+  for index in range(num_workers):
+    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, TF_CONFIG=tf_config)
+    workers.append(subprocess.Popen(
+        [sys.executable, "train.py", *flags, "--strategy=multi_worker"], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+  outputs = []
+  for worker in workers:
+    try:
+      outputs.append(worker.communicate(timeout=240)[0])
+    finally:
+      worker.kill()
+  return [(worker.returncode, output) for worker, output in zip(workers, outputs)]
+
+
 class MultiWorkerTest(absltest.TestCase):
 
   @pytest.mark.slow
-  def test_two_local_workers_match_one_process(self):
+  def test_two_local_workers_match_one_process_and_resume(self):
     with tempfile.TemporaryDirectory() as tmp:
       from tests import helpers  # pylint: disable=import-outside-toplevel
       data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
       flags = [f"--data={data}", "--num_layers=1", "--hidden_size=32", "--embedding_size=16",
                "--max_length=6", "--num_buckets=1", "--max_vocab=50", "--learning_rate=0.01",
-               "--seed=3", "--batch_size=15", "--max_steps=3", "--log_every=1",
-               "--max_grad_norm=0.2"]
-      cluster = {"worker": [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]}
+               "--seed=3", "--batch_size=15", "--log_every=1", "--max_grad_norm=0.2"]
       workdir = os.path.join(tmp, "multi")
-      env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
-      workers = []
-      for index in range(2):
-        env["TF_CONFIG"] = json.dumps({"cluster": cluster,
-                                       "task": {"type": "worker", "index": index}})
-        workers.append(subprocess.Popen(
-            [sys.executable, "train.py", *flags, "--strategy=multi_worker",
-             f"--workdir={workdir}"], cwd=ROOT, env=dict(env), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True))
-      single = _run(["train.py", *flags, f"--workdir={os.path.join(tmp, 'single')}"])
-      outputs = []
-      for worker in workers:
-        try:
-          outputs.append(worker.communicate(timeout=240)[0])
-        finally:
-          worker.kill()
-      for index, (worker, output) in enumerate(zip(workers, outputs)):
-        self.assertEqual(worker.returncode, 0, f"worker {index}:\n{output[-3000:]}")
+      # Steps 1-2, then a restart of both workers that resumes from the chief's checkpoint.
+      first = _run_workers(flags + [f"--workdir={workdir}", "--max_steps=2"])
+      second = _run_workers(flags + [f"--workdir={workdir}", "--max_steps=3"])
+      single = _run(["train.py", *flags, f"--workdir={os.path.join(tmp, 'single')}",
+                     "--max_steps=3"])
       self.assertEqual(single.returncode, 0, single.stderr[-3000:])
+      for round_, results in (("first", first), ("second", second)):
+        for index, (returncode, output) in enumerate(results):
+          self.assertEqual(returncode, 0, f"{round_} run, worker {index}:\n{output[-3000:]}")
+      self.assertIn("2 replicas in sync", first[0][1])
+      self.assertTrue(os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-2.index")))
       self.assertTrue(os.path.exists(os.path.join(workdir, "checkpoints", "ckpt-3.index")))
-      self.assertIn("2 replicas in sync", outputs[0])
-      # The non-chief wrote its checkpoint to a temporary folder, deleted when it finished.
-      temporary = re.search(r"\[worker 1\] done at step 3; saved (\S+)", outputs[1]).group(1)
-      self.assertFalse(os.path.exists(os.path.dirname(temporary)))
+      for _, output in second:
+        self.assertIn("Resuming from", output)
+      # The non-chief wrote its checkpoints to a temporary folder, deleted when it finished.
+      for _, output in (first[1], second[1]):
+        temporary = re.search(r"\[worker 1\] done at step \d; saved (\S+)", output).group(1)
+        self.assertFalse(os.path.exists(os.path.dirname(temporary)))
       expected = _losses(single.stdout)
       self.assertEqual(sorted(expected), [1, 2, 3])
-      for output in outputs:
-        actual = _losses(output)
+      for index in range(2):
+        actual = {**_losses(first[index][1]), **_losses(second[index][1])}
         self.assertEqual(sorted(actual), [1, 2, 3])
         for step, loss in expected.items():
-          self.assertAlmostEqual(actual[step], loss, delta=2e-4, msg=f"step {step}")
-
+          self.assertAlmostEqual(actual[step], loss, delta=2e-4, msg=f"worker {index} step {step}")
 
 if __name__ == "__main__":
   absltest.main()

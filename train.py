@@ -105,6 +105,9 @@ _HELP = {
     "deterministic": "deterministic ops (slower; bitwise-reproducible runs)",
     "jit_compile": "XLA-compile the train step (the embedding lookup and update stay outside)",
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
+    "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "
+                "named in TF_CONFIG) or tpu; --batch_size is the global batch",
+    "devices": "mirrored: comma-separated devices, e.g. /gpu:0,/gpu:1 (default: every GPU)",
 }
 _CHOICES = {"model": config_lib.MODELS, "cell": config_lib.CELLS,
             "encoder": config_lib.ENCODERS,
@@ -113,7 +116,7 @@ _CHOICES = {"model": config_lib.MODELS, "cell": config_lib.CELLS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
             "input_format": config_lib.INPUT_FORMATS, "tokenizer": config_lib.TOKENIZERS,
             "sentencepiece_type": config_lib.SENTENCEPIECE_TYPES,
-            "input_pipeline": config_lib.INPUT_PIPELINES}
+            "input_pipeline": config_lib.INPUT_PIPELINES, "strategy": config_lib.STRATEGIES}
 
 
 def _define_flags():
@@ -192,6 +195,7 @@ def main(argv):
   from seq2seq import chat  # pylint: disable=import-outside-toplevel
   from seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
   from seq2seq import corpus  # pylint: disable=import-outside-toplevel
+  from seq2seq import distribution  # pylint: disable=import-outside-toplevel
   from seq2seq import training  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir_lock  # pylint: disable=import-outside-toplevel
@@ -221,7 +225,7 @@ def main(argv):
     return _evaluate(_saved_or(run_config), log)
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
-          training.TrainingDiverged, chat.NoCheckpoint) as e:
+          training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
 

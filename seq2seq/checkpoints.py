@@ -32,10 +32,16 @@ class CheckpointWriteError(RuntimeError):
 
 
 class Checkpointer:
-  """Saves and restores model, optimizer and progress under `directory`."""
+  """Saves and restores model, optimizer and progress under `directory`.
 
-  def __init__(self, directory, model, optimizer, progress, max_to_keep=5):
+  `restore_directory` (default: `directory`) is where the latest checkpoint is read from: a
+  non-chief worker writes to a temporary folder but resumes from the chief's checkpoints.
+  """
+
+  def __init__(self, directory, model, optimizer, progress, max_to_keep=5,
+               restore_directory=None):
     self.directory = directory
+    self.restore_directory = restore_directory or directory
     self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress)
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep,
                                               checkpoint_name="ckpt")
@@ -88,7 +94,8 @@ class Checkpointer:
     Raises:
       CheckpointError: a variable's shape differs, or the checkpoint lacks some of them.
     """
-    path = self.latest
+    path = (self.latest if self.restore_directory == self.directory
+            else tf.train.latest_checkpoint(self.restore_directory))
     if path is None:
       return None
     try:

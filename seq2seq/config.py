@@ -19,6 +19,7 @@ INPUT_FORMATS = ("reddit", "pairs", "parallel", "chatterbot", "text")
 TOKENIZERS = ("word", "sentencepiece")
 SENTENCEPIECE_TYPES = ("bpe", "unigram")
 INPUT_PIPELINES = ("auto", "memory", "tfdata")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # The punctuation filter of the tutorial's tokenizer (Keras' `Tokenizer` default); the
 # apostrophe is kept, so "don't" stays one word.
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
@@ -155,11 +156,19 @@ class TrainConfig:
   deterministic: bool = False  # tf.config.experimental.enable_op_determinism
   jit_compile: bool = False  # XLA-compile the step (the embedding stays outside)
   precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss
+  strategy: str = "default"  # tf.distribute strategy; batch_size is the global batch
+  devices: str = ""  # mirrored: comma-separated devices; "" = every visible GPU (else the CPU)
 
   def __post_init__(self):
     _check(bool(self.workdir), "workdir", "must be a folder path")
     _choice(self, "optimizer", OPTIMIZERS)
     _choice(self, "precision", PRECISIONS)
+    _choice(self, "strategy", STRATEGIES)
+    _check(not self.devices or self.strategy == "mirrored", "devices",
+           f"is only used with --strategy=mirrored (got --strategy={self.strategy})")
+    _check(not self.jit_compile or self.strategy == "default", "jit_compile",
+           f"is not supported with --strategy={self.strategy} yet; drop --jit_compile or use "
+           "--strategy=default")
     _positive(self, "batch_size", "learning_rate", "decay_steps", "decay_rate", "num_epochs",
               "save_every", "keep_checkpoints", "log_every", "max_bad_steps")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")

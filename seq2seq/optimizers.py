@@ -67,16 +67,32 @@ class Optimizer(tf.Module):
     for grad, var in zip(gradients, variables):
       if grad is None:
         continue
-      index = self._index[var.ref()]
-      slots = [self.slots[name][index] for name in self.slot_names]
-      lr_v, step_v = tf.cast(lr, var.dtype), tf.cast(step, var.dtype)
-      if isinstance(grad, tf.IndexedSlices):
-        self._update_rows(var, clipping.merge_duplicate_rows(grad), slots, lr_v, step_v)
-        continue
-      new_values = self._update(var, grad, slots, lr_v, step_v)
-      var.assign(new_values[0])
-      for slot, value in zip(slots, new_values[1:]):
-        slot.assign(value)
+      self._apply(grad, var, self._index[var.ref()], lr, step)
+
+  def index_of(self, variable):
+    """The position of `variable` in the list `build` was given (its slots' index)."""
+    return self._index[variable.ref()]
+
+  def update_component(self, grad, var, index):
+    """`update` of one variable given by slot index, for `strategy.extended.update`.
+
+    There `var` is one replica's component of a mirrored variable (so its `ref()` is not the
+    one `build` saw), and reading or assigning the mirrored slots and step counter inside
+    the update context touches that replica's copies only.
+    """
+    self._apply(grad, var, index, self.current_learning_rate(),
+                tf.cast(self.iterations + 1, tf.float32))
+
+  def _apply(self, grad, var, index, lr, step):
+    slots = [self.slots[name][index] for name in self.slot_names]
+    lr_v, step_v = tf.cast(lr, var.dtype), tf.cast(step, var.dtype)
+    if isinstance(grad, tf.IndexedSlices):
+      self._update_rows(var, clipping.merge_duplicate_rows(grad), slots, lr_v, step_v)
+      return
+    new_values = self._update(var, grad, slots, lr_v, step_v)
+    var.assign(new_values[0])
+    for slot, value in zip(slots, new_values[1:]):
+      slot.assign(value)
 
   def _update_rows(self, var, grad, slots, lr, step):
     rows = grad.indices

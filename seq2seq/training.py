@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from seq2seq import checkpoints
 from seq2seq import datasets
+from seq2seq import distributed_step
+from seq2seq import distribution
 from seq2seq import embeddings
 from seq2seq import interrupts
 from seq2seq import model as model_lib
@@ -119,32 +121,55 @@ def train(run_config, log=print):
 
   Raises:
     workdir_lock.WorkdirLocked: another live run holds the workdir.
-    corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError: before any step.
+    corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError,
+    distribution.StrategyError: before any step.
     checkpoints.CheckpointWriteError: a checkpoint could not be written; the run stops and the
       earlier checkpoints stay valid.
     TrainingDiverged: too many consecutive non-finite steps.
   """
-  with workdir_lock.WorkdirLock(run_config.train.workdir, log):
-    return _train(run_config, log)
+  train_config = run_config.train
+  # First: multi_worker configures collectives, which must precede any other TF op.
+  strategy = distribution.make_strategy(train_config.strategy, train_config.devices)
+  distributed = train_config.strategy != "default"
+  worker = distribution.WorkerDir(train_config.workdir, strategy)
+  try:
+    # Each worker locks the folder it writes to: the chief the workdir, others their own.
+    with workdir_lock.WorkdirLock(worker.path, log):
+      return _train(run_config, strategy, distributed, worker,
+                    distribution.worker_log(log, strategy))
+  finally:
+    worker.cleanup()
 
 
-def _train(run_config, log):
+def _train(run_config, strategy, distributed, worker, log):
+  """`train` under `strategy`; this worker writes under `worker.path`."""
   train_config = run_config.train
   if train_config.deterministic:
     tf.config.experimental.enable_op_determinism()
+  if distributed:
+    # Every variable, the embedding tables included, is mirrored on the replicas' devices
+    # (see seq2seq/distribution.py); "gpu" placement means the replica's own device.
+    run_config = dataclasses.replace(
+        run_config, model=dataclasses.replace(run_config.model, embedding_device="gpu"),
+        train=dataclasses.replace(train_config, workdir=worker.path))
+    log(f"strategy: {train_config.strategy}, {strategy.num_replicas_in_sync} replicas in sync, "
+        f"global batch {train_config.batch_size}"
+        + ("" if worker.chief else f"; writing to the temporary {worker.path}"))
   workdir_lib.check_or_save_config(run_config)
   training_data = datasets.load_training_data(run_config, log)
   schedule = training_data.train
 
-  model = build_model(run_config, training_data.vocabulary, log)
-  optimizer = optimizers.make_optimizer(train_config)
-  optimizer.build(model.trainable_variables)
-  progress = checkpoints.Progress(data_seed=train_config.seed)
-  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(train_config.workdir),
-                                          model, optimizer, progress,
-                                          train_config.keep_checkpoints)
+  with strategy.scope():
+    model = build_model(run_config, training_data.vocabulary, log)
+    optimizer = optimizers.make_optimizer(train_config)
+    optimizer.build(model.trainable_variables)
+    progress = checkpoints.Progress(data_seed=train_config.seed)
+  checkpointer = checkpoints.Checkpointer(
+      workdir_lib.checkpoint_dir(run_config.train.workdir), model, optimizer, progress,
+      train_config.keep_checkpoints,
+      restore_directory=workdir_lib.checkpoint_dir(train_config.workdir))
   checkpointer.check_vocabulary_size(len(training_data.vocabulary),
-                                     workdir_lib.vocab_path(train_config.workdir))
+                                     workdir_lib.vocab_path(run_config.train.workdir))
   resumed_from = checkpointer.restore_latest()
   schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
   step, epoch, position = (int(v.numpy()) for v in (progress.step, progress.epoch,
@@ -161,11 +186,16 @@ def _train(run_config, log):
     log(f"Resuming from {resumed_from} at step {step} (epoch {epoch + 1}, batch {position} of "
         f"{per_epoch}), with the same data order as an uninterrupted run")
 
-  train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
-                                              jit_compile=train_config.jit_compile)
+  if distributed:
+    train_step = distributed_step.make_distributed_train_step(
+        model, optimizer, train_config.max_grad_norm, strategy)
+  else:
+    train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
+                                                jit_compile=train_config.jit_compile)
   eval_step = train_step_lib.make_eval_step(model)
-  train_writer = summaries.ScalarWriter(workdir_lib.summary_dir(train_config.workdir, "train"))
-  val_writer = summaries.ScalarWriter(workdir_lib.summary_dir(train_config.workdir, "val"))
+  summary_dir = lambda split: workdir_lib.summary_dir(run_config.train.workdir, split)
+  train_writer = summaries.ScalarWriter(summary_dir("train"))
+  val_writer = summaries.ScalarWriter(summary_dir("val"))
 
   saved_step = step if resumed_from else -1
 

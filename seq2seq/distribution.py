@@ -1,0 +1,126 @@
+"""tf.distribute strategies: which one `--strategy` names, who is chief, how a batch is split.
+
+Placement under a multi-replica strategy (mirrored, multi_worker, tpu): every variable, the
+embedding tables included, is MIRRORED: one copy on each replica's device, created under
+`strategy.scope()`, looked up locally, and updated identically on every replica from the
+all-reduced gradients (see `distributed_step`). `--embedding_device` is then ignored: a table
+pinned to the host CPU would be one copy that every replica reads and writes, the
+parameter-server layout these strategies are not built for.
+
+Data: every worker reads the same deterministic sequence of GLOBAL batches (`--batch_size`
+rows; the order is fixed by the seed, epoch and position, so resume works as on one device)
+and each replica trains on its contiguous slice of rows (`replica_rows`). Nothing is
+auto-sharded, so no auto-shard policy applies; reading all the data on each worker is the
+price of identical batches and exact resume.
+"""
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+
+class StrategyError(ValueError):
+  """A strategy that cannot be made here (no TPU, a bad TF_CONFIG); the message says why."""
+
+
+def make_strategy(name, devices=""):
+  """The `tf.distribute.Strategy` that `--strategy=name` asks for.
+
+  Make it before any other TensorFlow op in the process: `multi_worker` starts this task's
+  gRPC server and configures collectives, which must happen before the runtime initialises.
+
+  Args:
+    name: default (the no-op strategy of one device), mirrored, multi_worker or tpu.
+    devices: mirrored only: comma-separated device names; "" = every visible GPU, or the CPU.
+
+  Raises:
+    StrategyError: tpu without a reachable TPU; multi_worker with a TF_CONFIG that is not JSON.
+  """
+  if name == "default":
+    return tf.distribute.get_strategy()
+  if name == "mirrored":
+    names = [d.strip() for d in devices.split(",") if d.strip()] or None
+    return tf.distribute.MirroredStrategy(devices=names)
+  if name == "multi_worker":
+    try:
+      return tf.distribute.MultiWorkerMirroredStrategy()
+    except ValueError as e:
+      raise StrategyError(f"--strategy=multi_worker: bad TF_CONFIG ({e})") from None
+  if name == "tpu":
+    try:
+      resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+      tf.config.experimental_connect_to_cluster(resolver)
+      tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as e:
+      first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+      raise StrategyError(f"--strategy=tpu: no TPU is available here ({first_line}); use "
+                          "--strategy=default, mirrored or multi_worker") from None
+    return tf.distribute.TPUStrategy(resolver)
+  raise StrategyError(f"unknown strategy {name!r}")
+
+
+def task(strategy):
+  """(task_type, task_id) of this process; (None, None) outside a multi-worker cluster."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.cluster_spec().as_dict():
+    return None, None
+  return resolver.task_type, resolver.task_id
+
+
+def is_chief(strategy):
+  """Whether this process writes checkpoints and summaries.
+
+  The chief is task "chief" if the cluster has one, else worker 0; a single process is chief.
+  """
+  task_type, task_id = task(strategy)
+  if task_type is None:
+    return True
+  if task_type == "chief":
+    return True
+  cluster = strategy.cluster_resolver.cluster_spec().as_dict()
+  return task_type == "worker" and task_id == 0 and "chief" not in cluster
+
+
+class WorkerDir:
+  """The workdir this process writes to: the real one for the chief, else a temporary one.
+
+  Under multi_worker every worker must take part in saving a checkpoint (the save is a
+  collective over mirrored variables), but only the chief's copy is kept: the others write
+  to a temporary folder that is deleted at `cleanup` (and after every save, by the caller).
+  """
+
+  def __init__(self, workdir, strategy):
+    self.chief = is_chief(strategy)
+    task_type, task_id = task(strategy)
+    self.path = workdir if self.chief else tempfile.mkdtemp(
+        prefix=f"seq2seq-{task_type}{task_id}-")
+
+  def cleanup(self):
+    if not self.chief:
+      shutil.rmtree(self.path, ignore_errors=True)
+
+
+def replica_rows(batch_size, replica_id, num_replicas):
+  """[start, end) rows of a global batch of `batch_size` that replica `replica_id` trains on.
+
+  Contiguous slices of ceil(B / R) rows, in replica order; the last replicas get fewer rows
+  (possibly none) when B is not a multiple of R. Works on Python ints and int32 tensors.
+  """
+  per_replica = (batch_size + num_replicas - 1) // num_replicas
+  start = _minimum(replica_id * per_replica, batch_size)
+  return start, _minimum(start + per_replica, batch_size)
+
+
+def _minimum(a, b):
+  if isinstance(a, int) and isinstance(b, int):
+    return min(a, b)
+  return tf.minimum(a, b)
+
+
+def worker_log(log, strategy):
+  """`log`, with messages of non-chief workers prefixed by their task."""
+  if is_chief(strategy):
+    return log
+  task_type, task_id = task(strategy)
+  return lambda message: log(f"[{task_type} {task_id}] {message}")
+

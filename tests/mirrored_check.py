@@ -1,0 +1,53 @@
+"""Run by test_distribution in a fresh process: 2 logical CPUs must be set before TF starts.
+
+    python -m tests.mirrored_check TMPDIR
+
+Trains the same tiny run on one device, under MirroredStrategy over /cpu:0,/cpu:1, and under
+MirroredStrategy stopped and resumed; prints one JSON line {run: {checkpoint key: max |diff|
+against the one-device run}} for the model, optimizer and progress variables, and the
+difference of the validation loss at the epoch end.
+"""
+import json
+import os
+import sys
+
+import tensorflow as tf
+
+
+def _variables(workdir):
+  reader = tf.train.load_checkpoint(os.path.join(workdir, "checkpoints"))
+  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+          if key.startswith(("model/", "optimizer/", "progress/"))}
+
+
+def main(tmp):
+  cpu = tf.config.list_physical_devices("CPU")[0]
+  tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  from seq2seq import training  # pylint: disable=import-outside-toplevel
+  from tests import helpers  # pylint: disable=import-outside-toplevel
+  data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=60)
+  # 15 rows a batch: replicas get 8 and 7 rows. A clip norm below the gradient norm, so the
+  # norm must be that of the reduced gradients; two tables, so both get their rows. 4 batches
+  # an epoch: the runs cross an epoch end, where validation runs on the mirrored model.
+  def config(name, max_steps, **changes):
+    return helpers.tiny_config(os.path.join(tmp, name), data, max_steps=max_steps, batch_size=15,
+                               max_grad_norm=0.2, share_embeddings=False, val_data=data,
+                               **changes)
+  mirrored = dict(strategy="mirrored", devices="/cpu:0,/cpu:1")
+  val_losses = {"single": training.train(config("single", 5), log=helpers.quiet).val_loss,
+                "mirrored": training.train(config("mirrored", 5, **mirrored),
+                                           log=helpers.quiet).val_loss}
+  for stop in (3, 5):
+    training.train(config("resumed", stop, **mirrored), log=helpers.quiet)
+  expected = _variables(os.path.join(tmp, "single"))
+  report = {"val_loss": {"mirrored": abs(val_losses["mirrored"] - val_losses["single"])}}
+  for run in ("mirrored", "resumed"):
+    actual = _variables(os.path.join(tmp, run))
+    assert sorted(actual) == sorted(expected), (sorted(actual), sorted(expected))
+    report[run] = {key: float(abs(actual[key] - expected[key]).max()) for key in expected
+                   if hasattr(expected[key], "dtype")}
+  print(json.dumps(report))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1])

@@ -75,7 +75,7 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertNotAllClose(run(True), run(True))  # fresh masks for each batch
     optimizer = optimizers.SGD(0.1)
     optimizer.build(model.trainable_variables)
-    loss, norm = train_step_lib.make_train_step(model, optimizer, 5.0)(batch)
+    loss, norm, _ = train_step_lib.make_train_step(model, optimizer, 5.0)(batch)
     self.assertTrue(np.isfinite(float(loss)) and np.isfinite(float(norm)))
 
   def test_default_model_has_no_new_variables(self):
@@ -90,7 +90,7 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
       optimizer = optimizers.SGD(0.5)
       optimizer.build(model.trainable_variables)
       step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=jit_compile)
-      loss, norm = step(_batch())
+      loss, norm, _ = step(_batch())
       results.append((float(loss), float(norm), [v.numpy() for v in model.trainable_variables]))
     (loss0, norm0, vars0), (loss1, norm1, vars1) = results
     self.assertAllClose(loss0, loss1, rtol=1e-5)

@@ -111,8 +111,8 @@ def engine_step(workload, variant):
   model = model_lib.Seq2Seq(model_config, vocab, seed=0,
                             compute_dtype=training.COMPUTE_DTYPES[precision])
   model.build()
-  optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3))
-  optimizer.build(model.trainable_variables)
+  optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3),
+                                       model.trainable_variables)
   return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
                                         jit_compile=jit_compile)
 

@@ -38,6 +38,23 @@ def clip_scale(global_norm, max_norm):
   return max_norm / tf.maximum(global_norm, max_norm)
 
 
+def global_norm_with_rows(dense_gradients, row_gradients):
+  """Global L2 norm of dense gradients and embedding-row gradients together.
+
+  Args:
+    dense_gradients: list of tensors.
+    row_gradients: list of (values [N, E], indices [N], num_rows) for tables of num_rows rows;
+      rows that share an index are summed first (see `rows_squared_norm`).
+
+  Returns:
+    A scalar, the norm of all of them as one vector.
+  """
+  squared_norm = tf.square(tf.linalg.global_norm(dense_gradients))
+  for values, indices, num_rows in row_gradients:
+    squared_norm += rows_squared_norm(values, indices, num_rows)
+  return tf.sqrt(squared_norm)
+
+
 def rows_squared_norm(values, indices, num_rows):
   """||dense gradient||^2 of rows `values` [N, E] scattered to `indices` [N] of a [num_rows, E]
   table, duplicates summed. Uses a dense scatter (no tf.unique), so it compiles with XLA."""

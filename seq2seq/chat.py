@@ -23,8 +23,7 @@ def load_trained(run_config, log=print):
   except FileNotFoundError:
     raise NoCheckpoint(f"{path}: not found; train first (python train.py --workdir={workdir})") from None
   model = training.build_model(run_config, vocabulary, log, initialize_pretrained=False)
-  optimizer = optimizers.make_optimizer(run_config.train)
-  optimizer.build(model.trainable_variables)
+  optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
                                           checkpoints.Progress())
   restored = checkpointer.restore_latest()

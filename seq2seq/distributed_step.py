@@ -40,24 +40,18 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
   table_refs = {t.ref() for t in model.embedding_tables()}
   variables = list(model.trainable_variables)
 
-  def only_if(finite, update):
-    """Runs `update` when `finite`: a NaN/Inf step changes no variable and no slot."""
-    def run():
-      update()
-      return tf.constant(True)
-    return tf.cond(finite, run, lambda: tf.constant(False))
-
   def apply_updates(strategy, gradients, finite):
     """Cross-replica: each replica's copy of each variable gets its (identical) gradient."""
     for var, grad in zip(variables, gradients):
       index = optimizer.index_of(var)
       if isinstance(grad, tuple):  # embedding rows: (values [N, E], indices [N])
-        fn = lambda v, values, indices, ok, i=index: only_if(
+        fn = lambda v, values, indices, ok, i=index: train_step_lib.run_if(
             ok, lambda: optimizer.update_component(tf.IndexedSlices(values, indices, v.shape),
                                                    v, i))
         strategy.extended.update(var, fn, args=grad + (finite,), group=False)
       else:
-        fn = lambda v, g, ok, i=index: only_if(ok, lambda: optimizer.update_component(g, v, i))
+        fn = lambda v, g, ok, i=index: train_step_lib.run_if(
+            ok, lambda: optimizer.update_component(g, v, i))
         strategy.extended.update(var, fn, args=(grad, finite), group=False)
 
   def replica_step(batch, global_weight):
@@ -84,10 +78,8 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
         slices.append(grad)
     dense, slices, total_loss = context.all_reduce(tf.distribute.ReduceOp.SUM,
                                                    (dense, slices, loss))
-    squared_norm = tf.square(tf.linalg.global_norm(dense))
-    for grad in slices:
-      squared_norm += clipping.rows_squared_norm(grad.values, grad.indices, grad.dense_shape[0])
-    grad_norm = tf.sqrt(squared_norm)
+    grad_norm = clipping.global_norm_with_rows(
+        dense, [(g.values, g.indices, g.dense_shape[0]) for g in slices])
     scale = clipping.clip_scale(grad_norm, max_grad_norm)
     dense_iter, slices_iter = iter(dense), iter(slices)
     scaled = []
@@ -97,7 +89,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
         scaled.append((grad.values * scale, grad.indices))
       else:
         scaled.append(next(dense_iter) * scale)
-    finite = tf.math.logical_and(tf.math.is_finite(total_loss), tf.math.is_finite(grad_norm))
+    finite = train_step_lib.is_finite_step(total_loss, grad_norm)
     context.merge_call(apply_updates, args=(scaled, finite))
     return loss, grad_norm, finite
 
@@ -108,7 +100,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
     loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
     grad_norm = strategy.experimental_local_results(per_replica_norm)[0]
     finite = strategy.experimental_local_results(per_replica_finite)[0]  # the same everywhere
-    only_if(finite, optimizer.finish_step)
+    train_step_lib.run_if(finite, optimizer.finish_step)
     return loss, grad_norm, finite
 
   return train_step_lib.BucketedFunction(step)

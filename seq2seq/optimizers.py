@@ -133,11 +133,17 @@ class RMSProp(Optimizer):
     return optim.rmsprop_update(var, grad, slots[0], lr, self.rho, self.epsilon)
 
 
-def make_optimizer(train_config):
-  """The optimizer named by a `TrainConfig`, with exponential learning-rate decay."""
+def make_optimizer(train_config, variables=None):
+  """The optimizer named by a `TrainConfig`, with exponential learning-rate decay.
+
+  With `variables`, its slots are built for them at once (as a checkpoint restore needs).
+  """
   def schedule(step):
     return optim.exponential_decay(train_config.learning_rate, step, train_config.decay_steps,
                                    train_config.decay_rate, train_config.staircase)
 
   kinds = {"adam": Adam, "rmsprop": RMSProp, "sgd": SGD}
-  return kinds[train_config.optimizer](schedule, name=train_config.optimizer)
+  optimizer = kinds[train_config.optimizer](schedule, name=train_config.optimizer)
+  if variables is not None:
+    optimizer.build(variables)
+  return optimizer

@@ -25,9 +25,8 @@ class BucketedFunction:
   last, smaller batch of an epoch does not retrace.
   """
 
-  def __init__(self, fn, jit_compile=None):
+  def __init__(self, fn):
     self._fn = fn
-    self._jit_compile = jit_compile
     self._functions = {}
 
   @property
@@ -38,16 +37,26 @@ class BucketedFunction:
     length = int(batch.source.shape[1])
     function = self._functions.get(length)
     if function is None:
-      function = tf.function(self._fn, input_signature=[_batch_signature(length)],
-                             jit_compile=self._jit_compile)
+      function = tf.function(self._fn, input_signature=[_batch_signature(length)])
       self._functions[length] = function
     return function(data.Batch(*batch))
 
 
-def batch_loss(model, batch, training):
-  """Mean cross entropy per real target token of `batch`, and the logits."""
-  logits = model(batch.source, batch.source_length, batch.decoder_input, training=training)
-  return losses.sequence_loss(logits, batch.target, batch.target_weight), logits
+def run_if(condition, update):
+  """Runs `update()` (variable writes, no result) only when `condition` is true, in graph.
+
+  Train steps put every write behind one of these on `finite`, so that a step whose loss or
+  gradient norm is NaN or Inf changes no variable, optimizer slot or step counter.
+  """
+  def run():
+    update()
+    return tf.constant(True)
+  return tf.cond(condition, run, lambda: tf.constant(False))
+
+
+def is_finite_step(loss, grad_norm):
+  """True when both the loss and the global gradient norm are finite."""
+  return tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
 
 
 def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
@@ -97,18 +106,13 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
         values.append(tf.reshape(grad, [-1, table.shape[-1]]))
         indices.append(tf.reshape(getattr(batch, ids_field), [-1]))
     rows = [(tf.concat(v, 0), tf.concat(i, 0)) for v, i in (rows[t.ref()] for t in tables)]
-    squared_norm = tf.square(tf.linalg.global_norm(dense_gradients))
-    for table, (values, indices) in zip(tables, rows):
-      squared_norm += clipping.rows_squared_norm(values, indices, table.shape[0])
-    grad_norm = tf.sqrt(squared_norm)
-    finite = tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
+    grad_norm = clipping.global_norm_with_rows(
+        dense_gradients,
+        [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])
+    finite = is_finite_step(loss, grad_norm)
     scale = clipping.clip_scale(grad_norm, max_grad_norm)
-
-    def apply_dense():
-      optimizer.update([g * scale for g in dense_gradients], dense_variables)
-      return tf.constant(True)
-
-    tf.cond(finite, apply_dense, lambda: tf.constant(False))
+    run_if(finite, lambda: optimizer.update([g * scale for g in dense_gradients],
+                                            dense_variables))
     return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows]
 
   if jit_compile:
@@ -123,9 +127,8 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
         with tf.device(table.device):
           optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
       optimizer.finish_step()
-      return tf.constant(True)
 
-    tf.cond(finite, apply_rows, lambda: tf.constant(False))
+    run_if(finite, apply_rows)
     return loss, grad_norm, finite
 
   return BucketedFunction(step)

@@ -161,8 +161,7 @@ def _train(run_config, strategy, distributed, worker, log):
 
   with strategy.scope():
     model = build_model(run_config, training_data.vocabulary, log)
-    optimizer = optimizers.make_optimizer(train_config)
-    optimizer.build(model.trainable_variables)
+    optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
     progress = checkpoints.Progress(data_seed=train_config.seed)
   checkpointer = checkpoints.Checkpointer(
       workdir_lib.checkpoint_dir(run_config.train.workdir), model, optimizer, progress,

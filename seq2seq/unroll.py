@@ -94,9 +94,6 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   return stacked, state
 
 
-UNROLLS = {"static": static_unroll, "dynamic": dynamic_unroll}
-
-
 def unroll_from_config(model_config):
   """The unroll function a `ModelConfig` asks for (`unroll`, `unroll_steps`)."""
   if model_config.unroll == "static":

@@ -166,9 +166,6 @@ class TrainConfig:
     _choice(self, "strategy", STRATEGIES)
     _check(not self.devices or self.strategy == "mirrored", "devices",
            f"is only used with --strategy=mirrored (got --strategy={self.strategy})")
-    _check(not self.jit_compile or self.strategy == "default", "jit_compile",
-           f"is not supported with --strategy={self.strategy} yet; drop --jit_compile or use "
-           "--strategy=default")
     _positive(self, "batch_size", "learning_rate", "decay_steps", "decay_rate", "num_epochs",
               "save_every", "keep_checkpoints", "log_every", "max_bad_steps")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")

@@ -10,10 +10,11 @@ factor, and `merge_call` + `strategy.extended.update` applies the optimizer rule
 replica's copy of each variable and its slots: mirrored copies stay identical without a
 broadcast.
 """
+import functools
+
 import tensorflow as tf
 
 from ops import clipping
-from ops import losses
 from seq2seq import data
 from seq2seq import distribution
 from seq2seq import train_step as train_step_lib
@@ -23,7 +24,7 @@ def _slice(batch, start, end):
   return data.Batch(*(field[start:end] for field in batch))
 
 
-def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
+def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_compile=False):
   """step(global batch) -> (loss, grad_norm, finite), as `train_step.make_train_step`.
 
   Args:
@@ -31,14 +32,23 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
     optimizer: a `seq2seq.optimizers.Optimizer` built under `strategy.scope()`.
     max_grad_norm: clip to this global norm; 0 for no clipping.
     strategy: a MirroredStrategy, MultiWorkerMirroredStrategy or TPUStrategy.
+    jit_compile: XLA-compile each replica's forward and backward pass (the region of
+      `train_step.loss_and_gradients`). The embedding lookup, the all-reduce, clipping and the
+      updates stay outside it: collectives and `merge_call` cannot run inside an XLA cluster.
 
   Returns:
     A `BucketedFunction` step(batch) for a global batch [B, T] (the same on every worker):
     the global-batch loss before the update, the global norm before clipping, and whether the
     update was applied (a step with a NaN/Inf loss or norm changes nothing).
   """
-  table_refs = {t.ref() for t in model.embedding_tables()}
+  tables = model.embedding_tables()
+  table_refs = {t.ref() for t in tables}
   variables = list(model.trainable_variables)
+  dense_variables = train_step_lib.dense_variables_of(model)
+  forward_backward = functools.partial(train_step_lib.loss_and_gradients, model,
+                                       dense_variables=dense_variables)
+  if jit_compile:
+    forward_backward = tf.function(forward_backward, jit_compile=True)
 
   def apply_updates(strategy, gradients, finite):
     """Cross-replica: each replica's copy of each variable gets its (identical) gradient."""
@@ -60,26 +70,15 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
                                            context.replica_id_in_sync_group,
                                            context.num_replicas_in_sync)
     local = _slice(batch, start, end)
-    with tf.GradientTape() as tape:
-      logits = model(local.source, local.source_length, local.decoder_input, training=True)
-      token_losses = losses.sequence_loss(logits, local.target, local.target_weight,
-                                          average_across_timesteps=False,
-                                          average_across_batch=False)
-      loss = tf.reduce_sum(token_losses) / global_weight
-    gradients = tape.gradient(loss, variables)
-    dense = [g for v, g in zip(variables, gradients) if v.ref() not in table_refs]
-    # Embedding rows: the tape gives an IndexedSlices of the looked-up rows (both lookups of a
-    # shared table concatenated); the all-reduce gathers every replica's rows.
-    slices = []
-    for var, grad in zip(variables, gradients):
-      if var.ref() in table_refs:
-        grad = grad if isinstance(grad, tf.IndexedSlices) else tf.IndexedSlices(
-            tf.reshape(grad, [-1, var.shape[-1]]), tf.range(var.shape[0]), tf.shape(var))
-        slices.append(grad)
-    dense, slices, total_loss = context.all_reduce(tf.distribute.ReduceOp.SUM,
-                                                   (dense, slices, loss))
+    source_embedded, target_embedded = model.embed(local.source, local.decoder_input)
+    loss, dense, rows = forward_backward(local, source_embedded, target_embedded,
+                                         loss_divisor=global_weight)
+    # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows.
+    slices = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
+              for table, (values, indices) in zip(tables, rows)]
+    dense, slices, loss = context.all_reduce(tf.distribute.ReduceOp.SUM, (dense, slices, loss))
     grad_norm = clipping.global_norm_with_rows(
-        dense, [(g.values, g.indices, g.dense_shape[0]) for g in slices])
+        dense, [(g.values, g.indices, table.shape[0]) for table, g in zip(tables, slices)])
     scale = clipping.clip_scale(grad_norm, max_grad_norm)
     dense_iter, slices_iter = iter(dense), iter(slices)
     scaled = []
@@ -89,17 +88,16 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
         scaled.append((grad.values * scale, grad.indices))
       else:
         scaled.append(next(dense_iter) * scale)
-    finite = train_step_lib.is_finite_step(total_loss, grad_norm)
+    finite = train_step_lib.is_finite_step(loss, grad_norm)
     context.merge_call(apply_updates, args=(scaled, finite))
     return loss, grad_norm, finite
 
   def step(batch):
     global_weight = tf.reduce_sum(batch.target_weight)
-    per_replica_loss, per_replica_norm, per_replica_finite = strategy.run(
-        replica_step, args=(batch, global_weight))
-    loss = strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica_loss, axis=None)
-    grad_norm = strategy.experimental_local_results(per_replica_norm)[0]
-    finite = strategy.experimental_local_results(per_replica_finite)[0]  # the same everywhere
+    results = strategy.run(replica_step, args=(batch, global_weight))
+    # Every replica holds the same all-reduced values: take this worker's first, with no
+    # further collective (a second one would be one more place for a lost peer to fail).
+    loss, grad_norm, finite = (strategy.experimental_local_results(r)[0] for r in results)
     train_step_lib.run_if(finite, optimizer.finish_step)
     return loss, grad_norm, finite
 

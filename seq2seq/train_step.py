@@ -18,28 +18,31 @@ def _batch_signature(source_length):
 
 
 class BucketedFunction:
-  """Calls `fn(batch)` through one `tf.function` per padded length.
+  """Calls `fn(batch, *extra)` through one `tf.function` per padded length.
 
   The unroll is a Python loop, so the time dimension must be static; the batch dimension is
   left as None in the input signature. A bucket is therefore traced exactly once, and the
-  last, smaller batch of an epoch does not retrace.
+  last, smaller batch of an epoch does not retrace. `extra_signature` gives the TensorSpecs
+  of any arguments after the batch (the same for every bucket).
   """
 
-  def __init__(self, fn):
+  def __init__(self, fn, extra_signature=()):
     self._fn = fn
+    self._extra_signature = list(extra_signature)
     self._functions = {}
 
   @property
   def traced_lengths(self):
     return tuple(sorted(self._functions))
 
-  def __call__(self, batch):
+  def __call__(self, batch, *extra):
     length = int(batch.source.shape[1])
     function = self._functions.get(length)
     if function is None:
-      function = tf.function(self._fn, input_signature=[_batch_signature(length)])
+      function = tf.function(
+          self._fn, input_signature=[_batch_signature(length)] + self._extra_signature)
       self._functions[length] = function
-    return function(data.Batch(*batch))
+    return function(data.Batch(*batch), *extra)
 
 
 def run_if(condition, update):
@@ -57,6 +60,55 @@ def run_if(condition, update):
 def is_finite_step(loss, grad_norm):
   """True when both the loss and the global gradient norm are finite."""
   return tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
+
+
+def dense_variables_of(model):
+  """The trainable variables other than the embedding tables: those the XLA region updates."""
+  table_refs = {t.ref() for t in model.embedding_tables()}
+  return [v for v in model.trainable_variables if v.ref() not in table_refs]
+
+
+def loss_and_gradients(model, batch, source_embedded, target_embedded, dense_variables,
+                       loss_divisor=None):
+  """Forward and backward from looked-up vectors: the part of a step that XLA may compile.
+
+  Args:
+    model: a built `Seq2Seq`.
+    batch: a `Batch` [B, T]; source_embedded [B, Ts, E] and target_embedded [B, Tt, E] are
+      its looked-up ids (`model.embed`), so no table is read here.
+    dense_variables: `dense_variables_of(model)`.
+    loss_divisor: None for the mean loss per target token of `batch`; else the summed token
+      loss is divided by this (a replica's share of a global batch's mean).
+
+  Returns:
+    (loss, dense gradients in the order of `dense_variables`, rows): rows holds, for each of
+    `model.embedding_tables()`, (values [N, E], indices [N]): the gradient of each looked-up
+    row, flattened (a shared table gets the rows of both lookups; duplicates not yet summed).
+  """
+  tables = model.embedding_tables()
+  lookups = [(model.source_embedding.table, batch.source),
+             (model.target_embedding.table, batch.decoder_input)]
+  with tf.GradientTape() as tape:
+    tape.watch([source_embedded, target_embedded])
+    logits = model.logits_from_embedded(source_embedded, batch.source_length,
+                                        target_embedded, training=True)
+    if loss_divisor is None:
+      loss = losses.sequence_loss(logits, batch.target, batch.target_weight)
+    else:
+      token_losses = losses.sequence_loss(logits, batch.target, batch.target_weight,
+                                          average_across_timesteps=False,
+                                          average_across_batch=False)
+      loss = tf.reduce_sum(token_losses) / loss_divisor
+  gradients = tape.gradient(loss, dense_variables + [source_embedded, target_embedded])
+  dense_gradients, embedded_gradients = gradients[:-2], gradients[-2:]
+  rows = {t.ref(): ([], []) for t in tables}
+  for (table, ids), grad in zip(lookups, embedded_gradients):
+    if table.ref() in rows:
+      values, indices = rows[table.ref()]
+      values.append(tf.reshape(grad, [-1, table.shape[-1]]))
+      indices.append(tf.reshape(ids, [-1]))
+  return loss, dense_gradients, [(tf.concat(v, 0), tf.concat(i, 0))
+                                 for v, i in (rows[t.ref()] for t in tables)]
 
 
 def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
@@ -85,27 +137,11 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
     was applied (both finite).
   """
   tables = model.embedding_tables()
-  table_refs = {t.ref() for t in tables}
-  dense_variables = [v for v in model.trainable_variables if v.ref() not in table_refs]
-  lookups = [(model.source_embedding.table, "source"),
-             (model.target_embedding.table, "decoder_input")]
+  dense_variables = dense_variables_of(model)
 
   def dense_part(batch, source_embedded, target_embedded):
-    with tf.GradientTape() as tape:
-      tape.watch([source_embedded, target_embedded])
-      logits = model.logits_from_embedded(source_embedded, batch.source_length,
-                                          target_embedded, training=True)
-      loss = losses.sequence_loss(logits, batch.target, batch.target_weight)
-    gradients = tape.gradient(loss, dense_variables + [source_embedded, target_embedded])
-    dense_gradients, embedded_gradients = gradients[:-2], gradients[-2:]
-    # Embedding rows, flattened to [N, E], grouped by table (a shared table gets both).
-    rows = {t.ref(): ([], []) for t in tables}
-    for (table, ids_field), grad in zip(lookups, embedded_gradients):
-      if table.ref() in rows:
-        values, indices = rows[table.ref()]
-        values.append(tf.reshape(grad, [-1, table.shape[-1]]))
-        indices.append(tf.reshape(getattr(batch, ids_field), [-1]))
-    rows = [(tf.concat(v, 0), tf.concat(i, 0)) for v, i in (rows[t.ref()] for t in tables)]
+    loss, dense_gradients, rows = loss_and_gradients(model, batch, source_embedded,
+                                                     target_embedded, dense_variables)
     grad_norm = clipping.global_norm_with_rows(
         dense_gradients,
         [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])

@@ -187,7 +187,8 @@ def _train(run_config, strategy, distributed, worker, log):
 
   if distributed:
     train_step = distributed_step.make_distributed_train_step(
-        model, optimizer, train_config.max_grad_norm, strategy)
+        model, optimizer, train_config.max_grad_norm, strategy,
+        jit_compile=train_config.jit_compile)
   else:
     train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
                                                 jit_compile=train_config.jit_compile)

@@ -2,10 +2,11 @@
 
     python -m tests.mirrored_check TMPDIR
 
-Trains the same tiny run on one device, under MirroredStrategy over /cpu:0,/cpu:1, and under
-MirroredStrategy stopped and resumed; prints one JSON line {run: {checkpoint key: max |diff|
-against the one-device run}} for the model, optimizer and progress variables, and the
-difference of the validation loss at the epoch end.
+Trains the same tiny run on one device, under MirroredStrategy over /cpu:0,/cpu:1, under
+MirroredStrategy stopped and resumed, and under MirroredStrategy with jit_compile (each
+replica's forward and backward pass XLA-compiled); prints one JSON line {run: {checkpoint
+key: max |diff| against the one-device run}} for the model, optimizer and progress
+variables, and the difference of the validation loss at the epoch end.
 """
 import json
 import os
@@ -41,7 +42,8 @@ def main(tmp):
     training.train(config("resumed", stop, **mirrored), log=helpers.quiet)
   expected = _variables(os.path.join(tmp, "single"))
   report = {"val_loss": {"mirrored": abs(val_losses["mirrored"] - val_losses["single"])}}
-  for run in ("mirrored", "resumed"):
+  training.train(config("mirrored_jit", 5, jit_compile=True, **mirrored), log=helpers.quiet)
+  for run in ("mirrored", "resumed", "mirrored_jit"):
     actual = _variables(os.path.join(tmp, run))
     assert sorted(actual) == sorted(expected), (sorted(actual), sorted(expected))
     report[run] = {key: float(abs(actual[key] - expected[key]).max()) for key in expected

@@ -42,9 +42,7 @@ class ConfigTest(absltest.TestCase):
       config_lib.TrainConfig(strategy="parameter_server")
     with self.assertRaisesRegex(config_lib.ConfigError, "devices: is only used with"):
       config_lib.TrainConfig(devices="/gpu:0")
-    with self.assertRaisesRegex(config_lib.ConfigError, "jit_compile: is not supported"):
-      config_lib.TrainConfig(strategy="mirrored", jit_compile=True)
-
+    config_lib.TrainConfig(strategy="mirrored", jit_compile=True)  # supported (mirrored_check)
 
   def test_tpu_without_a_tpu_is_a_clear_error(self):
     with self.assertRaisesRegex(distribution.StrategyError, "--strategy=tpu: no TPU"):
@@ -59,7 +57,7 @@ class ConfigTest(absltest.TestCase):
 class MirroredTest(absltest.TestCase):
 
   @pytest.mark.slow
-  def test_two_logical_cpus_match_one_device_and_resume(self):
+  def test_two_logical_cpus_match_one_device_resume_and_jit_compile(self):
     with tempfile.TemporaryDirectory() as tmp:
       result = _run(["-m", "tests.mirrored_check", tmp])
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])

@@ -17,6 +17,7 @@ import tensorflow as tf
 from ops import clipping
 from seq2seq import data
 from seq2seq import distribution
+from seq2seq import interrupts
 from seq2seq import train_step as train_step_lib
 
 
@@ -25,7 +26,7 @@ def _slice(batch, start, end):
 
 
 def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_compile=False):
-  """step(global batch) -> (loss, grad_norm, finite), as `train_step.make_train_step`.
+  """step(global batch, stop votes) -> (loss, grad_norm, finite, summed stop votes).
 
   Args:
     model: a built `Seq2Seq` whose variables were created under `strategy.scope()`.
@@ -37,9 +38,13 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       updates stay outside it: collectives and `merge_call` cannot run inside an XLA cluster.
 
   Returns:
-    A `BucketedFunction` step(batch) for a global batch [B, T] (the same on every worker):
-    the global-batch loss before the update, the global norm before clipping, and whether the
-    update was applied (a step with a NaN/Inf loss or norm changes nothing).
+    A `BucketedFunction` step(batch, stop_votes) for a global batch [B, T] (the same on every
+    worker) and this worker's `interrupts.StopOnSignal.vote()` ([len(interrupts.SIGNALS)]
+    float32). It returns, as `train_step.make_train_step`, the global-batch loss before the
+    update, the global norm before clipping, and whether the update was applied (a step with
+    a NaN/Inf loss or norm changes nothing); and the votes summed over every replica of every
+    worker, by the same all-reduce call as the gradients, so that all workers see the same
+    sums after the same step and stop together (`StopOnSignal.agreed`).
   """
   tables = model.embedding_tables()
   table_refs = {t.ref() for t in tables}
@@ -64,7 +69,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
             ok, lambda: optimizer.update_component(g, v, i))
         strategy.extended.update(var, fn, args=(grad, finite), group=False)
 
-  def replica_step(batch, global_weight):
+  def replica_step(batch, global_weight, stop_votes):
     context = tf.distribute.get_replica_context()
     start, end = distribution.replica_rows(tf.shape(batch.source)[0],
                                            context.replica_id_in_sync_group,
@@ -76,7 +81,10 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows.
     slices = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
               for table, (values, indices) in zip(tables, rows)]
-    dense, slices, loss = context.all_reduce(tf.distribute.ReduceOp.SUM, (dense, slices, loss))
+    # (The votes, an input of the step, are copied into the replica first: a multi-worker
+    # all-reduce reads its destination from where each value lives.)
+    dense, slices, loss, stop_votes = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, (dense, slices, loss, tf.identity(stop_votes)))
     grad_norm = clipping.global_norm_with_rows(
         dense, [(g.values, g.indices, table.shape[0]) for table, g in zip(tables, slices)])
     scale = clipping.clip_scale(grad_norm, max_grad_norm)
@@ -90,15 +98,17 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
         scaled.append(next(dense_iter) * scale)
     finite = train_step_lib.is_finite_step(loss, grad_norm)
     context.merge_call(apply_updates, args=(scaled, finite))
-    return loss, grad_norm, finite
+    return loss, grad_norm, finite, stop_votes
 
-  def step(batch):
+  def step(batch, stop_votes):
     global_weight = tf.reduce_sum(batch.target_weight)
-    results = strategy.run(replica_step, args=(batch, global_weight))
+    results = strategy.run(replica_step, args=(batch, global_weight, stop_votes))
     # Every replica holds the same all-reduced values: take this worker's first, with no
     # further collective (a second one would be one more place for a lost peer to fail).
-    loss, grad_norm, finite = (strategy.experimental_local_results(r)[0] for r in results)
+    loss, grad_norm, finite, votes = (strategy.experimental_local_results(r)[0]
+                                      for r in results)
     train_step_lib.run_if(finite, optimizer.finish_step)
-    return loss, grad_norm, finite
+    return loss, grad_norm, finite, votes
 
-  return train_step_lib.BucketedFunction(step)
+  return train_step_lib.BucketedFunction(
+      step, extra_signature=[tf.TensorSpec([len(interrupts.SIGNALS)], tf.float32)])

@@ -1,9 +1,18 @@
-"""Turning SIGINT / SIGTERM into a request to save and stop at the next step boundary."""
+"""Turning SIGINT / SIGTERM into a request to save and stop at the next step boundary.
+
+Under a strategy the workers must stop at the same step (a worker that left early would
+leave the others waiting in a collective), so each step's all-reduce also sums every
+worker's `vote`, and all of them stop for the `agreed` signal after that step.
+"""
 import signal
+
+import numpy as np
 
 # Exit status of a run stopped by a signal after saving: the shell convention 128 + signal.
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
+# The signals that stop a run, in rising priority: workers stopped by both exit for SIGTERM.
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopOnSignal:
@@ -13,7 +22,7 @@ class StopOnSignal:
   raises KeyboardInterrupt at once. Handlers are restored on exit.
   """
 
-  def __init__(self, signals=(signal.SIGINT, signal.SIGTERM)):
+  def __init__(self, signals=SIGNALS):
     self.signals = signals
     self.requested = None
     self._previous = {}
@@ -33,6 +42,18 @@ class StopOnSignal:
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
     return False
+
+  def vote(self):
+    """[len(signals)] float32: one-hot of the signal this process received; zeros if none."""
+    return np.array([float(self.requested == s) for s in self.signals], np.float32)
+
+  def agreed(self, votes):
+    """The signal a group stops for, given its summed `vote`s; None to go on.
+
+    The last of `signals` that any worker received: every worker gets the same answer.
+    """
+    received = [s for s, count in zip(self.signals, votes) if count > 0]
+    return int(received[-1]) if received else None
 
   @property
   def exit_code(self):

@@ -217,10 +217,16 @@ def _train(run_config, strategy, distributed, worker, log):
   checkpoint = resumed_from
   meter = _RateMeter(step)
   bad_in_a_row = bad_total = 0
+  stopping = None  # the signal the run stops for: this process's, or any worker's
   with interrupts.StopOnSignal() as stop:
-    while step < total_steps and epoch < train_config.num_epochs and not stop.requested:
+    while step < total_steps and epoch < train_config.num_epochs and stopping is None:
       for batch in schedule.batches(epoch, start=position):
-        loss_t, norm_t, finite_t = train_step(batch)
+        if distributed:  # every worker stops after the same step (see seq2seq/interrupts.py)
+          loss_t, norm_t, finite_t, votes_t = train_step(batch, stop.vote())
+          stopping = stop.agreed(votes_t.numpy())
+        else:
+          loss_t, norm_t, finite_t = train_step(batch)
+          stopping = stop.requested
         step += 1
         position += 1
         progress.step.assign(step)
@@ -255,7 +261,7 @@ def _train(run_config, strategy, distributed, worker, log):
               "seconds_per_batch": per_batch})
         if finite and step % train_config.save_every == 0:
           checkpoint = save()
-        if stop.requested or step >= total_steps:
+        if stopping is not None or step >= total_steps:
           break
       if position >= per_epoch:  # the epoch ran to its end
         val_loss = validate()
@@ -267,12 +273,14 @@ def _train(run_config, strategy, distributed, worker, log):
       loss = float(loss_t)
     if checkpoint is None or step != saved_step:
       checkpoint = save()  # after skipped steps too: their parameters are the last good ones
+  stopping = stopping or stop.requested  # or a signal during the last step or the save
   train_writer.flush()
   val_writer.flush()
-  if stop.requested:
-    log(f"stopped by signal {stop.requested} at step {step}; saved {checkpoint}")
+  if stopping:
+    by = "" if stop.requested == stopping else " (received by another worker)"
+    log(f"stopped by signal {stopping}{by} at step {step}; saved {checkpoint}")
   else:
     log(f"done at step {step}; saved {checkpoint}")
   return TrainResult(step=step, epoch=epoch, last_loss=loss, checkpoint=checkpoint,
-                     resumed_from=resumed_from or "", stopped_by_signal=stop.requested or 0,
+                     resumed_from=resumed_from or "", stopped_by_signal=stopping or 0,
                      val_loss=val_loss)

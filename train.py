@@ -11,7 +11,8 @@ Flags are converted once into a validated `seq2seq.config.RunConfig`; a bad valu
 program, naming the flag, before any data is read. Exit status: 0 done; 1 bad flags or data, a
 workdir held by another live run, a checkpoint that could not be written (earlier ones stay
 valid), or --max_bad_steps consecutive non-finite steps; 130 / 143 stopped by SIGINT / SIGTERM
-after saving a checkpoint.
+after saving a checkpoint (under a strategy: received by any worker); 129 multi_worker lost a
+peer worker (restart every worker; see launch.py).
 """
 import dataclasses
 import glob
@@ -228,6 +229,9 @@ def main(argv):
           training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except distribution.PeerLost as e:  # retryable: restart every worker
+    print(f"error: {e}", file=sys.stderr)
+    return distribution.EXIT_PEER_LOST
 
 
 def _evaluate(run_config, log):

@@ -13,14 +13,27 @@ and each replica trains on its contiguous slice of rows (`replica_rows`). Nothin
 auto-sharded, so no auto-shard policy applies; reading all the data on each worker is the
 price of identical batches and exact resume.
 """
+import contextlib
 import shutil
 import tempfile
 
 import tensorflow as tf
 
+# Exit status of a worker whose step failed because a peer worker is gone: retryable, like
+# 137 (SIGKILL) and 143 (SIGTERM). Cluster managers that read exit codes (Kubeflow's
+# `restartPolicy: ExitCode`) retry codes of 128 and more, and fail the job on 1.
+EXIT_PEER_LOST = 129
+# What a collective raises when a peer worker died or cannot be reached.
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+
 
 class StrategyError(ValueError):
   """A strategy that cannot be made here (no TPU, a bad TF_CONFIG); the message says why."""
+
+
+class PeerLost(RuntimeError):
+  """A multi-worker step failed because a peer worker is gone: every worker must restart."""
 
 
 def make_strategy(name, devices=""):
@@ -98,6 +111,28 @@ class WorkerDir:
   def cleanup(self):
     if not self.chief:
       shutil.rmtree(self.path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def peer_loss_raises(strategy):
+  """Within: a collective failing because a peer worker is gone raises `PeerLost`.
+
+  A synchronous all-reduce cannot go on without every worker, and a worker's state after a
+  failed step is not saved (the step may have updated some variables and not others): all
+  workers restart and resume from the chief's latest checkpoint. Outside a multi-worker
+  cluster errors pass unchanged.
+  """
+  try:
+    yield
+  except _PEER_ERRORS as e:
+    if task(strategy)[0] is None:
+      raise
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    reason = next((line for line in lines if "aborted by" in line), lines[0] if lines else "")
+    raise PeerLost(
+        f"lost a peer worker ({type(e).__name__}: {reason}). A synchronous step needs every "
+        "worker: restart all of them (launch.py does so for local workers); they resume "
+        "from the chief's latest checkpoint.") from None
 
 
 def replica_rows(batch_size, replica_id, num_replicas):

@@ -123,6 +123,7 @@ def train(run_config, log=print):
     workdir_lock.WorkdirLocked: another live run holds the workdir.
     corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError,
     distribution.StrategyError: before any step.
+    distribution.PeerLost: under multi_worker, a step failed because a peer worker is gone.
     checkpoints.CheckpointWriteError: a checkpoint could not be written; the run stops and the
       earlier checkpoints stay valid.
     TrainingDiverged: too many consecutive non-finite steps.
@@ -218,7 +219,7 @@ def _train(run_config, strategy, distributed, worker, log):
   meter = _RateMeter(step)
   bad_in_a_row = bad_total = 0
   stopping = None  # the signal the run stops for: this process's, or any worker's
-  with interrupts.StopOnSignal() as stop:
+  with interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy):
     while step < total_steps and epoch < train_config.num_epochs and stopping is None:
       for batch in schedule.batches(epoch, start=position):
         if distributed:  # every worker stops after the same step (see seq2seq/interrupts.py)

@@ -4,7 +4,9 @@
 
 The file is created with O_CREAT | O_EXCL, so of two runs racing for a workdir exactly one
 creates it. A lock whose process is gone (same host, pid no longer running) is stale and is
-taken over; a lock held from another host cannot be checked and is never taken over.
+taken over; a lock held from another host cannot be checked and is never taken over. A lock
+naming this very process's pid that this process does not hold is stale too: a restarted
+container (Kubernetes restarts the same pod, same hostname) often runs as the same pid, 1.
 """
 import json
 import os
@@ -14,6 +16,8 @@ import time
 LOCK_NAME = "lock"
 # An unreadable (empty) lock file younger than this may be one that is being written.
 _UNREADABLE_GRACE_S = 10.0
+# The lock files this process holds (real paths).
+_held_here = set()
 
 
 class WorkdirLocked(RuntimeError):
@@ -50,7 +54,11 @@ def _is_stale(path, holder):
       return time.time() - os.path.getmtime(path) > _UNREADABLE_GRACE_S
     except FileNotFoundError:
       return True
-  return holder.get("host") == socket.gethostname() and not _pid_running(holder["pid"])
+  if holder.get("host") != socket.gethostname():
+    return False
+  if holder["pid"] == os.getpid():  # a previous process with our pid, unless we hold it
+    return os.path.realpath(path) not in _held_here
+  return not _pid_running(holder["pid"])
 
 
 class WorkdirLock:
@@ -88,6 +96,7 @@ class WorkdirLock:
         f.flush()
         os.fsync(f.fileno())
       self.holder = me
+      _held_here.add(os.path.realpath(self.path))
       return self
     raise WorkdirLocked(f"{self.path}: could not take the lock (another run keeps taking it)")
 
@@ -99,6 +108,7 @@ class WorkdirLock:
     if current is not None and current.get("pid") == self.holder["pid"] and \
         current.get("host") == self.holder["host"]:
       os.remove(self.path)
+    _held_here.discard(os.path.realpath(self.path))
     self.holder = None
 
   def _held_message(self, holder):

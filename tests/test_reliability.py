@@ -139,6 +139,19 @@ class WorkdirLockTest(tf.test.TestCase):
     self.assertTrue(any(f"stale lock" in m and f"pid {dead}" in m for m in messages), messages)
     self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)))
 
+  def test_lock_of_an_earlier_process_with_our_pid_is_taken_over(self):
+    # A restarted container often runs as the same pid (1) on the same hostname.
+    workdir = os.path.join(self.get_temp_dir(), "run")
+    os.makedirs(workdir)
+    with open(workdir_lock.lock_path(workdir), "w", encoding="utf-8") as f:
+      json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": "then"}, f)
+    messages = []
+    with workdir_lock.WorkdirLock(workdir, log=messages.append):
+      self.assertTrue(any("stale lock" in m for m in messages), messages)
+      with self.assertRaisesRegex(workdir_lock.WorkdirLocked, rf"pid {os.getpid()} on host"):
+        workdir_lock.WorkdirLock(workdir, log=helpers.quiet).acquire()
+    self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)))
+
   def test_lock_of_another_host_is_not_taken_over(self):
     workdir = os.path.join(self.get_temp_dir(), "run")
     os.makedirs(workdir)

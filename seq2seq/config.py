@@ -266,6 +266,19 @@ class PrepareConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LaunchConfig:
+  """launch.py: local multi_worker processes, all restarted when one dies (seq2seq.supervisor)."""
+  num_workers: int = 2
+  max_restarts: int = 3  # group restarts before giving up, so that a crash loop ends
+  grace_s: float = 30.0  # seconds workers get to exit after SIGTERM before SIGKILL
+
+  def __post_init__(self):
+    _positive(self, "num_workers")
+    _check(self.max_restarts >= 0, "max_restarts", f"must be >= 0, got {self.max_restarts}")
+    _check(self.grace_s >= 0, "grace_s", f"must be >= 0, got {self.grace_s}")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   model: ModelConfig = ModelConfig()
   data: DataConfig = DataConfig()

@@ -117,10 +117,9 @@ class WorkerDir:
 def peer_loss_raises(strategy):
   """Within: a collective failing because a peer worker is gone raises `PeerLost`.
 
-  A synchronous all-reduce cannot go on without every worker, and a worker's state after a
-  failed step is not saved (the step may have updated some variables and not others): all
-  workers restart and resume from the chief's latest checkpoint. Outside a multi-worker
-  cluster errors pass unchanged.
+  A synchronous all-reduce cannot go on without every worker, and the state after a step
+  that failed part-way is not trusted, so nothing is saved: all workers restart and resume
+  from the chief's latest checkpoint. Outside a multi-worker cluster errors pass unchanged.
   """
   try:
     yield

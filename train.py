@@ -29,7 +29,8 @@ _HELP = {
     "num_layers": "layers in the encoder and in the decoder",
     "hidden_size": "units per recurrent layer",
     "embedding_size": "embedding dimension",
-    "keep_prob": "dropout keep probability on layer outputs while training (1 = off)",
+    "keep_prob": "dropout keep probability while training, on the embeddings, each layer's output and the "
+                 "attentional vectors (1 = off)",
     "forget_bias": "LSTM forget-gate bias",
     "share_embeddings": "one embedding table for source and target",
     "embedding_device": "where the embedding table lives: cpu or gpu",
@@ -37,7 +38,8 @@ _HELP = {
     "freeze_embeddings": "do not train the pretrained embeddings",
     "unroll": "static (a Python loop over time) or dynamic (tf.while_loop: XLA compiles it faster)",
     "unroll_steps": "with --unroll=dynamic: time steps unrolled inside each loop iteration",
-    "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob",
+    "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob, "
+            "or 'SOURCE|TARGET', two line-aligned text files (e.g. train.en|train.de)",
     "val_data": "validation pairs, same formats; reported at each epoch end and in eval mode",
     "max_vocab": "vocabulary size, including <PAD> <GO> <EOS> <UNK>",
     "min_length": "drop pairs with a side shorter than this (tokens)",
@@ -86,6 +88,8 @@ _HELP = {
     "top_k": "chat, sampling: sample among the k most likely tokens only (0 = all)",
     "decode_input": "--mode=decode: the file of source sentences, one per line",
     "decode_output": "--mode=decode: the file written with the best reply to each line",
+    "decode_reference": "--mode=decode: reference translations aligned with --decode_input; "
+                        "prints corpus BLEU (sacrebleu, tokenize='none')",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
     "batch_size": "pairs per batch",
     "optimizer": "adam, rmsprop or sgd",
@@ -162,10 +166,18 @@ def _config_from_flags(argv):
     raise app.UsageError(f"--{e}") from None
   if FLAGS.mode == "prepare":
     return run_config
-  for name in ("data", "val_data", "pretrained_embeddings", "decode_input"):
-    path = FLAGS[name].value
-    if path and path != "chatterbot" and not glob.glob(path):
-      raise app.UsageError(f"--{name}={path}: no such file or folder")
+  for name in ("data", "val_data", "pretrained_embeddings", "decode_input", "decode_reference"):
+    value = FLAGS[name].value
+    parts = value.split("|") if "|" in value and not os.path.exists(value) else [value]
+    for path in parts:  # "SOURCE|TARGET" names two parallel files
+      if path and path != "chatterbot" and not glob.glob(path):
+        raise app.UsageError(f"--{name}={value}: no such file or folder ({path})")
+  if FLAGS.mode == "decode" and run_config.decode.decode_reference:
+    from seq2seq import bleu  # pylint: disable=import-outside-toplevel
+    try:
+      bleu.check_ready(run_config.decode.decode_input, run_config.decode.decode_reference)
+    except bleu.BleuError as e:
+      raise app.UsageError(f"--decode_reference: {e}") from None
   return run_config
 
 
@@ -192,6 +204,7 @@ def main(argv):
       return 1
     return 0
   # Heavy imports after validation, so a bad flag is reported at once.
+  from seq2seq import bleu  # pylint: disable=import-outside-toplevel
   from seq2seq import chat  # pylint: disable=import-outside-toplevel
   from seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
   from seq2seq import corpus  # pylint: disable=import-outside-toplevel
@@ -221,11 +234,15 @@ def main(argv):
       count = chat.make_decoder(_saved_or(run_config), log).decode_file(
           options.decode_input, options.decode_output, run_config.train.batch_size)
       log(f"decoded {count} lines of {options.decode_input} into {options.decode_output}")
+      if options.decode_reference:
+        score, signature = bleu.file_bleu(options.decode_output, options.decode_reference)
+        log(f"BLEU = {score:.2f} against {options.decode_reference} ({signature})")
       return 0
     return _evaluate(_saved_or(run_config), log)
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
-          training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError) as e:
+          training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError,
+          bleu.BleuError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
 

@@ -57,7 +57,7 @@ class ModelConfig:
   num_layers: int = 2
   hidden_size: int = 256
   embedding_size: int = 128
-  keep_prob: float = 1.0  # dropout keep probability on each layer's output, training only
+  keep_prob: float = 1.0  # dropout keep probability (embeddings, layer outputs, attention), training only
   forget_bias: float = 1.0
   share_embeddings: bool = True  # one embedding table for source and target
   embedding_device: str = "cpu"  # where the embedding table lives and is looked up
@@ -185,6 +185,7 @@ class DecodeConfig:
   top_k: int = 0  # sampling: only among the k most likely tokens (0 = all)
   decode_input: str = ""  # --mode=decode: one source sentence per line
   decode_output: str = ""  # --mode=decode: the best reply to each line, line by line
+  decode_reference: str = ""  # --mode=decode: reference lines; corpus BLEU is reported
 
   def __post_init__(self):
     _positive(self, "beam_width", "n_best")

@@ -6,6 +6,7 @@
     python train.py --mode=prepare --input='RC_2015-0*.zst' --input_format=reddit \
         --output_dir=reddit15                         # splits, vocabulary, report.json
     python train.py --data=reddit15                   # train on a prepared folder (tf.data)
+    python train.py --mode=export --beam_width=5      # a SavedModel in WORKDIR/export
 
 Flags are converted once into a validated `seq2seq.config.RunConfig`; a bad value stops the
 program, naming the flag, before any data is read. Exit status: 0 done; 1 bad flags or data, a
@@ -90,6 +91,8 @@ _HELP = {
     "decode_output": "--mode=decode: the file written with the best reply to each line",
     "decode_reference": "--mode=decode: reference translations aligned with --decode_input; "
                         "prints corpus BLEU (sacrebleu, tokenize='none')",
+    "export_dir": "--mode=export: the SavedModel folder (default: WORKDIR/export); an earlier "
+                  "export there is replaced",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
     "batch_size": "pairs per batch",
     "optimizer": "adam, rmsprop or sgd",
@@ -142,9 +145,10 @@ def _define_flags():
         flags.DEFINE_string(name, default, help_text)
 
 
-flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "decode", "prepare"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "decode", "prepare", "export"],
                   "what to do; prepare turns --input into a folder that --data can name; "
-                  "decode writes the replies to --decode_input into --decode_output")
+                  "decode writes the replies to --decode_input into --decode_output; export "
+                  "writes a SavedModel (strings in, replies and scores out) to --export_dir")
 _define_flags()
 FLAGS = flags.FLAGS
 
@@ -182,7 +186,7 @@ def _config_from_flags(argv):
 
 
 def _saved_or(run_config):
-  """For eval and chat: the model and data settings the workdir was trained with."""
+  """For the modes that read a checkpoint: the model and data settings it was trained with."""
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   saved = workdir_lib.load_run_config(run_config.train.workdir)
   if saved is None:
@@ -209,6 +213,7 @@ def main(argv):
   from seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
   from seq2seq import corpus  # pylint: disable=import-outside-toplevel
   from seq2seq import distribution  # pylint: disable=import-outside-toplevel
+  from seq2seq import export  # pylint: disable=import-outside-toplevel
   from seq2seq import training  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir_lock  # pylint: disable=import-outside-toplevel
@@ -238,11 +243,14 @@ def main(argv):
         score, signature = bleu.file_bleu(options.decode_output, options.decode_reference)
         log(f"BLEU = {score:.2f} against {options.decode_reference} ({signature})")
       return 0
+    if FLAGS.mode == "export":
+      export.export_trained(_saved_or(run_config), log)
+      return 0
     return _evaluate(_saved_or(run_config), log)
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
           training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError,
-          bleu.BleuError) as e:
+          bleu.BleuError, export.ExportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
 

@@ -177,7 +177,7 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
-  """How chat (and decoding) picks the reply: greedy, beam search or sampling."""
+  """How chat, decoding and the export pick the reply: greedy, beam search or sampling."""
   beam_width: int = 1  # > 1: beam search
   length_penalty: float = 0.6  # GNMT alpha: scores are log P / ((5 + |Y|) / 6) ** alpha
   n_best: int = 1  # beam search: replies shown, best first
@@ -186,6 +186,7 @@ class DecodeConfig:
   decode_input: str = ""  # --mode=decode: one source sentence per line
   decode_output: str = ""  # --mode=decode: the best reply to each line, line by line
   decode_reference: str = ""  # --mode=decode: reference lines; corpus BLEU is reported
+  export_dir: str = ""  # --mode=export: the SavedModel folder; "" = WORKDIR/export
 
   def __post_init__(self):
     _positive(self, "beam_width", "n_best")

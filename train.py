@@ -115,6 +115,9 @@ _HELP = {
     "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "
                 "named in TF_CONFIG) or tpu; --batch_size is the global batch",
     "devices": "mirrored: comma-separated devices, e.g. /gpu:0,/gpu:1 (default: every GPU)",
+    "num_sampled": "train with a sampled softmax over this many log-uniform (Zipfian) candidate "
+                   "words, for large vocabularies (0 = full softmax); must be below the "
+                   "vocabulary size; evaluation, validation and decoding stay exact",
 }
 _CHOICES = {"model": config_lib.MODELS, "cell": config_lib.CELLS,
             "encoder": config_lib.ENCODERS,
@@ -247,6 +250,9 @@ def main(argv):
       export.export_trained(_saved_or(run_config), log)
       return 0
     return _evaluate(_saved_or(run_config), log)
+  except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
+    print(f"error: --{e}", file=sys.stderr)
+    return 1
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
           training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError,

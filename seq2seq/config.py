@@ -158,6 +158,7 @@ class TrainConfig:
   precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss
   strategy: str = "default"  # tf.distribute strategy; batch_size is the global batch
   devices: str = ""  # mirrored: comma-separated devices; "" = every visible GPU (else the CPU)
+  num_sampled: int = 0  # > 0: sampled softmax over this many candidates in training; 0 = full
 
   def __post_init__(self):
     _check(bool(self.workdir), "workdir", "must be a folder path")
@@ -173,6 +174,14 @@ class TrainConfig:
               "save_every", "keep_checkpoints", "log_every", "max_bad_steps")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+    _check(self.num_sampled >= 0, "num_sampled",
+           f"must be >= 0 (0 = full softmax), got {self.num_sampled}")
+
+  def check_vocabulary_size(self, vocab_size):
+    """Checks what depends on the vocabulary, known once the data is read. Raises ConfigError."""
+    _check(self.num_sampled < vocab_size, "num_sampled",
+           f"{self.num_sampled} candidates must be fewer than the vocabulary's {vocab_size} "
+           "tokens; lower --num_sampled, or use 0 (the full softmax)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,6 +286,10 @@ class RunConfig:
   train: TrainConfig = TrainConfig()
   prepare: PrepareConfig = PrepareConfig()
   decode: DecodeConfig = DecodeConfig()
+
+  def __post_init__(self):
+    _check(not self.train.num_sampled or self.model.model == "seq2seq", "num_sampled",
+           f"the sampled softmax is not supported with --model={self.model.model} yet; use 0")
 
   def to_json(self):
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

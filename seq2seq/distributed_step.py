@@ -13,7 +13,6 @@ broadcast.
 import tensorflow as tf
 
 from ops import clipping
-from ops import losses
 from seq2seq import data
 from seq2seq import distribution
 from seq2seq import train_step as train_step_lib
@@ -23,7 +22,8 @@ def _slice(batch, start, end):
   return data.Batch(*(field[start:end] for field in batch))
 
 
-def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
+def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, num_sampled=0,
+                                seed=0):
   """step(global batch) -> (loss, grad_norm, finite), as `train_step.make_train_step`.
 
   Args:
@@ -31,6 +31,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
     optimizer: a `seq2seq.optimizers.Optimizer` built under `strategy.scope()`.
     max_grad_norm: clip to this global norm; 0 for no clipping.
     strategy: a MirroredStrategy, MultiWorkerMirroredStrategy or TPUStrategy.
+    num_sampled, seed: the sampled softmax of `train_step.make_train_step`. Every replica
+      draws the same candidates (the seed is the mirrored step counter's), so the replicas'
+      losses still add up to the one-device loss of the global batch.
 
   Returns:
     A `BucketedFunction` step(batch) for a global batch [B, T] (the same on every worker):
@@ -61,13 +64,14 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy):
                                            context.num_replicas_in_sync)
     local = _slice(batch, start, end)
     with tf.GradientTape() as tape:
-      logits = model(local.source, local.source_length, local.decoder_input, training=True)
-      token_losses = losses.sequence_loss(logits, local.target, local.target_weight,
-                                          average_across_timesteps=False,
-                                          average_across_batch=False)
+      source_embedded, target_embedded = model.embed(local.source, local.decoder_input)
+      token_losses = train_step_lib.training_loss(
+          model, local, source_embedded, target_embedded, num_sampled,
+          train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None, average=False)
       loss = tf.reduce_sum(token_losses) / global_weight
     gradients = tape.gradient(loss, variables)
-    dense = [g for v, g in zip(variables, gradients) if v.ref() not in table_refs]
+    dense = [train_step_lib.dense_gradient(g) for v, g in zip(variables, gradients)
+             if v.ref() not in table_refs]
     # Embedding rows: the tape gives an IndexedSlices of the looked-up rows (both lookups of a
     # shared table concatenated); the all-reduce gathers every replica's rows.
     slices = []

@@ -214,9 +214,13 @@ class Seq2Seq(tf.Module):
               + tf.cast(self.projection_bias, flat.dtype))
     return tf.reshape(logits, [batch, steps, self.vocab_size])
 
-  def logits_from_embedded(self, source_embedded, source_length, target_embedded,
-                           training=False):
-    """Teacher-forced logits [B, Tt, V] from looked-up vectors (see `embed`)."""
+  def outputs_from_embedded(self, source_embedded, source_length, target_embedded,
+                            training=False):
+    """Teacher-forced decoder outputs [B, Tt, H], before the projection (see `embed`).
+
+    A sampled-softmax loss reads these with the projection variables, so the [B, Tt, V]
+    logits are never formed in training.
+    """
     core, state = self.start_decoder(source_embedded, source_length, training)
     inputs = tf.cast(target_embedded, self.dtype)
     # No decoder masking: PAD positions come after the targets and only the loss reads them.
@@ -230,7 +234,13 @@ class Seq2Seq(tf.Module):
         seed = self.dropout_generator.make_seeds(1)[:, 0]
         outputs = tf.nn.experimental.stateless_dropout(
             outputs, rate=1.0 - self.config.keep_prob, seed=seed)
-    return self.project(outputs)
+    return outputs
+
+  def logits_from_embedded(self, source_embedded, source_length, target_embedded,
+                           training=False):
+    """Teacher-forced logits [B, Tt, V] from looked-up vectors (see `embed`)."""
+    return self.project(self.outputs_from_embedded(source_embedded, source_length,
+                                                   target_embedded, training))
 
   def __call__(self, source, source_length, decoder_input, training=False):
     """Teacher-forced logits.

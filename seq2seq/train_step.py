@@ -59,7 +59,58 @@ def is_finite_step(loss, grad_norm):
   return tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
 
 
-def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
+def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0, seed=None,
+                  average=True):
+  """The teacher-forced training loss of a batch, from looked-up vectors (`model.embed`).
+
+  With `num_sampled` > 0 it is a sampled softmax (`losses.sampled_sequence_loss`) over the
+  decoder outputs [B*T, H]: the [B*T, V] logits are never formed. Evaluation, validation and
+  decoding use the exact softmax whatever `num_sampled` is.
+
+  Args:
+    model: a `Seq2Seq`; dropout is on (training=True).
+    batch: a `data.Batch`; source_embedded [B, Ts, E], target_embedded [B, Tt, E].
+    num_sampled: 0 for the full softmax, else the number of sampled candidates.
+    seed: [2] int tensor of the sampler (with `num_sampled`).
+    average: the mean loss per target token (a scalar), or else the weighted per-token
+      losses [B, Tt] (whose sum a distributed step divides by the global weight).
+
+  Returns:
+    The loss, float32 (also with bfloat16 activations).
+  """
+  if num_sampled:
+    outputs = model.outputs_from_embedded(source_embedded, batch.source_length,
+                                          target_embedded, training=True)
+    return losses.sampled_sequence_loss(
+        outputs, batch.target, batch.target_weight, model.projection_kernel,
+        model.projection_bias, num_sampled, seed,
+        average_across_timesteps=average, average_across_batch=average)
+  logits = model.logits_from_embedded(source_embedded, batch.source_length, target_embedded,
+                                      training=True)
+  return losses.sequence_loss(logits, batch.target, batch.target_weight,
+                              average_across_timesteps=average, average_across_batch=average)
+
+
+def dense_gradient(gradient):
+  """A dense variable's gradient as a tensor.
+
+  The sampled softmax gathers columns of the projection bias, whose gradient is then an
+  IndexedSlices with repeated rows; the global norm, the all-reduce and the dense update
+  need it summed into the variable's shape.
+  """
+  return tf.convert_to_tensor(gradient)
+
+
+def sampling_seed(seed, optimizer):
+  """The sampled-softmax seed of the next step: (run seed, optimizer step).
+
+  The step counter is checkpointed and advances only on applied steps, so a resumed run
+  draws the candidates an uninterrupted one would.
+  """
+  return tf.stack([tf.constant(seed, tf.int64), optimizer.iterations])
+
+
+def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0):
   """A compiled step: forward, backward, clip by global norm, update.
 
   The embedding lookup and the embedding update run outside the optional XLA region, on the
@@ -73,6 +124,9 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
     optimizer: a `seq2seq.optimizers.Optimizer`, built for `model.trainable_variables`.
     max_grad_norm: clip to this global norm; 0 for no clipping (the norm is still returned).
     jit_compile: compile the dense part with XLA.
+    num_sampled: > 0 trains with a sampled softmax over this many log-uniform candidates
+      (see `training_loss`); 0 is the full softmax.
+    seed: with `num_sampled`, the candidates of each step are drawn from (seed, step).
 
   A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the
   dense and embedding updates and the optimizer's step counter are all behind one
@@ -93,11 +147,11 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
   def dense_part(batch, source_embedded, target_embedded):
     with tf.GradientTape() as tape:
       tape.watch([source_embedded, target_embedded])
-      logits = model.logits_from_embedded(source_embedded, batch.source_length,
-                                          target_embedded, training=True)
-      loss = losses.sequence_loss(logits, batch.target, batch.target_weight)
+      loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled,
+                           sampling_seed(seed, optimizer) if num_sampled else None)
     gradients = tape.gradient(loss, dense_variables + [source_embedded, target_embedded])
-    dense_gradients, embedded_gradients = gradients[:-2], gradients[-2:]
+    dense_gradients = [dense_gradient(g) for g in gradients[:-2]]
+    embedded_gradients = gradients[-2:]
     # Embedding rows, flattened to [N, E], grouped by table (a shared table gets both).
     rows = {t.ref(): ([], []) for t in tables}
     for (table, ids_field), grad in zip(lookups, embedded_gradients):

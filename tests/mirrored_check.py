@@ -3,7 +3,8 @@
     python -m tests.mirrored_check TMPDIR
 
 Trains the same tiny run on one device, under MirroredStrategy over /cpu:0,/cpu:1, and under
-MirroredStrategy stopped and resumed; prints one JSON line {run: {checkpoint key: max |diff|
+MirroredStrategy stopped and resumed (and one device against MirroredStrategy with a sampled
+softmax, --num_sampled); prints one JSON line {run: {checkpoint key: max |diff|
 against the one-device run}} for the model, optimizer and progress variables, and the
 difference of the validation loss at the epoch end.
 """
@@ -39,9 +40,13 @@ def main(tmp):
                                            log=helpers.quiet).val_loss}
   for stop in (3, 5):
     training.train(config("resumed", stop, **mirrored), log=helpers.quiet)
-  expected = _variables(os.path.join(tmp, "single"))
+  # Sampled softmax: every replica draws the step's candidates, so the sums still match.
+  for name, changes in (("single_sampled", {}), ("mirrored_sampled", mirrored)):
+    training.train(config(name, 5, num_sampled=6, **changes), log=helpers.quiet)
   report = {"val_loss": {"mirrored": abs(val_losses["mirrored"] - val_losses["single"])}}
-  for run in ("mirrored", "resumed"):
+  for run, reference in (("mirrored", "single"), ("resumed", "single"),
+                         ("mirrored_sampled", "single_sampled")):
+    expected = _variables(os.path.join(tmp, reference))
     actual = _variables(os.path.join(tmp, run))
     assert sorted(actual) == sorted(expected), (sorted(actual), sorted(expected))
     report[run] = {key: float(abs(actual[key] - expected[key]).max()) for key in expected

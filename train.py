@@ -115,6 +115,8 @@ _HELP = {
     "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "
                 "named in TF_CONFIG) or tpu; --batch_size is the global batch",
     "devices": "mirrored: comma-separated devices, e.g. /gpu:0,/gpu:1 (default: every GPU)",
+    "label_smoothing": "training loss against (1 - eps) one-hot + eps uniform over the vocabulary "
+                       "(0 = off); evaluation reports the plain cross entropy",
     "num_sampled": "train with a sampled softmax over this many log-uniform (Zipfian) candidate "
                    "words, for large vocabularies (0 = full softmax); must be below the "
                    "vocabulary size; evaluation, validation and decoding stay exact",

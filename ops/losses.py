@@ -16,7 +16,7 @@ def _average(crossent, weights, average_across_timesteps, average_across_batch):
 
 
 def sequence_loss(logits, targets, weights, average_across_timesteps=True,
-                  average_across_batch=True):
+                  average_across_batch=True, label_smoothing=0.0):
   """Weighted softmax cross entropy over a batch of sequences.
 
   With both flags on, this is sum(w * xent) / sum(w): the mean loss per real (non-PAD) token.
@@ -30,6 +30,8 @@ def sequence_loss(logits, targets, weights, average_across_timesteps=True,
     weights: [B, T] float, 0 at <PAD>.
     average_across_timesteps: divide the sum over T by the sum of weights over T.
     average_across_batch: divide the sum over B by the sum of weights over B.
+    label_smoothing: eps in [0, 1): the cross entropy against (1 - eps) one-hot + eps / V
+      uniform, i.e. (1 - eps) * xent - eps * mean_v log p_v (Szegedy et al. 2016).
 
   Returns:
     A scalar with both flags on; [B] with only `average_across_timesteps`; [T] with only
@@ -40,6 +42,9 @@ def sequence_loss(logits, targets, weights, average_across_timesteps=True,
     logits = tf.cast(logits, tf.float32)  # softmax statistics stay in full precision
   weights = tf.cast(weights, logits.dtype)
   crossent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+  if label_smoothing:
+    uniform_xent = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+    crossent = (1.0 - label_smoothing) * crossent + label_smoothing * uniform_xent
   return _average(crossent * weights, weights, average_across_timesteps, average_across_batch)
 
 

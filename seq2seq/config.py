@@ -159,6 +159,7 @@ class TrainConfig:
   strategy: str = "default"  # tf.distribute strategy; batch_size is the global batch
   devices: str = ""  # mirrored: comma-separated devices; "" = every visible GPU (else the CPU)
   num_sampled: int = 0  # > 0: sampled softmax over this many candidates in training; 0 = full
+  label_smoothing: float = 0.0  # training loss against (1 - eps) one-hot + eps uniform
 
   def __post_init__(self):
     _check(bool(self.workdir), "workdir", "must be a folder path")
@@ -176,6 +177,10 @@ class TrainConfig:
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
     _check(self.num_sampled >= 0, "num_sampled",
            f"must be >= 0 (0 = full softmax), got {self.num_sampled}")
+    _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
+           f"must be in [0, 1), got {self.label_smoothing}")
+    _check(not (self.label_smoothing and self.num_sampled), "label_smoothing",
+           "applies to the full softmax; it cannot be combined with --num_sampled")
 
   def check_vocabulary_size(self, vocab_size):
     """Checks what depends on the vocabulary, known once the data is read. Raises ConfigError."""

@@ -23,7 +23,7 @@ def _slice(batch, start, end):
 
 
 def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, num_sampled=0,
-                                seed=0):
+                                seed=0, label_smoothing=0.0):
   """step(global batch) -> (loss, grad_norm, finite), as `train_step.make_train_step`.
 
   Args:
@@ -67,7 +67,8 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, num_s
       source_embedded, target_embedded = model.embed(local.source, local.decoder_input)
       token_losses = train_step_lib.training_loss(
           model, local, source_embedded, target_embedded, num_sampled,
-          train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None, average=False)
+          train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None, average=False,
+          label_smoothing=label_smoothing)
       loss = tf.reduce_sum(token_losses) / global_weight
     gradients = tape.gradient(loss, variables)
     dense = [train_step_lib.dense_gradient(g) for v, g in zip(variables, gradients)

@@ -60,7 +60,7 @@ def is_finite_step(loss, grad_norm):
 
 
 def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0, seed=None,
-                  average=True):
+                  average=True, label_smoothing=0.0):
   """The teacher-forced training loss of a batch, from looked-up vectors (`model.embed`).
 
   With `num_sampled` > 0 it is a sampled softmax (`losses.sampled_sequence_loss`) over the
@@ -74,6 +74,7 @@ def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0,
     seed: [2] int tensor of the sampler (with `num_sampled`).
     average: the mean loss per target token (a scalar), or else the weighted per-token
       losses [B, Tt] (whose sum a distributed step divides by the global weight).
+    label_smoothing: eps of `losses.sequence_loss` (full softmax only).
 
   Returns:
     The loss, float32 (also with bfloat16 activations).
@@ -88,7 +89,8 @@ def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0,
   logits = model.logits_from_embedded(source_embedded, batch.source_length, target_embedded,
                                       training=True)
   return losses.sequence_loss(logits, batch.target, batch.target_weight,
-                              average_across_timesteps=average, average_across_batch=average)
+                              average_across_timesteps=average, average_across_batch=average,
+                              label_smoothing=label_smoothing)
 
 
 def dense_gradient(gradient):
@@ -110,7 +112,8 @@ def sampling_seed(seed, optimizer):
   return tf.stack([tf.constant(seed, tf.int64), optimizer.iterations])
 
 
-def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0):
+def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0,
+                    label_smoothing=0.0):
   """A compiled step: forward, backward, clip by global norm, update.
 
   The embedding lookup and the embedding update run outside the optional XLA region, on the
@@ -127,6 +130,8 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
     num_sampled: > 0 trains with a sampled softmax over this many log-uniform candidates
       (see `training_loss`); 0 is the full softmax.
     seed: with `num_sampled`, the candidates of each step are drawn from (seed, step).
+    label_smoothing: eps of the training loss (`losses.sequence_loss`); the returned loss
+      includes it. Evaluation is the plain cross entropy.
 
   A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the
   dense and embedding updates and the optimizer's step counter are all behind one
@@ -148,7 +153,8 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
     with tf.GradientTape() as tape:
       tape.watch([source_embedded, target_embedded])
       loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled,
-                           sampling_seed(seed, optimizer) if num_sampled else None)
+                           sampling_seed(seed, optimizer) if num_sampled else None,
+                           label_smoothing=label_smoothing)
     gradients = tape.gradient(loss, dense_variables + [source_embedded, target_embedded])
     dense_gradients = [dense_gradient(g) for g in gradients[:-2]]
     embedded_gradients = gradients[-2:]

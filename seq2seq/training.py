@@ -190,12 +190,14 @@ def _train(run_config, strategy, distributed, worker, log):
   if distributed:
     train_step = distributed_step.make_distributed_train_step(
         model, optimizer, train_config.max_grad_norm, strategy,
-        num_sampled=train_config.num_sampled, seed=train_config.seed)
+        num_sampled=train_config.num_sampled, seed=train_config.seed,
+        label_smoothing=train_config.label_smoothing)
   else:
     train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
                                                 jit_compile=train_config.jit_compile,
                                                 num_sampled=train_config.num_sampled,
-                                                seed=train_config.seed)
+                                                seed=train_config.seed,
+                                                label_smoothing=train_config.label_smoothing)
   eval_step = train_step_lib.make_eval_step(model)
   summary_dir = lambda split: workdir_lib.summary_dir(run_config.train.workdir, split)
   train_writer = summaries.ScalarWriter(summary_dir("train"))

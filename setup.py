@@ -21,5 +21,9 @@ setuptools.setup(
         "zstandard>=0.22",  # Reddit's .zst dumps (long-window streams)
         "orjson>=3.9",  # parses dump lines ~15x faster than the json module
     ],
-    extras_require={"test": ["pytest"], "subwords": ["sentencepiece>=0.2"]},
+    extras_require={
+        "test": ["pytest", "sacrebleu>=2.3"],
+        "subwords": ["sentencepiece>=0.2"],
+        "bleu": ["sacrebleu>=2.3"],  # --decode_reference: corpus BLEU
+    },
 )

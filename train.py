@@ -6,6 +6,7 @@
     python train.py --mode=prepare --input='RC_2015-0*.zst' --input_format=reddit \
         --output_dir=reddit15                         # splits, vocabulary, report.json
     python train.py --data=reddit15                   # train on a prepared folder (tf.data)
+    python train.py --mode=export --beam_width=5      # a SavedModel in WORKDIR/export
 
 Flags are converted once into a validated `seq2seq.config.RunConfig`; a bad value stops the
 program, naming the flag, before any data is read. Exit status: 0 done; 1 bad flags or data, a
@@ -30,7 +31,8 @@ _HELP = {
     "num_layers": "layers in the encoder and in the decoder",
     "hidden_size": "units per recurrent layer",
     "embedding_size": "embedding dimension",
-    "keep_prob": "dropout keep probability on layer outputs while training (1 = off)",
+    "keep_prob": "dropout keep probability while training, on the embeddings, each layer's output and the "
+                 "attentional vectors (1 = off)",
     "forget_bias": "LSTM forget-gate bias",
     "share_embeddings": "one embedding table for source and target",
     "embedding_device": "where the embedding table lives: cpu or gpu",
@@ -38,7 +40,8 @@ _HELP = {
     "freeze_embeddings": "do not train the pretrained embeddings",
     "unroll": "static (a Python loop over time) or dynamic (tf.while_loop: XLA compiles it faster)",
     "unroll_steps": "with --unroll=dynamic: time steps unrolled inside each loop iteration",
-    "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob",
+    "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob, "
+            "or 'SOURCE|TARGET', two line-aligned text files (e.g. train.en|train.de)",
     "val_data": "validation pairs, same formats; reported at each epoch end and in eval mode",
     "max_vocab": "vocabulary size, including <PAD> <GO> <EOS> <UNK>",
     "min_length": "drop pairs with a side shorter than this (tokens)",
@@ -87,6 +90,10 @@ _HELP = {
     "top_k": "chat, sampling: sample among the k most likely tokens only (0 = all)",
     "decode_input": "--mode=decode: the file of source sentences, one per line",
     "decode_output": "--mode=decode: the file written with the best reply to each line",
+    "decode_reference": "--mode=decode: reference translations aligned with --decode_input; "
+                        "prints corpus BLEU (sacrebleu, tokenize='none')",
+    "export_dir": "--mode=export: the SavedModel folder (default: WORKDIR/export); an earlier "
+                  "export there is replaced",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
     "batch_size": "pairs per batch",
     "optimizer": "adam, rmsprop or sgd",
@@ -109,6 +116,11 @@ _HELP = {
     "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "
                 "named in TF_CONFIG) or tpu; --batch_size is the global batch",
     "devices": "mirrored: comma-separated devices, e.g. /gpu:0,/gpu:1 (default: every GPU)",
+    "label_smoothing": "training loss against (1 - eps) one-hot + eps uniform over the vocabulary "
+                       "(0 = off); evaluation reports the plain cross entropy",
+    "num_sampled": "train with a sampled softmax over this many log-uniform (Zipfian) candidate "
+                   "words, for large vocabularies (0 = full softmax); must be below the "
+                   "vocabulary size; evaluation, validation and decoding stay exact",
 }
 _CHOICES = {"model": config_lib.MODELS, "cell": config_lib.CELLS,
             "encoder": config_lib.ENCODERS,
@@ -139,9 +151,10 @@ def _define_flags():
         flags.DEFINE_string(name, default, help_text)
 
 
-flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "decode", "prepare"],
+flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "decode", "prepare", "export"],
                   "what to do; prepare turns --input into a folder that --data can name; "
-                  "decode writes the replies to --decode_input into --decode_output")
+                  "decode writes the replies to --decode_input into --decode_output; export "
+                  "writes a SavedModel (strings in, replies and scores out) to --export_dir")
 _define_flags()
 FLAGS = flags.FLAGS
 
@@ -163,15 +176,23 @@ def _config_from_flags(argv):
     raise app.UsageError(f"--{e}") from None
   if FLAGS.mode == "prepare":
     return run_config
-  for name in ("data", "val_data", "pretrained_embeddings", "decode_input"):
-    path = FLAGS[name].value
-    if path and path != "chatterbot" and not glob.glob(path):
-      raise app.UsageError(f"--{name}={path}: no such file or folder")
+  for name in ("data", "val_data", "pretrained_embeddings", "decode_input", "decode_reference"):
+    value = FLAGS[name].value
+    parts = value.split("|") if "|" in value and not os.path.exists(value) else [value]
+    for path in parts:  # "SOURCE|TARGET" names two parallel files
+      if path and path != "chatterbot" and not glob.glob(path):
+        raise app.UsageError(f"--{name}={value}: no such file or folder ({path})")
+  if FLAGS.mode == "decode" and run_config.decode.decode_reference:
+    from seq2seq import bleu  # pylint: disable=import-outside-toplevel
+    try:
+      bleu.check_ready(run_config.decode.decode_input, run_config.decode.decode_reference)
+    except bleu.BleuError as e:
+      raise app.UsageError(f"--decode_reference: {e}") from None
   return run_config
 
 
 def _saved_or(run_config):
-  """For eval and chat: the model and data settings the workdir was trained with."""
+  """For the modes that read a checkpoint: the model and data settings it was trained with."""
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   saved = workdir_lib.load_run_config(run_config.train.workdir)
   if saved is None:
@@ -193,10 +214,12 @@ def main(argv):
       return 1
     return 0
   # Heavy imports after validation, so a bad flag is reported at once.
+  from seq2seq import bleu  # pylint: disable=import-outside-toplevel
   from seq2seq import chat  # pylint: disable=import-outside-toplevel
   from seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
   from seq2seq import corpus  # pylint: disable=import-outside-toplevel
   from seq2seq import distribution  # pylint: disable=import-outside-toplevel
+  from seq2seq import export  # pylint: disable=import-outside-toplevel
   from seq2seq import training  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir_lock  # pylint: disable=import-outside-toplevel
@@ -222,11 +245,21 @@ def main(argv):
       count = chat.make_decoder(_saved_or(run_config), log).decode_file(
           options.decode_input, options.decode_output, run_config.train.batch_size)
       log(f"decoded {count} lines of {options.decode_input} into {options.decode_output}")
+      if options.decode_reference:
+        score, signature = bleu.file_bleu(options.decode_output, options.decode_reference)
+        log(f"BLEU = {score:.2f} against {options.decode_reference} ({signature})")
+      return 0
+    if FLAGS.mode == "export":
+      export.export_trained(_saved_or(run_config), log)
       return 0
     return _evaluate(_saved_or(run_config), log)
+  except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
+    print(f"error: --{e}", file=sys.stderr)
+    return 1
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
-          training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError) as e:
+          training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError,
+          bleu.BleuError, export.ExportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except distribution.PeerLost as e:  # retryable: restart every worker

@@ -57,7 +57,7 @@ class ModelConfig:
   num_layers: int = 2
   hidden_size: int = 256
   embedding_size: int = 128
-  keep_prob: float = 1.0  # dropout keep probability on each layer's output, training only
+  keep_prob: float = 1.0  # dropout keep probability (embeddings, layer outputs, attention), training only
   forget_bias: float = 1.0
   share_embeddings: bool = True  # one embedding table for source and target
   embedding_device: str = "cpu"  # where the embedding table lives and is looked up
@@ -158,6 +158,8 @@ class TrainConfig:
   precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss
   strategy: str = "default"  # tf.distribute strategy; batch_size is the global batch
   devices: str = ""  # mirrored: comma-separated devices; "" = every visible GPU (else the CPU)
+  num_sampled: int = 0  # > 0: sampled softmax over this many candidates in training; 0 = full
+  label_smoothing: float = 0.0  # training loss against (1 - eps) one-hot + eps uniform
 
   def __post_init__(self):
     _check(bool(self.workdir), "workdir", "must be a folder path")
@@ -170,11 +172,23 @@ class TrainConfig:
               "save_every", "keep_checkpoints", "log_every", "max_bad_steps")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+    _check(self.num_sampled >= 0, "num_sampled",
+           f"must be >= 0 (0 = full softmax), got {self.num_sampled}")
+    _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
+           f"must be in [0, 1), got {self.label_smoothing}")
+    _check(not (self.label_smoothing and self.num_sampled), "label_smoothing",
+           "applies to the full softmax; it cannot be combined with --num_sampled")
+
+  def check_vocabulary_size(self, vocab_size):
+    """Checks what depends on the vocabulary, known once the data is read. Raises ConfigError."""
+    _check(self.num_sampled < vocab_size, "num_sampled",
+           f"{self.num_sampled} candidates must be fewer than the vocabulary's {vocab_size} "
+           "tokens; lower --num_sampled, or use 0 (the full softmax)")
 
 
 @dataclasses.dataclass(frozen=True)
 class DecodeConfig:
-  """How chat (and decoding) picks the reply: greedy, beam search or sampling."""
+  """How chat, decoding and the export pick the reply: greedy, beam search or sampling."""
   beam_width: int = 1  # > 1: beam search
   length_penalty: float = 0.6  # GNMT alpha: scores are log P / ((5 + |Y|) / 6) ** alpha
   n_best: int = 1  # beam search: replies shown, best first
@@ -182,6 +196,8 @@ class DecodeConfig:
   top_k: int = 0  # sampling: only among the k most likely tokens (0 = all)
   decode_input: str = ""  # --mode=decode: one source sentence per line
   decode_output: str = ""  # --mode=decode: the best reply to each line, line by line
+  decode_reference: str = ""  # --mode=decode: reference lines; corpus BLEU is reported
+  export_dir: str = ""  # --mode=export: the SavedModel folder; "" = WORKDIR/export
 
   def __post_init__(self):
     _positive(self, "beam_width", "n_best")
@@ -285,6 +301,10 @@ class RunConfig:
   train: TrainConfig = TrainConfig()
   prepare: PrepareConfig = PrepareConfig()
   decode: DecodeConfig = DecodeConfig()
+
+  def __post_init__(self):
+    _check(not self.train.num_sampled or self.model.model == "seq2seq", "num_sampled",
+           f"the sampled softmax is not supported with --model={self.model.model} yet; use 0")
 
   def to_json(self):
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -1,4 +1,5 @@
-"""Reading conversation pairs from the embedded corpus, ChatterBot YAML files or TSV files.
+"""Reading conversation pairs from the embedded corpus, ChatterBot YAML files, TSV files or
+line-aligned parallel text files ("SOURCE|TARGET", e.g. "train.en|train.de").
 
 Malformed records are counted and reported (with the first few file:line places), never
 fatal, unless nothing usable is left.
@@ -11,6 +12,7 @@ import os
 from seq2seq import prepared
 
 EMBEDDED_CORPUS = "chatterbot"  # the English conversations of the chatterbot-corpus package
+PARALLEL_SEPARATOR = "|"  # "SOURCE|TARGET": line i of SOURCE pairs with line i of TARGET
 _MAX_EXAMPLES = 5
 
 
@@ -114,12 +116,57 @@ def _read_tsv(path, report):
   return pairs
 
 
+def parallel_files(spec):
+  """(source, target) paths if `spec` is "SOURCE|TARGET" (and not itself a file), else None."""
+  if PARALLEL_SEPARATOR not in spec or os.path.exists(spec):
+    return None
+  source, _, target = spec.partition(PARALLEL_SEPARATOR)
+  for path in (source, target):
+    if not os.path.isfile(path):
+      raise DataError(f"{path}: no such file (from the parallel data {spec!r})")
+  return source, target
+
+
+def _decoded_lines(path):
+  """Yields (line number, text or None when the line is not UTF-8)."""
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, 1):
+      try:
+        yield number, raw.decode("utf-8").rstrip("\r\n")
+      except UnicodeDecodeError:
+        yield number, None
+
+
+def _read_parallel(source, target, report):
+  """Line i of `source` with line i of `target`; the files must have as many lines."""
+  report.files.extend([source, target])
+  where = f"{source}|{target}"
+  pairs = []
+  source_lines, target_lines = _decoded_lines(source), _decoded_lines(target)
+  while True:
+    a, b = next(source_lines, None), next(target_lines, None)
+    if a is None or b is None:
+      if a is not b:
+        shorter, longer, ended = (target, source, a[0] - 1) if b is None else (source, target, b[0] - 1)
+        raise DataError(f"{shorter}: ends at line {ended} but {longer} goes on: the parallel "
+                        "files are not aligned line by line")
+      return pairs
+    number = a[0]
+    if a[1] is None or b[1] is None:
+      report.skip(where, number, "invalid UTF-8")
+    elif not a[1].strip() or not b[1].strip():
+      report.skip(where, number, "empty line")
+    else:
+      pairs.append((a[1], b[1]))
+
+
 def load_pairs(spec):
   """Reads (question, answer) string pairs.
 
   Args:
     spec: "chatterbot" for the embedded corpus, a folder of .yml/.yaml/.tsv files, a
-      prepared folder (its train.tsv), or a file path or glob.
+      prepared folder (its train.tsv), a file path or glob, or "SOURCE|TARGET" for two
+      line-aligned text files.
 
   Returns:
     (pairs, LoadReport).
@@ -128,8 +175,9 @@ def load_pairs(spec):
     DataError: no file matches, or no usable pair is left.
   """
   report = LoadReport()
-  pairs = []
-  for path in _expand(spec):
+  parallel = parallel_files(spec)
+  pairs = _read_parallel(*parallel, report) if parallel else []
+  for path in [] if parallel else _expand(spec):
     report.files.append(path)
     reader = _read_tsv if path.endswith((".tsv", ".txt")) else _read_yaml
     pairs.extend(reader(path, report))

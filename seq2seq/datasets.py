@@ -28,12 +28,17 @@ class SubwordTokenizer:
     return self._processor.encode(" ".join(self._words(text)), out_type=str)
 
 
+def uses_sentencepiece(data_config):
+  """True if --data is a folder prepared with --tokenizer=sentencepiece."""
+  return (prepared.is_prepared(data_config.data)
+          and os.path.exists(prepared.sentencepiece_path(data_config.data)))
+
+
 def tokenizer_for(data_config):
   """The tokenizer that made the training data: words, or pieces for a subword folder."""
   words = vocab_lib.Tokenizer(lowercase=data_config.lowercase, filters=data_config.filters)
-  model = prepared.sentencepiece_path(data_config.data)
-  if prepared.is_prepared(data_config.data) and os.path.exists(model):
-    return SubwordTokenizer(words, model)
+  if uses_sentencepiece(data_config):
+    return SubwordTokenizer(words, prepared.sentencepiece_path(data_config.data))
   return words
 
 

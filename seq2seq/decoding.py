@@ -62,6 +62,33 @@ def greedy_decode(model, source, source_length, max_length):
   return decode(model, source, source_length, max_length, greedy_choice)
 
 
+def make_search(model, max_length, beam_width=1, length_penalty=0.0, temperature=0.0, top_k=0,
+                seed=0):
+  """The reply search of a `Decoder`, as a function that a `tf.function` can trace.
+
+  Beam search when `beam_width` > 1, sampling when `temperature` > 0, greedy otherwise; replies
+  of up to `max_length` words and <EOS> (T = max_length + 1 steps). The exported SavedModel
+  (`seq2seq.export`) traces the same function, so both decode alike.
+
+  Returns:
+    search(source [B, Ts] int32, source_length [B] int32) -> (ids [B, K, T] int32, scores
+    [B, K] float32), K = beam_width; the beams best first; scores are 0 for greedy and sampling.
+  """
+  steps = max_length + 1
+  if beam_width > 1:
+    def search(source, source_length):
+      result = beam_search.beam_decode(model, source, source_length, beam_width, steps,
+                                       length_penalty)
+      return result.ids, result.scores
+    return search
+  choose = sampling_choice(temperature, top_k, seed) if temperature > 0 else greedy_choice
+
+  def search(source, source_length):
+    ids = decode(model, source, source_length, steps, choose)
+    return ids[:, None, :], tf.zeros([tf.shape(ids)[0], 1])
+  return search
+
+
 class Decoder:
   """Text in, text out: tokenise, encode with the vocabulary, decode in a compiled function.
 
@@ -79,20 +106,10 @@ class Decoder:
     self.vocabulary = vocabulary
     self.tokenizer = tokenizer
     self.max_length = max_length
-    steps = max_length + 1
     signature = [tf.TensorSpec([None, max_length], tf.int32), tf.TensorSpec([None], tf.int32)]
-    if beam_width > 1:
-      def run(source, length):
-        result = beam_search.beam_decode(model, source, length, beam_width, steps,
-                                         length_penalty)
-        return result.ids, result.scores
-    else:
-      choose = (sampling_choice(temperature, top_k, seed) if temperature > 0 else greedy_choice)
-
-      def run(source, length):
-        ids = decode(model, source, length, steps, choose)
-        return ids[:, None, :], tf.zeros([tf.shape(ids)[0], 1])
-    self._decode = tf.function(run, input_signature=signature)
+    self._decode = tf.function(
+        make_search(model, max_length, beam_width, length_penalty, temperature, top_k, seed),
+        input_signature=signature)
 
   def n_best_batch(self, texts):
     """For each of `texts`, [(reply, score)] best first (one for greedy and sampling).

@@ -25,7 +25,8 @@ def _slice(batch, start, end):
   return data.Batch(*(field[start:end] for field in batch))
 
 
-def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_compile=False):
+def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_compile=False,
+                                num_sampled=0, seed=0, label_smoothing=0.0):
   """step(global batch, stop votes) -> (loss, grad_norm, finite, summed stop votes).
 
   Args:
@@ -36,6 +37,10 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     jit_compile: XLA-compile each replica's forward and backward pass (the region of
       `train_step.loss_and_gradients`). The embedding lookup, the all-reduce, clipping and the
       updates stay outside it: collectives and `merge_call` cannot run inside an XLA cluster.
+    num_sampled, seed: the sampled softmax of `train_step.make_train_step`. Every replica
+      draws the same candidates (the seed is the mirrored step counter's), so the replicas'
+      losses still add up to the one-device loss of the global batch.
+    label_smoothing: as in `train_step.make_train_step`.
 
   Returns:
     A `BucketedFunction` step(batch, stop_votes) for a global batch [B, T] (the same on every
@@ -50,8 +55,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
   table_refs = {t.ref() for t in tables}
   variables = list(model.trainable_variables)
   dense_variables = train_step_lib.dense_variables_of(model)
-  forward_backward = functools.partial(train_step_lib.loss_and_gradients, model,
-                                       dense_variables=dense_variables)
+  forward_backward = functools.partial(
+      train_step_lib.loss_and_gradients, model, dense_variables=dense_variables,
+      num_sampled=num_sampled, label_smoothing=label_smoothing)
   if jit_compile:
     forward_backward = tf.function(forward_backward, jit_compile=True)
 
@@ -76,8 +82,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
                                            context.num_replicas_in_sync)
     local = _slice(batch, start, end)
     source_embedded, target_embedded = model.embed(local.source, local.decoder_input)
-    loss, dense, rows = forward_backward(local, source_embedded, target_embedded,
-                                         loss_divisor=global_weight)
+    loss, dense, rows = forward_backward(
+        local, source_embedded, target_embedded, loss_divisor=global_weight,
+        seed=train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
     # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows.
     slices = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
               for table, (values, indices) in zip(tables, rows)]

@@ -97,8 +97,9 @@ class Seq2Seq(tf.Module):
           config.hidden_size, vocab_size, dtype, seed)
 
   def _stack(self, layer_cells, training, input_sizes, residual=False):
-    """The cells as one core; with dropout on each layer's output when training, and with
-    residual connections around the layers above the first when `residual`.
+    """The cells as one core; with dropout on the first layer's input and on each layer's
+    output when training, and with residual connections around the layers above the first
+    when `residual`.
 
     With `variational_dropout`, each layer's output and recurrent hidden state get one mask
     per sequence (layer states become `VariationalState`s holding the masks); `input_sizes`
@@ -111,8 +112,11 @@ class Seq2Seq(tf.Module):
             c, self.dropout_generator, size, output_keep_prob=keep_prob,
             state_keep_prob=keep_prob) for c, size in zip(layer_cells, input_sizes)]
       else:
-        layer_cells = [cells.DropoutWrapper(c, self.dropout_generator, output_keep_prob=keep_prob)
-                       for c in layer_cells]
+        # The first layer's input (the embeddings) is dropped too (Zaremba et al. 2014).
+        layer_cells = [cells.DropoutWrapper(c, self.dropout_generator,
+                                            input_keep_prob=keep_prob if i == 0 else 1.0,
+                                            output_keep_prob=keep_prob)
+                       for i, c in enumerate(layer_cells)]
     if residual:
       layer_cells = [c if i == 0 else cells.ResidualWrapper(c) for i, c in enumerate(layer_cells)]
     return cells.StackedCells(layer_cells)
@@ -210,9 +214,13 @@ class Seq2Seq(tf.Module):
               + tf.cast(self.projection_bias, flat.dtype))
     return tf.reshape(logits, [batch, steps, self.vocab_size])
 
-  def logits_from_embedded(self, source_embedded, source_length, target_embedded,
-                           training=False):
-    """Teacher-forced logits [B, Tt, V] from looked-up vectors (see `embed`)."""
+  def outputs_from_embedded(self, source_embedded, source_length, target_embedded,
+                            training=False):
+    """Teacher-forced decoder outputs [B, Tt, H], before the projection (see `embed`).
+
+    A sampled-softmax loss reads these with the projection variables, so the [B, Tt, V]
+    logits are never formed in training.
+    """
     core, state = self.start_decoder(source_embedded, source_length, training)
     inputs = tf.cast(target_embedded, self.dtype)
     # No decoder masking: PAD positions come after the targets and only the loss reads them.
@@ -222,7 +230,17 @@ class Seq2Seq(tf.Module):
     else:
       # Input feeding makes every layer's step t depend on the attention at t-1: step-major.
       outputs, _ = unroll.static_unroll(core, inputs, state)
-    return self.project(outputs)
+      if training and self.config.keep_prob < 1.0:  # the attentional vectors, before softmax
+        seed = self.dropout_generator.make_seeds(1)[:, 0]
+        outputs = tf.nn.experimental.stateless_dropout(
+            outputs, rate=1.0 - self.config.keep_prob, seed=seed)
+    return outputs
+
+  def logits_from_embedded(self, source_embedded, source_length, target_embedded,
+                           training=False):
+    """Teacher-forced logits [B, Tt, V] from looked-up vectors (see `embed`)."""
+    return self.project(self.outputs_from_embedded(source_embedded, source_length,
+                                                   target_embedded, training))
 
   def __call__(self, source, source_length, decoder_input, training=False):
     """Teacher-forced logits.

@@ -62,6 +62,59 @@ def is_finite_step(loss, grad_norm):
   return tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
 
 
+def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0, seed=None,
+                  average=True, label_smoothing=0.0):
+  """The teacher-forced training loss of a batch, from looked-up vectors (`model.embed`).
+
+  With `num_sampled` > 0 it is a sampled softmax (`losses.sampled_sequence_loss`) over the
+  decoder outputs [B*T, H]: the [B*T, V] logits are never formed. Evaluation, validation and
+  decoding use the exact softmax whatever `num_sampled` is.
+
+  Args:
+    model: a `Seq2Seq`; dropout is on (training=True).
+    batch: a `data.Batch`; source_embedded [B, Ts, E], target_embedded [B, Tt, E].
+    num_sampled: 0 for the full softmax, else the number of sampled candidates.
+    seed: [2] int tensor of the sampler (with `num_sampled`).
+    average: the mean loss per target token (a scalar), or else the weighted per-token
+      losses [B, Tt] (whose sum a distributed step divides by the global weight).
+    label_smoothing: eps of `losses.sequence_loss` (full softmax only).
+
+  Returns:
+    The loss, float32 (also with bfloat16 activations).
+  """
+  if num_sampled:
+    outputs = model.outputs_from_embedded(source_embedded, batch.source_length,
+                                          target_embedded, training=True)
+    return losses.sampled_sequence_loss(
+        outputs, batch.target, batch.target_weight, model.projection_kernel,
+        model.projection_bias, num_sampled, seed,
+        average_across_timesteps=average, average_across_batch=average)
+  logits = model.logits_from_embedded(source_embedded, batch.source_length, target_embedded,
+                                      training=True)
+  return losses.sequence_loss(logits, batch.target, batch.target_weight,
+                              average_across_timesteps=average, average_across_batch=average,
+                              label_smoothing=label_smoothing)
+
+
+def dense_gradient(gradient):
+  """A dense variable's gradient as a tensor.
+
+  The sampled softmax gathers columns of the projection bias, whose gradient is then an
+  IndexedSlices with repeated rows; the global norm, the all-reduce and the dense update
+  need it summed into the variable's shape.
+  """
+  return tf.convert_to_tensor(gradient)
+
+
+def sampling_seed(seed, optimizer):
+  """The sampled-softmax seed of the next step: (run seed, optimizer step).
+
+  The step counter is checkpointed and advances only on applied steps, so a resumed run
+  draws the candidates an uninterrupted one would.
+  """
+  return tf.stack([tf.constant(seed, tf.int64), optimizer.iterations])
+
+
 def dense_variables_of(model):
   """The trainable variables other than the embedding tables: those the XLA region updates."""
   table_refs = {t.ref() for t in model.embedding_tables()}
@@ -69,7 +122,7 @@ def dense_variables_of(model):
 
 
 def loss_and_gradients(model, batch, source_embedded, target_embedded, dense_variables,
-                       loss_divisor=None):
+                       loss_divisor=None, num_sampled=0, seed=None, label_smoothing=0.0):
   """Forward and backward from looked-up vectors: the part of a step that XLA may compile.
 
   Args:
@@ -79,28 +132,26 @@ def loss_and_gradients(model, batch, source_embedded, target_embedded, dense_var
     dense_variables: `dense_variables_of(model)`.
     loss_divisor: None for the mean loss per target token of `batch`; else the summed token
       loss is divided by this (a replica's share of a global batch's mean).
+    num_sampled, seed, label_smoothing: the loss's, as in `training_loss`.
 
   Returns:
-    (loss, dense gradients in the order of `dense_variables`, rows): rows holds, for each of
-    `model.embedding_tables()`, (values [N, E], indices [N]): the gradient of each looked-up
-    row, flattened (a shared table gets the rows of both lookups; duplicates not yet summed).
+    (loss, dense gradients in the order of `dense_variables`, as tensors, rows): rows holds,
+    for each of `model.embedding_tables()`, (values [N, E], indices [N]): the gradient of each
+    looked-up row, flattened (a shared table gets the rows of both lookups; duplicates not yet
+    summed).
   """
   tables = model.embedding_tables()
   lookups = [(model.source_embedding.table, batch.source),
              (model.target_embedding.table, batch.decoder_input)]
   with tf.GradientTape() as tape:
     tape.watch([source_embedded, target_embedded])
-    logits = model.logits_from_embedded(source_embedded, batch.source_length,
-                                        target_embedded, training=True)
-    if loss_divisor is None:
-      loss = losses.sequence_loss(logits, batch.target, batch.target_weight)
-    else:
-      token_losses = losses.sequence_loss(logits, batch.target, batch.target_weight,
-                                          average_across_timesteps=False,
-                                          average_across_batch=False)
-      loss = tf.reduce_sum(token_losses) / loss_divisor
+    loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled, seed,
+                         average=loss_divisor is None, label_smoothing=label_smoothing)
+    if loss_divisor is not None:
+      loss = tf.reduce_sum(loss) / loss_divisor
   gradients = tape.gradient(loss, dense_variables + [source_embedded, target_embedded])
-  dense_gradients, embedded_gradients = gradients[:-2], gradients[-2:]
+  dense_gradients = [dense_gradient(g) for g in gradients[:-2]]
+  embedded_gradients = gradients[-2:]
   rows = {t.ref(): ([], []) for t in tables}
   for (table, ids), grad in zip(lookups, embedded_gradients):
     if table.ref() in rows:
@@ -111,7 +162,8 @@ def loss_and_gradients(model, batch, source_embedded, target_embedded, dense_var
                                  for v, i in (rows[t.ref()] for t in tables)]
 
 
-def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
+def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0,
+                    label_smoothing=0.0):
   """A compiled step: forward, backward, clip by global norm, update.
 
   The embedding lookup and the embedding update run outside the optional XLA region, on the
@@ -125,6 +177,11 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
     optimizer: a `seq2seq.optimizers.Optimizer`, built for `model.trainable_variables`.
     max_grad_norm: clip to this global norm; 0 for no clipping (the norm is still returned).
     jit_compile: compile the dense part with XLA.
+    num_sampled: > 0 trains with a sampled softmax over this many log-uniform candidates
+      (see `training_loss`); 0 is the full softmax.
+    seed: with `num_sampled`, the candidates of each step are drawn from (seed, step).
+    label_smoothing: eps of the training loss (`losses.sequence_loss`); the returned loss
+      includes it. Evaluation is the plain cross entropy.
 
   A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the
   dense and embedding updates and the optimizer's step counter are all behind one
@@ -140,8 +197,10 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False):
   dense_variables = dense_variables_of(model)
 
   def dense_part(batch, source_embedded, target_embedded):
-    loss, dense_gradients, rows = loss_and_gradients(model, batch, source_embedded,
-                                                     target_embedded, dense_variables)
+    loss, dense_gradients, rows = loss_and_gradients(
+        model, batch, source_embedded, target_embedded, dense_variables,
+        num_sampled=num_sampled, seed=sampling_seed(seed, optimizer) if num_sampled else None,
+        label_smoothing=label_smoothing)
     grad_norm = clipping.global_norm_with_rows(
         dense_gradients,
         [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])

@@ -122,7 +122,8 @@ def train(run_config, log=print):
   Raises:
     workdir_lock.WorkdirLocked: another live run holds the workdir.
     corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError,
-    distribution.StrategyError: before any step.
+    distribution.StrategyError, config.ConfigError (--num_sampled not below the vocabulary
+    size): before any step.
     distribution.PeerLost: under multi_worker, a step failed because a peer worker is gone.
     checkpoints.CheckpointWriteError: a checkpoint could not be written; the run stops and the
       earlier checkpoints stay valid.
@@ -158,6 +159,7 @@ def _train(run_config, strategy, distributed, worker, log):
         + ("" if worker.chief else f"; writing to the temporary {worker.path}"))
   workdir_lib.check_or_save_config(run_config)
   training_data = datasets.load_training_data(run_config, log)
+  train_config.check_vocabulary_size(len(training_data.vocabulary))
   schedule = training_data.train
 
   with strategy.scope():
@@ -189,10 +191,14 @@ def _train(run_config, strategy, distributed, worker, log):
   if distributed:
     train_step = distributed_step.make_distributed_train_step(
         model, optimizer, train_config.max_grad_norm, strategy,
-        jit_compile=train_config.jit_compile)
+        jit_compile=train_config.jit_compile, num_sampled=train_config.num_sampled,
+        seed=train_config.seed, label_smoothing=train_config.label_smoothing)
   else:
     train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
-                                                jit_compile=train_config.jit_compile)
+                                                jit_compile=train_config.jit_compile,
+                                                num_sampled=train_config.num_sampled,
+                                                seed=train_config.seed,
+                                                label_smoothing=train_config.label_smoothing)
   eval_step = train_step_lib.make_eval_step(model)
   summary_dir = lambda split: workdir_lib.summary_dir(run_config.train.workdir, split)
   train_writer = summaries.ScalarWriter(summary_dir("train"))

@@ -5,6 +5,7 @@
     WORKDIR/checkpoints/       tf.train.CheckpointManager files
     WORKDIR/summaries/{train,val}/   TensorBoard event files
     WORKDIR/lock               held by the running process (seq2seq.workdir_lock)
+    WORKDIR/export/            the SavedModel of --mode=export (default --export_dir)
 """
 import dataclasses
 import json
@@ -27,6 +28,10 @@ def vocab_path(workdir):
 
 def checkpoint_dir(workdir):
   return os.path.join(workdir, "checkpoints")
+
+
+def export_dir(workdir):
+  return os.path.join(workdir, "export")
 
 
 def summary_dir(workdir, split):

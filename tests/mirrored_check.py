@@ -4,9 +4,10 @@
 
 Trains the same tiny run on one device, under MirroredStrategy over /cpu:0,/cpu:1, under
 MirroredStrategy stopped and resumed, and under MirroredStrategy with jit_compile (each
-replica's forward and backward pass XLA-compiled); prints one JSON line {run: {checkpoint
-key: max |diff| against the one-device run}} for the model, optimizer and progress
-variables, and the difference of the validation loss at the epoch end.
+replica's forward and backward pass XLA-compiled); and one device against MirroredStrategy
+with a sampled softmax (--num_sampled). Prints one JSON line {run: {checkpoint key: max
+|diff| against the one-device run}} for the model, optimizer and progress variables, and the
+difference of the validation loss at the epoch end.
 """
 import json
 import os
@@ -40,10 +41,14 @@ def main(tmp):
                                            log=helpers.quiet).val_loss}
   for stop in (3, 5):
     training.train(config("resumed", stop, **mirrored), log=helpers.quiet)
-  expected = _variables(os.path.join(tmp, "single"))
-  report = {"val_loss": {"mirrored": abs(val_losses["mirrored"] - val_losses["single"])}}
+  # Sampled softmax: every replica draws the step's candidates, so the sums still match.
+  for name, changes in (("single_sampled", {}), ("mirrored_sampled", mirrored)):
+    training.train(config(name, 5, num_sampled=6, **changes), log=helpers.quiet)
   training.train(config("mirrored_jit", 5, jit_compile=True, **mirrored), log=helpers.quiet)
-  for run in ("mirrored", "resumed", "mirrored_jit"):
+  report = {"val_loss": {"mirrored": abs(val_losses["mirrored"] - val_losses["single"])}}
+  for run, reference in (("mirrored", "single"), ("resumed", "single"),
+                         ("mirrored_jit", "single"), ("mirrored_sampled", "single_sampled")):
+    expected = _variables(os.path.join(tmp, reference))
     actual = _variables(os.path.join(tmp, run))
     assert sorted(actual) == sorted(expected), (sorted(actual), sorted(expected))
     report[run] = {key: float(abs(actual[key] - expected[key]).max()) for key in expected

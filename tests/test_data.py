@@ -52,6 +52,24 @@ class CorpusTest(tf.test.TestCase):
     with self.assertRaisesRegex(corpus.DataError, "no usable conversation pairs"):
       corpus.load_pairs(os.path.join(directory, "weird.yml"))
 
+  def test_parallel_files_pair_line_by_line(self):
+    directory = self.get_temp_dir()
+    source = _write(os.path.join(directory, "p.en"), "a dog runs .\n\nthe cat\n")
+    target = _write(os.path.join(directory, "p.de"), b"ein hund rennt .\nleer\n\xff\n", mode="wb")
+    pairs, report = corpus.load_pairs(f"{source}|{target}")
+    self.assertEqual(pairs, [("a dog runs .", "ein hund rennt .")])
+    self.assertEqual(report.skipped, {"empty line": 1, "invalid UTF-8": 1})
+    self.assertIn(f"{source}|{target}:2: empty line", report.summary())
+
+  def test_parallel_files_that_do_not_align(self):
+    directory = self.get_temp_dir()
+    source = _write(os.path.join(directory, "q.en"), "one\ntwo\nthree\n")
+    target = _write(os.path.join(directory, "q.de"), "eins\nzwei\n")
+    with self.assertRaisesRegex(corpus.DataError, f"{target}: ends at line 2 but {source} goes on"):
+      corpus.load_pairs(f"{source}|{target}")
+    with self.assertRaisesRegex(corpus.DataError, "/no/such.de: no such file"):
+      corpus.load_pairs(f"{source}|/no/such.de")
+
   def test_missing_and_empty_inputs(self):
     with self.assertRaisesRegex(corpus.DataError, "no such file"):
       corpus.load_pairs("/no/such/place.tsv")

@@ -101,6 +101,25 @@ class SequenceLossTest(tf.test.TestCase, parameterized.TestCase):
     self.assertFalse(np.any(np.isnan(loss)))
     self.assertAllEqual(np.zeros(np.shape(loss)), loss)
 
+  def test_label_smoothing_is_xent_against_the_smoothed_distribution(self):
+    logits, targets, weights = self._data(seed=4)
+    eps, vocab = 0.1, logits.shape[-1]
+    smoothed = np.full(logits.shape, eps / vocab)
+    np.put_along_axis(smoothed, targets[..., None], 1.0 - eps + eps / vocab, axis=-1)
+    per_token = -(smoothed * np_log_softmax(logits)).sum(-1)  # [B, T]
+    expected = (per_token * weights).sum() / weights.sum()
+    loss = losses.sequence_loss(tf.constant(logits), tf.constant(targets), tf.constant(weights),
+                                label_smoothing=eps)
+    self.assertAllClose(expected, loss, rtol=1e-10, atol=0)
+    plain = losses.sequence_loss(tf.constant(logits), tf.constant(targets), tf.constant(weights))
+    self.assertGreater(abs(float(loss) - float(plain)), 1e-3)
+
+  def test_label_smoothing_config_is_checked(self):
+    with self.assertRaisesRegex(config.ConfigError, r"label_smoothing: must be in \[0, 1\)"):
+      config.TrainConfig(label_smoothing=1.0)
+    with self.assertRaisesRegex(config.ConfigError, "label_smoothing: .*--num_sampled"):
+      config.TrainConfig(label_smoothing=0.1, num_sampled=10)
+
   def test_uniform_weights_are_mean_xent(self):
     logits, targets, _ = self._data(seed=3)
     weights = np.ones(targets.shape)

@@ -1,0 +1,186 @@
+"""--mode=export: the SavedModel, reloaded in a fresh process, answers as the checkpoint does."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import parameterized
+import tensorflow as tf
+
+from seq2seq import chat
+from seq2seq import checkpoints
+from seq2seq import config as config_lib
+from seq2seq import export
+from seq2seq import optimizers
+from seq2seq import training
+from seq2seq import vocab as vocab_lib
+from seq2seq import workdir as workdir_lib
+from tests import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORDS = "hello world how are you don't ask a b c d e f g h".split()
+# Punctuation, upper case, an unknown word ("zebra"), an input over max_length (6) words,
+# an empty one and odd whitespace.
+TEXTS = ["Hello, World!", "HOW are you?? (don't ask)", "hello zebra-crossing world",
+         "a b c d e f g h a b c", "", "  Tabs\tand\u00a0spaces\n"]
+TRICKY = TEXTS + ["don't.STOP", "a--b..c", "[x]^y\\z-", "ΟΔΟΣ Σ", "İstanbul", "Straße ẞ",
+                  "a\u2003b\u3000c\x1cd\x85e\u2028f", "ǅ ǈ ﬁ", "émoji 😀 ok", "«quoted» ¿qué?"]
+
+# Run in a fresh interpreter, outside the repository: prints what both signatures return.
+_LOAD = """
+import json, sys
+import tensorflow as tf
+texts = json.loads(sys.argv[1])
+out = {}
+for path in sys.argv[2:]:
+  loaded = tf.saved_model.load(path)
+  served = loaded.signatures["serving_default"](text=tf.constant(texts))
+  encoded = loaded.signatures["encode"](text=tf.constant(texts))
+  out[path] = {"replies": [[r.decode() for r in row] for row in served["replies"].numpy()],
+               "scores": served["scores"].numpy().tolist(),
+               "ids": encoded["ids"].numpy().tolist(),
+               "lengths": encoded["lengths"].numpy().tolist()}
+out["imported_seq2seq"] = "seq2seq" in sys.modules
+print(json.dumps(out))
+"""
+
+
+class NormalizeTest(tf.test.TestCase, parameterized.TestCase):
+  """The TensorFlow normalisation splits exactly as vocab.Tokenizer."""
+
+  @parameterized.parameters(
+      (True, vocab_lib.DEFAULT_FILTERS, False), (True, vocab_lib.DEFAULT_FILTERS, True),
+      (False, vocab_lib.DEFAULT_FILTERS, False), (True, "", False), (False, "", True),
+      (True, "]^-\\[é«»¿'", False))
+  def test_matches_tokenizer(self, lowercase, filters, traced):
+    tokenizer = vocab_lib.Tokenizer(lowercase=lowercase, filters=filters)
+    normalize = lambda text: export.normalize(text, lowercase, filters)
+    if traced:
+      normalize = tf.function(normalize)
+    got = normalize(tf.constant(TRICKY)).to_list()
+    self.assertEqual([[w.decode("utf-8") for w in words] for words in got],
+                     [tokenizer(text) for text in TRICKY])
+
+  def test_invalid_utf8_is_replaced_not_fatal(self):
+    got = export.normalize(tf.constant([b"caf\xe9 OK", b"\xff\xfe"])).to_list()
+    self.assertEqual(got, [["caf\ufffd".encode(), b"ok"], ["\ufffd\ufffd".encode()]])
+
+
+def _write_trained_workdir(workdir):
+  """A workdir as training leaves it: config.json, vocab.txt and a checkpoint (random weights)."""
+  run_config = helpers.tiny_config(workdir, "pairs.tsv", attention="luong")
+  workdir_lib.check_or_save_config(run_config)
+  vocabulary = vocab_lib.Vocabulary(list(vocab_lib.SPECIAL_TOKENS) + WORDS)
+  vocabulary.save(workdir_lib.vocab_path(workdir))
+  model = training.build_model(run_config, vocabulary, helpers.quiet)
+  # Sharper distributions than the initial near-uniform ones: no near-tie between replies.
+  model.projection_kernel.assign(model.projection_kernel * 30.0)
+  optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)
+  checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
+                           checkpoints.Progress()).save()
+  return run_config
+
+
+class ExportTest(tf.test.TestCase):
+  """Greedy through the library, beam search through train.py; both reloaded in one process."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp()
+    cls.workdir = os.path.join(cls.tmp, "run")
+    cls.run_config = _write_trained_workdir(cls.workdir)
+    command = [sys.executable, os.path.join(ROOT, "train.py"), "--mode=export",
+               f"--workdir={cls.workdir}", "--beam_width=3", "--n_best=2", "--length_penalty=0.6"]
+    cli = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)  # runs beside the library export
+    try:
+      cls.greedy_dir = os.path.join(cls.tmp, "exports", "greedy")
+      tf.saved_model.save(tf.Module(), cls.greedy_dir)  # an earlier export, to be replaced
+      export.export_trained(config_lib.replace(cls.run_config, export_dir=cls.greedy_dir),
+                            helpers.quiet)
+      stdout, stderr = cli.communicate(timeout=300)
+    finally:
+      cli.kill()
+    cls.cli = subprocess.CompletedProcess(command, cli.returncode, stdout, stderr)
+    cls.beam_dir = workdir_lib.export_dir(cls.workdir)
+    cls.loaded = {}
+    if cls.cli.returncode == 0:
+      load = subprocess.run(
+          [sys.executable, "-c", _LOAD, json.dumps(TEXTS), cls.greedy_dir, cls.beam_dir],
+          cwd=cls.tmp, capture_output=True, text=True, timeout=300,
+          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+      assert load.returncode == 0, load.stderr
+      cls.loaded = json.loads(load.stdout.strip().splitlines()[-1])
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def _assert_matches_checkpoint(self, export_dir, **decode_options):
+    self.assertEqual(self.cli.returncode, 0, self.cli.stderr)
+    decoder = chat.make_decoder(config_lib.replace(self.run_config, **decode_options),
+                                helpers.quiet)
+    want = decoder.n_best_batch(TEXTS)
+    got = self.loaded[export_dir]
+    self.assertEqual(got["replies"], [[reply for reply, _ in row] for row in want])
+    self.assertAllClose(got["scores"], [[score for _, score in row] for row in want],
+                        rtol=1e-5, atol=1e-5)
+    return got
+
+  def test_greedy_export_replies_as_the_checkpoint(self):
+    got = self._assert_matches_checkpoint(self.greedy_dir)
+    self.assertEqual([len(row) for row in got["replies"]], [1] * len(TEXTS))
+    self.assertFalse(self.loaded["imported_seq2seq"])
+
+  def test_beam_export_replies_as_the_checkpoint(self):
+    got = self._assert_matches_checkpoint(self.beam_dir, beam_width=3, n_best=2,
+                                          length_penalty=0.6)
+    self.assertEqual([len(row) for row in got["replies"]], [2] * len(TEXTS))
+    self.assertIn(f"exported to {self.beam_dir}", self.cli.stdout)
+
+  def test_encode_signature_gives_the_vocabulary_ids(self):
+    self.assertEqual(self.cli.returncode, 0, self.cli.stderr)
+    vocabulary = vocab_lib.Vocabulary.load(workdir_lib.vocab_path(self.workdir))
+    tokenizer = vocab_lib.Tokenizer()
+    max_length = self.run_config.data.max_length
+    want = [vocabulary.encode(tokenizer(text))[:max_length] for text in TEXTS]
+    got = self.loaded[self.beam_dir]
+    self.assertEqual(got["lengths"], [len(ids) for ids in want])
+    self.assertEqual(got["ids"], [ids + [vocab_lib.PAD_ID] * (max_length - len(ids))
+                                  for ids in want])
+    self.assertIn(vocab_lib.UNK_ID, got["ids"][2])  # zebra
+    self.assertEqual(got["lengths"][3], max_length)  # 11 words, cut
+
+  def test_export_replaces_the_old_one_and_leaves_no_staging_folder(self):
+    self.assertTrue(tf.saved_model.contains_saved_model(self.greedy_dir))
+    self.assertIn(self.greedy_dir, self.loaded)  # it has the signatures, so it is the new one
+    self.assertEqual(os.listdir(os.path.dirname(self.greedy_dir)), ["greedy"])
+    self.assertEqual(sorted(n for n in os.listdir(self.workdir) if "export" in n), ["export"])
+
+  def test_folder_that_is_not_a_saved_model_is_refused(self):
+    taken = os.path.join(self.get_temp_dir(), "taken")
+    os.makedirs(taken)
+    with open(os.path.join(taken, "notes.txt"), "w", encoding="utf-8") as f:
+      f.write("mine\n")
+    with self.assertRaisesRegex(export.ExportError, r"--export_dir=.*taken exists and is not a "):
+      export.export_trained(config_lib.replace(self.run_config, export_dir=taken), helpers.quiet)
+    self.assertEqual(os.listdir(taken), ["notes.txt"])
+
+  def test_sentencepiece_data_is_refused_naming_the_flag(self):
+    prepared = os.path.join(self.get_temp_dir(), "prepared")
+    os.makedirs(prepared)
+    for name in ("report.json", "sentencepiece.model"):
+      with open(os.path.join(prepared, name), "w", encoding="utf-8") as f:
+        f.write("{}")
+    run_config = config_lib.replace(self.run_config, data=prepared)
+    with self.assertRaisesRegex(export.ExportError, r"--tokenizer=sentencepiece; --mode=export "
+                                                    r"supports --tokenizer=word only"):
+      export.export_trained(run_config, helpers.quiet)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -1,4 +1,6 @@
-"""Weighted sequence cross entropy."""
+"""Weighted sequence cross entropy, and perplexity."""
+import math
+
 import tensorflow as tf
 
 
@@ -35,3 +37,9 @@ def sequence_loss(logits, targets, weights, average_across_timesteps=True,
   if average_across_batch:
     return tf.math.divide_no_nan(tf.reduce_sum(crossent, axis=0), tf.reduce_sum(weights, axis=0))
   return crossent
+
+
+def perplexity(loss):
+  """exp(loss) of a mean loss per token in nats, capped at exp(50) so that a diverged loss
+  does not overflow."""
+  return math.exp(min(loss, 50.0))

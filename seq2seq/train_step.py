@@ -112,15 +112,96 @@ def sampling_seed(seed, optimizer):
   return tf.stack([tf.constant(seed, tf.int64), optimizer.iterations])
 
 
+def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False):
+  """The machinery every train step shares: forward, backward, clip by global norm, update.
+
+  The embedding lookups and the embedding updates run outside the optional XLA region, on each
+  table's own device (the CPU by default); everything else (the forward pass from the
+  looked-up vectors, loss, backward pass, global norm, clipping, and the dense optimizer
+  update) is one function, XLA-compiled when `jit_compile`. The embedding gradient is the
+  gradient of the looked-up vectors, scattered to their ids: only those rows are updated
+  ("lazy" Adam / RMSProp). The same code runs with and without XLA, in fp32 or bf16 (the
+  model decides its compute dtype; the loss is float32).
+
+  A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the dense and
+  embedding updates and the optimizer's step counter are all behind one `tf.cond` on `finite`,
+  inside the step, so a bad batch never reaches the variables, the Adam / RMSProp slots, or a
+  checkpoint.
+
+  Args:
+    loss_fn: (inputs, embedded) -> (loss, extra): the training forward pass from `embedded`,
+      one [..., E] tensor per lookup; `extra` is any nest of tensors to hand back (the LM's
+      final state; `()` for none).
+    lookups: [(embeddings.Embedding, ids_fn)], ids_fn(inputs) -> int ids to look up. Tables
+      that are not trainable (frozen) are looked up but not updated; a table named twice
+      (shared) gets the rows of both lookups.
+    variables: the model's trainable variables, tables included.
+    optimizer: a `seq2seq.optimizers.Optimizer`; built here for `variables` if it is not yet.
+    max_grad_norm: clip to this global norm; 0 for no clipping (the norm is still returned).
+    jit_compile: compile the dense part with XLA.
+
+  Returns:
+    step(inputs) -> (loss, grad_norm, finite, extra): the loss before the update, the global
+    norm of all gradients (embedding rows included) before clipping, and whether the update
+    was applied (both finite). Not wrapped in a `tf.function`: callers trace it with their
+    own input signature.
+  """
+  tables = []
+  for embedding, _ in lookups:
+    if embedding.table.trainable and all(embedding.table is not t for t in tables):
+      tables.append(embedding.table)
+  table_refs = {t.ref() for t in tables}
+  dense_variables = [v for v in variables if v.ref() not in table_refs]
+  optimizer.build(variables)  # slots for all of them, before the two partial updates
+
+  def dense_part(inputs, embedded):
+    with tf.GradientTape() as tape:
+      tape.watch(embedded)
+      loss, extra = loss_fn(inputs, embedded)
+    gradients = tape.gradient(loss, dense_variables + list(embedded))
+    count = len(dense_variables)
+    dense_gradients = [dense_gradient(g) for g in gradients[:count]]
+    embedded_gradients = gradients[count:]
+    # Embedding rows, flattened to [N, E], grouped by table (a shared table gets both).
+    rows = {t.ref(): ([], []) for t in tables}
+    for (embedding, ids_fn), grad in zip(lookups, embedded_gradients):
+      table = embedding.table
+      if table.ref() in rows:
+        values, indices = rows[table.ref()]
+        values.append(tf.reshape(grad, [-1, table.shape[-1]]))
+        indices.append(tf.reshape(ids_fn(inputs), [-1]))
+    rows = [(tf.concat(v, 0), tf.concat(i, 0)) for v, i in (rows[t.ref()] for t in tables)]
+    grad_norm = clipping.global_norm_with_rows(
+        dense_gradients,
+        [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])
+    finite = is_finite_step(loss, grad_norm)
+    scale = clipping.clip_scale(grad_norm, max_grad_norm)
+    run_if(finite, lambda: optimizer.update([g * scale for g in dense_gradients],
+                                            dense_variables))
+    return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows], extra
+
+  if jit_compile:
+    dense_part = tf.function(dense_part, jit_compile=True)
+
+  def step(inputs):
+    embedded = [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
+    loss, grad_norm, finite, rows, extra = dense_part(inputs, embedded)
+
+    def apply_rows():
+      for table, (values, indices) in zip(tables, rows):
+        with tf.device(table.device):
+          optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
+      optimizer.finish_step()
+
+    run_if(finite, apply_rows)
+    return loss, grad_norm, finite, extra
+
+  return step
+
+
 def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0,
                     label_smoothing=0.0):
-  """A compiled step: forward, backward, clip by global norm, update.
-
-  The embedding lookup and the embedding update run outside the optional XLA region, on the
-  table's own device (the CPU by default); everything else (the unrolled encoder and decoder,
-  projection, loss, backward pass, global norm, clipping, and the dense optimizer update) is
-  one function, XLA-compiled when `jit_compile`. The embedding gradient is an IndexedSlices of
-  the looked-up rows, so only those rows are updated. The same code runs with and without XLA.
+  """The seq2seq train step: `make_update_step` over a teacher-forced `Seq2Seq` batch.
 
   Args:
     model: a built `Seq2Seq`.
@@ -133,65 +214,22 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
     label_smoothing: eps of the training loss (`losses.sequence_loss`); the returned loss
       includes it. Evaluation is the plain cross entropy.
 
-  A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the
-  dense and embedding updates and the optimizer's step counter are all behind one
-  `tf.cond` on `finite`, inside the compiled step, so a bad batch never reaches the
-  variables, the Adam / RMSProp slots, or a checkpoint.
-
   Returns:
-    step(batch) -> (loss, grad_norm, finite): the batch loss before the update, the global
-    norm of all gradients (embedding rows included) before clipping, and whether the update
-    was applied (both finite).
+    step(batch) -> (loss, grad_norm, finite), as `make_update_step`, one trace per padded
+    length.
   """
-  tables = model.embedding_tables()
-  table_refs = {t.ref() for t in tables}
-  dense_variables = [v for v in model.trainable_variables if v.ref() not in table_refs]
-  lookups = [(model.source_embedding.table, "source"),
-             (model.target_embedding.table, "decoder_input")]
+  def loss_fn(batch, embedded):
+    source_embedded, target_embedded = embedded
+    loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled,
+                         sampling_seed(seed, optimizer) if num_sampled else None,
+                         label_smoothing=label_smoothing)
+    return loss, ()
 
-  def dense_part(batch, source_embedded, target_embedded):
-    with tf.GradientTape() as tape:
-      tape.watch([source_embedded, target_embedded])
-      loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled,
-                           sampling_seed(seed, optimizer) if num_sampled else None,
-                           label_smoothing=label_smoothing)
-    gradients = tape.gradient(loss, dense_variables + [source_embedded, target_embedded])
-    dense_gradients = [dense_gradient(g) for g in gradients[:-2]]
-    embedded_gradients = gradients[-2:]
-    # Embedding rows, flattened to [N, E], grouped by table (a shared table gets both).
-    rows = {t.ref(): ([], []) for t in tables}
-    for (table, ids_field), grad in zip(lookups, embedded_gradients):
-      if table.ref() in rows:
-        values, indices = rows[table.ref()]
-        values.append(tf.reshape(grad, [-1, table.shape[-1]]))
-        indices.append(tf.reshape(getattr(batch, ids_field), [-1]))
-    rows = [(tf.concat(v, 0), tf.concat(i, 0)) for v, i in (rows[t.ref()] for t in tables)]
-    grad_norm = clipping.global_norm_with_rows(
-        dense_gradients,
-        [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])
-    finite = is_finite_step(loss, grad_norm)
-    scale = clipping.clip_scale(grad_norm, max_grad_norm)
-    run_if(finite, lambda: optimizer.update([g * scale for g in dense_gradients],
-                                            dense_variables))
-    return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows]
-
-  if jit_compile:
-    dense_part = tf.function(dense_part, jit_compile=True)
-
-  def step(batch):
-    source_embedded, target_embedded = model.embed(batch.source, batch.decoder_input)
-    loss, grad_norm, finite, rows = dense_part(batch, source_embedded, target_embedded)
-
-    def apply_rows():
-      for table, (values, indices) in zip(tables, rows):
-        with tf.device(table.device):
-          optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
-      optimizer.finish_step()
-
-    run_if(finite, apply_rows)
-    return loss, grad_norm, finite
-
-  return BucketedFunction(step)
+  lookups = [(model.source_embedding, lambda batch: batch.source),
+             (model.target_embedding, lambda batch: batch.decoder_input)]
+  update = make_update_step(loss_fn, lookups, model.trainable_variables, optimizer,
+                            max_grad_norm, jit_compile)
+  return BucketedFunction(lambda batch: update(batch)[:3])
 
 
 def make_eval_step(model):

@@ -1,4 +1,4 @@
-"""Train, evaluate or chat with a seq2seq chatbot.
+"""Train, evaluate or chat with a seq2seq chatbot (or a language model, --model=lm).
 
     python train.py                                   # train on the embedded corpus
     python train.py --mode=chat                       # talk to the latest checkpoint
@@ -7,6 +7,8 @@
         --output_dir=reddit15                         # splits, vocabulary, report.json
     python train.py --data=reddit15                   # train on a prepared folder (tf.data)
     python train.py --mode=export --beam_width=5      # a SavedModel in WORKDIR/export
+    python train.py --model=lm --data=text.txt --val_data=valid.txt   # a language model
+    python train.py --mode=eval --val_data=test.txt   # its perplexity (--mode=chat continues text)
 
 Flags are converted once into a validated `seq2seq.config.RunConfig`; a bad value stops the
 program, naming the flag, before any data is read. Exit status: 0 done; 1 bad flags or data, a
@@ -42,10 +44,12 @@ _HELP = {
     "unroll_steps": "with --unroll=dynamic: time steps unrolled inside each loop iteration",
     "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob, "
             "or 'SOURCE|TARGET', two line-aligned text files (e.g. train.en|train.de)",
-    "val_data": "validation pairs, same formats; reported at each epoch end and in eval mode",
+    "val_data": "validation pairs, same formats (--model=lm: text); reported at each epoch end "
+                "and in eval mode",
     "max_vocab": "vocabulary size, including <PAD> <GO> <EOS> <UNK>",
     "min_length": "drop pairs with a side shorter than this (tokens)",
-    "max_length": "drop pairs with a side longer than this (tokens)",
+    "max_length": "drop pairs with a side longer than this (tokens); --model=lm: the longest "
+                  "continuation chat generates",
     "num_buckets": "padded lengths evenly spaced up to max_length (one compiled step each)",
     "lowercase": "lowercase text before tokenising",
     "filters": "characters replaced by spaces before splitting into words (punctuation)",
@@ -74,7 +78,8 @@ _HELP = {
     "progress_seconds": "prepare: seconds between progress lines (0 = none)",
     "parse_workers": "prepare, reddit: parse processes (-1 = one per core, at most 4; 0 = none)",
     "model": "seq2seq, or lm: a language model over the lines of --data (text files), its "
-             "state carried across batches within an epoch",
+             "state carried across batches within an epoch; --mode=eval gives its perplexity "
+             "on --val_data, --mode=chat continues the typed text",
     "num_steps": "--model=lm: tokens per window, the truncated backpropagation length",
     "residual": "residual connections around each stacked layer above the first (not in a bi "
                 "encoder's upper layers, which read 2H features)",
@@ -95,7 +100,7 @@ _HELP = {
     "export_dir": "--mode=export: the SavedModel folder (default: WORKDIR/export); an earlier "
                   "export there is replaced",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
-    "batch_size": "pairs per batch",
+    "batch_size": "pairs per batch (--model=lm: rows of text read in parallel)",
     "optimizer": "adam, rmsprop or sgd",
     "learning_rate": "initial learning rate",
     "decay_steps": "steps per learning-rate decay by decay_rate",
@@ -170,8 +175,11 @@ def _config_from_flags(argv):
       run_config.prepare.check_ready()
     if FLAGS.mode == "decode":
       run_config.decode.check_ready()
-    if run_config.model.model == "lm" and FLAGS.mode != "train":
-      raise config_lib.ConfigError("model", "lm supports --mode=train only so far")
+    if run_config.model.model == "lm" and FLAGS.mode not in ("train", "eval", "chat"):
+      raise config_lib.ConfigError("model", f"lm supports --mode=train, eval and chat; not "
+                                   f"--mode={FLAGS.mode} so far")
+    if run_config.model.model == "lm" and FLAGS.mode == "chat":
+      run_config.decode.check_lm()
   except config_lib.ConfigError as e:
     raise app.UsageError(f"--{e}") from None
   if FLAGS.mode == "prepare":
@@ -220,6 +228,7 @@ def main(argv):
   from seq2seq import corpus  # pylint: disable=import-outside-toplevel
   from seq2seq import distribution  # pylint: disable=import-outside-toplevel
   from seq2seq import export  # pylint: disable=import-outside-toplevel
+  from seq2seq import lm_run  # pylint: disable=import-outside-toplevel
   from seq2seq import training  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir_lock  # pylint: disable=import-outside-toplevel
@@ -230,13 +239,17 @@ def main(argv):
       from seq2seq import prepare  # pylint: disable=import-outside-toplevel
       prepare.prepare(run_config.prepare, run_config.data, log)
       return 0
-    if FLAGS.mode == "train" and run_config.model.model == "lm":
-      from seq2seq import lm_run  # pylint: disable=import-outside-toplevel
-      lm_run.train(run_config, log)
-      return 0
     if FLAGS.mode == "train":
       result = training.train(run_config, log)
       return result.exit_code
+    if FLAGS.mode == "chat" and _saved_or(run_config).model.model == "lm":
+      try:
+        generator = lm_run.make_generator(_saved_or(run_config), log)
+      except config_lib.ConfigError as e:
+        print(f"error: --{e}", file=sys.stderr)
+        return 1
+      chat.chat_loop(generator)
+      return 0
     if FLAGS.mode == "chat":
       chat.chat_loop(chat.make_decoder(_saved_or(run_config), log))
       return 0
@@ -252,14 +265,17 @@ def main(argv):
     if FLAGS.mode == "export":
       export.export_trained(_saved_or(run_config), log)
       return 0
+    if _saved_or(run_config).model.model == "lm":
+      lm_run.evaluate(_saved_or(run_config), log)
+      return 0
     return _evaluate(_saved_or(run_config), log)
   except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
     print(f"error: --{e}", file=sys.stderr)
     return 1
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
-          training.TrainingDiverged, chat.NoCheckpoint, distribution.StrategyError,
-          bleu.BleuError, export.ExportError) as e:
+          training.TrainingDiverged, chat.NoCheckpoint, lm_run.NoCheckpoint,
+          distribution.StrategyError, bleu.BleuError, export.ExportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except distribution.PeerLost as e:  # retryable: restart every worker

@@ -2,6 +2,8 @@
 
     python -m benchmarks.train_step --workloads=cpu_small --steps=10
     python -m benchmarks.train_step --workloads=seed_b20,seed_b256 --variants=engine,keras
+    python -m benchmarks.train_step --workloads=ptb_large --steps=3 \
+        --override=batch=4,hidden=32,embed=32,vocab=200      # LM smoke test on a CPU
 
 Each (workload, variant) prints one JSON line; a table follows. Warm-up (tracing and
 compilation) is timed apart from the measured steps, and every timed step ends by reading its
@@ -10,7 +12,13 @@ loss back to the host, so the clock covers the device work.
 FLOPs per step (forward + backward = 3x forward, 2 FLOPs per multiply-add):
     6 * B * T * (sum over layers of 4H(I + H)  +  H * V)
 with the recurrent part counted twice for seq2seq (encoder and decoder of T steps each).
+
+The seq2seq workloads time `train_step.make_train_step` on a fixed padded batch; the LM
+workloads (`ptb_large*`, the PTB "large" model of Zaremba et al.) time
+`language_model.make_lm_train_step` on a fixed window, the final state carried into the next
+step as in training. Both are `train_step.make_update_step`, so the variants mean the same.
 """
+import collections
 import json
 import resource
 import statistics
@@ -25,10 +33,10 @@ from ops import clipping
 from ops import losses
 from seq2seq import config as config_lib
 from seq2seq import data
+from seq2seq import language_model
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib
-from seq2seq import training
 
 WORKLOADS = {
     # name: (kind, B, T, E, H, V, layers)
@@ -58,7 +66,31 @@ flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
 flags.DEFINE_string("output", "", "also append the JSON lines to this file")
+SIZES = ("batch", "steps", "embed", "hidden", "vocab", "layers")  # WORKLOADS' B, T, E, H, V, layers
+flags.DEFINE_list("override", [], f"SIZE=N pairs (SIZE among {', '.join(SIZES)}) that replace "
+                  "every chosen workload's sizes, e.g. batch=4,hidden=32 for a CPU smoke test "
+                  "of a GPU workload")
 FLAGS = flags.FLAGS
+LMWindow = collections.namedtuple("LMWindow", ["inputs", "targets"])
+
+
+def parse_override(pairs):
+  """['batch=4', 'hidden=32'] -> {'batch': 4, 'hidden': 32}; UsageError on a bad pair."""
+  sizes = {}
+  for pair in pairs:
+    name, _, value = pair.partition("=")
+    if name not in SIZES or not value.isdigit() or int(value) <= 0:
+      raise app.UsageError(f"--override: {pair!r} is not SIZE=N with SIZE among "
+                           f"{', '.join(SIZES)} and N > 0")
+    sizes[name] = int(value)
+  return sizes
+
+
+def workload_sizes(workload):
+  """(kind, B, T, E, H, V, layers) of `workload`, with --override applied."""
+  kind, *sizes = WORKLOADS[workload]
+  override = parse_override(FLAGS.override)
+  return (kind, *(override.get(name, value) for name, value in zip(SIZES, sizes)))
 
 
 def model_flops(kind, batch, steps, embed, hidden, vocab, layers):
@@ -80,6 +112,21 @@ def synthetic_batch(batch, steps, vocab, seed=0):
   return data.pad_batch([(s, t[:steps - 1]) for s, t in examples], steps)
 
 
+def synthetic_window(batch, steps, vocab, seed=0):
+  """A fixed LM window: inputs [B, T] uniform over the real words, targets shifted by one."""
+  ids = np.random.default_rng(seed).integers(4, vocab, (batch, steps + 1)).astype(np.int32)
+  return LMWindow(ids[:, :-1], ids[:, 1:])
+
+
+def synthetic_input(kind, batch, steps, vocab):
+  """(the step's input as tensors, its number of real target tokens)."""
+  if kind == "lm":
+    window = LMWindow(*(tf.constant(x) for x in synthetic_window(batch, steps, vocab)))
+    return window, float(batch * steps)
+  b = data.Batch(*(tf.constant(x) for x in synthetic_batch(batch, steps, vocab)))
+  return b, float(tf.reduce_sum(b.target_weight))
+
+
 def matmul_ceiling(dtype, size=8192 if tf.config.list_physical_devices("GPU") else 1024):
   """TFLOP/s of a size^3 matmul in `dtype`: the ceiling the step's efficiency is judged by."""
   a = tf.random.normal([size, size], dtype=tf.float32)
@@ -95,10 +142,8 @@ def matmul_ceiling(dtype, size=8192 if tf.config.list_physical_devices("GPU") el
 
 
 def engine_step(workload, variant):
-  """The engine's own train step (the code train.py runs), for `workload`."""
-  kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
-  if kind != "seq2seq":
-    return None
+  """The engine's own train step (the code train.py runs) for `workload`: input -> (loss, ...)."""
+  kind, batch, steps, embed, hidden, vocab, layers = workload_sizes(workload)
   jit_compile, precision, embedding_device, unroll = ENGINE_VARIANTS[variant]
   if embedding_device == "gpu" and not tf.config.list_physical_devices("GPU"):
     return None
@@ -108,60 +153,98 @@ def engine_step(workload, variant):
                                         embedding_device=embedding_device,
                                         unroll=unroll.rstrip("0123456789"),
                                         unroll_steps=unroll_steps)
-  model = model_lib.Seq2Seq(model_config, vocab, seed=0,
-                            compute_dtype=training.COMPUTE_DTYPES[precision])
+  compute_dtype = model_lib.COMPUTE_DTYPES[precision]
+  if kind == "lm":
+    model = language_model.LanguageModel(model_config, vocab, seed=0, compute_dtype=compute_dtype)
+  else:
+    model = model_lib.Seq2Seq(model_config, vocab, seed=0, compute_dtype=compute_dtype)
   model.build()
   optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3),
                                        model.trainable_variables)
-  return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
-                                        jit_compile=jit_compile)
+  if kind == "seq2seq":
+    return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
+                                          jit_compile=jit_compile)
+  # As in training: the final state of each step is the initial state of the next.
+  step = language_model.make_carried_step(
+      language_model.make_lm_train_step(model, optimizer, max_grad_norm=5.0,
+                                        jit_compile=jit_compile),
+      language_model.CarriedState(model, batch))
+  return lambda window: step(window.inputs, window.targets)
 
 
 def keras_step(workload, variant):
-  """The peer: keras.layers.LSTM (cuDNN on GPU), same embedding, projection, loss, Adam, clip."""
+  """The peer: keras.layers.LSTM (cuDNN on GPU), same embedding, projection, loss, Adam, clip.
+
+  seq2seq: an encoder and a decoder stack, the decoder starting from the encoder's states.
+  lm: one stack whose final states are carried into the next step (truncated BPTT), as the
+  engine's LM step.
+  """
   import keras  # pylint: disable=import-outside-toplevel
-  kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
-  if kind != "seq2seq":
-    return None
+  del variant
+  kind, batch, steps, embed, hidden, vocab, layers = workload_sizes(workload)
+  lstm = lambda: keras.layers.LSTM(hidden, return_sequences=True, return_state=True)
   embedding = keras.layers.Embedding(vocab, embed)
-  encoder = [keras.layers.LSTM(hidden, return_sequences=True, return_state=True)
-             for _ in range(layers)]
-  decoder = [keras.layers.LSTM(hidden, return_sequences=True, return_state=True)
-             for _ in range(layers)]
   projection = keras.layers.Dense(vocab)
   optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3))
 
-  def forward(b):
-    x = embedding(b.source)
-    mask = tf.sequence_mask(b.source_length, tf.shape(b.source)[1])
-    states = []
-    for layer in encoder:
-      x, h, c = layer(x, mask=mask)
-      states.append([h, c])
-    y = embedding(b.decoder_input)
-    for layer, state in zip(decoder, states):
-      y, _, _ = layer(y, initial_state=state)
-    return projection(y)
+  if kind == "lm":
+    stack = [lstm() for _ in range(layers)]
+    layers_all = [embedding, *stack, projection]
 
-  forward(synthetic_batch(2, steps, vocab))  # build
-  variables = None
+    def forward(w, states):
+      x = embedding(w.inputs)
+      final_states = []
+      for layer, (h, c) in zip(stack, states):
+        x, h, c = layer(x, initial_state=[h, c])
+        final_states.append((h, c))
+      return projection(x), w.targets, tf.ones(tf.shape(w.targets)), final_states
+
+    zeros = tf.zeros([batch, hidden])
+    carried = [[(zeros, zeros)] * layers]
+    sample = LMWindow(*synthetic_window(2, steps, vocab))
+    build_args = (sample, [(zeros[:2], zeros[:2])] * layers)
+  else:
+    encoder = [lstm() for _ in range(layers)]
+    decoder = [lstm() for _ in range(layers)]
+    layers_all = [embedding, *encoder, *decoder, projection]
+
+    def forward(b):
+      x = embedding(b.source)
+      mask = tf.sequence_mask(b.source_length, tf.shape(b.source)[1])
+      states = []
+      for layer in encoder:
+        x, h, c = layer(x, mask=mask)
+        states.append([h, c])
+      y = embedding(b.decoder_input)
+      for layer, state in zip(decoder, states):
+        y, _, _ = layer(y, initial_state=state)
+      return projection(y), b.target, b.target_weight, ()
+
+    carried = None
+    build_args = (synthetic_batch(2, steps, vocab),)
+
+  forward(*build_args)  # build
+  variables = [v for layer in layers_all for v in layer.trainable_variables]
+  optimizer.build([v.value for v in variables])
 
   @tf.function(jit_compile=False)
-  def step(b):
-    nonlocal variables
+  def step(b, *states):
     with tf.GradientTape() as tape:
-      logits = forward(b)
-      loss = losses.sequence_loss(logits, b.target, b.target_weight)
+      logits, targets, weights, final_states = forward(b, *states)
+      loss = losses.sequence_loss(logits, targets, weights)
     params = [v.value for v in variables]
     grads = tape.gradient(loss, params)
     grads, norm = clipping.clip_gradients(grads, 5.0)
     optimizer.apply(grads, params)
-    return loss, norm
+    return loss, norm, final_states
 
-  layers_all = [embedding, *encoder, *decoder, projection]
-  variables = [v for layer in layers_all for v in layer.trainable_variables]
-  optimizer.build([v.value for v in variables])
-  return step
+  if carried is None:
+    return lambda b: step(b)[:2]
+
+  def carrying_step(w):
+    loss, norm, carried[0] = step(w, carried[0])
+    return loss, norm
+  return carrying_step
 
 
 def peak_memory_mb():
@@ -171,15 +254,13 @@ def peak_memory_mb():
 
 
 def measure(workload, variant, ceiling):
-  kind, batch, steps, embed, hidden, vocab, layers = WORKLOADS[workload]
+  kind, batch, steps, embed, hidden, vocab, layers = workload_sizes(workload)
   step = (keras_step if variant == "keras" else engine_step)(workload, variant)
   if step is None:
-    reason = f"{kind} mode not built yet" if kind != "seq2seq" else "needs a GPU"
-    return {"workload": workload, "variant": variant, "skipped": reason}
+    return {"workload": workload, "variant": variant, "skipped": "needs a GPU"}
   precision = "fp32" if variant == "keras" else ENGINE_VARIANTS[variant][1]
   ceiling = ceiling[precision]
-  b = synthetic_batch(batch, steps, vocab)
-  b = data.Batch(*(tf.constant(x) for x in b))
+  b, target_tokens = synthetic_input(kind, batch, steps, vocab)
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
   start = time.perf_counter()
@@ -193,13 +274,13 @@ def measure(workload, variant, ceiling):
     float(step(b)[0])
     times.append(time.perf_counter() - start)
   median = statistics.median(times)
-  target_tokens = float(tf.reduce_sum(b.target_weight))
   tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers) / median / 1e12
   return {
       "workload": workload, "variant": variant, "step_ms": 1e3 * median,
       "target_tokens_per_sec": target_tokens / median, "model_tflops": tflops,
       "ceiling_tflops": ceiling, "percent_of_ceiling": 100 * tflops / ceiling,
       "first_step_s": first_step, "peak_memory_mb": peak_memory_mb(), "batch": batch,
+      "sizes": dict(zip(SIZES, (batch, steps, embed, hidden, vocab, layers))),
       "keep_prob": FLAGS.keep_prob,
       "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
       "tf_version": tf.__version__,
@@ -214,6 +295,7 @@ def main(argv):
   for name in FLAGS.variants:
     if name not in VARIANTS:
       raise app.UsageError(f"--variants: unknown variant {name!r}")
+  parse_override(FLAGS.override)
   ceiling = {"fp32": matmul_ceiling(tf.float32), "bf16": matmul_ceiling(tf.bfloat16)}
   print(json.dumps({"matmul_ceiling_tflops": ceiling}), flush=True)
   rows = []

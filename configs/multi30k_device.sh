@@ -16,8 +16,7 @@ OUTDIR=${OUT:-/tmp/multi30k_out}
 mkdir -p "$OUTDIR"
 declare -A RUNS=(
   [luong_2x512]=""
-  [luong_2x768]="--hidden_size=768 --embedding_size=384"
-  [luong_2x512_keep08]="--keep_prob=0.8"
+  [bahdanau_1x512]="--attention=bahdanau --num_layers=1 --keep_prob=0.6"
 )
 DATA_FLAGS=(
   "--data=$M30K/train.lc.norm.tok.en|$M30K/train.lc.norm.tok.de"

@@ -1,4 +1,5 @@
-"""Weighted sequence cross entropy: the full softmax, and a sampled softmax for training."""
+"""Weighted sequence cross entropy (the full softmax, and a sampled softmax for training), and
+perplexity."""
 import math
 
 import tensorflow as tf
@@ -157,3 +158,9 @@ def sampled_sequence_loss(outputs, targets, weights, kernel, bias, num_sampled, 
   crossent = tf.reshape(crossent, tf.shape(targets))
   weights = tf.cast(weights, crossent.dtype)
   return _average(crossent * weights, weights, average_across_timesteps, average_across_batch)
+
+
+def perplexity(loss):
+  """exp(loss) of a mean loss per token in nats, capped at exp(50) so that a diverged loss
+  does not overflow."""
+  return math.exp(min(loss, 50.0))

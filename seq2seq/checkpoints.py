@@ -36,13 +36,15 @@ class Checkpointer:
 
   `restore_directory` (default: `directory`) is where the latest checkpoint is read from: a
   non-chief worker writes to a temporary folder but resumes from the chief's checkpoints.
+  `extras` ({name: trackable}) are saved beside them (the LM's carried state).
   """
 
   def __init__(self, directory, model, optimizer, progress, max_to_keep=5,
-               restore_directory=None):
+               restore_directory=None, extras=None):
     self.directory = directory
     self.restore_directory = restore_directory or directory
-    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress)
+    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress,
+                                          **(extras or {}))
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep,
                                               checkpoint_name="ckpt")
     self.progress = progress
@@ -88,8 +90,11 @@ class Checkpointer:
             f"{vocab_size}: the vocabulary differs from the checkpoint's. Restore the "
             f"vocabulary file the checkpoint was trained with, or use a new --workdir.")
 
-  def restore_latest(self):
+  def restore_latest(self, partial=False):
     """Restores the latest checkpoint, if any. Returns its path, or None for a fresh start.
+
+    With `partial`, values of the checkpoint that nothing here reads (an LM's carried state,
+    for inference) are expected and not warned about.
 
     Raises:
       CheckpointError: a variable's shape differs, or the checkpoint lacks some of them.
@@ -101,6 +106,8 @@ class Checkpointer:
     try:
       status = self.checkpoint.restore(path)
       status.assert_existing_objects_matched()
+      if partial:
+        status.expect_partial()
     except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as e:
       first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
       raise CheckpointError(

@@ -211,6 +211,12 @@ class DecodeConfig:
     _check(self.top_k == 0 or self.temperature > 0, "top_k",
            "top-k applies to sampling: set --temperature > 0 (1 samples the model's distribution)")
 
+  def check_lm(self):
+    """Checks what --model=lm generation (--mode=chat) supports. Raises ConfigError."""
+    _check(self.beam_width == 1, "beam_width",
+           "--model=lm continues text greedily or by sampling (--temperature > 0); beam search "
+           "is seq2seq's")
+
   def check_ready(self):
     """Checks what --mode=decode needs. Raises ConfigError."""
     _check(bool(self.decode_input), "decode_input", "--mode=decode needs --decode_input=FILE")
@@ -305,6 +311,9 @@ class RunConfig:
   def __post_init__(self):
     _check(not self.train.num_sampled or self.model.model == "seq2seq", "num_sampled",
            f"the sampled softmax is not supported with --model={self.model.model} yet; use 0")
+    _check(self.model.model != "lm" or self.train.strategy == "default", "strategy",
+           f"--model=lm trains on one device so far; use --strategy=default (got "
+           f"--strategy={self.train.strategy})")
 
   def to_json(self):
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -65,16 +65,16 @@ def read_examples(spec, data_config, log, what):
   return word_pairs
 
 
-def load_or_build_vocabulary(word_pairs, data_config, workdir, log):
-  """Reuses WORKDIR/vocab.txt when present; otherwise builds the top-K vocabulary and saves it."""
+def load_or_build_vocabulary(sentences, data_config, workdir, log):
+  """Reuses WORKDIR/vocab.txt when present; otherwise builds the top-K vocabulary of
+  `sentences` (token lists: both sides of the pairs, or an LM's lines) and saves it."""
   path = workdir_lib.vocab_path(workdir)
   if os.path.exists(path):
     vocabulary = vocab_lib.Vocabulary.load(path)
     log(f"vocabulary: reusing {path} ({len(vocabulary)} tokens)")
     return vocabulary
-  vocabulary, report = vocab_lib.build_vocabulary(
-      (words for pair in word_pairs for words in pair), data_config.max_vocab,
-      data_config.vocab_coverage)
+  vocabulary, report = vocab_lib.build_vocabulary(sentences, data_config.max_vocab,
+                                                  data_config.vocab_coverage)
   vocabulary.save(path)
   log(f"vocabulary: {len(vocabulary)} tokens saved to {path}; kept {report.kept_words} of "
       f"{report.unique_words} word types ({100 * report.type_share:.1f}%), covering "
@@ -137,7 +137,8 @@ def load_training_data(run_config, log=print):
                            "written by --mode=prepare; prepare it first, or use "
                            "--input_pipeline=auto")
   word_pairs = read_examples(data_config.data, data_config, log, "train data")
-  vocabulary = load_or_build_vocabulary(word_pairs, data_config, train_config.workdir, log)
+  vocabulary = load_or_build_vocabulary((words for pair in word_pairs for words in pair),
+                                        data_config, train_config.workdir, log)
 
   def schedule(pairs):
     return data.BatchSchedule(data.encode_pairs(pairs, vocabulary), train_config.batch_size,

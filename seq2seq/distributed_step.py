@@ -10,8 +10,6 @@ factor, and `merge_call` + `strategy.extended.update` applies the optimizer rule
 replica's copy of each variable and its slots: mirrored copies stay identical without a
 broadcast.
 """
-import functools
-
 import tensorflow as tf
 
 from ops import clipping
@@ -51,13 +49,24 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     worker, by the same all-reduce call as the gradients, so that all workers see the same
     sums after the same step and stop together (`StopOnSignal.agreed`).
   """
-  tables = model.embedding_tables()
+  lookups = train_step_lib.seq2seq_lookups(model)
+  tables = train_step_lib.trainable_tables(lookups)
   table_refs = {t.ref() for t in tables}
   variables = list(model.trainable_variables)
-  dense_variables = train_step_lib.dense_variables_of(model)
-  forward_backward = functools.partial(
-      train_step_lib.loss_and_gradients, model, dense_variables=dense_variables,
-      num_sampled=num_sampled, label_smoothing=label_smoothing)
+  dense_variables = [v for v in variables if v.ref() not in table_refs]
+
+  def forward_backward(local, embedded, global_weight, sampling_seed):
+    """One replica's (loss, dense gradients, embedding rows): its share of the global mean."""
+    def loss_fn(batch, embedded):
+      token_losses = train_step_lib.training_loss(
+          model, batch, *embedded, num_sampled, sampling_seed, average=False,
+          label_smoothing=label_smoothing)
+      return tf.reduce_sum(token_losses) / global_weight, ()
+
+    loss, _, dense, rows = train_step_lib.loss_and_gradients(loss_fn, local, embedded, lookups,
+                                                             dense_variables)
+    return loss, dense, rows
+
   if jit_compile:
     forward_backward = tf.function(forward_backward, jit_compile=True)
 
@@ -81,10 +90,10 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
                                            context.replica_id_in_sync_group,
                                            context.num_replicas_in_sync)
     local = _slice(batch, start, end)
-    source_embedded, target_embedded = model.embed(local.source, local.decoder_input)
+    embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
     loss, dense, rows = forward_backward(
-        local, source_embedded, target_embedded, loss_divisor=global_weight,
-        seed=train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
+        local, embedded, global_weight,
+        train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
     # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows.
     slices = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
               for table, (values, indices) in zip(tables, rows)]
@@ -95,14 +104,10 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     grad_norm = clipping.global_norm_with_rows(
         dense, [(g.values, g.indices, table.shape[0]) for table, g in zip(tables, slices)])
     scale = clipping.clip_scale(grad_norm, max_grad_norm)
-    dense_iter, slices_iter = iter(dense), iter(slices)
-    scaled = []
-    for var in variables:
-      if var.ref() in table_refs:
-        grad = next(slices_iter)
-        scaled.append((grad.values * scale, grad.indices))
-      else:
-        scaled.append(next(dense_iter) * scale)
+    rows_of = {t.ref(): (g.values * scale, g.indices) for t, g in zip(tables, slices)}
+    dense_iter = iter(dense)  # in the order of `variables`, tables left out
+    scaled = [rows_of[v.ref()] if v.ref() in rows_of else next(dense_iter) * scale
+              for v in variables]
     finite = train_step_lib.is_finite_step(loss, grad_norm)
     context.merge_call(apply_updates, args=(scaled, finite))
     return loss, grad_norm, finite, stop_votes

@@ -5,7 +5,8 @@ As in the TensorFlow tutorial's PTB model: the token stream is cut into B parall
 each row into windows of `num_steps` tokens; window i+1 of row b continues window i of row
 b, so the final state of one batch is the initial state of the next. Gradients stop at the
 window boundary (the carried state enters the step as a constant). The state is reset to
-zeros at the start of each epoch.
+zeros at the start of each epoch. The train step is the engine's (`train_step.make_update_step`):
+the same clipping, sparse embedding update, NaN/Inf gating, XLA and bf16 options as seq2seq.
 """
 import numpy as np
 import tensorflow as tf
@@ -14,6 +15,7 @@ from ops import losses
 from seq2seq import cells
 from seq2seq import embeddings
 from seq2seq import model as model_lib
+from seq2seq import train_step as train_step_lib
 from seq2seq import unroll
 
 
@@ -47,15 +49,22 @@ class LanguageModel(tf.Module):
   """Embedding -> stack of cores -> softmax projection, over windows of running text.
 
   Args:
-    config: a `ModelConfig` (cell, num_layers, hidden_size, embedding_size, keep_prob).
+    config: a `ModelConfig` (cell, num_layers, hidden_size, embedding_size, keep_prob,
+      embedding_device, unroll, unroll_steps).
     vocab_size: V.
+    seed: seeds the initial weights and the dropout masks.
+    dtype: variable dtype (float32, or float64 for tests).
+    compute_dtype: dtype of the activations, matmuls and carried state (default: dtype);
+      bfloat16 gives mixed precision with float32 master weights, as in `Seq2Seq`.
   """
 
-  def __init__(self, config, vocab_size, seed=0, dtype=tf.float32, name="language_model"):
+  def __init__(self, config, vocab_size, seed=0, dtype=tf.float32, compute_dtype=None,
+               name="language_model"):
     super().__init__(name=name)
     self.config = config
     self.vocab_size = int(vocab_size)
-    self.dtype = tf.as_dtype(dtype)
+    self.variable_dtype = tf.as_dtype(dtype)
+    self.dtype = tf.as_dtype(compute_dtype or dtype)  # what activations are computed in
     with self.name_scope:
       self.embedding = embeddings.Embedding(vocab_size, config.embedding_size,
                                             device=config.embedding_device, dtype=dtype,
@@ -72,42 +81,133 @@ class LanguageModel(tf.Module):
     self(tf.zeros([1, 1], tf.int32), self.initial_state(1))
 
   def initial_state(self, batch_size):
-    """Zeros: a tuple with one state per layer, each field [B, H]."""
+    """Zeros in the compute dtype: a tuple with one state per layer, each field [B, H]."""
     return tuple(c.initial_state(batch_size, self.dtype) for c in self.cells)
 
-  def __call__(self, inputs, state, training=False):
-    """inputs [B, T] ids, state from `initial_state` or a previous call ->
-    (logits [B, T, V], final state)."""
+  def embed(self, inputs):
+    """ids [B, T] -> [B, T, E], looked up on the table's device (kept apart from
+    `logits_from_embedded` so that a compiled step can take the vectors as inputs)."""
+    return self.embedding(inputs)
+
+  def logits_from_embedded(self, embedded, state, training=False):
+    """[B, T, E] vectors and the initial state -> (logits [B, T, V] in the compute dtype,
+    final state)."""
     layer_cells = self.cells
     if training and self.config.keep_prob < 1.0:
       layer_cells = [cells.DropoutWrapper(c, self.dropout_generator,
                                           output_keep_prob=self.config.keep_prob)
                      for c in layer_cells]
-    outputs, state = unroll.layerwise_unroll(layer_cells, self.embedding(inputs), state)
-    logits = tf.einsum("bth,hv->btv", outputs, self.projection_kernel) + self.projection_bias
-    return logits, state
+    outputs, state = unroll.layerwise_unroll(layer_cells, tf.cast(embedded, self.dtype), state,
+                                             unroll=unroll.unroll_from_config(self.config))
+    return model_lib.project(outputs, self.projection_kernel, self.projection_bias), state
+
+  def __call__(self, inputs, state, training=False):
+    """inputs [B, T] ids, state from `initial_state` or a previous call ->
+    (logits [B, T, V], final state)."""
+    return self.logits_from_embedded(self.embed(inputs), state, training)
 
 
-def make_lm_train_step(model, optimizer, max_grad_norm):
-  """A compiled step (inputs, targets, state) -> (loss, grad_norm, final state).
+class CarriedState(tf.Module):
+  """The state carried from one window to the next, as variables, so checkpoints hold it.
 
-  The incoming state is a constant of the step, so backpropagation is truncated at the
-  window's start; the returned state is what the next window starts from.
+  A run resumed mid-epoch restores it with the weights and continues exactly where the
+  interrupted run was. Stored in the variable dtype (float32); read in the compute dtype.
   """
+
+  def __init__(self, model, batch_size, name="carried_state"):
+    super().__init__(name=name)
+    self._model = model
+    self._zeros = model.initial_state(batch_size)
+    with self.name_scope:
+      self.values = [tf.Variable(tf.zeros(t.shape, model.variable_dtype), trainable=False,
+                                 name=f"state_{i}")
+                     for i, t in enumerate(tf.nest.flatten(self._zeros))]
+
+  def read(self):
+    """The carried state, structured like `model.initial_state(batch_size)`."""
+    return tf.nest.pack_sequence_as(
+        self._zeros, [tf.cast(v, self._model.dtype) for v in self.values])
+
+  def assign(self, state, keep=True):
+    """Carries `state` to the next window; zeros instead where `keep` (a bool) is false."""
+    for variable, value in zip(self.values, tf.nest.flatten(state)):
+      value = tf.cast(value, variable.dtype)
+      variable.assign(tf.where(keep, value, tf.zeros_like(value)))
+
+  def reset(self):
+    """Zeros: each epoch starts afresh."""
+    for variable in self.values:
+      variable.assign(tf.zeros_like(variable))
+
+
+def make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=False):
+  """The engine's step (`train_step.make_update_step`) over one window of running text.
+
+  The embedding lookup and its sparse row update stay outside the optional XLA region, and
+  the clipping by global norm (embedding rows included), the NaN/Inf gating and bf16 (the
+  model's compute dtype) are the seq2seq step's, shared. The incoming state is an input of
+  the step, so backpropagation is truncated at the window's start.
+
+  Returns:
+    step(inputs [B, T], targets [B, T], state) -> (loss, grad_norm, finite, final state): the
+    mean loss per token before the update, the global norm before clipping, whether the
+    update was applied, and the state the next window starts from.
+  """
+  def loss_fn(window, embedded):
+    _, targets, state = window
+    logits, final_state = model.logits_from_embedded(embedded[0], state, training=True)
+    loss = losses.sequence_loss(logits, targets, tf.ones(tf.shape(targets), tf.float32))
+    return loss, final_state
+
+  update = train_step_lib.make_update_step(
+      loss_fn, [(model.embedding, lambda window: window[0])], model.trainable_variables,
+      optimizer, max_grad_norm, jit_compile)
+
   @tf.function
   def step(inputs, targets, state):
-    with tf.GradientTape() as tape:
-      logits, final_state = model(inputs, state, training=True)
-      loss = losses.sequence_loss(logits, targets, tf.ones(tf.shape(targets), tf.float32))
-    variables = model.trainable_variables
-    gradients = tape.gradient(loss, variables)
-    if max_grad_norm > 0:
-      gradients, grad_norm = tf.clip_by_global_norm(gradients, max_grad_norm)
-    else:
-      grad_norm = tf.linalg.global_norm(gradients)
-    optimizer.apply(gradients, variables)
-    return loss, grad_norm, final_state
+    return update((inputs, targets, state))
   return step
+
+
+def make_carried_step(step, carried):
+  """step(inputs, targets) -> (loss, grad_norm, finite) that reads and writes `carried`.
+
+  After a skipped (non-finite) step the carried state is reset to zeros: that window's final
+  state may itself be NaN, and would poison the rest of the epoch.
+  """
+  @tf.function
+  def carried_step(inputs, targets):
+    loss, grad_norm, finite, final_state = step(inputs, targets, carried.read())
+    carried.assign(final_state, keep=finite)
+    return loss, grad_norm, finite
+  return carried_step
+
+
+def make_lm_eval_step(model):
+  """step(inputs, targets, state) -> (summed token cross entropy, tokens, final state)."""
+  @tf.function
+  def step(inputs, targets, state):
+    logits, final_state = model(inputs, state, training=False)
+    per_token = losses.sequence_loss(logits, targets, tf.ones(tf.shape(targets), tf.float32),
+                                     average_across_timesteps=False,
+                                     average_across_batch=False)
+    return tf.reduce_sum(per_token), tf.cast(tf.size(targets), tf.float32), final_state
+  return step
+
+
+def evaluate(eval_step, windows, initial_state):
+  """(mean loss per token, perplexity) over `windows`, the state carried from each to the next.
+
+  Every window is full (see `lm_windows`), so this is the mean over all their tokens.
+  """
+  state = initial_state
+  total_loss = total_tokens = 0.0
+  for inputs, targets in windows:
+    loss_sum, tokens, state = eval_step(tf.constant(inputs), tf.constant(targets), state)
+    total_loss += float(loss_sum)
+    total_tokens += float(tokens)
+  loss = total_loss / max(total_tokens, 1.0)
+  return loss, losses.perplexity(loss)
 
 
 def run_epoch(step, windows, initial_state):
@@ -127,12 +227,14 @@ def run_epoch(step, windows, initial_state):
     loss, *_, state = step(tf.constant(inputs), tf.constant(targets), state)
     total += float(loss)
   mean = total / len(windows)
-  return mean, float(np.exp(min(mean, 50.0))), state
+  return mean, losses.perplexity(mean), state
 
 
 def train_lm(model, optimizer, ids, batch_size, num_steps, num_epochs, max_grad_norm=5.0,
              log=print):
-  """Trains on the token stream `ids`; the state is reset to zeros at every epoch.
+  """The bare loop, for library use: trains on the token stream `ids`, the state reset to
+  zeros at every epoch. (train.py runs LM mode through `training.train`, with checkpoints,
+  resume, summaries, signals and validation.)
 
   Returns:
     the list of per-epoch mean training losses.

@@ -1,19 +1,30 @@
-"""--model=lm --mode=train: a language model over running text files (one sentence a line).
+"""--model=lm: the data, evaluation and generation of a language model over running text.
 
-Each line is tokenised like the pairs' text and ends with <EOS>; the lines are concatenated
-into one stream that `language_model.lm_windows` cuts into windows of --num_steps tokens.
+Text files are read one sentence a line: each line is tokenised like the pairs' text and ends
+with <EOS>, and the lines are concatenated into one stream that `language_model.lm_windows`
+cuts into windows of --num_steps tokens. Training runs through `training.train` (checkpoints
+with the carried state, resume, log line, summaries, signals, validation); this module gives
+it the data (`load_data`), and serves --mode=eval (`evaluate`) and --mode=chat (`Generator`).
 """
+import collections
 import glob
-import os
 
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import checkpoints
 from seq2seq import corpus
+from seq2seq import datasets
+from seq2seq import decoding
 from seq2seq import language_model
+from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import vocab as vocab_lib
 from seq2seq import workdir as workdir_lib
+
+
+class NoCheckpoint(FileNotFoundError):
+  """The workdir has no trained LM to evaluate or generate from."""
 
 
 def read_stream(spec, tokenizer):
@@ -28,26 +39,173 @@ def read_stream(spec, tokenizer):
   return lines
 
 
-def train(run_config, log=print):
-  """Trains an LM for --num_epochs; saves the vocabulary and a final checkpoint.
+def encode_stream(lines, vocabulary):
+  """One int32 id stream: each line's ids followed by <EOS>."""
+  return np.array([i for tokens in lines for i in vocabulary.encode(tokens) + [vocab_lib.EOS_ID]],
+                  np.int32)
 
-  Returns:
-    the per-epoch mean training losses.
+
+class WindowSchedule:
+  """The windows of a token stream as the training loop reads batches (`data.BatchSchedule`'s
+  interface). Every epoch reads them in the same order: row b of window i+1 continues row b
+  of window i, which the carried state needs. `seed` is kept for the interface only.
+
+  Args:
+    ids: the token stream.
+    batch_size: rows read in parallel; lowered to what the text fills when `shrink`.
+    num_steps: tokens per window.
+    shrink: for evaluation, fewer rows rather than an error when the text is short.
+
+  Raises:
+    ValueError: the text is too short for one window.
+  """
+
+  def __init__(self, ids, batch_size, num_steps, shrink=False):
+    if shrink:
+      batch_size = max(1, min(batch_size, len(ids) // (num_steps + 1)))
+    self.batch_size = batch_size
+    self.windows = language_model.lm_windows(ids, batch_size, num_steps)
+    self.batches_per_epoch = len(self.windows)
+    self.seed = 0
+
+  def batches(self, epoch, start=0):
+    """The (inputs [B, T], targets [B, T]) windows of an epoch from `start` on."""
+    del epoch
+    return iter(self.windows[start:])
+
+
+def _windows(ids, batch_size, num_steps, spec, shrink=False):
+  try:
+    return WindowSchedule(ids, batch_size, num_steps, shrink)
+  except ValueError as e:
+    raise corpus.DataError(f"{spec}: {e}") from None
+
+
+def load_data(run_config, log=print):
+  """`datasets.TrainingData` for an LM: the vocabulary (reused from the workdir when there),
+  and `WindowSchedule`s of --data and, if given, --val_data (its rows lowered to fit).
+
+  Raises:
+    corpus.DataError: a file is missing or too short for one window.
   """
   data, train_config = run_config.data, run_config.train
-  workdir_lib.check_or_save_config(run_config)
-  lines = read_stream(data.data, vocab_lib.Tokenizer(data.lowercase, data.filters))
-  vocabulary, _ = vocab_lib.build_vocabulary(lines, data.max_vocab, data.vocab_coverage)
-  stream = [i for tokens in lines for i in vocabulary.encode(tokens) + [vocab_lib.EOS_ID]]
+  tokenizer = vocab_lib.Tokenizer(data.lowercase, data.filters)
+  lines = read_stream(data.data, tokenizer)
+  vocabulary = datasets.load_or_build_vocabulary(lines, data, train_config.workdir, log)
+  stream = encode_stream(lines, vocabulary)
   log(f"language model: {len(lines)} lines, {len(stream)} tokens, vocabulary {len(vocabulary)}")
-  vocabulary.save(workdir_lib.vocab_path(train_config.workdir))
-  tf.random.set_seed(train_config.seed)
-  model = language_model.LanguageModel(run_config.model, len(vocabulary), seed=train_config.seed)
-  optimizer = optimizers.make_optimizer(train_config)
-  history = language_model.train_lm(model, optimizer, np.array(stream), train_config.batch_size,
-                                    data.num_steps, train_config.num_epochs,
-                                    train_config.max_grad_norm, log)
-  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer).save(
-      os.path.join(workdir_lib.checkpoint_dir(train_config.workdir), "lm"))
-  log(f"done; saved {checkpoint}")
-  return history
+  train = _windows(stream, train_config.batch_size, data.num_steps, data.data)
+  val = None
+  if data.val_data:
+    val_stream = encode_stream(read_stream(data.val_data, tokenizer), vocabulary)
+    val = _windows(val_stream, train_config.batch_size, data.num_steps, data.val_data,
+                   shrink=True)
+    log(f"val data: {len(val_stream)} tokens, {val.batches_per_epoch} windows of "
+        f"{val.batch_size}x{data.num_steps}")
+  return datasets.TrainingData(vocabulary, train, val)
+
+
+def load_trained(run_config, log=print):
+  """(model, vocabulary) of the latest checkpoint of run_config.train.workdir.
+
+  Raises:
+    NoCheckpoint: no vocabulary or no checkpoint there.
+    checkpoints.CheckpointError: the checkpoint does not fit the configured model.
+  """
+  workdir = run_config.train.workdir
+  path = workdir_lib.vocab_path(workdir)
+  try:
+    vocabulary = vocab_lib.Vocabulary.load(path)
+  except FileNotFoundError:
+    raise NoCheckpoint(f"{path}: not found; train first (python train.py --model=lm "
+                       f"--workdir={workdir})") from None
+  model = language_model.LanguageModel(
+      run_config.model, len(vocabulary), seed=run_config.train.seed,
+      compute_dtype=model_lib.COMPUTE_DTYPES[run_config.train.precision])
+  model.build()
+  optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)
+  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
+                                          checkpoints.Progress())
+  # The training run's carried state is in the checkpoint too; inference starts afresh.
+  restored = checkpointer.restore_latest(partial=True)
+  if restored is None:
+    raise NoCheckpoint(f"{workdir_lib.checkpoint_dir(workdir)}: no checkpoint; train first")
+  log(f"loaded {restored} (step {int(checkpointer.progress.step.numpy())})")
+  return model, vocabulary
+
+
+def evaluate(run_config, log=print):
+  """--mode=eval: (loss per token, perplexity) of the trained LM on --val_data (else --data).
+
+  The text is cut into windows of --num_steps with up to --batch_size rows (fewer if the text
+  is short), the state carried from window to window from zeros, as in validation.
+  """
+  model, vocabulary = load_trained(run_config, log)
+  data = run_config.data
+  spec = data.val_data or data.data
+  stream = encode_stream(read_stream(spec, vocab_lib.Tokenizer(data.lowercase, data.filters)),
+                         vocabulary)
+  schedule = _windows(stream, run_config.train.batch_size, data.num_steps, spec, shrink=True)
+  loss, ppl = language_model.evaluate(language_model.make_lm_eval_step(model), schedule.windows,
+                                      model.initial_state(schedule.batch_size))
+  log(f"eval on {spec}: loss={loss:.4f} ppl={ppl:.2f} over "
+      f"{schedule.batches_per_epoch * schedule.batch_size * data.num_steps} tokens")
+  return loss, ppl
+
+
+Continuation = collections.namedtuple("Continuation", ["text", "log_prob"])
+
+
+class Generator:
+  """Continues typed text: greedy (temperature 0) or sampled, up to `max_length` tokens or
+  <EOS>. `n_best(text)` has the `decoding.Decoder` interface, so `chat.chat_loop` serves it.
+
+  The text is read after an <EOS> (a line starts there in the training stream), one token at
+  a time through the same one-step function that generates.
+  """
+
+  def __init__(self, model, vocabulary, tokenizer, max_length, temperature=0.0, top_k=0,
+               seed=0):
+    self.model, self.vocabulary, self.tokenizer = model, vocabulary, tokenizer
+    self.max_length = max_length
+    self.choose = (decoding.sampling_choice(temperature, top_k, seed) if temperature > 0
+                   else decoding.greedy_choice)
+    self._step = tf.function(lambda ids, state: model(ids[:, None], state))
+    self._calls = 0  # a sampling seed per call, so a repeated line gets a fresh sample
+
+  def continuation(self, text):
+    """The generated continuation of `text` and its log-probability under the model."""
+    ids = [vocab_lib.EOS_ID] + self.vocabulary.encode(self.tokenizer(text))
+    state = self.model.initial_state(1)
+    for token in ids:
+      logits, state = self._step(tf.constant([token], tf.int32), state)
+    generated, log_prob = [], 0.0
+    self._calls += 1
+    for t in range(self.max_length):
+      logits = tf.cast(logits[:, 0, :], tf.float32)
+      token = self.choose(logits, self._calls * 1000 + t)
+      generated.append(int(token[0]))
+      log_prob += float(tf.nn.log_softmax(logits)[0, generated[-1]])
+      if generated[-1] == vocab_lib.EOS_ID:
+        break
+      logits, state = self._step(token, state)
+    return Continuation(" ".join(self.vocabulary.decode(generated)), log_prob)
+
+  def n_best(self, text):
+    return [tuple(self.continuation(text))]
+
+
+def make_generator(run_config, log=print):
+  """A `Generator` over the trained LM of run_config.train.workdir (--temperature, --top_k,
+  --max_length tokens at most).
+
+  Raises:
+    config.ConfigError: beam search asked for (--beam_width > 1).
+    NoCheckpoint: nothing trained in the workdir.
+  """
+  data, options = run_config.data, run_config.decode
+  options.check_lm()
+  model, vocabulary = load_trained(run_config, log)
+  return Generator(model, vocabulary, vocab_lib.Tokenizer(data.lowercase, data.filters),
+                   data.max_length, temperature=options.temperature, top_k=options.top_k,
+                   seed=run_config.train.seed)

@@ -22,6 +22,10 @@ def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=N
   raise ValueError(f"unknown cell {kind!r}")
 
 
+# --precision: the dtype activations and matmuls are computed in (weights stay float32).
+COMPUTE_DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
+
+
 def _without_masks(layer_states):
   """Per-layer states with variational-dropout masks stripped: the cores' own states."""
   return tuple(s.core_state if isinstance(s, cells.VariationalState) else s
@@ -35,6 +39,15 @@ def projection_variables(hidden_size, vocab_size, dtype=tf.float32, seed=0):
       [hidden_size, vocab_size], seed=[seed, 400], minval=-limit, maxval=limit, dtype=dtype),
                        name="projection_kernel")
   return kernel, tf.Variable(tf.zeros([vocab_size], dtype), name="projection_bias")
+
+
+def project(outputs, kernel, bias):
+  """outputs [B, T, H] -> logits [B, T, V] with ONE matmul over all B*T rows, in the dtype of
+  `outputs` (float32 master weights are cast to it)."""
+  batch, steps = tf.shape(outputs)[0], tf.shape(outputs)[1]
+  flat = tf.reshape(outputs, [-1, kernel.shape[0]])  # [B*T, H]
+  logits = tf.matmul(flat, tf.cast(kernel, flat.dtype)) + tf.cast(bias, flat.dtype)
+  return tf.reshape(logits, [batch, steps, kernel.shape[1]])
 
 
 class Seq2Seq(tf.Module):
@@ -207,12 +220,8 @@ class Seq2Seq(tf.Module):
     return core, state._replace(cell_state=encoder_state)
 
   def project(self, outputs):
-    """outputs [B, T, H] -> logits [B, T, V] with ONE matmul over all B*T rows."""
-    batch, steps = tf.shape(outputs)[0], tf.shape(outputs)[1]
-    flat = tf.reshape(outputs, [-1, self.config.hidden_size])  # [B*T, H]
-    logits = (tf.matmul(flat, tf.cast(self.projection_kernel, flat.dtype))
-              + tf.cast(self.projection_bias, flat.dtype))
-    return tf.reshape(logits, [batch, steps, self.vocab_size])
+    """outputs [B, T, H] -> logits [B, T, V] (see `project`)."""
+    return project(outputs, self.projection_kernel, self.projection_bias)
 
   def outputs_from_embedded(self, source_embedded, source_length, target_embedded,
                             training=False):

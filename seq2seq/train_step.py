@@ -115,62 +115,125 @@ def sampling_seed(seed, optimizer):
   return tf.stack([tf.constant(seed, tf.int64), optimizer.iterations])
 
 
-def dense_variables_of(model):
-  """The trainable variables other than the embedding tables: those the XLA region updates."""
-  table_refs = {t.ref() for t in model.embedding_tables()}
-  return [v for v in model.trainable_variables if v.ref() not in table_refs]
+def trainable_tables(lookups):
+  """The distinct trainable tables of `lookups` ([(embeddings.Embedding, ids_fn)]), in order."""
+  tables = []
+  for embedding, _ in lookups:
+    if embedding.table.trainable and all(embedding.table is not t for t in tables):
+      tables.append(embedding.table)
+  return tables
 
 
-def loss_and_gradients(model, batch, source_embedded, target_embedded, dense_variables,
-                       loss_divisor=None, num_sampled=0, seed=None, label_smoothing=0.0):
-  """Forward and backward from looked-up vectors: the part of a step that XLA may compile.
+def loss_and_gradients(loss_fn, inputs, embedded, lookups, dense_variables):
+  """Forward and backward from looked-up vectors: the part of every step XLA may compile.
 
   Args:
-    model: a built `Seq2Seq`.
-    batch: a `Batch` [B, T]; source_embedded [B, Ts, E] and target_embedded [B, Tt, E] are
-      its looked-up ids (`model.embed`), so no table is read here.
-    dense_variables: `dense_variables_of(model)`.
-    loss_divisor: None for the mean loss per target token of `batch`; else the summed token
-      loss is divided by this (a replica's share of a global batch's mean).
-    num_sampled, seed, label_smoothing: the loss's, as in `training_loss`.
+    loss_fn, lookups: as in `make_update_step`; embedded: the looked-up vectors, one per lookup.
+    dense_variables: the trainable variables other than the tables.
 
   Returns:
-    (loss, dense gradients in the order of `dense_variables`, as tensors, rows): rows holds,
-    for each of `model.embedding_tables()`, (values [N, E], indices [N]): the gradient of each
-    looked-up row, flattened (a shared table gets the rows of both lookups; duplicates not yet
-    summed).
+    (loss, extra, dense gradients as tensors, rows): rows holds, for each table of
+    `trainable_tables(lookups)`, (values [N, E], indices [N]): the gradient of each looked-up
+    row, flattened (a shared table gets the rows of both lookups; duplicates not yet summed).
   """
-  tables = model.embedding_tables()
-  lookups = [(model.source_embedding.table, batch.source),
-             (model.target_embedding.table, batch.decoder_input)]
+  tables = trainable_tables(lookups)
   with tf.GradientTape() as tape:
-    tape.watch([source_embedded, target_embedded])
-    loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled, seed,
-                         average=loss_divisor is None, label_smoothing=label_smoothing)
-    if loss_divisor is not None:
-      loss = tf.reduce_sum(loss) / loss_divisor
-  gradients = tape.gradient(loss, dense_variables + [source_embedded, target_embedded])
-  dense_gradients = [dense_gradient(g) for g in gradients[:-2]]
-  embedded_gradients = gradients[-2:]
+    tape.watch(embedded)
+    loss, extra = loss_fn(inputs, embedded)
+  gradients = tape.gradient(loss, dense_variables + list(embedded))
+  count = len(dense_variables)
+  dense_gradients = [dense_gradient(g) for g in gradients[:count]]
+  embedded_gradients = gradients[count:]
+  # Embedding rows, flattened to [N, E], grouped by table (a shared table gets both).
   rows = {t.ref(): ([], []) for t in tables}
-  for (table, ids), grad in zip(lookups, embedded_gradients):
+  for (embedding, ids_fn), grad in zip(lookups, embedded_gradients):
+    table = embedding.table
     if table.ref() in rows:
       values, indices = rows[table.ref()]
       values.append(tf.reshape(grad, [-1, table.shape[-1]]))
-      indices.append(tf.reshape(ids, [-1]))
-  return loss, dense_gradients, [(tf.concat(v, 0), tf.concat(i, 0))
-                                 for v, i in (rows[t.ref()] for t in tables)]
+      indices.append(tf.reshape(ids_fn(inputs), [-1]))
+  rows = [(tf.concat(v, 0), tf.concat(i, 0)) for v, i in (rows[t.ref()] for t in tables)]
+  return loss, extra, dense_gradients, rows
+
+
+def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False):
+  """The machinery every train step shares: forward, backward, clip by global norm, update.
+
+  The embedding lookups and the embedding updates run outside the optional XLA region, on each
+  table's own device (the CPU by default); everything else (the forward pass from the
+  looked-up vectors, loss, backward pass, global norm, clipping, and the dense optimizer
+  update) is one function, XLA-compiled when `jit_compile`. The embedding gradient is the
+  gradient of the looked-up vectors, scattered to their ids: only those rows are updated
+  ("lazy" Adam / RMSProp). The same code runs with and without XLA, in fp32 or bf16 (the
+  model decides its compute dtype; the loss is float32).
+
+  A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the dense and
+  embedding updates and the optimizer's step counter are all behind one `tf.cond` on `finite`,
+  inside the step, so a bad batch never reaches the variables, the Adam / RMSProp slots, or a
+  checkpoint.
+
+  Args:
+    loss_fn: (inputs, embedded) -> (loss, extra): the training forward pass from `embedded`,
+      one [..., E] tensor per lookup; `extra` is any nest of tensors to hand back (the LM's
+      final state; `()` for none).
+    lookups: [(embeddings.Embedding, ids_fn)], ids_fn(inputs) -> int ids to look up. Tables
+      that are not trainable (frozen) are looked up but not updated; a table named twice
+      (shared) gets the rows of both lookups.
+    variables: the model's trainable variables, tables included.
+    optimizer: a `seq2seq.optimizers.Optimizer`; built here for `variables` if it is not yet.
+    max_grad_norm: clip to this global norm; 0 for no clipping (the norm is still returned).
+    jit_compile: compile the dense part with XLA.
+
+  Returns:
+    step(inputs) -> (loss, grad_norm, finite, extra): the loss before the update, the global
+    norm of all gradients (embedding rows included) before clipping, and whether the update
+    was applied (both finite). Not wrapped in a `tf.function`: callers trace it with their
+    own input signature.
+  """
+  tables = trainable_tables(lookups)
+  dense_variables = [v for v in variables if v.ref() not in {t.ref() for t in tables}]
+  optimizer.build(variables)  # slots for all of them, before the two partial updates
+
+  def dense_part(inputs, embedded):
+    loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
+                                                            dense_variables)
+    grad_norm = clipping.global_norm_with_rows(
+        dense_gradients,
+        [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])
+    finite = is_finite_step(loss, grad_norm)
+    scale = clipping.clip_scale(grad_norm, max_grad_norm)
+    run_if(finite, lambda: optimizer.update([g * scale for g in dense_gradients],
+                                            dense_variables))
+    return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows], extra
+
+  if jit_compile:
+    dense_part = tf.function(dense_part, jit_compile=True)
+
+  def step(inputs):
+    embedded = [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
+    loss, grad_norm, finite, rows, extra = dense_part(inputs, embedded)
+
+    def apply_rows():
+      for table, (values, indices) in zip(tables, rows):
+        with tf.device(table.device):
+          optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
+      optimizer.finish_step()
+
+    run_if(finite, apply_rows)
+    return loss, grad_norm, finite, extra
+
+  return step
+
+
+def seq2seq_lookups(model):
+  """The lookups of a `Seq2Seq` batch (`make_update_step`): source ids, decoder input ids."""
+  return [(model.source_embedding, lambda batch: batch.source),
+          (model.target_embedding, lambda batch: batch.decoder_input)]
 
 
 def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0,
                     label_smoothing=0.0):
-  """A compiled step: forward, backward, clip by global norm, update.
-
-  The embedding lookup and the embedding update run outside the optional XLA region, on the
-  table's own device (the CPU by default); everything else (the unrolled encoder and decoder,
-  projection, loss, backward pass, global norm, clipping, and the dense optimizer update) is
-  one function, XLA-compiled when `jit_compile`. The embedding gradient is an IndexedSlices of
-  the looked-up rows, so only those rows are updated. The same code runs with and without XLA.
+  """The seq2seq train step: `make_update_step` over a teacher-forced `Seq2Seq` batch.
 
   Args:
     model: a built `Seq2Seq`.
@@ -183,50 +246,20 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
     label_smoothing: eps of the training loss (`losses.sequence_loss`); the returned loss
       includes it. Evaluation is the plain cross entropy.
 
-  A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the
-  dense and embedding updates and the optimizer's step counter are all behind one
-  `tf.cond` on `finite`, inside the compiled step, so a bad batch never reaches the
-  variables, the Adam / RMSProp slots, or a checkpoint.
-
   Returns:
-    step(batch) -> (loss, grad_norm, finite): the batch loss before the update, the global
-    norm of all gradients (embedding rows included) before clipping, and whether the update
-    was applied (both finite).
+    step(batch) -> (loss, grad_norm, finite), as `make_update_step`, one trace per padded
+    length.
   """
-  tables = model.embedding_tables()
-  dense_variables = dense_variables_of(model)
+  def loss_fn(batch, embedded):
+    source_embedded, target_embedded = embedded
+    loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled,
+                         sampling_seed(seed, optimizer) if num_sampled else None,
+                         label_smoothing=label_smoothing)
+    return loss, ()
 
-  def dense_part(batch, source_embedded, target_embedded):
-    loss, dense_gradients, rows = loss_and_gradients(
-        model, batch, source_embedded, target_embedded, dense_variables,
-        num_sampled=num_sampled, seed=sampling_seed(seed, optimizer) if num_sampled else None,
-        label_smoothing=label_smoothing)
-    grad_norm = clipping.global_norm_with_rows(
-        dense_gradients,
-        [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])
-    finite = is_finite_step(loss, grad_norm)
-    scale = clipping.clip_scale(grad_norm, max_grad_norm)
-    run_if(finite, lambda: optimizer.update([g * scale for g in dense_gradients],
-                                            dense_variables))
-    return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows]
-
-  if jit_compile:
-    dense_part = tf.function(dense_part, jit_compile=True)
-
-  def step(batch):
-    source_embedded, target_embedded = model.embed(batch.source, batch.decoder_input)
-    loss, grad_norm, finite, rows = dense_part(batch, source_embedded, target_embedded)
-
-    def apply_rows():
-      for table, (values, indices) in zip(tables, rows):
-        with tf.device(table.device):
-          optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
-      optimizer.finish_step()
-
-    run_if(finite, apply_rows)
-    return loss, grad_norm, finite
-
-  return BucketedFunction(step)
+  update = make_update_step(loss_fn, seq2seq_lookups(model), model.trainable_variables,
+                            optimizer, max_grad_norm, jit_compile)
+  return BucketedFunction(lambda batch: update(batch)[:3])
 
 
 def make_eval_step(model):

@@ -3,18 +3,21 @@
 NumPy, logging and Python side effects stay here, outside the compiled step.
 """
 import dataclasses
-import math
 import time
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
+from ops import losses
 from seq2seq import checkpoints
 from seq2seq import datasets
 from seq2seq import distributed_step
 from seq2seq import distribution
 from seq2seq import embeddings
 from seq2seq import interrupts
+from seq2seq import language_model
+from seq2seq import lm_run
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import summaries
@@ -42,7 +45,7 @@ class TrainingDiverged(RuntimeError):
   """--max_bad_steps consecutive steps had a non-finite loss or gradient norm."""
 
 
-COMPUTE_DTYPES = {"fp32": tf.float32, "bf16": tf.bfloat16}
+COMPUTE_DTYPES = model_lib.COMPUTE_DTYPES
 
 
 def build_model(run_config, vocabulary, log=print, initialize_pretrained=True):
@@ -71,11 +74,7 @@ def evaluate(eval_step, schedule):
     total_loss += float(loss_sum)
     total_tokens += float(tokens)
   loss = total_loss / max(total_tokens, 1.0)
-  return loss, _perplexity(loss)
-
-
-def _perplexity(loss):
-  return math.exp(min(loss, 50.0))
+  return loss, losses.perplexity(loss)
 
 
 def _format_duration(seconds):
@@ -112,6 +111,9 @@ class _RateMeter:
 def train(run_config, log=print):
   """Trains (or resumes) the run described by `run_config`; returns a `TrainResult`.
 
+  One loop serves both models (`Trainee`): --model=seq2seq over bucketed pairs, and
+  --model=lm over windows of running text, its carried state checkpointed with the rest.
+
   The workdir is locked (WORKDIR/lock) for the whole run and released on any exit.
 
   A step with a non-finite loss or gradient norm is skipped (no update; see
@@ -143,6 +145,88 @@ def train(run_config, log=print):
     worker.cleanup()
 
 
+@dataclasses.dataclass
+class Trainee:
+  """What the loop trains: everything that differs between --model=seq2seq and --model=lm.
+
+  schedule: `batches(epoch, start)` (the batches of an epoch from `start` on),
+    `batches_per_epoch`, and a settable `seed` (the data order a resumed run keeps).
+  step: batch -> (loss, grad_norm, finite), the engine's step (`train_step.make_update_step`);
+    under a strategy, (batch, stop votes) -> (loss, grad_norm, finite, summed stop votes)
+    (`distributed_step`).
+  tokens: batch -> target tokens in it (for tok/s).
+  validate: () -> (loss, perplexity) on the validation data; None without it.
+  start_epoch: called before the first batch of each epoch (not when resuming mid-epoch).
+  checkpointed: {name: object} saved in checkpoints beside model, optimizer and progress.
+  """
+  model: tf.Module
+  optimizer: optimizers.Optimizer
+  vocabulary: object
+  schedule: object
+  step: Callable
+  tokens: Callable
+  validate: Optional[Callable] = None
+  start_epoch: Callable = lambda: None
+  checkpointed: dict = dataclasses.field(default_factory=dict)
+
+
+def _seq2seq_trainee(run_config, strategy, distributed, log):
+  """Pairs in buckets, the encoder-decoder, and its (possibly distributed) step."""
+  train_config = run_config.train
+  training_data = datasets.load_training_data(run_config, log)
+  train_config.check_vocabulary_size(len(training_data.vocabulary))
+  with strategy.scope():
+    model = build_model(run_config, training_data.vocabulary, log)
+    optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
+  if distributed:
+    step = distributed_step.make_distributed_train_step(
+        model, optimizer, train_config.max_grad_norm, strategy,
+        jit_compile=train_config.jit_compile, num_sampled=train_config.num_sampled,
+        seed=train_config.seed, label_smoothing=train_config.label_smoothing)
+  else:
+    step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
+                                          jit_compile=train_config.jit_compile,
+                                          num_sampled=train_config.num_sampled,
+                                          seed=train_config.seed,
+                                          label_smoothing=train_config.label_smoothing)
+  eval_step = train_step_lib.make_eval_step(model)
+  validate = None
+  if training_data.val is not None:
+    validate = lambda: evaluate(eval_step, training_data.val)
+  return Trainee(model, optimizer, training_data.vocabulary, training_data.train, step,
+                 tokens=lambda batch: float(batch.target_weight.sum()), validate=validate)
+
+
+def _lm_trainee(run_config, strategy, distributed, log):
+  """Windows of running text, the language model, and its step carrying the state.
+
+  The carried state is checkpointed (`carried_state`), so a run resumed mid-epoch continues
+  from the exact state the interrupted run had reached; it is reset at each epoch's start.
+  """
+  del strategy, distributed  # RunConfig refuses --strategy other than default with an LM.
+  train_config = run_config.train
+  training_data = lm_run.load_data(run_config, log)
+  model = language_model.LanguageModel(run_config.model, len(training_data.vocabulary),
+                                       seed=train_config.seed,
+                                       compute_dtype=COMPUTE_DTYPES[train_config.precision])
+  model.build()
+  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
+  carried = language_model.CarriedState(model, train_config.batch_size)
+  step = language_model.make_carried_step(
+      language_model.make_lm_train_step(model, optimizer, train_config.max_grad_norm,
+                                        jit_compile=train_config.jit_compile), carried)
+  eval_step = language_model.make_lm_eval_step(model)
+  validate = None
+  if training_data.val is not None:
+    val = training_data.val
+    validate = lambda: language_model.evaluate(eval_step, val.windows,
+                                               model.initial_state(val.batch_size))
+  return Trainee(model, optimizer, training_data.vocabulary, training_data.train,
+                 step=lambda window: step(tf.constant(window[0]), tf.constant(window[1])),
+                 tokens=lambda window: float(window[0].size), validate=validate,
+                 start_epoch=carried.reset, checkpointed={"carried_state": carried})
+
+
 def _train(run_config, strategy, distributed, worker, log):
   """`train` under `strategy`; this worker writes under `worker.path`."""
   train_config = run_config.train
@@ -158,19 +242,17 @@ def _train(run_config, strategy, distributed, worker, log):
         f"global batch {train_config.batch_size}"
         + ("" if worker.chief else f"; writing to the temporary {worker.path}"))
   workdir_lib.check_or_save_config(run_config)
-  training_data = datasets.load_training_data(run_config, log)
-  train_config.check_vocabulary_size(len(training_data.vocabulary))
-  schedule = training_data.train
-
+  build = _lm_trainee if run_config.model.model == "lm" else _seq2seq_trainee
+  trainee = build(run_config, strategy, distributed, log)
+  model, optimizer, schedule = trainee.model, trainee.optimizer, trainee.schedule
   with strategy.scope():
-    model = build_model(run_config, training_data.vocabulary, log)
-    optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
     progress = checkpoints.Progress(data_seed=train_config.seed)
   checkpointer = checkpoints.Checkpointer(
       workdir_lib.checkpoint_dir(run_config.train.workdir), model, optimizer, progress,
       train_config.keep_checkpoints,
-      restore_directory=workdir_lib.checkpoint_dir(train_config.workdir))
-  checkpointer.check_vocabulary_size(len(training_data.vocabulary),
+      restore_directory=workdir_lib.checkpoint_dir(train_config.workdir),
+      extras=trainee.checkpointed)
+  checkpointer.check_vocabulary_size(len(trainee.vocabulary),
                                      workdir_lib.vocab_path(run_config.train.workdir))
   resumed_from = checkpointer.restore_latest()
   schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
@@ -188,18 +270,7 @@ def _train(run_config, strategy, distributed, worker, log):
     log(f"Resuming from {resumed_from} at step {step} (epoch {epoch + 1}, batch {position} of "
         f"{per_epoch}), with the same data order as an uninterrupted run")
 
-  if distributed:
-    train_step = distributed_step.make_distributed_train_step(
-        model, optimizer, train_config.max_grad_norm, strategy,
-        jit_compile=train_config.jit_compile, num_sampled=train_config.num_sampled,
-        seed=train_config.seed, label_smoothing=train_config.label_smoothing)
-  else:
-    train_step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
-                                                jit_compile=train_config.jit_compile,
-                                                num_sampled=train_config.num_sampled,
-                                                seed=train_config.seed,
-                                                label_smoothing=train_config.label_smoothing)
-  eval_step = train_step_lib.make_eval_step(model)
+  train_step = trainee.step
   summary_dir = lambda split: workdir_lib.summary_dir(run_config.train.workdir, split)
   train_writer = summaries.ScalarWriter(summary_dir("train"))
   val_writer = summaries.ScalarWriter(summary_dir("val"))
@@ -212,9 +283,9 @@ def _train(run_config, strategy, distributed, worker, log):
     return checkpointer.save()
 
   def validate():
-    if training_data.val is None:
+    if trainee.validate is None:
       return float("nan")
-    val_loss, val_ppl = evaluate(eval_step, training_data.val)
+    val_loss, val_ppl = trainee.validate()
     log(f"validation after epoch {epoch + 1}: loss={val_loss:.4f} ppl={val_ppl:.2f}")
     val_writer.write(step, {"loss": val_loss, "perplexity": val_ppl})
     return val_loss
@@ -227,6 +298,8 @@ def _train(run_config, strategy, distributed, worker, log):
   stopping = None  # the signal the run stops for: this process's, or any worker's
   with interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy):
     while step < total_steps and epoch < train_config.num_epochs and stopping is None:
+      if position == 0:
+        trainee.start_epoch()
       for batch in schedule.batches(epoch, start=position):
         if distributed:  # every worker stops after the same step (see seq2seq/interrupts.py)
           loss_t, norm_t, finite_t, votes_t = train_step(batch, stop.vote())
@@ -252,18 +325,18 @@ def _train(run_config, strategy, distributed, worker, log):
                 f"loss or gradient norm (--max_bad_steps={train_config.max_bad_steps}); the "
                 f"latest checkpoint, {checkpointer.latest or 'none'}, holds the last good "
                 f"parameters. Try a lower --learning_rate or --max_grad_norm, or check the data.")
-        meter.add_tokens(float(batch.target_weight.sum()))
+        meter.add_tokens(trainee.tokens(batch))
         # A skipped step is neither logged as progress nor saved.
         if finite and (step % train_config.log_every == 0 or step == total_steps):
           loss, grad_norm = float(loss_t), float(norm_t)
           lr = float(optimizer.current_learning_rate())
           tokens_per_sec, per_batch, eta = meter.report(step, total_steps)
           log(f"{step}/{total_steps} (epoch {epoch + 1}/{train_config.num_epochs}) "
-              f"loss={loss:.4f} ppl={_perplexity(loss):.2f} grad_norm={grad_norm:.3f} "
+              f"loss={loss:.4f} ppl={losses.perplexity(loss):.2f} grad_norm={grad_norm:.3f} "
               f"lr={lr:.3g} tok/s={tokens_per_sec:.0f} time/batch={per_batch:.3f}s "
               f"ETA={_format_duration(eta)}")
           train_writer.write(step, {
-              "loss": loss, "perplexity": _perplexity(loss), "grad_norm": grad_norm,
+              "loss": loss, "perplexity": losses.perplexity(loss), "grad_norm": grad_norm,
               "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
               "seconds_per_batch": per_batch})
         if finite and step % train_config.save_every == 0:

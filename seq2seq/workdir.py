@@ -86,6 +86,10 @@ def _fixed_fields(current, saved):
     yield name, value, saved.model.architecture()[name]
   for name in ("max_vocab", "lowercase"):
     yield name, getattr(current.data, name), getattr(saved.data, name)
+  if current.model.model == "lm":
+    # They cut the text into the windows a checkpoint's position and carried state refer to.
+    yield "batch_size", current.train.batch_size, saved.train.batch_size
+    yield "num_steps", current.data.num_steps, saved.data.num_steps
 
 
 def as_flags(run_config):

@@ -58,11 +58,17 @@ class BadFlagsTest(tf.test.TestCase):
   def test_decode_without_input(self):
     self._assert_refused("--mode=decode", r"--decode_input: --mode=decode needs")
 
-  def test_lm_chat_not_supported(self):
+  def test_lm_modes_not_supported(self):
     workdir = os.path.join(self.get_temp_dir(), "never_created")
-    result = run_train(f"--workdir={workdir}", "--model=lm", "--mode=chat")
+    result = run_train(f"--workdir={workdir}", "--model=lm", "--mode=export")
     self.assertEqual(result.returncode, 1, result.stderr)
-    self.assertIn("--model: lm supports --mode=train only", result.stderr)
+    self.assertIn("--model: lm supports --mode=train, eval and chat; not --mode=export",
+                  result.stderr)
+    result = run_train(f"--workdir={workdir}", "--model=lm", "--mode=chat", "--beam_width=2")
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertIn("--beam_width: --model=lm continues text greedily or by sampling",
+                  result.stderr)
+    self.assertFalse(os.path.exists(workdir))
 
   def test_n_best_above_beam_width(self):
     self._assert_refused("--n_best=3", r"--n_best: 3 is more than beam_width 1")
@@ -116,11 +122,22 @@ class EndToEndTest(tf.test.TestCase):
     workdir = os.path.join(self.get_temp_dir(), "lm")
     result = run_train(f"--workdir={workdir}", "--model=lm", f"--data={text}", "--num_steps=5",
                        "--num_epochs=2", "--batch_size=4", "--num_layers=1", "--hidden_size=16",
-                       "--embedding_size=8")
+                       "--embedding_size=8", f"--val_data={text}", "--log_every=9")
     self.assertEqual(result.returncode, 0, result.stderr)
     self.assertRegex(result.stdout, r"language model: 80 lines, 560 tokens")
-    self.assertRegex(result.stdout, r"epoch 2/2: loss=\S+ ppl=\S+")
+    self.assertRegex(result.stdout, r"54/54 \(epoch 2/2\) loss=\S+ ppl=\S+ grad_norm=\S+ lr=\S+ "
+                                    r"tok/s=\d+ time/batch=\S+s ETA=0:00")
+    self.assertRegex(result.stdout, r"validation after epoch 2: loss=\S+ ppl=\S+")
     self.assertIsNotNone(tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir)))
+
+    evaluation = run_train(f"--workdir={workdir}", "--mode=eval", f"--val_data={text}")
+    self.assertEqual(evaluation.returncode, 0, evaluation.stderr)
+    self.assertRegex(evaluation.stdout, rf"eval on {text}: loss=\S+ ppl=\S+ over \d+ tokens")
+
+    chat = run_train(f"--workdir={workdir}", "--mode=chat", "--temperature=0.8",
+                     stdin="the cat\nquit\n")
+    self.assertEqual(chat.returncode, 0, chat.stderr)
+    self.assertRegex(chat.stdout, r"> the cat\nbot: [a-z ]*\n")
 
   def test_chat_without_training_is_a_clear_error(self):
     result = run_train(f"--workdir={self.get_temp_dir()}/empty", "--mode=chat", stdin="")

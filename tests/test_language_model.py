@@ -1,7 +1,10 @@
-"""LM mode: windows of running text, state carried across batches, reset at each epoch."""
+"""LM mode: windows of running text, state carried across batches, reset at each epoch; the
+LM step is the engine's (clipping, sparse rows, NaN/Inf gating, XLA, bf16)."""
+from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from ops import losses
 from seq2seq import config as config_lib
 from seq2seq import language_model as lm
 from seq2seq import optimizers
@@ -75,8 +78,8 @@ class StateCarryingTest(tf.test.TestCase):
     grads = tape.gradient(loss, tf.nest.flatten(state))
     self.assertTrue(all(g is not None for g in grads))  # it reads the carried state ...
     step = lm.make_lm_train_step(model, optimizers.SGD(0.1), 5.0)
-    loss, norm, final = step(ids, ids, model.initial_state(2))  # ... which is an input
-    self.assertTrue(np.isfinite(float(loss)) and np.isfinite(float(norm)))
+    loss, norm, finite, _ = step(ids, ids, model.initial_state(2))  # ... which is an input
+    self.assertTrue(np.isfinite(float(loss)) and np.isfinite(float(norm)) and bool(finite))
 
   def test_loss_drops_on_periodic_text(self):
     """A period-7 text can only be predicted past its first token with the carried state."""
@@ -86,6 +89,110 @@ class StateCarryingTest(tf.test.TestCase):
                           log=lambda _: None)
     self.assertLess(history[-1], 0.1)
     self.assertLess(history[-1], history[0] / 10)
+
+
+def _lm(compute_dtype=None, keep_prob=1.0):
+  """A built float32 LM, the same weights whatever the compute dtype (fixed seed)."""
+  config = config_lib.ModelConfig(num_layers=2, hidden_size=16, embedding_size=8,
+                                  keep_prob=keep_prob)
+  model = lm.LanguageModel(config, V, seed=5, compute_dtype=compute_dtype)
+  model.build()
+  return model
+
+
+def _window(seed=0, batch=3, steps=4):
+  rng = np.random.default_rng(seed)
+  ids = rng.integers(0, V, (batch, steps + 1)).astype(np.int32)
+  return tf.constant(ids[:, :-1]), tf.constant(ids[:, 1:])
+
+
+def _start_state(model, batch=3, seed=1):
+  """A non-zero carried state, as in the middle of an epoch."""
+  rng = np.random.default_rng(seed)
+  return tf.nest.map_structure(
+      lambda z: tf.constant(rng.uniform(-0.5, 0.5, z.shape), model.dtype),
+      model.initial_state(batch))
+
+
+def _one_sgd_step(model, jit_compile, max_grad_norm=5.0):
+  """(loss, grad_norm, final state, {variable name: change after one SGD step of rate 1})."""
+  optimizer = optimizers.SGD(1.0)
+  step = lm.make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=jit_compile)
+  before = {v.name: v.numpy() for v in model.trainable_variables}
+  inputs, targets = _window()
+  loss, norm, finite, final = step(inputs, targets, _start_state(model))
+  assert bool(finite)
+  final = [tf.cast(x, tf.float32).numpy() for x in tf.nest.flatten(final)]
+  return (float(loss), float(norm), final,
+          {v.name: before[v.name] - v.numpy() for v in model.trainable_variables})
+
+
+class LMTrainStepTest(tf.test.TestCase, parameterized.TestCase):
+
+  def test_plain_step_matches_a_plain_tape(self):
+    """Loss, norm, clipped gradients (SGD at rate 1: the change of each variable, embedding
+    rows included) and the final state equal a plain GradientTape over the whole model."""
+    model = _lm()
+    inputs, targets = _window()
+    with tf.GradientTape() as tape:
+      logits, final = model(inputs, _start_state(model))
+      loss = losses.sequence_loss(logits, targets, tf.ones(targets.shape))
+    variables = model.trainable_variables
+    grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+    clipped, norm = tf.clip_by_global_norm(grads, 0.05)
+    actual = _one_sgd_step(_lm(), jit_compile=False, max_grad_norm=0.05)
+    self.assertAllClose(float(loss), actual[0], rtol=1e-6)
+    self.assertAllClose(float(norm), actual[1], rtol=1e-5)
+    self.assertAllClose([x.numpy() for x in tf.nest.flatten(final)], actual[2], atol=1e-6)
+    for v, g in zip(variables, clipped):
+      self.assertAllClose(g, actual[3][v.name], atol=1e-6, rtol=1e-4, msg=v.name)
+
+  @parameterized.parameters((True, None), (False, tf.bfloat16), (True, tf.bfloat16))
+  def test_xla_and_bf16_steps_match_the_plain_fp32_step(self, jit_compile, compute_dtype):
+    full = _one_sgd_step(_lm(), jit_compile=False, max_grad_norm=0)
+    other = _one_sgd_step(_lm(compute_dtype), jit_compile=jit_compile, max_grad_norm=0)
+    exact = compute_dtype is None
+    self.assertAllClose(full[0], other[0], rtol=1e-5 if exact else 2e-2)
+    self.assertAllClose(full[1], other[1], rtol=1e-5 if exact else 5e-2)
+    self.assertAllClose(full[2], other[2], atol=1e-5 if exact else 3e-2)
+    for name, delta in full[3].items():
+      self.assertEqual(other[3][name].dtype, np.float32, msg=name)  # float32 master weights
+      scale = np.abs(delta).max() + 1e-6
+      self.assertLess(np.abs(delta - other[3][name]).max() / scale, 1e-4 if exact else 0.1,
+                      msg=name)
+
+  def test_non_finite_step_changes_nothing_and_resets_the_carried_state(self):
+    model = _lm()
+    optimizer = optimizers.Adam(0.1)
+    carried = lm.CarriedState(model, 3)
+    carried.assign(_start_state(model))
+    step = lm.make_carried_step(lm.make_lm_train_step(model, optimizer, 5.0), carried)
+    model.cells[0].bias.assign(tf.fill(model.cells[0].bias.shape, np.nan))  # NaN state, loss
+    before = [v.numpy() for v in model.trainable_variables]
+    slots = [v.numpy() for v in tf.nest.flatten(optimizer.slots)]
+    loss, _, finite = step(*_window())
+    self.assertFalse(bool(finite))
+    self.assertTrue(np.isnan(float(loss)))
+    for old, v in zip(before, model.trainable_variables):
+      self.assertAllEqual(old, v.numpy())
+    for old, v in zip(slots, tf.nest.flatten(optimizer.slots)):
+      self.assertAllEqual(old, v.numpy())
+    self.assertEqual(int(optimizer.iterations.numpy()), 0)
+    for v in carried.values:  # the NaN final state is not carried on
+      self.assertAllEqual(v, tf.zeros_like(v))
+
+  def test_carried_step_carries_the_final_state(self):
+    model = _lm()
+    carried = lm.CarriedState(model, 3)
+    step = lm.make_lm_train_step(model, optimizers.SGD(0.0), 5.0)
+    carrying = lm.make_carried_step(step, carried)
+    inputs, targets = _window()
+    _, _, _, expected = step(inputs, targets, model.initial_state(3))
+    carrying(inputs, targets)
+    self.assertAllClose([x.numpy() for x in tf.nest.flatten(expected)],
+                        [v.numpy() for v in carried.values])
+    carried.reset()
+    self.assertAllEqual(carried.values[0], tf.zeros_like(carried.values[0]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,39 @@
+"""The train-step benchmark runs end to end on a CPU, LM workloads included (shrunk)."""
+import json
+import os
+import subprocess
+import sys
+
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class TrainStepBenchmarkTest(tf.test.TestCase):
+
+  def test_lm_workload_runs_with_the_engine_step_and_the_keras_peer(self):
+    """ptb_large, shrunk by --override: the real LM step and keras.layers.LSTM each time
+    their steps, and the FLOPs follow 6·B·T·(Σ 4H(I+H) + H·V) of the sizes run."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_step", "--workloads=ptb_large",
+         "--variants=engine,keras", "--steps=2", "--warmup=0",
+         "--override=batch=2,steps=4,embed=8,hidden=6,vocab=50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    rows = {row["variant"]: row for row in rows if "variant" in row}
+    self.assertEqual(sorted(rows), ["engine", "keras"])
+    layers = 4 * 6 * (8 + 6) + 4 * 6 * (6 + 6)
+    flops = 6 * 2 * 4 * (layers + 6 * 50)
+    for variant, row in rows.items():
+      self.assertNotIn("skipped", row, variant)
+      self.assertEqual(row["sizes"], {"batch": 2, "steps": 4, "embed": 8, "hidden": 6,
+                                      "vocab": 50, "layers": 2})
+      self.assertGreater(row["step_ms"], 0)
+      self.assertAllClose(row["model_tflops"] * 1e12 * row["step_ms"] / 1e3, flops, rtol=1e-6)
+      self.assertAllClose(row["target_tokens_per_sec"] * row["step_ms"] / 1e3, 2 * 4, rtol=1e-6)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -226,6 +226,21 @@ class DecodeConfig:
     _check(bool(self.decode_output), "decode_output", "--mode=decode needs --decode_output=FILE")
 
 
+class NoAttention(ValueError):
+  """Attention alignments were asked of a model without attention."""
+
+
+def check_attention(model_config):
+  """Raises `NoAttention` unless `model_config` is a seq2seq model with attention, so that its
+  alignments can be collected (`decoding.decode`) and drawn (--plot_attention)."""
+  if model_config.model != "seq2seq" or model_config.attention == "none":
+    what = (f"--model={model_config.model}" if model_config.model != "seq2seq"
+            else "--attention=none")
+    raise NoAttention(f"attention alignments need a seq2seq model with attention, and this one "
+                      f"has none ({what}); train one with --attention=luong, luong_scaled, "
+                      "bahdanau or bahdanau_norm")
+
+
 def split_list(text):
   """'a, b,,c' -> ('a', 'b', 'c'): the comma-separated lists of flags."""
   return tuple(item.strip() for item in text.split(",") if item.strip())

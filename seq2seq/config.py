@@ -201,6 +201,7 @@ class DecodeConfig:
   decode_output: str = ""  # --mode=decode: the best reply to each line, line by line
   decode_reference: str = ""  # --mode=decode: reference lines; corpus BLEU is reported
   export_dir: str = ""  # --mode=export: the SavedModel folder; "" = WORKDIR/export
+  plot_attention: str = ""  # chat, decode: a PNG of the attention behind a reply (FILE.png)
 
   def __post_init__(self):
     _positive(self, "beam_width", "n_best")
@@ -213,6 +214,9 @@ class DecodeConfig:
            "sampling (temperature > 0) and beam search (beam_width > 1) exclude each other")
     _check(self.top_k == 0 or self.temperature > 0, "top_k",
            "top-k applies to sampling: set --temperature > 0 (1 samples the model's distribution)")
+    _check(not self.plot_attention or self.beam_width == 1, "plot_attention",
+           "draws the attention of greedy and sampled replies; beam search (--beam_width > 1) "
+           "does not track it")
 
   def check_lm(self):
     """Checks what --model=lm generation (--mode=chat) supports. Raises ConfigError."""

@@ -99,6 +99,10 @@ _HELP = {
                         "prints corpus BLEU (sacrebleu, tokenize='none')",
     "export_dir": "--mode=export: the SavedModel folder (default: WORKDIR/export); an earlier "
                   "export there is replaced",
+    "plot_attention": "FILE.png: draw the attention (source words against output words, "
+                      "greedy or sampled) of the reply to --decode_input's first line "
+                      "(--mode=decode), or of each reply (--mode=chat, redrawn); needs a model "
+                      "with attention and matplotlib",
     "workdir": "folder for checkpoints, vocabulary, config and TensorBoard summaries",
     "batch_size": "pairs per batch (--model=lm: rows of text read in parallel)",
     "optimizer": "adam, rmsprop or sgd",
@@ -190,6 +194,17 @@ def _config_from_flags(argv):
     for path in parts:  # "SOURCE|TARGET" names two parallel files
       if path and path != "chatterbot" and not glob.glob(path):
         raise app.UsageError(f"--{name}={value}: no such file or folder ({path})")
+  plot = run_config.decode.plot_attention
+  if plot and FLAGS.mode in ("chat", "decode"):
+    folder = os.path.dirname(os.path.abspath(plot))
+    if not os.path.isdir(folder):
+      raise app.UsageError(f"--plot_attention={plot}: no such folder ({folder})")
+    from seq2seq import attention_plot  # pylint: disable=import-outside-toplevel
+    try:
+      attention_plot.check_available()
+      config_lib.check_attention(_saved_or(run_config).model)  # the workdir's model
+    except (attention_plot.MatplotlibMissing, config_lib.NoAttention) as e:
+      raise app.UsageError(f"--plot_attention: {e}") from None
   if FLAGS.mode == "decode" and run_config.decode.decode_reference:
     from seq2seq import bleu  # pylint: disable=import-outside-toplevel
     try:
@@ -242,6 +257,7 @@ def main(argv):
     if FLAGS.mode == "train":
       result = training.train(run_config, log)
       return result.exit_code
+    plot = run_config.decode.plot_attention if FLAGS.mode in ("chat", "decode") else ""
     if FLAGS.mode == "chat" and _saved_or(run_config).model.model == "lm":
       try:
         generator = lm_run.make_generator(_saved_or(run_config), log)
@@ -251,13 +267,21 @@ def main(argv):
       chat.chat_loop(generator)
       return 0
     if FLAGS.mode == "chat":
-      chat.chat_loop(chat.make_decoder(_saved_or(run_config), log))
+      chat.chat_loop(chat.make_decoder(_saved_or(run_config), log), plot_attention=plot)
       return 0
     if FLAGS.mode == "decode":
       options = run_config.decode
-      count = chat.make_decoder(_saved_or(run_config), log).decode_file(
-          options.decode_input, options.decode_output, run_config.train.batch_size)
+      decoder = chat.make_decoder(_saved_or(run_config), log)
+      count = decoder.decode_file(options.decode_input, options.decode_output,
+                                  run_config.train.batch_size)
       log(f"decoded {count} lines of {options.decode_input} into {options.decode_output}")
+      if plot:
+        with open(options.decode_input, encoding="utf-8") as f:
+          first = f.readline().rstrip("\n")
+        if chat.reply_and_plot(decoder, first, plot).source_words:
+          log(f"drew the attention behind the reply to line 1 in {plot}")
+        else:
+          log(f"line 1 of {options.decode_input} has no words: no attention drawn")
       if options.decode_reference:
         score, signature = bleu.file_bleu(options.decode_output, options.decode_reference)
         log(f"BLEU = {score:.2f} against {options.decode_reference} ({signature})")

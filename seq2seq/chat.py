@@ -1,6 +1,7 @@
 """Loading a trained run for inference, and the interactive chat loop."""
 import sys
 
+from seq2seq import attention_plot
 from seq2seq import checkpoints
 from seq2seq import datasets
 from seq2seq import decoding
@@ -43,10 +44,28 @@ def make_decoder(run_config, log=print):
                           n_best=options.n_best, seed=run_config.train.seed)
 
 
-def chat_loop(decoder, stdin=sys.stdin, stdout=sys.stdout):
-  """Reads a line, prints the reply; ends at EOF or on 'quit' / 'exit'."""
+def reply_and_plot(decoder, text, path):
+  """`decoder.align(text)`, its attention drawn into the PNG `path` (unless `text` has no words).
+
+  Returns:
+    the `decoding.Alignment`, its `reply` the reply to `text`.
+  """
+  alignment = decoder.align(text)
+  if alignment.source_words:
+    attention_plot.draw_alignment(path, alignment)
+  return alignment
+
+
+def chat_loop(decoder, stdin=sys.stdin, stdout=sys.stdout, plot_attention=""):
+  """Reads a line, prints the reply; ends at EOF or on 'quit' / 'exit'.
+
+  With `plot_attention` (a PNG path), each reply comes from `decoder.align` and its attention
+  is drawn there, replacing the previous reply's.
+  """
   interactive = stdin.isatty()
   stdout.write("Talk to the bot (Ctrl-D or 'quit' to leave).\n")
+  if plot_attention:
+    stdout.write(f"The attention behind each reply is drawn in {plot_attention}.\n")
   while True:
     if interactive:
       stdout.write("> ")
@@ -58,7 +77,10 @@ def chat_loop(decoder, stdin=sys.stdin, stdout=sys.stdout):
       continue
     if not interactive:
       stdout.write(f"> {line.strip()}\n")
-    replies = decoder.n_best(line)
+    if plot_attention:
+      replies = [(reply_and_plot(decoder, line, plot_attention).reply, 0.0)]
+    else:
+      replies = decoder.n_best(line)
     stdout.write(f"bot: {replies[0][0]}\n")
     for rank, (reply, score) in enumerate(replies[1:], start=2):
       stdout.write(f"  {rank}. {reply}  ({score:.3f})\n")

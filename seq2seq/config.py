@@ -198,6 +198,7 @@ class DecodeConfig:
   decode_output: str = ""  # --mode=decode: the best reply to each line, line by line
   decode_reference: str = ""  # --mode=decode: reference lines; corpus BLEU is reported
   export_dir: str = ""  # --mode=export: the SavedModel folder; "" = WORKDIR/export
+  plot_attention: str = ""  # chat, decode: a PNG of the attention behind a reply (FILE.png)
 
   def __post_init__(self):
     _positive(self, "beam_width", "n_best")
@@ -210,6 +211,9 @@ class DecodeConfig:
            "sampling (temperature > 0) and beam search (beam_width > 1) exclude each other")
     _check(self.top_k == 0 or self.temperature > 0, "top_k",
            "top-k applies to sampling: set --temperature > 0 (1 samples the model's distribution)")
+    _check(not self.plot_attention or self.beam_width == 1, "plot_attention",
+           "draws the attention of greedy and sampled replies; beam search (--beam_width > 1) "
+           "does not track it")
 
   def check_lm(self):
     """Checks what --model=lm generation (--mode=chat) supports. Raises ConfigError."""
@@ -221,6 +225,21 @@ class DecodeConfig:
     """Checks what --mode=decode needs. Raises ConfigError."""
     _check(bool(self.decode_input), "decode_input", "--mode=decode needs --decode_input=FILE")
     _check(bool(self.decode_output), "decode_output", "--mode=decode needs --decode_output=FILE")
+
+
+class NoAttention(ValueError):
+  """Attention alignments were asked of a model without attention."""
+
+
+def check_attention(model_config):
+  """Raises `NoAttention` unless `model_config` is a seq2seq model with attention, so that its
+  alignments can be collected (`decoding.decode`) and drawn (--plot_attention)."""
+  if model_config.model != "seq2seq" or model_config.attention == "none":
+    what = (f"--model={model_config.model}" if model_config.model != "seq2seq"
+            else "--attention=none")
+    raise NoAttention(f"attention alignments need a seq2seq model with attention, and this one "
+                      f"has none ({what}); train one with --attention=luong, luong_scaled, "
+                      "bahdanau or bahdanau_norm")
 
 
 def split_list(text):

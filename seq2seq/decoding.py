@@ -1,8 +1,20 @@
 """Decoding with a fixed maximum length: greedy, sampling (temperature, top-k) and beam search."""
+import collections
+
 import tensorflow as tf
 
 from seq2seq import beam_search
+from seq2seq import config as config_lib
 from seq2seq import vocab as vocab_lib
+
+# The attention paid while decoding one sentence (`Decoder.align`): weights [len(output_words),
+# len(source_words)], row t the alignment that produced output word t; `output_words` end with
+# <EOS> when the reply ended before the step limit; `reply` is the text `Decoder.reply` gives.
+Alignment = collections.namedtuple("Alignment",
+                                   ["source_words", "output_words", "weights", "reply"])
+
+NoAttention = config_lib.NoAttention
+check_attention = config_lib.check_attention
 
 
 def greedy_choice(logits, step):
@@ -29,7 +41,7 @@ def sampling_choice(temperature=1.0, top_k=0, seed=0):
   return choose
 
 
-def decode(model, source, source_length, max_length, choose=greedy_choice):
+def decode(model, source, source_length, max_length, choose=greedy_choice, alignments=False):
   """Feeds back the chosen token until <EOS> or `max_length` tokens.
 
   Args:
@@ -37,29 +49,45 @@ def decode(model, source, source_length, max_length, choose=greedy_choice):
     source: [B, Ts] ids; source_length: [B].
     max_length: static number of decoder steps.
     choose: (logits [B, V], step) -> tokens [B]; `greedy_choice` or a `sampling_choice`.
+    alignments: also return the attention's alignments (`AttentionState.alignments`) at
+      each step; the model needs attention.
 
   Returns:
-    ids [B, max_length] int32: the tokens, then <EOS>, then <PAD> after it.
+    ids [B, max_length] int32: the tokens, then <EOS>, then <PAD> after it. With
+    `alignments`, (ids, alignments [B, max_length, Ts] float32): row t is the alignment the
+    decoder attended with when it chose token t (0 on padded source positions).
+
+  Raises:
+    NoAttention: `alignments` for a model without attention.
   """
+  if alignments:
+    check_attention(model.config)
   decoder, state = model.start_decoder(model.source_embedding(source), source_length)
   batch = tf.shape(source)[0]
   token = tf.fill([batch], vocab_lib.GO_ID)
   finished = tf.zeros([batch], tf.bool)
-  tokens = []
+  tokens, attended = [], []
   for step in range(max_length):
     inputs = tf.cast(model.target_embedding(token), model.dtype)
     output, state = decoder(inputs, state)
+    if alignments:
+      attended.append(tf.cast(state.alignments, tf.float32))
     logits = model.project(output[:, None, :])[:, 0, :]
     token = choose(logits, step)
     token = tf.where(finished, vocab_lib.PAD_ID, token)
     tokens.append(token)
     finished |= tf.equal(token, vocab_lib.EOS_ID)
-  return tf.stack(tokens, axis=1)
+  ids = tf.stack(tokens, axis=1)
+  return (ids, tf.stack(attended, axis=1)) if alignments else ids
 
 
-def greedy_decode(model, source, source_length, max_length):
-  """`decode` with the arg-max token at each step."""
-  return decode(model, source, source_length, max_length, greedy_choice)
+def greedy_decode(model, source, source_length, max_length, alignments=False):
+  """`decode` with the arg-max token at each step (and the alignments, with `alignments`)."""
+  return decode(model, source, source_length, max_length, greedy_choice, alignments)
+
+
+def _choice(temperature, top_k, seed):
+  return sampling_choice(temperature, top_k, seed) if temperature > 0 else greedy_choice
 
 
 def make_search(model, max_length, beam_width=1, length_penalty=0.0, temperature=0.0, top_k=0,
@@ -81,11 +109,29 @@ def make_search(model, max_length, beam_width=1, length_penalty=0.0, temperature
                                        length_penalty)
       return result.ids, result.scores
     return search
-  choose = sampling_choice(temperature, top_k, seed) if temperature > 0 else greedy_choice
+  choose = _choice(temperature, top_k, seed)
 
   def search(source, source_length):
     ids = decode(model, source, source_length, steps, choose)
     return ids[:, None, :], tf.zeros([tf.shape(ids)[0], 1])
+  return search
+
+
+def make_alignment_search(model, max_length, temperature=0.0, top_k=0, seed=0):
+  """`make_search`'s greedy or sampling search, also returning the alignments.
+
+  Returns:
+    search(source [B, Ts] int32, source_length [B] int32) -> (ids [B, T] int32, alignments
+    [B, T, Ts] float32), T = max_length + 1; the ids are those of `make_search`'s search.
+
+  Raises:
+    NoAttention: the model has no attention.
+  """
+  check_attention(model.config)
+  choose = _choice(temperature, top_k, seed)
+
+  def search(source, source_length):
+    return decode(model, source, source_length, max_length + 1, choose, alignments=True)
   return search
 
 
@@ -106,10 +152,23 @@ class Decoder:
     self.vocabulary = vocabulary
     self.tokenizer = tokenizer
     self.max_length = max_length
-    signature = [tf.TensorSpec([None, max_length], tf.int32), tf.TensorSpec([None], tf.int32)]
+    self._beam_width, self._sampling = beam_width, (temperature, top_k, seed)
+    self._signature = [tf.TensorSpec([None, max_length], tf.int32),
+                       tf.TensorSpec([None], tf.int32)]
     self._decode = tf.function(
         make_search(model, max_length, beam_width, length_penalty, temperature, top_k, seed),
-        input_signature=signature)
+        input_signature=self._signature)
+    self._align = None  # the alignment search, compiled on the first `align`
+
+  def _encode(self, texts):
+    """(source [B, max_length] int32, lengths [B] int32); input past max_length words is cut."""
+    sources, lengths = [], []
+    for text in texts:
+      ids = self.vocabulary.encode(self.tokenizer(text))[:self.max_length]
+      sources.append(ids + [vocab_lib.PAD_ID] * (self.max_length - len(ids)))
+      lengths.append(len(ids))
+    return (tf.constant(sources, tf.int32, [len(texts), self.max_length]),
+            tf.constant(lengths, tf.int32, [len(texts)]))
 
   def n_best_batch(self, texts):
     """For each of `texts`, [(reply, score)] best first (one for greedy and sampling).
@@ -117,13 +176,7 @@ class Decoder:
     All of `texts` go through the compiled function as one batch; input past max_length
     words is cut.
     """
-    sources, lengths = [], []
-    for text in texts:
-      ids = self.vocabulary.encode(self.tokenizer(text))[:self.max_length]
-      sources.append(ids + [vocab_lib.PAD_ID] * (self.max_length - len(ids)))
-      lengths.append(len(ids))
-    out, scores = self._decode(tf.constant(sources, tf.int32, [len(texts), self.max_length]),
-                               tf.constant(lengths, tf.int32, [len(texts)]))
+    out, scores = self._decode(*self._encode(texts))
     return [[(" ".join(self.vocabulary.decode(row)), float(score))
              for row, score in zip(rows, row_scores)][:self.num_best]
             for rows, row_scores in zip(out.numpy(), scores.numpy())]
@@ -149,6 +202,39 @@ class Decoder:
   def reply(self, text):
     """The best reply string (possibly empty) to `text`."""
     return self.n_best(text)[0][0]
+
+  def align(self, text):
+    """The reply to `text` with the attention the decoder paid to each source word.
+
+    The reply is the one `reply` gives (greedy, or sampled with the same seed); beam search
+    does not track alignments.
+
+    Returns:
+      an `Alignment`: the source words as the model read them (<UNK> for unknown ones), the
+      output words up to and including <EOS>, and their weights.
+
+    Raises:
+      NoAttention: the model has no attention.
+      ValueError: the decoder runs beam search.
+    """
+    if self._align is None:
+      if self._beam_width > 1:
+        raise ValueError("alignments are tracked for greedy and sampled replies; beam search "
+                         f"(beam_width={self._beam_width}) does not track them")
+      self._align = tf.function(
+          make_alignment_search(self.model, self.max_length, *self._sampling),
+          input_signature=self._signature)
+    source, lengths = self._encode([text])
+    ids, weights = self._align(source, lengths)
+    ids, weights, source_length = ids[0].numpy(), weights[0].numpy(), int(lengths[0])
+    ends = [t for t, i in enumerate(ids) if i == vocab_lib.EOS_ID]
+    num_outputs = ends[0] + 1 if ends else len(ids)
+    tokens = self.vocabulary.tokens  # one word a row and column, <PAD> and <GO> included
+    return Alignment(
+        source_words=[tokens[i] for i in source[0, :source_length].numpy()],
+        output_words=[tokens[i] for i in ids[:num_outputs]],
+        weights=weights[:num_outputs, :source_length],
+        reply=" ".join(self.vocabulary.decode(ids)))
 
 
 GreedyDecoder = Decoder  # the name before sampling and beam search existed

@@ -61,6 +61,25 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertIsInstance(layers[1], cells.ResidualWrapper)
     self.assertEqual(len(plain.trainable_variables), len(residual.trainable_variables))
 
+  def test_dropout_covers_embeddings_layer_outputs_and_attentional_vectors(self):
+    config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                    attention="luong", keep_prob=0.5)
+    model = model_lib.Seq2Seq(config, VOCAB, seed=4, dtype=tf.float64)
+    model.build()
+    for stack in (model.encoder(training=True), model.decoder(training=True)):
+      first, second = stack.cores
+      self.assertEqual((first.input_keep_prob, first.output_keep_prob), (0.5, 0.5))
+      self.assertEqual((second.input_keep_prob, second.output_keep_prob), (1.0, 0.5))
+    batch = _batch()
+    embedded = model.embed(batch.source, batch.decoder_input)
+    outputs = model.outputs_from_embedded(*embedded[:1], batch.source_length, embedded[1],
+                                          training=True).numpy()
+    # Inverted dropout on the attentional vectors: a share of exact zeros, the rest scaled x2.
+    zeros = np.mean(outputs == 0.0)
+    self.assertBetween(zeros, 0.3, 0.7)
+    eval_outputs = model.outputs_from_embedded(*embedded[:1], batch.source_length, embedded[1])
+    self.assertEqual(np.mean(eval_outputs.numpy() == 0.0), 0.0)
+
   @parameterized.parameters(("uni", "none"), ("bi", "bahdanau"))
   def test_variational_dropout_trains_and_is_off_in_eval(self, encoder, attention):
     config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,

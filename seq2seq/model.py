@@ -188,7 +188,8 @@ class Seq2Seq(tf.Module):
     for forward_core, backward_core, forward_state, backward_state in zip(
         core.cores, backward, initial_state, backward_initial):
       inputs, (forward_final, backward_final) = unroll.bidirectional_unroll(
-          forward_core, backward_core, inputs, forward_state, backward_state, source_length)
+          forward_core, backward_core, inputs, forward_state, backward_state, source_length,
+          unroll=unroll.unroll_from_config(self.config))
       forward_finals.append(forward_final)
       backward_finals.append(backward_final)
     return inputs, self.bridge(_without_masks(forward_finals), _without_masks(backward_finals))
@@ -238,7 +239,7 @@ class Seq2Seq(tf.Module):
                                            unroll=unroll.unroll_from_config(self.config))
     else:
       # Input feeding makes every layer's step t depend on the attention at t-1: step-major.
-      outputs, _ = unroll.static_unroll(core, inputs, state)
+      outputs, _ = unroll.unroll_from_config(self.config)(core, inputs, state)
       if training and self.config.keep_prob < 1.0:  # the attentional vectors, before softmax
         seed = self.dropout_generator.make_seeds(1)[:, 0]
         outputs = tf.nn.experimental.stateless_dropout(

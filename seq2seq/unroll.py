@@ -125,7 +125,7 @@ def layerwise_unroll(cores, inputs, initial_states, sequence_length=None, unroll
 
 
 def bidirectional_unroll(forward_core, backward_core, inputs, forward_state, backward_state,
-                         sequence_length):
+                         sequence_length, unroll=static_unroll):
   """Reads each sequence both ways; the backward core sees only the valid tokens, reversed.
 
   Each sequence is reversed within its own length (`tf.reverse_sequence`), so the backward
@@ -137,6 +137,7 @@ def bidirectional_unroll(forward_core, backward_core, inputs, forward_state, bac
     inputs: [B, T, I].
     forward_state, backward_state: the cores' initial states, batch B.
     sequence_length: [B] int lengths.
+    unroll: `static_unroll` or `dynamic_unroll`, for both directions.
 
   Returns:
     (outputs [B, T, Hf + Hb], zero past each length; (forward final state, backward final
@@ -144,9 +145,8 @@ def bidirectional_unroll(forward_core, backward_core, inputs, forward_state, bac
   """
   sequence_length = tf.convert_to_tensor(sequence_length)
   reverse = lambda x: tf.reverse_sequence(x, sequence_length, seq_axis=1, batch_axis=0)
-  forward_outputs, forward_final = static_unroll(forward_core, inputs, forward_state,
-                                                 sequence_length)
-  backward_outputs, backward_final = static_unroll(backward_core, reverse(inputs),
-                                                   backward_state, sequence_length)
+  forward_outputs, forward_final = unroll(forward_core, inputs, forward_state, sequence_length)
+  backward_outputs, backward_final = unroll(backward_core, reverse(inputs), backward_state,
+                                            sequence_length)
   outputs = tf.concat([forward_outputs, reverse(backward_outputs)], -1)
   return outputs, (forward_final, backward_final)

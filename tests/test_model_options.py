@@ -61,6 +61,20 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertIsInstance(layers[1], cells.ResidualWrapper)
     self.assertEqual(len(plain.trainable_variables), len(residual.trainable_variables))
 
+  @parameterized.parameters(("static", 0), ("dynamic", 5))
+  def test_unroll_option_reaches_the_bidirectional_encoder_and_attention_decoder(
+      self, unroll, expected_loops):
+    config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6, encoder="bi",
+                                    attention="luong", unroll=unroll)
+    model = model_lib.Seq2Seq(config, VOCAB, seed=4, dtype=tf.float64)
+    model.build()
+    batch = _batch()
+    graph = tf.function(model.__call__).get_concrete_function(
+        batch.source, batch.source_length, batch.decoder_input).graph
+    loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    # dynamic: 2 layers x 2 directions of the encoder, and the attention decoder.
+    self.assertLen(loops, expected_loops)
+
   def test_dropout_covers_embeddings_layer_outputs_and_attentional_vectors(self):
     config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
                                     attention="luong", keep_prob=0.5)

@@ -143,13 +143,16 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(tf.nest.flatten(static[1]), tf.nest.flatten(dynamic[1])):
       self.assertAllClose(a, b)
 
-  @parameterized.parameters(False, True)
-  def test_step_with_dynamic_unroll_matches_static(self, jit_compile):
+  @parameterized.product(jit_compile=[False, True],
+                         encoder_attention=[("uni", "none"), ("bi", "luong")])
+  def test_step_with_dynamic_unroll_matches_static(self, jit_compile, encoder_attention):
     batch = _batch(seed=6)
+    encoder, attention = encoder_attention
 
     def model(unroll):
       config = config_lib.ModelConfig(num_layers=2, hidden_size=16, embedding_size=8,
-                                      keep_prob=1.0, unroll=unroll, unroll_steps=2)
+                                      keep_prob=1.0, unroll=unroll, unroll_steps=2,
+                                      encoder=encoder, attention=attention)
       built = model_lib.Seq2Seq(config, VOCAB, seed=5)
       built.build()
       return built

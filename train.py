@@ -41,7 +41,7 @@ _HELP = {
     "pretrained_embeddings": "GloVe / word2vec text file that initialises the embeddings",
     "freeze_embeddings": "do not train the pretrained embeddings",
     "unroll": "static (a Python loop over time) or dynamic (tf.while_loop: XLA compiles it "
-              "faster); applies to the encoder (both directions) and the decoder, attention included",
+              "faster); for the encoder (both directions) and the decoder, attention included",
     "unroll_steps": "with --unroll=dynamic: time steps unrolled inside each loop iteration",
     "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob, "
             "or 'SOURCE|TARGET', two line-aligned text files (e.g. train.en|train.de)",

@@ -27,6 +27,10 @@ class SubwordTokenizer:
   def __call__(self, text):
     return self._processor.encode(" ".join(self._words(text)), out_type=str)
 
+  def detokenize(self, pieces):
+    """Pieces -> text: "▁ein ▁haus boot" -> "ein hausboot"."""
+    return self._processor.decode_pieces(list(pieces))
+
 
 def uses_sentencepiece(data_config):
   """True if --data is a folder prepared with --tokenizer=sentencepiece."""

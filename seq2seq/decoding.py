@@ -170,6 +170,11 @@ class Decoder:
     return (tf.constant(sources, tf.int32, [len(texts), self.max_length]),
             tf.constant(lengths, tf.int32, [len(texts)]))
 
+  def _text(self, tokens):
+    """Output tokens -> text: words joined by spaces, or subword pieces detokenised."""
+    detokenize = getattr(self.tokenizer, "detokenize", None)
+    return detokenize(tokens) if detokenize else " ".join(tokens)
+
   def n_best_batch(self, texts):
     """For each of `texts`, [(reply, score)] best first (one for greedy and sampling).
 
@@ -177,7 +182,7 @@ class Decoder:
     words is cut.
     """
     out, scores = self._decode(*self._encode(texts))
-    return [[(" ".join(self.vocabulary.decode(row)), float(score))
+    return [[(self._text(self.vocabulary.decode(row)), float(score))
              for row, score in zip(rows, row_scores)][:self.num_best]
             for rows, row_scores in zip(out.numpy(), scores.numpy())]
 
@@ -234,7 +239,7 @@ class Decoder:
         source_words=[tokens[i] for i in source[0, :source_length].numpy()],
         output_words=[tokens[i] for i in ids[:num_outputs]],
         weights=weights[:num_outputs, :source_length],
-        reply=" ".join(self.vocabulary.decode(ids)))
+        reply=self._text(self.vocabulary.decode(ids)))
 
 
 GreedyDecoder = Decoder  # the name before sampling and beam search existed

@@ -167,6 +167,14 @@ def test_sentencepiece(tmp_path):
   pairs = read_split(out)
   assert len(pairs) == report["pairs_written"]["train"] > 300
   assert all(piece in vocabulary.tokens for s, t in pairs for piece in (s + " " + t).split())
+  # Replies are detokenised: the pieces of a sentence decode back to its words.
+  from seq2seq import datasets  # pylint: disable=import-outside-toplevel
+  from seq2seq import decoding  # pylint: disable=import-outside-toplevel
+  tokenizer = datasets.tokenizer_for(config_lib.DataConfig(data=out, max_vocab=120, max_length=40))
+  pieces = tokenizer("The cat number 7 sat on the mat!")
+  assert len(pieces) > 8 and any(p.startswith("▁") for p in pieces)
+  decoder = type("Stub", (), {"tokenizer": tokenizer})()
+  assert decoding.Decoder._text(decoder, pieces) == "the cat number 7 sat on the mat"
 
 
 def test_sentencepiece_rejects_coverage():

@@ -52,7 +52,11 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   Args:
     core, inputs, initial_state, sequence_length: as `static_unroll`.
     steps_per_iteration: k, the steps unrolled inside one iteration. With k > 1, T must be
-      static; T // k iterations run in the loop and the T % k last steps after it.
+      static; the inputs are padded to a multiple of k and ceil(T / k) iterations run in the
+      loop, the padded steps masked (state unchanged, outputs dropped). No step runs after the
+      loop: two or more steps there, on the loop's TensorArrays, hang the tracing of an
+      XLA-compiled train step (a TensorFlow graph-mutex deadlock in automatic control
+      dependencies).
 
   Returns: as `static_unroll`.
   """
@@ -62,6 +66,13 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   static_steps = precomputed.shape[1]
   if k > 1 and static_steps is None:
     raise ValueError("dynamic_unroll with steps_per_iteration > 1 needs a static T")
+  if k > 1 and static_steps % k:
+    # Pad T to a multiple of k so that every step runs inside the loop (see above).
+    padding = k - static_steps % k
+    precomputed = tf.pad(precomputed, [[0, 0], [0, padding], [0, 0]])
+    limit = tf.constant(static_steps)  # steps from here on are padding: masked
+  else:
+    limit = None
   num_steps = tf.shape(precomputed)[1]
   step_inputs = tf.TensorArray(precomputed.dtype, size=num_steps).unstack(
       tf.transpose(precomputed, [1, 0, 2]))
@@ -71,8 +82,13 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
 
   def run_step(t, state, outputs):
     output, new_state = core.step(step_inputs.read(t), state)
-    if sequence_length is not None:
-      valid = tf.expand_dims(t < sequence_length, -1)  # [B, 1]
+    if sequence_length is not None or limit is not None:
+      if sequence_length is None:
+        valid = t < limit  # scalar: broadcasts over the batch
+      elif limit is None:
+        valid = tf.expand_dims(t < sequence_length, -1)  # [B, 1]
+      else:
+        valid = tf.expand_dims(t < tf.minimum(sequence_length, limit), -1)
       output = tf.where(valid, output, tf.zeros_like(output))
       new_state = tf.nest.map_structure(
           lambda new, old: tf.where(valid, new, old), new_state, state)
@@ -84,12 +100,12 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
     return t + k, state, outputs
 
   iterations = num_steps // k
-  t, state, outputs = tf.while_loop(
+  _, state, outputs = tf.while_loop(
       lambda t, *_: t < iterations * k, body, (tf.constant(0), initial_state, outputs),
       maximum_iterations=iterations)
-  for i in range(static_steps % k if k > 1 else 0):
-    state, outputs = run_step(t + i, state, outputs)
   stacked = tf.transpose(outputs.stack(), [1, 0, 2])
+  if limit is not None:
+    stacked = stacked[:, :static_steps]
   stacked.set_shape([precomputed.shape[0], static_steps, core.output_size])  # keep static T
   return stacked, state
 

@@ -1,4 +1,9 @@
 """Every variant of the train step computes what the plain float32 step computes."""
+import os
+import subprocess
+import sys
+import textwrap
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -121,20 +126,18 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(table_delta[row], np.zeros(8))
 
 
-if __name__ == "__main__":
-  tf.test.main()
-
-
 class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
   """The tf.while_loop unroll computes what the Python-loop unroll computes."""
 
-  @parameterized.product(cell=["lstm", "gru"], steps_per_iteration=[1, 2, 7])
-  def test_same_outputs_and_final_state_with_masking(self, cell, steps_per_iteration):
+  @parameterized.product(cell=["lstm", "gru"], steps_per_iteration=[1, 2, 3, 4, 7],
+                         with_lengths=[True, False])
+  def test_same_outputs_and_final_state_with_masking(self, cell, steps_per_iteration,
+                                                     with_lengths):
     from seq2seq import unroll  # pylint: disable=import-outside-toplevel
     core = model_lib.make_cell(cell, 6, dtype=tf.float64, seed=1)
     rng = np.random.default_rng(0)
     inputs = tf.constant(rng.normal(size=(4, 5, 3)))
-    lengths = tf.constant([5, 2, 0, 3])
+    lengths = tf.constant([5, 2, 0, 3]) if with_lengths else None
     state = core.initial_state(4)
     static = unroll.static_unroll(core, inputs, state, lengths)
     dynamic = tf.function(lambda x: unroll.dynamic_unroll(
@@ -162,3 +165,36 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(static[0], dynamic[0], rtol=1e-5)
     for name, delta in static[2].items():
       self.assertAllClose(delta, dynamic[2][name], atol=1e-6, rtol=1e-4, msg=name)
+
+  def test_xla_step_with_steps_left_over_does_not_hang(self):
+    # Two or more of the T % k steps used to run after the while loop, and tracing the XLA
+    # step then hung forever (a graph mutex never released). A subprocess with a timeout turns
+    # a hang into a failure. Source T = 3 < k = 4: no full iteration, three steps left over.
+    script = textwrap.dedent("""
+        import numpy as np
+        from seq2seq import config, data, model, optimizers, train_step
+        rng = np.random.default_rng(0)
+        batch = data.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
+                                for _ in range(4)], 3)
+        m = model.Seq2Seq(config.ModelConfig(num_layers=1, hidden_size=4, embedding_size=4,
+                                             unroll="dynamic", unroll_steps=4), 40, seed=1)
+        m.build()
+        opt = optimizers.SGD(0.1)
+        opt.build(m.trainable_variables)
+        step = train_step.make_train_step(m, opt, 5.0, jit_compile=True)
+        loss, _, finite = step(batch)
+        assert bool(finite) and np.isfinite(float(loss)), loss
+        print("OK")
+        """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+      result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+      self.fail("tracing the XLA train step with --unroll_steps=4 hung")
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertIn("OK", result.stdout)
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -29,6 +29,16 @@ def reference_bleu(hypotheses, references, max_order=4):
   return 100 * math.exp(log_precision + brevity)
 
 
+def _misaligned_files(directory):
+  """(source with 2 lines, reference with 1 line) in `directory`."""
+  source, reference = os.path.join(directory, "in.en"), os.path.join(directory, "ref.de")
+  with open(source, "w", encoding="utf-8") as f:
+    f.write("one\ntwo\n")
+  with open(reference, "w", encoding="utf-8") as f:
+    f.write("eins\n")
+  return source, reference
+
+
 class BleuTest(tf.test.TestCase):
 
   def test_matches_the_reference_formula_on_tokenised_text(self):
@@ -50,21 +60,13 @@ class BleuTest(tf.test.TestCase):
     with self.assertRaisesRegex(bleu.BleuError, "2 hypotheses but 1 references"):
       bleu.corpus_bleu(["a b", "c d"], ["a b"])
     directory = self.get_temp_dir()
-    source, reference = os.path.join(directory, "in.en"), os.path.join(directory, "ref.de")
-    with open(source, "w", encoding="utf-8") as f:
-      f.write("one\ntwo\n")
-    with open(reference, "w", encoding="utf-8") as f:
-      f.write("eins\n")
+    source, reference = _misaligned_files(directory)
     with self.assertRaisesRegex(bleu.BleuError, f"{reference} has 1 lines but {source} has 2"):
       bleu.check_ready(source, reference)
 
   def test_decode_flag_refuses_a_misaligned_reference_before_loading_anything(self):
     directory = self.get_temp_dir()
-    source, reference = os.path.join(directory, "a.en"), os.path.join(directory, "b.de")
-    with open(source, "w", encoding="utf-8") as f:
-      f.write("one\ntwo\n")
-    with open(reference, "w", encoding="utf-8") as f:
-      f.write("eins\n")
+    source, reference = _misaligned_files(directory)
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "train.py"), "--mode=decode",
          f"--workdir={os.path.join(directory, 'none')}", f"--decode_input={source}",

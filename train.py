@@ -128,6 +128,15 @@ _HELP = {
     "devices": "mirrored: comma-separated devices, e.g. /gpu:0,/gpu:1 (default: every GPU)",
     "label_smoothing": "training loss against (1 - eps) one-hot + eps uniform over the vocabulary "
                        "(0 = off); evaluation reports the plain cross entropy",
+    "plateau_patience": "after this many epochs without a new best validation loss, scale the "
+                        "learning rate by --plateau_factor (again after as many more); 0 = off; "
+                        "needs --val_data",
+    "plateau_factor": "the learning-rate scale applied at each plateau (see --plateau_patience)",
+    "early_stopping": "stop training after this many epochs without a new best validation loss "
+                      "(0 = off); needs --val_data. The best checkpoint is kept in WORKDIR/best "
+                      "whenever --val_data is given",
+    "checkpoint": "which checkpoint chat, decode, eval and export read: best (the lowest "
+                  "validation loss, WORKDIR/best), latest, or auto (best if the run has one)",
     "num_sampled": "train with a sampled softmax over this many log-uniform (Zipfian) candidate "
                    "words, for large vocabularies (0 = full softmax); must be below the "
                    "vocabulary size; evaluation, validation and decoding stay exact",
@@ -139,7 +148,8 @@ _CHOICES = {"model": config_lib.MODELS, "cell": config_lib.CELLS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
             "input_format": config_lib.INPUT_FORMATS, "tokenizer": config_lib.TOKENIZERS,
             "sentencepiece_type": config_lib.SENTENCEPIECE_TYPES,
-            "input_pipeline": config_lib.INPUT_PIPELINES, "strategy": config_lib.STRATEGIES}
+            "input_pipeline": config_lib.INPUT_PIPELINES, "strategy": config_lib.STRATEGIES,
+            "checkpoint": config_lib.CHECKPOINTS}
 
 
 def _define_flags():
@@ -180,6 +190,8 @@ def _config_from_flags(argv):
       run_config.prepare.check_ready()
     if FLAGS.mode == "decode":
       run_config.decode.check_ready()
+    if FLAGS.mode == "train":
+      run_config.check_training()
     if run_config.model.model == "lm" and FLAGS.mode not in ("train", "eval", "chat"):
       raise config_lib.ConfigError("model", f"lm supports --mode=train, eval and chat; not "
                                    f"--mode={FLAGS.mode} so far")

@@ -16,7 +16,8 @@ class NoCheckpoint(FileNotFoundError):
 
 
 def load_trained(run_config, log=print):
-  """(model, vocabulary) restored from the latest checkpoint of run_config.train.workdir."""
+  """(model, vocabulary) restored from run_config.train.workdir: the checkpoint that
+  --checkpoint picks (auto: the best by validation loss if the run kept one, else the latest)."""
   workdir = run_config.train.workdir
   path = workdir_lib.vocab_path(workdir)
   try:
@@ -27,7 +28,7 @@ def load_trained(run_config, log=print):
   optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
                                           checkpoints.Progress())
-  restored = checkpointer.restore_latest()
+  restored = checkpointer.restore_for_inference(run_config.decode.checkpoint)
   if restored is None:
     raise NoCheckpoint(f"{workdir_lib.checkpoint_dir(workdir)}: no checkpoint; train first")
   log(f"loaded {restored} (step {int(checkpointer.progress.step.numpy())})")

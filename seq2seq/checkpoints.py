@@ -4,6 +4,8 @@
 then rewrites its `checkpoint` index file atomically; the index only names a checkpoint once
 all of its files are in place, so a crash mid-write leaves the previous one as the latest.
 """
+import os
+
 import tensorflow as tf
 
 
@@ -37,14 +39,19 @@ class Checkpointer:
   `restore_directory` (default: `directory`) is where the latest checkpoint is read from: a
   non-chief worker writes to a temporary folder but resumes from the chief's checkpoints.
   `extras` ({name: trackable}) are saved beside them (the LM's carried state).
+  `optional_extras` are saved too, but restored only from checkpoints that have them, so
+  checkpoints written before they existed still load (they keep their initial values).
   """
 
   def __init__(self, directory, model, optimizer, progress, max_to_keep=5,
-               restore_directory=None, extras=None):
+               restore_directory=None, extras=None, optional_extras=None):
     self.directory = directory
     self.restore_directory = restore_directory or directory
-    self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, progress=progress,
-                                          **(extras or {}))
+    required = dict(model=model, optimizer=optimizer, progress=progress, **(extras or {}))
+    self.optional_extras = dict(optional_extras or {})
+    self.checkpoint = tf.train.Checkpoint(**required, **self.optional_extras)
+    self._required_only = (tf.train.Checkpoint(**required) if self.optional_extras
+                           else self.checkpoint)
     self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep,
                                               checkpoint_name="ckpt")
     self.progress = progress
@@ -103,8 +110,22 @@ class Checkpointer:
             else tf.train.latest_checkpoint(self.restore_directory))
     if path is None:
       return None
+    return self.restore(path, partial)
+
+  def restore_for_inference(self, which="auto"):
+    """Restores the checkpoint `for_inference` picks (values only training reads, such as an
+    LM's carried state, are expected to stay unread). Returns its path, or None if none."""
+    path = for_inference(self.directory, which)
+    return None if path is None else self.restore(path, partial=True)
+
+  def restore(self, path, partial=False):
+    """Restores the checkpoint at `path` (see `restore_latest`); returns `path`."""
+    names = {key.split("/", 1)[0]
+             for key in tf.train.load_checkpoint(path).get_variable_to_shape_map()}
+    checkpoint = (self.checkpoint if all(n in names for n in self.optional_extras)
+                  else self._required_only)
     try:
-      status = self.checkpoint.restore(path)
+      status = checkpoint.restore(path)
       status.assert_existing_objects_matched()
       if partial:
         status.expect_partial()
@@ -114,3 +135,51 @@ class Checkpointer:
           f"{path} does not fit the configured model ({first_line}); use the flags it was "
           f"trained with, or a new --workdir") from None
     return path
+
+
+def best_directory(directory):
+  """Where `BestCheckpoint` keeps the best checkpoint of the run checkpointed in `directory`."""
+  return os.path.join(os.path.dirname(os.path.normpath(directory)), "best")
+
+
+class BestCheckpoint:
+  """The checkpoint with the best validation loss so far, in its own folder (one kept).
+
+  It saves the same objects as `checkpointer`, atomically as every checkpoint here is, so
+  inference restores it the same way (`Checkpointer.restore`).
+  """
+
+  def __init__(self, checkpointer, directory=None):
+    self.directory = directory or best_directory(checkpointer.directory)
+    self.checkpointer = checkpointer
+    self.manager = tf.train.CheckpointManager(checkpointer.checkpoint, self.directory,
+                                              max_to_keep=1, checkpoint_name="best")
+
+  def save(self):
+    step = int(self.checkpointer.progress.step.numpy())
+    try:
+      return self.manager.save(checkpoint_number=step)
+    except (OSError, tf.errors.OpError) as e:
+      raise CheckpointWriteError(
+          f"could not write the best checkpoint of step {step} to {self.directory} "
+          f"({type(e).__name__}); the training checkpoints are unaffected") from e
+
+
+CHOICES = ("auto", "latest", "best")
+
+
+def for_inference(directory, which="auto"):
+  """The checkpoint inference reads: `which` is latest, best (the lowest validation loss) or
+  auto (best when the run validated, else latest). Returns a path, or None when there is none.
+
+  Raises:
+    CheckpointError: `which` is best but the run never saved one (no --val_data).
+  """
+  best = tf.train.latest_checkpoint(best_directory(directory))
+  if which == "best" and best is None:
+    raise CheckpointError(
+        f"{best_directory(directory)}: no best checkpoint (it is written when a run trained "
+        f"with --val_data validates); use --checkpoint=latest")
+  if which in ("best", "auto") and best is not None:
+    return best
+  return tf.train.latest_checkpoint(directory)

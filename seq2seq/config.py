@@ -20,6 +20,7 @@ TOKENIZERS = ("word", "sentencepiece")
 SENTENCEPIECE_TYPES = ("bpe", "unigram")
 INPUT_PIPELINES = ("auto", "memory", "tfdata")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+CHECKPOINTS = ("auto", "latest", "best")  # seq2seq.checkpoints.for_inference
 # The punctuation filter of the tutorial's tokenizer (Keras' `Tokenizer` default); the
 # apostrophe is kept, so "don't" stays one word.
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
@@ -160,6 +161,9 @@ class TrainConfig:
   devices: str = ""  # mirrored: comma-separated devices; "" = every visible GPU (else the CPU)
   num_sampled: int = 0  # > 0: sampled softmax over this many candidates in training; 0 = full
   label_smoothing: float = 0.0  # training loss against (1 - eps) one-hot + eps uniform
+  plateau_patience: int = 0  # > 0: scale the learning rate by plateau_factor after this many
+  plateau_factor: float = 0.5  # epochs without a new best validation loss (and again after as many)
+  early_stopping: int = 0  # > 0: stop after this many epochs without a new best validation loss
 
   def __post_init__(self):
     _check(bool(self.workdir), "workdir", "must be a folder path")
@@ -178,6 +182,12 @@ class TrainConfig:
            f"must be in [0, 1), got {self.label_smoothing}")
     _check(not (self.label_smoothing and self.num_sampled), "label_smoothing",
            "applies to the full softmax; it cannot be combined with --num_sampled")
+    _check(self.plateau_patience >= 0, "plateau_patience",
+           f"must be >= 0 (0 = off), got {self.plateau_patience}")
+    _check(0.0 < self.plateau_factor <= 1.0, "plateau_factor",
+           f"must be in (0, 1], got {self.plateau_factor}")
+    _check(self.early_stopping >= 0, "early_stopping",
+           f"must be >= 0 (0 = off), got {self.early_stopping}")
 
   def check_vocabulary_size(self, vocab_size):
     """Checks what depends on the vocabulary, known once the data is read. Raises ConfigError."""
@@ -199,8 +209,10 @@ class DecodeConfig:
   decode_reference: str = ""  # --mode=decode: reference lines; corpus BLEU is reported
   export_dir: str = ""  # --mode=export: the SavedModel folder; "" = WORKDIR/export
   plot_attention: str = ""  # chat, decode: a PNG of the attention behind a reply (FILE.png)
+  checkpoint: str = "auto"  # which one inference reads: auto (best if any, else latest), latest, best
 
   def __post_init__(self):
+    _choice(self, "checkpoint", CHECKPOINTS)
     _positive(self, "beam_width", "n_best")
     _check(self.length_penalty >= 0, "length_penalty", f"must be >= 0, got {self.length_penalty}")
     _check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
@@ -333,6 +345,12 @@ class RunConfig:
     _check(self.model.model != "lm" or self.train.strategy == "default", "strategy",
            f"--model=lm trains on one device so far; use --strategy=default (got "
            f"--strategy={self.train.strategy})")
+
+  def check_training(self):
+    """Checks what --mode=train needs across sections. Raises ConfigError."""
+    for name in ("plateau_patience", "early_stopping"):
+      _check(not getattr(self.train, name) or bool(self.data.val_data), name,
+             "acts on the validation loss: give --val_data (or set 0)")
 
   def to_json(self):
     return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

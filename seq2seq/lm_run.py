@@ -106,7 +106,7 @@ def load_data(run_config, log=print):
 
 
 def load_trained(run_config, log=print):
-  """(model, vocabulary) of the latest checkpoint of run_config.train.workdir.
+  """(model, vocabulary) of the checkpoint of run_config.train.workdir that --checkpoint picks.
 
   Raises:
     NoCheckpoint: no vocabulary or no checkpoint there.
@@ -126,8 +126,7 @@ def load_trained(run_config, log=print):
   optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
                                           checkpoints.Progress())
-  # The training run's carried state is in the checkpoint too; inference starts afresh.
-  restored = checkpointer.restore_latest(partial=True)
+  restored = checkpointer.restore_for_inference(run_config.decode.checkpoint)
   if restored is None:
     raise NoCheckpoint(f"{workdir_lib.checkpoint_dir(workdir)}: no checkpoint; train first")
   log(f"loaded {restored} (step {int(checkpointer.progress.step.numpy())})")

@@ -133,14 +133,19 @@ class RMSProp(Optimizer):
     return optim.rmsprop_update(var, grad, slots[0], lr, self.rho, self.epsilon)
 
 
-def make_optimizer(train_config, variables=None):
+def make_optimizer(train_config, variables=None, learning_rate_scale=None):
   """The optimizer named by a `TrainConfig`, with exponential learning-rate decay.
 
   With `variables`, its slots are built for them at once (as a checkpoint restore needs).
+  `learning_rate_scale` (a float32 variable, e.g. `ValidationRecord.learning_rate_scale`)
+  multiplies the schedule; it is read at every step, so lowering it takes effect at once.
   """
   def schedule(step):
-    return optim.exponential_decay(train_config.learning_rate, step, train_config.decay_steps,
+    rate = optim.exponential_decay(train_config.learning_rate, step, train_config.decay_steps,
                                    train_config.decay_rate, train_config.staircase)
+    if learning_rate_scale is not None:
+      rate = rate * tf.cast(learning_rate_scale, rate.dtype)
+    return rate
 
   kinds = {"adam": Adam, "rmsprop": RMSProp, "sgd": SGD}
   optimizer = kinds[train_config.optimizer](schedule, name=train_config.optimizer)

@@ -22,6 +22,7 @@ from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import summaries
 from seq2seq import train_step as train_step_lib
+from seq2seq import validation_record
 from seq2seq import workdir as workdir_lib
 from seq2seq import workdir_lock
 
@@ -170,14 +171,15 @@ class Trainee:
   checkpointed: dict = dataclasses.field(default_factory=dict)
 
 
-def _seq2seq_trainee(run_config, strategy, distributed, log):
+def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
   """Pairs in buckets, the encoder-decoder, and its (possibly distributed) step."""
   train_config = run_config.train
   training_data = datasets.load_training_data(run_config, log)
   train_config.check_vocabulary_size(len(training_data.vocabulary))
   with strategy.scope():
     model = build_model(run_config, training_data.vocabulary, log)
-    optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
+    optimizer = optimizers.make_optimizer(train_config, model.trainable_variables,
+                                          learning_rate_scale)
   if distributed:
     step = distributed_step.make_distributed_train_step(
         model, optimizer, train_config.max_grad_norm, strategy,
@@ -197,7 +199,7 @@ def _seq2seq_trainee(run_config, strategy, distributed, log):
                  tokens=lambda batch: float(batch.target_weight.sum()), validate=validate)
 
 
-def _lm_trainee(run_config, strategy, distributed, log):
+def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
   """Windows of running text, the language model, and its step carrying the state.
 
   The carried state is checkpointed (`carried_state`), so a run resumed mid-epoch continues
@@ -210,7 +212,8 @@ def _lm_trainee(run_config, strategy, distributed, log):
                                        seed=train_config.seed,
                                        compute_dtype=COMPUTE_DTYPES[train_config.precision])
   model.build()
-  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables)
+  optimizer = optimizers.make_optimizer(train_config, model.trainable_variables,
+                                        learning_rate_scale)
   carried = language_model.CarriedState(model, train_config.batch_size)
   step = language_model.make_carried_step(
       language_model.make_lm_train_step(model, optimizer, train_config.max_grad_norm,
@@ -243,7 +246,9 @@ def _train(run_config, strategy, distributed, worker, log):
         + ("" if worker.chief else f"; writing to the temporary {worker.path}"))
   workdir_lib.check_or_save_config(run_config)
   build = _lm_trainee if run_config.model.model == "lm" else _seq2seq_trainee
-  trainee = build(run_config, strategy, distributed, log)
+  with strategy.scope():
+    record = validation_record.ValidationRecord()
+  trainee = build(run_config, strategy, distributed, log, record.learning_rate_scale)
   model, optimizer, schedule = trainee.model, trainee.optimizer, trainee.schedule
   with strategy.scope():
     progress = checkpoints.Progress(data_seed=train_config.seed)
@@ -251,7 +256,8 @@ def _train(run_config, strategy, distributed, worker, log):
       workdir_lib.checkpoint_dir(run_config.train.workdir), model, optimizer, progress,
       train_config.keep_checkpoints,
       restore_directory=workdir_lib.checkpoint_dir(train_config.workdir),
-      extras=trainee.checkpointed)
+      extras=trainee.checkpointed, optional_extras={"validation": record})
+  best = checkpoints.BestCheckpoint(checkpointer)
   checkpointer.check_vocabulary_size(len(trainee.vocabulary),
                                      workdir_lib.vocab_path(run_config.train.workdir))
   resumed_from = checkpointer.restore_latest()
@@ -283,21 +289,46 @@ def _train(run_config, strategy, distributed, worker, log):
     return checkpointer.save()
 
   def validate():
+    """The validation loss (NaN without --val_data), and whether early stopping ends the run.
+
+    A new best loss saves WORKDIR/best; plateaus scale the learning rate (validation_record).
+    """
     if trainee.validate is None:
-      return float("nan")
+      return float("nan"), False
     val_loss, val_ppl = trainee.validate()
-    log(f"validation after epoch {epoch + 1}: loss={val_loss:.4f} ppl={val_ppl:.2f}")
-    val_writer.write(step, {"loss": val_loss, "perplexity": val_ppl})
-    return val_loss
+    verdict = record.observe(val_loss, step, train_config.plateau_patience,
+                             train_config.plateau_factor, train_config.early_stopping)
+    if verdict.improved:
+      note = f"; new best, saved {best.save()}"
+    else:
+      note = (f"; best {float(record.best_loss.numpy()):.4f} at step "
+              f"{int(record.best_step.numpy())}, {verdict.stale_epochs} epoch(s) ago")
+    if verdict.learning_rate_cut:
+      note += (f"; learning rate scaled by {train_config.plateau_factor} (now x"
+               f"{float(record.learning_rate_scale.numpy()):.3g})")
+    log(f"validation after epoch {epoch + 1}: loss={val_loss:.4f} ppl={val_ppl:.2f}{note}")
+    val_writer.write(step, {"loss": val_loss, "perplexity": val_ppl,
+                            "best_loss": float(record.best_loss.numpy())})
+    if verdict.stop:
+      log(f"early stopping: {verdict.stale_epochs} epochs without a new best validation loss "
+          f"(--early_stopping={train_config.early_stopping})")
+    return val_loss, verdict.stop
 
   loss, loss_t = float("nan"), None
   val_loss = float("nan")
+  early_stop = bool(train_config.early_stopping) and (
+      int(record.stale_epochs.numpy()) >= train_config.early_stopping)
+  if early_stop:
+    log(f"early stopping: this run already stopped after {int(record.stale_epochs.numpy())} "
+        f"epochs without a new best validation loss (--early_stopping="
+        f"{train_config.early_stopping}); raise it to train on")
   checkpoint = resumed_from
   meter = _RateMeter(step)
   bad_in_a_row = bad_total = 0
   stopping = None  # the signal the run stops for: this process's, or any worker's
   with interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy):
-    while step < total_steps and epoch < train_config.num_epochs and stopping is None:
+    while (step < total_steps and epoch < train_config.num_epochs and stopping is None
+           and not early_stop):
       if position == 0:
         trainee.start_epoch()
       for batch in schedule.batches(epoch, start=position):
@@ -344,7 +375,7 @@ def _train(run_config, strategy, distributed, worker, log):
         if stopping is not None or step >= total_steps:
           break
       if position >= per_epoch:  # the epoch ran to its end
-        val_loss = validate()
+        val_loss, early_stop = validate()
         epoch += 1
         position = 0
         progress.epoch.assign(epoch)

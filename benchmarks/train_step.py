@@ -12,6 +12,10 @@ loss back to the host, so the clock covers the device work.
 FLOPs per step (forward + backward = 3x forward, 2 FLOPs per multiply-add):
     6 * B * T * (sum over layers of 4H(I + H)  +  H * V)
 with the recurrent part counted twice for seq2seq (encoder and decoder of T steps each).
+For the attention workload (`attention_flops`) the encoder is bidirectional (two directions,
+upper layers reading 2H), the decoder's first layer reads E + H (input feeding), and each
+decoder step adds the Luong scores and context over T source steps (2 * 2 * T * 2H), the
+attentional layer (3H * H) and, once per source step, the keys (2H * H).
 
 The seq2seq workloads time `train_step.make_train_step` on a fixed padded batch; the LM
 workloads (`ptb_large*`, the PTB "large" model of Zaremba et al.) time
@@ -45,6 +49,8 @@ WORKLOADS = {
     "ptb_large": ("lm", 20, 35, 1500, 1500, 10000, 2),
     "ptb_large_b128": ("lm", 128, 35, 1500, 1500, 10000, 2),
     "cpu_small": ("seq2seq", 32, 20, 256, 256, 8000, 2),
+    # configs/multi30k_attention.flags: bidirectional encoder, Luong attention, input feeding.
+    "m30k_attention": ("attention", 64, 20, 256, 512, 14000, 2),
 }
 # Engine variants: (jit_compile, precision, embedding_device, unroll). "keras" is the peer.
 ENGINE_VARIANTS = {
@@ -93,8 +99,19 @@ def workload_sizes(workload):
   return (kind, *(override.get(name, value) for name, value in zip(SIZES, sizes)))
 
 
+def attention_flops(batch, steps, embed, hidden, vocab, layers):
+  """FLOPs of one train step of the attention workload (module docstring)."""
+  lstm = lambda inputs: 4 * hidden * (inputs + hidden)
+  encoder = 2 * sum(lstm(embed if layer == 0 else 2 * hidden) for layer in range(layers))
+  decoder = sum(lstm(embed + hidden if layer == 0 else hidden) for layer in range(layers))
+  attention = 2 * 2 * steps * 2 * hidden + 3 * hidden * hidden + 2 * hidden * hidden
+  return 6 * batch * steps * (encoder + decoder + attention + hidden * vocab)
+
+
 def model_flops(kind, batch, steps, embed, hidden, vocab, layers):
   """FLOPs of one train step, by the formula in the module docstring."""
+  if kind == "attention":
+    return attention_flops(batch, steps, embed, hidden, vocab, layers)
   recurrent = sum(4 * hidden * ((embed if layer == 0 else hidden) + hidden)
                   for layer in range(layers))
   if kind == "seq2seq":
@@ -148,11 +165,12 @@ def engine_step(workload, variant):
   if embedding_device == "gpu" and not tf.config.list_physical_devices("GPU"):
     return None
   unroll_steps = int(unroll[len("dynamic"):] or 1) if unroll.startswith("dynamic") else 1
+  attention = {"encoder": "bi", "attention": "luong"} if kind == "attention" else {}
   model_config = config_lib.ModelConfig(num_layers=layers, hidden_size=hidden,
                                         embedding_size=embed, keep_prob=FLAGS.keep_prob,
                                         embedding_device=embedding_device,
                                         unroll=unroll.rstrip("0123456789"),
-                                        unroll_steps=unroll_steps)
+                                        unroll_steps=unroll_steps, **attention)
   compute_dtype = model_lib.COMPUTE_DTYPES[precision]
   if kind == "lm":
     model = language_model.LanguageModel(model_config, vocab, seed=0, compute_dtype=compute_dtype)
@@ -161,7 +179,7 @@ def engine_step(workload, variant):
   model.build()
   optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3),
                                        model.trainable_variables)
-  if kind == "seq2seq":
+  if kind != "lm":
     return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
                                           jit_compile=jit_compile)
   # As in training: the final state of each step is the initial state of the next.
@@ -182,6 +200,8 @@ def keras_step(workload, variant):
   import keras  # pylint: disable=import-outside-toplevel
   del variant
   kind, batch, steps, embed, hidden, vocab, layers = workload_sizes(workload)
+  if kind == "attention":
+    return None  # Keras has no attention LSTM decoder to compare with
   lstm = lambda: keras.layers.LSTM(hidden, return_sequences=True, return_state=True)
   embedding = keras.layers.Embedding(vocab, embed)
   projection = keras.layers.Dense(vocab)
@@ -257,7 +277,8 @@ def measure(workload, variant, ceiling):
   kind, batch, steps, embed, hidden, vocab, layers = workload_sizes(workload)
   step = (keras_step if variant == "keras" else engine_step)(workload, variant)
   if step is None:
-    return {"workload": workload, "variant": variant, "skipped": "needs a GPU"}
+    reason = "no Keras peer with attention" if variant == "keras" else "needs a GPU"
+    return {"workload": workload, "variant": variant, "skipped": reason}
   precision = "fp32" if variant == "keras" else ENGINE_VARIANTS[variant][1]
   ceiling = ceiling[precision]
   b, target_tokens = synthetic_input(kind, batch, steps, vocab)

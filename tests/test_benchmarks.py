@@ -34,6 +34,28 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       self.assertAllClose(row["model_tflops"] * 1e12 * row["step_ms"] / 1e3, flops, rtol=1e-6)
       self.assertAllClose(row["target_tokens_per_sec"] * row["step_ms"] / 1e3, 2 * 4, rtol=1e-6)
 
+  def test_attention_workload_times_the_attention_step_jit_and_dynamic(self):
+    """m30k_attention, shrunk: the bidirectional Luong model's real step, plain and compiled
+    with a while loop; Keras has no peer for it and says so."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.train_step", "--workloads=m30k_attention",
+         "--variants=engine,engine_xla_dyn5,keras", "--steps=2", "--warmup=0",
+         "--override=batch=2,steps=5,embed=8,hidden=6,vocab=50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    rows = {row["variant"]: row for row in rows if "variant" in row}
+    self.assertEqual(rows["keras"]["skipped"], "no Keras peer with attention")
+    lstm = lambda inputs: 4 * 6 * (inputs + 6)
+    encoder = 2 * (lstm(8) + lstm(12))
+    decoder = lstm(8 + 6) + lstm(6)
+    attention = 4 * 5 * 12 + 3 * 36 + 2 * 36
+    flops = 6 * 2 * 5 * (encoder + decoder + attention + 6 * 50)
+    for variant in ("engine", "engine_xla_dyn5"):
+      row = rows[variant]
+      self.assertAllClose(row["model_tflops"] * 1e12 * row["step_ms"] / 1e3, flops, rtol=1e-6)
+
 
 if __name__ == "__main__":
   tf.test.main()

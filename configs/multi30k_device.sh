@@ -1,54 +1,90 @@
 #!/bin/bash
-# Multi30k on one GPU, in two calls of the device tool (each under its 10-minute limit):
+# Multi30k on one GPU, across calls of the device tool (each under its 10-minute limit):
 #
-#   bash configs/multi30k_device.sh train SECONDS   # trains every run below side by side; a run
-#                                                   # stopped by the time limit saves (SIGTERM) and
-#                                                   # resumes where it stopped on the next call
-#   bash configs/multi30k_device.sh decode          # val and test BLEU, greedy and beam
+#   bash configs/multi30k_device.sh start SECONDS   # starts every run below side by side, in the
+#                                                   # background (setsid), each stopped by SIGTERM
+#                                                   # after SECONDS (it saves and exits)
+#   bash configs/multi30k_device.sh watch SECONDS   # prints progress every minute for SECONDS, or
+#                                                   # until no run is left; call again to go on
+#   bash configs/multi30k_device.sh decode          # waits for the runs to end, then val and test
+#                                                   # BLEU, greedy and beam, of each run's best
+#                                                   # checkpoint (lowest validation loss)
 #
-# M30K names the data folder (default ../shared/data/multi30k); logs and hypotheses go to
-# $OUT (default /tmp/multi30k_out). Runs differ from configs/multi30k_attention.flags only by
-# the flags in RUNS; val BLEU (never test) chooses the run and the length penalty.
+# Runs started by `start` outlive the call while the machine stays warm, so one run trains
+# through several calls with a single compilation. M30K names the data folder (default
+# ../shared/data/multi30k); logs stay in workdir_multi30k/logs and are copied to $OUT (default
+# /tmp/multi30k_out). Runs differ from configs/multi30k_attention.flags only by the flags in
+# RUNS; val BLEU (never test) chooses the run and the length penalty.
 set -u
 export TF_FORCE_GPU_ALLOW_GROWTH=true  # runs share the GPU: each takes only what it needs
 M30K=${M30K:-../shared/data/multi30k}
 OUTDIR=${OUT:-/tmp/multi30k_out}
-mkdir -p "$OUTDIR"
+ROOT=workdir_multi30k
+LOGS=$ROOT/logs
+mkdir -p "$OUTDIR" "$LOGS"
 declare -A RUNS=(
-  [luong_2x512]=""
-  [bahdanau_1x512]="--attention=bahdanau --num_layers=1 --keep_prob=0.6"
+  [keep07]=""
+  [keep05]="--keep_prob=0.5"
+  [keep05_ls01]="--keep_prob=0.5 --label_smoothing=0.1"
+  [gru_bahdanau_keep05]="--cell=gru --attention=bahdanau --keep_prob=0.5"
+  [static_keep06]="--nojit_compile --unroll=static --unroll_steps=1 --keep_prob=0.6"
 )
 DATA_FLAGS=(
   "--data=$M30K/train.lc.norm.tok.en|$M30K/train.lc.norm.tok.de"
   "--val_data=$M30K/val.lc.norm.tok.en|$M30K/val.lc.norm.tok.de"
 )
+TRAINING="python3 train.py --flagfile=configs/multi30k_attention.flags"
 
-train() {
+training_pids() {  # the runs' python processes (read from /proc: no procps needed)
+  local f
+  for f in /proc/[0-9]*/cmdline; do
+    tr '\0' ' ' < "$f" 2> /dev/null \
+      | grep -qE "^[^ ]*python[0-9.]* ${TRAINING#python3 } --mode=train" && basename "${f%/cmdline}"
+  done
+}
+
+start() {
   local seconds=$1
   for name in "${!RUNS[@]}"; do
     # shellcheck disable=SC2086
-    timeout -s TERM "$seconds" python3 train.py --flagfile=configs/multi30k_attention.flags \
-      "${DATA_FLAGS[@]}" --workdir="workdir_multi30k/$name" ${RUNS[$name]} \
-      >> "$OUTDIR/train_$name.log" 2>&1 &
+    setsid nohup timeout -s TERM "$seconds" $TRAINING --mode=train "${DATA_FLAGS[@]}" \
+      --workdir="$ROOT/$name" ${RUNS[$name]} >> "$LOGS/train_$name.log" 2>&1 < /dev/null &
   done
-  wait
+  echo "started ${!RUNS[*]} for $seconds s"
+}
+
+progress() {
   for name in "${!RUNS[@]}"; do
-    echo "== $name"; grep -E "^(model|val|done|stopped|[0-9]+/)" "$OUTDIR/train_$name.log" | tail -6
+    echo "== $name: $(grep -E '^[0-9]+/' "$LOGS/train_$name.log" | tail -1)"
+    grep -E "^(validation|early|done|stopped|Traceback|[A-Za-z]*Error)" "$LOGS/train_$name.log" | tail -2
   done
+}
+
+watch() {
+  local seconds=$1 start=$SECONDS
+  while (( SECONDS - start < seconds )) && [[ -n "$(training_pids)" ]]; do
+    sleep $(( seconds - (SECONDS - start) < 60 ? seconds - (SECONDS - start) : 60 ))
+    echo "-- $(( SECONDS - start )) s"; progress
+  done
+  cp "$LOGS"/*.log "$OUTDIR"/ 2>/dev/null
 }
 
 decode_one() {  # NAME SPLIT BEAM ALPHA
   local name=$1 split=$2 beam=$3 alpha=$4
   local tag="$name.$split.b$beam.a$alpha"
-  python3 train.py --flagfile=configs/multi30k_attention.flags "${DATA_FLAGS[@]}" \
-    --workdir="workdir_multi30k/$name" --mode=decode --batch_size=128 \
+  $TRAINING "${DATA_FLAGS[@]}" --workdir="$ROOT/$name" --mode=decode --batch_size=128 \
     --beam_width="$beam" --length_penalty="$alpha" \
     --decode_input="$M30K/$split.lc.norm.tok.en" --decode_reference="$M30K/$split.lc.norm.tok.de" \
-    --decode_output="$OUTDIR/$tag.de" > "$OUTDIR/decode_$tag.log" 2>&1
-  echo "$tag $(grep -o 'BLEU = [0-9.]*' "$OUTDIR/decode_$tag.log" || tail -1 "$OUTDIR/decode_$tag.log")"
+    --decode_output="$LOGS/$tag.de" > "$LOGS/decode_$tag.log" 2>&1
+  echo "$tag $(grep -o 'BLEU = [0-9.]*' "$LOGS/decode_$tag.log" || tail -1 "$LOGS/decode_$tag.log")"
 }
 
 decode() {
+  local pids
+  pids=$(training_pids)
+  [[ -n "$pids" ]] && kill -TERM $pids  # the runs still going save and exit
+  for _ in $(seq 120); do [[ -n "$(training_pids)" ]] || break; sleep 1; done
+  progress
   for name in "${!RUNS[@]}"; do
     for split in val test_2016_flickr; do
       decode_one "$name" "$split" 1 0 &
@@ -56,6 +92,7 @@ decode() {
     done
   done
   wait
+  cp "$LOGS"/*.log "$OUTDIR"/
 }
 
 "$@" | tee -a "$OUTDIR/summary.txt"

@@ -23,11 +23,11 @@ ROOT=workdir_multi30k
 LOGS=$ROOT/logs
 mkdir -p "$OUTDIR" "$LOGS"
 declare -A RUNS=(
-  [keep07]=""
+  [keep06]=""
   [keep05]="--keep_prob=0.5"
-  [keep05_ls01]="--keep_prob=0.5 --label_smoothing=0.1"
-  [gru_bahdanau_keep05]="--cell=gru --attention=bahdanau --keep_prob=0.5"
-  [static_keep06]="--nojit_compile --unroll=static --unroll_steps=1 --keep_prob=0.6"
+  [keep06_ls01]="--label_smoothing=0.1"
+  [keep06_emb512]="--embedding_size=512"
+  [keep06_b128]="--batch_size=128 --learning_rate=0.002"
 )
 DATA_FLAGS=(
   "--data=$M30K/train.lc.norm.tok.en|$M30K/train.lc.norm.tok.de"

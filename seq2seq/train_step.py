@@ -1,4 +1,5 @@
 """The compiled train and eval steps, traced once per padded length (bucket)."""
+import numpy as np
 import tensorflow as tf
 
 from ops import clipping
@@ -26,10 +27,11 @@ class BucketedFunction:
   of any arguments after the batch (the same for every bucket).
   """
 
-  def __init__(self, fn, extra_signature=()):
+  def __init__(self, fn, extra_signature=(), pad_rows_to=0):
     self._fn = fn
     self._extra_signature = list(extra_signature)
     self._functions = {}
+    self._pad_rows_to = int(pad_rows_to)
 
   @property
   def traced_lengths(self):
@@ -42,7 +44,28 @@ class BucketedFunction:
       function = tf.function(
           self._fn, input_signature=[_batch_signature(length)] + self._extra_signature)
       self._functions[length] = function
+    if self._pad_rows_to:
+      batch = pad_rows(batch, self._pad_rows_to)
     return function(data.Batch(*batch), *extra)
+
+
+def pad_rows(batch, rows):
+  """`batch` (NumPy) with rows appended up to `rows`: one <PAD> source token each (length 1,
+  so attention has a position to attend to) and zero target weight.
+
+  An XLA-compiled step compiles once per concrete shape, so the smaller last batch of each
+  bucket would cost a second compilation; padded, every batch of a bucket has one shape. The
+  loss, a weighted mean over target tokens, and its gradients are unchanged.
+  """
+  missing = rows - batch.source.shape[0]
+  if missing <= 0:
+    return batch
+  def grow(array, value=0):
+    filler = np.full((missing,) + array.shape[1:], value, array.dtype)
+    return np.concatenate([array, filler])
+  return data.Batch(source=grow(batch.source), source_length=grow(batch.source_length, 1),
+                    decoder_input=grow(batch.decoder_input), target=grow(batch.target),
+                    target_weight=grow(batch.target_weight))
 
 
 def run_if(condition, update):
@@ -232,7 +255,7 @@ def seq2seq_lookups(model):
 
 
 def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0,
-                    label_smoothing=0.0):
+                    label_smoothing=0.0, batch_size=0):
   """The seq2seq train step: `make_update_step` over a teacher-forced `Seq2Seq` batch.
 
   Args:
@@ -245,6 +268,8 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
     seed: with `num_sampled`, the candidates of each step are drawn from (seed, step).
     label_smoothing: eps of the training loss (`losses.sequence_loss`); the returned loss
       includes it. Evaluation is the plain cross entropy.
+    batch_size: with `jit_compile`, smaller batches are padded to this many rows of zero
+      weight (`pad_rows`), so that XLA compiles each bucket once; 0 leaves them as they are.
 
   Returns:
     step(batch) -> (loss, grad_norm, finite), as `make_update_step`, one trace per padded
@@ -259,7 +284,8 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
 
   update = make_update_step(loss_fn, seq2seq_lookups(model), model.trainable_variables,
                             optimizer, max_grad_norm, jit_compile)
-  return BucketedFunction(lambda batch: update(batch)[:3])
+  return BucketedFunction(lambda batch: update(batch)[:3],
+                          pad_rows_to=batch_size if jit_compile else 0)
 
 
 def make_eval_step(model):

@@ -190,7 +190,8 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
                                           jit_compile=train_config.jit_compile,
                                           num_sampled=train_config.num_sampled,
                                           seed=train_config.seed,
-                                          label_smoothing=train_config.label_smoothing)
+                                          label_smoothing=train_config.label_smoothing,
+                                          batch_size=train_config.batch_size)
   eval_step = train_step_lib.make_eval_step(model)
   validate = None
   if training_data.val is not None:

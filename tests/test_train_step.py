@@ -115,6 +115,42 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(traces, 2)
     self.assertEqual(counting.traced_lengths, (5, 7))
 
+  @parameterized.parameters(("uni", "none"), ("bi", "luong"))
+  def test_rows_padded_for_xla_change_nothing(self, encoder, attention):
+    """A small last batch padded to the batch size (one XLA shape a bucket) gives the same
+    loss, norm and update as the small batch itself."""
+    def model():
+      config = config_lib.ModelConfig(num_layers=1, hidden_size=16, embedding_size=8,
+                                      encoder=encoder, attention=attention)
+      built = model_lib.Seq2Seq(config, VOCAB, seed=5)
+      built.build()
+      return built
+
+    batch = _batch(size=3, seed=6)
+    padded = train_step_lib.pad_rows(batch, 8)
+    self.assertEqual(padded.source.shape, (8, 5))
+    self.assertAllEqual(padded.source_length[3:], [1] * 5)
+    self.assertAllEqual(padded.target_weight[3:], np.zeros([5, 6]))
+    self.assertIs(train_step_lib.pad_rows(batch, 3), batch)
+
+    results = []
+    for batch_size in (0, 8):
+      m = model()
+      optimizer = optimizers.SGD(1.0)
+      optimizer.build(m.trainable_variables)
+      step = train_step_lib.make_train_step(m, optimizer, 0.05, jit_compile=True,
+                                            batch_size=batch_size)
+      before = {v.name: v.numpy() for v in m.trainable_variables}
+      loss, norm, finite = step(batch)
+      self.assertTrue(bool(finite))
+      results.append((float(loss), float(norm),
+                      {v.name: before[v.name] - v.numpy() for v in m.trainable_variables}))
+    (loss, norm, deltas), (padded_loss, padded_norm, padded_deltas) = results
+    self.assertAllClose(loss, padded_loss, rtol=1e-5)
+    self.assertAllClose(norm, padded_norm, rtol=1e-5)
+    for name, delta in deltas.items():
+      self.assertAllClose(delta, padded_deltas[name], atol=1e-6, rtol=1e-4, msg=name)
+
   def test_untouched_embedding_rows_do_not_move(self):
     model = _model()
     batch = _batch(size=2, length=3, seed=4)

@@ -1,7 +1,7 @@
 """Train, evaluate or chat with a seq2seq chatbot (or a language model, --model=lm).
 
     python train.py                                   # train on the embedded corpus
-    python train.py --mode=chat                       # talk to the latest checkpoint
+    python train.py --mode=chat                       # talk to the best (else latest) checkpoint
     python train.py --mode=eval --val_data=FILE       # loss and perplexity on FILE
     python train.py --mode=prepare --input='RC_2015-0*.zst' --input_format=reddit \
         --output_dir=reddit15                         # splits, vocabulary, report.json

@@ -161,7 +161,8 @@ def save(module, export_dir):
 
 
 def export_trained(run_config, log=print):
-  """Exports the latest checkpoint of run_config.train.workdir; returns the export folder.
+  """Exports the checkpoint --checkpoint picks in run_config.train.workdir; returns the
+  export folder.
 
   The folder is --export_dir, or WORKDIR/export; the search follows run_config.decode.
 

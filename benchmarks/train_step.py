@@ -58,6 +58,7 @@ ENGINE_VARIANTS = {
     "engine_xla": (True, "fp32", "cpu", "static"),
     "engine_xla_bf16": (True, "bf16", "cpu", "static"),
     "engine_xla_bf16_gpuemb": (True, "bf16", "gpu", "static"),
+    "engine_xla_gpuemb": (True, "fp32", "gpu", "static"),
     "engine_bf16": (False, "bf16", "cpu", "static"),
 }
 ENGINE_VARIANTS.update({name + suffix: options[:3] + (unroll,)

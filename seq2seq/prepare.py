@@ -620,10 +620,15 @@ def prepare(prepare_config, data_config, log=print):
     vocabulary = vocab_lib.Vocabulary(
         [processor.id_to_piece(i) for i in range(processor.get_piece_size())])
     unique = counter.unique()
-    kept_tokens = sum(n for piece, n in counter.ranked() if vocabulary.id(piece) != vocab_lib.UNK_ID)
+    kept_types = kept_tokens = 0  # the pieces seen in training that have an id, and their count
+    for piece, n in counter.ranked():
+      if vocabulary.id(piece) != vocab_lib.UNK_ID:
+        kept_types += 1
+        kept_tokens += n
     vocab_report = vocab_lib.VocabularyReport(
-        unique_words=unique, kept_words=len(vocabulary) - len(vocab_lib.SPECIAL_TOKENS),
-        type_share=1.0, token_coverage=kept_tokens / counter.total if counter.total else 0.0)
+        unique_words=unique, kept_words=kept_types,
+        type_share=kept_types / unique if unique else 0.0,
+        token_coverage=kept_tokens / counter.total if counter.total else 0.0)
   else:
     vocabulary, vocab_report = vocab_lib.select_vocabulary(
         counter.ranked(), counter.total, counter.unique(), data_config.max_vocab,

@@ -167,6 +167,10 @@ def test_sentencepiece(tmp_path):
   pairs = read_split(out)
   assert len(pairs) == report["pairs_written"]["train"] > 300
   assert all(piece in vocabulary.tokens for s, t in pairs for piece in (s + " " + t).split())
+  # The report counts the pieces the training text uses, not the model's whole inventory.
+  used = {piece for s, t in pairs for piece in (s + " " + t).split()}
+  assert report["vocabulary"]["kept_words"] == len(used) <= report["vocabulary"]["unique_words"]
+  assert report["vocabulary"]["token_coverage"] == 1.0
   # Replies are detokenised: the pieces of a sentence decode back to its words.
   from seq2seq import datasets  # pylint: disable=import-outside-toplevel
   from seq2seq import decoding  # pylint: disable=import-outside-toplevel

@@ -1,6 +1,8 @@
 #!/bin/bash
 # Multi30k on one GPU, across calls of the device tool (each under its 10-minute limit):
 #
+#   bash configs/multi30k_device.sh bench           # times the attention step alone (plain and
+#                                                   # compiled variants; before `start`)
 #   bash configs/multi30k_device.sh start SECONDS   # starts every run below side by side, in the
 #                                                   # background (setsid), each stopped by SIGTERM
 #                                                   # after SECONDS (it saves and exits)
@@ -22,12 +24,14 @@ OUTDIR=${OUT:-/tmp/multi30k_out}
 ROOT=workdir_multi30k
 LOGS=$ROOT/logs
 mkdir -p "$OUTDIR" "$LOGS"
+SUBWORDS=$ROOT/subwords10k  # a SentencePiece (BPE, 10k) copy of the training pairs, made by `start`
 declare -A RUNS=(
   [keep06]=""
   [keep05]="--keep_prob=0.5"
   [keep06_ls01]="--label_smoothing=0.1"
   [keep06_emb512]="--embedding_size=512"
   [keep06_b128]="--batch_size=128 --learning_rate=0.002"
+  [bpe10k_keep06]="--data=$SUBWORDS --max_vocab=10000 --max_length=80 --bucket_boundaries=16,24,32,80"
 )
 DATA_FLAGS=(
   "--data=$M30K/train.lc.norm.tok.en|$M30K/train.lc.norm.tok.de"
@@ -43,8 +47,26 @@ training_pids() {  # the runs' python processes (read from /proc: no procps need
   done
 }
 
+prepare_subwords() {  # the val and test files stay raw: they are split into pieces when read
+  [[ -f "$SUBWORDS/vocab.txt" ]] && return
+  python3 train.py --mode=prepare --input_format=parallel --tokenizer=sentencepiece \
+    --input="$M30K/train.lc.norm.tok.en" --target_input="$M30K/train.lc.norm.tok.de" \
+    --output_dir="$SUBWORDS" --max_vocab=10000 --filters= --nolowercase --min_length=1 \
+    --max_length=80 --val_fraction=0 --test_fraction=0 > "$LOGS/prepare_subwords.log" 2>&1
+  grep "^prepare: vocab" "$LOGS/prepare_subwords.log"
+}
+
+bench() {  # the attention step alone on the GPU: plain, and compiled with while loops (with the
+           # loops as CUDA-graph conditionals through XLA command buffers, and without)
+  local run="python3 -m benchmarks.train_step --workloads=m30k_attention --steps=30 --warmup=3"
+  $run --variants=engine,engine_xla_gpuemb_dyn5 --output="$OUTDIR/bench.jsonl" | tail -4
+  XLA_FLAGS="--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" \
+    $run --variants=engine_xla_gpuemb_dyn5 --output="$OUTDIR/bench_command_buffers.jsonl" | tail -2
+}
+
 start() {
   local seconds=$1
+  prepare_subwords
   for name in "${!RUNS[@]}"; do
     # shellcheck disable=SC2086
     setsid nohup timeout -s TERM "$seconds" $TRAINING --mode=train "${DATA_FLAGS[@]}" \
@@ -62,6 +84,7 @@ progress() {
 
 watch() {
   local seconds=$1 start=$SECONDS
+  sleep 20  # runs just started may not have exec'd python yet
   while (( SECONDS - start < seconds )) && [[ -n "$(training_pids)" ]]; do
     sleep $(( seconds - (SECONDS - start) < 60 ? seconds - (SECONDS - start) : 60 ))
     echo "-- $(( SECONDS - start )) s"; progress

@@ -137,6 +137,11 @@ _HELP = {
                       "whenever --val_data is given",
     "checkpoint": "which checkpoint chat, decode, eval and export read: best (the lowest "
                   "validation loss, WORKDIR/best), latest, or auto (best if the run has one)",
+    "average_checkpoints": "chat, decode, eval and export use the mean weights of this many "
+                           "checkpoints, the newest that --checkpoint picks (fewer if fewer "
+                           "exist); train with --keep_best=N to keep N best ones",
+    "keep_best": "checkpoints of the lowest validation losses kept in WORKDIR/best (see "
+                 "--average_checkpoints)",
     "num_sampled": "train with a sampled softmax over this many log-uniform (Zipfian) candidate "
                    "words, for large vocabularies (0 = full softmax); must be below the "
                    "vocabulary size; evaluation, validation and decoding stay exact",

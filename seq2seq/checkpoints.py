@@ -6,6 +6,7 @@ all of its files are in place, so a crash mid-write leaves the previous one as t
 """
 import os
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -112,11 +113,27 @@ class Checkpointer:
       return None
     return self.restore(path, partial)
 
-  def restore_for_inference(self, which="auto"):
-    """Restores the checkpoint `for_inference` picks (values only training reads, such as an
-    LM's carried state, are expected to stay unread). Returns its path, or None if none."""
-    path = for_inference(self.directory, which)
-    return None if path is None else self.restore(path, partial=True)
+  def restore_for_inference(self, which="auto", average=1):
+    """Restores the checkpoint `for_inference` picks, or with `average` > 1 the mean of the
+    model's variables over the `average` newest it picks (fewer if fewer exist). Values only
+    training reads (optimizer slots, an LM's carried state) are expected to stay unread.
+
+    Returns:
+      the paths restored, newest first ([] when there is none); progress is the newest's.
+    """
+    paths = for_inference(self.directory, which, average)
+    if len(paths) > 1:
+      variables = [v for v in self.checkpoint.model.variables if v.dtype.is_floating]
+      total = [np.zeros(v.shape, v.dtype.as_numpy_dtype) for v in variables]
+      for path in reversed(paths):  # the newest last, so that its progress stays
+        self.restore(path, partial=True)
+        for sum_, variable in zip(total, variables):
+          sum_ += variable.numpy()
+      for sum_, variable in zip(total, variables):
+        variable.assign(sum_ / len(paths))
+    elif paths:
+      self.restore(paths[0], partial=True)
+    return paths
 
   def restore(self, path, partial=False):
     """Restores the checkpoint at `path` (see `restore_latest`); returns `path`."""
@@ -143,17 +160,19 @@ def best_directory(directory):
 
 
 class BestCheckpoint:
-  """The checkpoint with the best validation loss so far, in its own folder (one kept).
+  """The checkpoints of the best validation losses so far, in their own folder.
 
-  It saves the same objects as `checkpointer`, atomically as every checkpoint here is, so
-  inference restores it the same way (`Checkpointer.restore`).
+  Each new best is saved there; the `keep` most recent (so the `keep` lowest losses) stay, for
+  inference to read the best or average several (`--average_checkpoints`). It saves the same
+  objects as `checkpointer`, atomically as every checkpoint here is, so inference restores it
+  the same way (`Checkpointer.restore`).
   """
 
-  def __init__(self, checkpointer, directory=None):
+  def __init__(self, checkpointer, directory=None, keep=1):
     self.directory = directory or best_directory(checkpointer.directory)
     self.checkpointer = checkpointer
     self.manager = tf.train.CheckpointManager(checkpointer.checkpoint, self.directory,
-                                              max_to_keep=1, checkpoint_name="best")
+                                              max_to_keep=keep, checkpoint_name="best")
 
   def save(self):
     step = int(self.checkpointer.progress.step.numpy())
@@ -165,21 +184,33 @@ class BestCheckpoint:
           f"({type(e).__name__}); the training checkpoints are unaffected") from e
 
 
-CHOICES = ("auto", "latest", "best")
+def for_inference(directory, which="auto", count=1):
+  """The checkpoints inference reads, newest first (at most `count`; none when there is none).
 
-
-def for_inference(directory, which="auto"):
-  """The checkpoint inference reads: `which` is latest, best (the lowest validation loss) or
-  auto (best when the run validated, else latest). Returns a path, or None when there is none.
+  `which` is latest (the training checkpoints in `directory`), best (those of the lowest
+  validation losses, `best_directory`) or auto (best when the run validated, else latest).
 
   Raises:
     CheckpointError: `which` is best but the run never saved one (no --val_data).
   """
-  best = tf.train.latest_checkpoint(best_directory(directory))
-  if which == "best" and best is None:
+  def newest(folder):
+    state = tf.train.get_checkpoint_state(folder)
+    return list(reversed(state.all_model_checkpoint_paths))[:count] if state else []
+
+  best = newest(best_directory(directory))
+  if which == "best" and not best:
     raise CheckpointError(
         f"{best_directory(directory)}: no best checkpoint (it is written when a run trained "
         f"with --val_data validates); use --checkpoint=latest")
-  if which in ("best", "auto") and best is not None:
+  if which in ("best", "auto") and best:
     return best
-  return tf.train.latest_checkpoint(directory)
+  return newest(directory)
+
+
+def describe_restored(paths, progress):
+  """A log line for what `restore_for_inference` restored."""
+  step = int(progress.step.numpy())
+  if len(paths) == 1:
+    return f"loaded {paths[0]} (step {step})"
+  return (f"loaded the mean of {len(paths)} checkpoints: {', '.join(paths)} (newest at step "
+          f"{step})")

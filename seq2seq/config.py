@@ -164,6 +164,7 @@ class TrainConfig:
   plateau_patience: int = 0  # > 0: scale the learning rate by plateau_factor after this many
   plateau_factor: float = 0.5  # epochs without a new best validation loss (and again after as many)
   early_stopping: int = 0  # > 0: stop after this many epochs without a new best validation loss
+  keep_best: int = 1  # checkpoints of the lowest validation losses kept in WORKDIR/best
 
   def __post_init__(self):
     _check(bool(self.workdir), "workdir", "must be a folder path")
@@ -173,7 +174,7 @@ class TrainConfig:
     _check(not self.devices or self.strategy == "mirrored", "devices",
            f"is only used with --strategy=mirrored (got --strategy={self.strategy})")
     _positive(self, "batch_size", "learning_rate", "decay_steps", "decay_rate", "num_epochs",
-              "save_every", "keep_checkpoints", "log_every", "max_bad_steps")
+              "save_every", "keep_checkpoints", "log_every", "max_bad_steps", "keep_best")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
     _check(self.num_sampled >= 0, "num_sampled",
@@ -210,9 +211,11 @@ class DecodeConfig:
   export_dir: str = ""  # --mode=export: the SavedModel folder; "" = WORKDIR/export
   plot_attention: str = ""  # chat, decode: a PNG of the attention behind a reply (FILE.png)
   checkpoint: str = "auto"  # which one inference reads: auto (best if any, else latest), latest, best
+  average_checkpoints: int = 1  # > 1: inference uses the mean weights of this many of them
 
   def __post_init__(self):
     _choice(self, "checkpoint", CHECKPOINTS)
+    _positive(self, "average_checkpoints")
     _positive(self, "beam_width", "n_best")
     _check(self.length_penalty >= 0, "length_penalty", f"must be >= 0, got {self.length_penalty}")
     _check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")

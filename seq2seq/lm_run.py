@@ -126,10 +126,11 @@ def load_trained(run_config, log=print):
   optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)
   checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
                                           checkpoints.Progress())
-  restored = checkpointer.restore_for_inference(run_config.decode.checkpoint)
-  if restored is None:
+  restored = checkpointer.restore_for_inference(run_config.decode.checkpoint,
+                                                run_config.decode.average_checkpoints)
+  if not restored:
     raise NoCheckpoint(f"{workdir_lib.checkpoint_dir(workdir)}: no checkpoint; train first")
-  log(f"loaded {restored} (step {int(checkpointer.progress.step.numpy())})")
+  log(checkpoints.describe_restored(restored, checkpointer.progress))
   return model, vocabulary
 
 

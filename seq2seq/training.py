@@ -258,7 +258,7 @@ def _train(run_config, strategy, distributed, worker, log):
       train_config.keep_checkpoints,
       restore_directory=workdir_lib.checkpoint_dir(train_config.workdir),
       extras=trainee.checkpointed, optional_extras={"validation": record})
-  best = checkpoints.BestCheckpoint(checkpointer)
+  best = checkpoints.BestCheckpoint(checkpointer, keep=train_config.keep_best)
   checkpointer.check_vocabulary_size(len(trainee.vocabulary),
                                      workdir_lib.vocab_path(run_config.train.workdir))
   resumed_from = checkpointer.restore_latest()

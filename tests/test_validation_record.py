@@ -124,6 +124,36 @@ class ValidatedTrainingTest(tf.test.TestCase):
     self.assertIn("best-14", loaded_step("best"))
     self.assertIn("ckpt-28", loaded_step("latest"))
 
+  def test_average_of_the_kept_best_checkpoints(self):
+    self.LOSSES = [3.0, 2.0, 1.5, 1.0]
+    self._train(self.workdir, self.data, num_epochs=4, keep_best=3)
+    best_dir = os.path.join(self.workdir, "best")
+    kept = tf.train.get_checkpoint_state(best_dir).all_model_checkpoint_paths
+    self.assertEqual([os.path.basename(p) for p in kept], ["best-14", "best-21", "best-28"])
+
+    config = helpers.tiny_config(self.workdir, self.data)
+    lines = []
+    averaged, _ = chat.load_trained(config_lib.replace(config, average_checkpoints=5),
+                                    log=lines.append)
+    self.assertIn("mean of 3 checkpoints", lines[-1])
+    self.assertIn("newest at step 28", lines[-1])
+
+    # The mean, variable by variable, of the three restored one at a time.
+    model, _ = chat.load_trained(config, log=helpers.quiet)
+    checkpointer = checkpoints.Checkpointer(
+        workdir_lib.checkpoint_dir(self.workdir), model,
+        optimizers.make_optimizer(config.train, model.trainable_variables),
+        checkpoints.Progress())
+    values = []
+    for path in kept:
+      checkpointer.restore(path, partial=True)
+      values.append([v.numpy() for v in model.trainable_variables])
+    self.assertNotAllClose(values[0][0], values[2][0])
+    for i, variable in enumerate(averaged.trainable_variables):
+      expected = np.mean([v[i] for v in values], axis=0)
+      self.assertAllClose(variable.numpy(), expected, rtol=1e-6, atol=1e-7,
+                          msg=variable.name)
+
   def test_without_validation_latest_is_read_and_best_is_refused(self):
     config = helpers.tiny_config(self.workdir, self.data, max_steps=3)
     training.train(config, log=helpers.quiet)
@@ -171,6 +201,7 @@ class ConfigTest(tf.test.TestCase):
 
   def test_bad_values(self):
     for name, value in (("plateau_patience", -1), ("plateau_factor", 0.0),
-                        ("plateau_factor", 1.5), ("early_stopping", -2), ("checkpoint", "best2")):
+                        ("plateau_factor", 1.5), ("early_stopping", -2), ("checkpoint", "best2"),
+                        ("keep_best", 0), ("average_checkpoints", 0)):
       with self.assertRaisesRegex(config_lib.ConfigError, name):
         config_lib.replace(config_lib.RunConfig(), **{name: value})

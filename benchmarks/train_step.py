@@ -180,9 +180,9 @@ def engine_step(workload, variant):
   model.build()
   optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3),
                                        model.trainable_variables)
-  if kind != "lm":
+  if kind != "lm":  # traced for B rows, as training traces it for --batch_size
     return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
-                                          jit_compile=jit_compile)
+                                          jit_compile=jit_compile, batch_size=batch)
   # As in training: the final state of each step is the initial state of the next.
   step = language_model.make_carried_step(
       language_model.make_lm_train_step(model, optimizer, max_grad_norm=5.0,

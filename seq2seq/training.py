@@ -192,7 +192,7 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
                                           seed=train_config.seed,
                                           label_smoothing=train_config.label_smoothing,
                                           batch_size=train_config.batch_size)
-  eval_step = train_step_lib.make_eval_step(model)
+  eval_step = train_step_lib.make_eval_step(model, train_config.batch_size)
   validate = None
   if training_data.val is not None:
     validate = lambda: evaluate(eval_step, training_data.val)

@@ -115,9 +115,9 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLen(traces, 2)
     self.assertEqual(counting.traced_lengths, (5, 7))
 
-  @parameterized.parameters(("uni", "none"), ("bi", "luong"))
-  def test_rows_padded_for_xla_change_nothing(self, encoder, attention):
-    """A small last batch padded to the batch size (one XLA shape a bucket) gives the same
+  @parameterized.parameters(("uni", "none", True), ("bi", "luong", True), ("bi", "luong", False))
+  def test_rows_padded_to_the_batch_size_change_nothing(self, encoder, attention, jit_compile):
+    """A small last batch padded to the batch size (one static shape a bucket) gives the same
     loss, norm and update as the small batch itself."""
     def model():
       config = config_lib.ModelConfig(num_layers=1, hidden_size=16, embedding_size=8,
@@ -138,7 +138,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
       m = model()
       optimizer = optimizers.SGD(1.0)
       optimizer.build(m.trainable_variables)
-      step = train_step_lib.make_train_step(m, optimizer, 0.05, jit_compile=True,
+      step = train_step_lib.make_train_step(m, optimizer, 0.05, jit_compile=jit_compile,
                                             batch_size=batch_size)
       before = {v.name: v.numpy() for v in m.trainable_variables}
       loss, norm, finite = step(batch)
@@ -150,6 +150,41 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(norm, padded_norm, rtol=1e-5)
     for name, delta in deltas.items():
       self.assertAllClose(delta, padded_deltas[name], atol=1e-6, rtol=1e-4, msg=name)
+
+  def test_static_batch_size_drops_the_broadcast_shape_arithmetic(self):
+    """Traced for a fixed number of rows, the gradient of the attention step needs no runtime
+    shape arithmetic for broadcasting ops, which an unfused GPU step pays op by op."""
+    def non_constant_ops(batch_size):
+      config = config_lib.ModelConfig(num_layers=1, hidden_size=16, embedding_size=8,
+                                      encoder="bi", attention="luong", keep_prob=0.7)
+      m = model_lib.Seq2Seq(config, VOCAB, seed=5)
+      m.build()
+      optimizer = optimizers.SGD(1.0)
+      optimizer.build(m.trainable_variables)
+      step = train_step_lib.make_train_step(m, optimizer, 5.0, batch_size=batch_size)
+      step(_batch(size=3, seed=7))
+      graph = step._functions[5].get_concrete_function().graph
+      types = []
+      def walk(g):
+        types.extend(op.type for op in g.get_operations())
+        for f in g._functions.values():  # pylint: disable=protected-access
+          walk(f.graph)
+      walk(graph)
+      return len([t for t in types if t != "Const"]), types.count("BroadcastGradientArgs")
+
+    free, free_broadcasts = non_constant_ops(0)
+    fixed, fixed_broadcasts = non_constant_ops(8)
+    self.assertGreater(free_broadcasts, 50)
+    self.assertLess(fixed_broadcasts, free_broadcasts / 10)
+    self.assertLess(fixed, 0.75 * free)
+
+  def test_a_batch_larger_than_the_step_was_built_for_is_refused(self):
+    model = _model()
+    optimizer = optimizers.SGD(1.0)
+    optimizer.build(model.trainable_variables)
+    step = train_step_lib.make_train_step(model, optimizer, 5.0, batch_size=4)
+    with self.assertRaisesRegex(ValueError, "6 rows, more than the 4"):
+      step(_batch(size=6))
 
   def test_untouched_embedding_rows_do_not_move(self):
     model = _model()

@@ -34,6 +34,9 @@ declare -A RUNS=(
   [keep06_b128]="--batch_size=128 --learning_rate=0.002"
   [bpe10k_keep06]="--data=$SUBWORDS --max_vocab=10000 --max_length=80 --bucket_boundaries=16,24,32,80"
 )
+# ONLY (a regular expression) picks some of the runs; EXTRA adds flags to every training, e.g.
+# for a dry run on a CPU: ONLY=keep06 EXTRA="--hidden_size=16 --embedding_size=8 --max_steps=40"
+run_names() { printf '%s\n' "${!RUNS[@]}" | grep -E "^(${ONLY:-.*})$"; }
 DATA_FLAGS=(
   "--data=$M30K/train.lc.norm.tok.en|$M30K/train.lc.norm.tok.de"
   "--val_data=$M30K/val.lc.norm.tok.en|$M30K/val.lc.norm.tok.de"
@@ -68,16 +71,17 @@ bench() {  # the attention step alone on the GPU: plain, and compiled with while
 start() {
   local seconds=$1
   prepare_subwords
-  for name in "${!RUNS[@]}"; do
+  for name in $(run_names); do
     # shellcheck disable=SC2086
     setsid nohup timeout -s TERM "$seconds" $TRAINING --mode=train "${DATA_FLAGS[@]}" \
-      --workdir="$ROOT/$name" ${RUNS[$name]} >> "$LOGS/train_$name.log" 2>&1 < /dev/null &
+      --workdir="$ROOT/$name" ${RUNS[$name]} ${EXTRA:-} >> "$LOGS/train_$name.log" 2>&1 \
+      < /dev/null &
   done
-  echo "started ${!RUNS[*]} for $seconds s"
+  echo "started $(run_names | tr '\n' ' ')for $seconds s"
 }
 
 progress() {
-  for name in "${!RUNS[@]}"; do
+  for name in $(run_names); do
     echo "== $name: $(grep -E '^[0-9]+/' "$LOGS/train_$name.log" | tail -1)"
     grep -E "^(validation|early|done|stopped|Traceback|[A-Za-z]*Error)" "$LOGS/train_$name.log" | tail -2
   done
@@ -111,7 +115,7 @@ decode() {  # greedy, beam (width 10, alpha 1.0: it beat 0.6 on val in both earl
   [[ -n "$pids" ]] && kill -TERM $pids  # the runs still going save and exit
   for _ in $(seq 120); do [[ -n "$(training_pids)" ]] || break; sleep 1; done
   progress
-  for name in "${!RUNS[@]}"; do
+  for name in $(run_names); do
     for split in val test_2016_flickr; do
       decode_one "$name" "$split" 1 0 &
       decode_one "$name" "$split" 10 1.0 &

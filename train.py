@@ -262,6 +262,7 @@ def main(argv):
   from seq2seq import distribution  # pylint: disable=import-outside-toplevel
   from seq2seq import export  # pylint: disable=import-outside-toplevel
   from seq2seq import lm_run  # pylint: disable=import-outside-toplevel
+  from seq2seq import trained  # pylint: disable=import-outside-toplevel
   from seq2seq import training  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir_lock  # pylint: disable=import-outside-toplevel
@@ -316,7 +317,7 @@ def main(argv):
     return 1
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
-          training.TrainingDiverged, chat.NoCheckpoint, lm_run.NoCheckpoint,
+          training.TrainingDiverged, trained.NoCheckpoint,
           distribution.StrategyError, bleu.BleuError, export.ExportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

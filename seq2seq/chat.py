@@ -2,37 +2,19 @@
 import sys
 
 from seq2seq import attention_plot
-from seq2seq import checkpoints
 from seq2seq import datasets
 from seq2seq import decoding
-from seq2seq import optimizers
+from seq2seq import trained
 from seq2seq import training
-from seq2seq import vocab as vocab_lib
-from seq2seq import workdir as workdir_lib
-
-
-class NoCheckpoint(FileNotFoundError):
-  pass
 
 
 def load_trained(run_config, log=print):
   """(model, vocabulary) restored from run_config.train.workdir: the checkpoint that
   --checkpoint picks (auto: the best by validation loss if the run kept one, else the latest)."""
   workdir = run_config.train.workdir
-  path = workdir_lib.vocab_path(workdir)
-  try:
-    vocabulary = vocab_lib.Vocabulary.load(path)
-  except FileNotFoundError:
-    raise NoCheckpoint(f"{path}: not found; train first (python train.py --workdir={workdir})") from None
+  vocabulary = trained.load_vocabulary(workdir, f"python train.py --workdir={workdir}")
   model = training.build_model(run_config, vocabulary, log, initialize_pretrained=False)
-  optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)
-  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
-                                          checkpoints.Progress())
-  restored = checkpointer.restore_for_inference(run_config.decode.checkpoint,
-                                                run_config.decode.average_checkpoints)
-  if not restored:
-    raise NoCheckpoint(f"{workdir_lib.checkpoint_dir(workdir)}: no checkpoint; train first")
-  log(checkpoints.describe_restored(restored, checkpointer.progress))
+  trained.restore(model, run_config, log)
   return model, vocabulary
 
 

@@ -168,7 +168,7 @@ def export_trained(run_config, log=print):
 
   Raises:
     ExportError: the data was tokenised with SentencePiece, or the folder is taken.
-    chat.NoCheckpoint: nothing to export yet.
+    trained.NoCheckpoint: nothing to export yet.
   """
   data_config, options = run_config.data, run_config.decode
   export_dir = options.export_dir or workdir_lib.export_dir(run_config.train.workdir)

@@ -12,19 +12,13 @@ import glob
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import checkpoints
 from seq2seq import corpus
 from seq2seq import datasets
 from seq2seq import decoding
 from seq2seq import language_model
 from seq2seq import model as model_lib
-from seq2seq import optimizers
+from seq2seq import trained
 from seq2seq import vocab as vocab_lib
-from seq2seq import workdir as workdir_lib
-
-
-class NoCheckpoint(FileNotFoundError):
-  """The workdir has no trained LM to evaluate or generate from."""
 
 
 def read_stream(spec, tokenizer):
@@ -109,28 +103,17 @@ def load_trained(run_config, log=print):
   """(model, vocabulary) of the checkpoint of run_config.train.workdir that --checkpoint picks.
 
   Raises:
-    NoCheckpoint: no vocabulary or no checkpoint there.
+    trained.NoCheckpoint: no vocabulary or no checkpoint there.
     checkpoints.CheckpointError: the checkpoint does not fit the configured model.
   """
   workdir = run_config.train.workdir
-  path = workdir_lib.vocab_path(workdir)
-  try:
-    vocabulary = vocab_lib.Vocabulary.load(path)
-  except FileNotFoundError:
-    raise NoCheckpoint(f"{path}: not found; train first (python train.py --model=lm "
-                       f"--workdir={workdir})") from None
+  vocabulary = trained.load_vocabulary(
+      workdir, f"python train.py --model=lm --workdir={workdir}")
   model = language_model.LanguageModel(
       run_config.model, len(vocabulary), seed=run_config.train.seed,
       compute_dtype=model_lib.COMPUTE_DTYPES[run_config.train.precision])
   model.build()
-  optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)
-  checkpointer = checkpoints.Checkpointer(workdir_lib.checkpoint_dir(workdir), model, optimizer,
-                                          checkpoints.Progress())
-  restored = checkpointer.restore_for_inference(run_config.decode.checkpoint,
-                                                run_config.decode.average_checkpoints)
-  if not restored:
-    raise NoCheckpoint(f"{workdir_lib.checkpoint_dir(workdir)}: no checkpoint; train first")
-  log(checkpoints.describe_restored(restored, checkpointer.progress))
+  trained.restore(model, run_config, log)
   return model, vocabulary
 
 
@@ -201,7 +184,7 @@ def make_generator(run_config, log=print):
 
   Raises:
     config.ConfigError: beam search asked for (--beam_width > 1).
-    NoCheckpoint: nothing trained in the workdir.
+    trained.NoCheckpoint: nothing trained in the workdir.
   """
   data, options = run_config.data, run_config.decode
   options.check_lm()

@@ -171,7 +171,6 @@ class ValidatedTrainingTest(tf.test.TestCase):
     latest = tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(self.workdir))
     # Rewrite it without the record, as a run of an earlier version wrote it.
     model, _ = chat.load_trained(config, log=helpers.quiet)
-    reader = tf.train.load_checkpoint(latest)
     old_dir = os.path.join(self.get_temp_dir(), "old", "checkpoints")
     optimizer = optimizers.make_optimizer(config.train, model.trainable_variables)
     progress = checkpoints.Progress()

@@ -11,18 +11,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 class TrainStepBenchmarkTest(tf.test.TestCase):
 
-  def test_lm_workload_runs_with_the_engine_step_and_the_keras_peer(self):
-    """ptb_large, shrunk by --override: the real LM step and keras.layers.LSTM each time
-    their steps, and the FLOPs follow 6·B·T·(Σ 4H(I+H) + H·V) of the sizes run."""
+  def _run(self, *flags):
+    """{variant: JSON row} of `python -m benchmarks.train_step FLAGS`, 2 steps, no warm-up."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.train_step", "--workloads=ptb_large",
-         "--variants=engine,keras", "--steps=2", "--warmup=0",
-         "--override=batch=2,steps=4,embed=8,hidden=6,vocab=50"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "benchmarks.train_step", "--steps=2", "--warmup=0", *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     self.assertEqual(result.returncode, 0, result.stderr)
     rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    rows = {row["variant"]: row for row in rows if "variant" in row}
+    return {row["variant"]: row for row in rows if "variant" in row}
+
+  def test_lm_workload_runs_with_the_engine_step_and_the_keras_peer(self):
+    """ptb_large, shrunk by --override: the real LM step and keras.layers.LSTM each time
+    their steps, and the FLOPs follow 6·B·T·(Σ 4H(I+H) + H·V) of the sizes run."""
+    rows = self._run("--workloads=ptb_large", "--variants=engine,keras",
+                     "--override=batch=2,steps=4,embed=8,hidden=6,vocab=50")
     self.assertEqual(sorted(rows), ["engine", "keras"])
     layers = 4 * 6 * (8 + 6) + 4 * 6 * (6 + 6)
     flops = 6 * 2 * 4 * (layers + 6 * 50)
@@ -37,15 +40,8 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
   def test_attention_workload_times_the_attention_step_jit_and_dynamic(self):
     """m30k_attention, shrunk: the bidirectional Luong model's real step, plain and compiled
     with a while loop; Keras has no peer for it and says so."""
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.train_step", "--workloads=m30k_attention",
-         "--variants=engine,engine_xla_dyn5,keras", "--steps=2", "--warmup=0",
-         "--override=batch=2,steps=5,embed=8,hidden=6,vocab=50"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    self.assertEqual(result.returncode, 0, result.stderr)
-    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-    rows = {row["variant"]: row for row in rows if "variant" in row}
+    rows = self._run("--workloads=m30k_attention", "--variants=engine,engine_xla_dyn5,keras",
+                     "--override=batch=2,steps=5,embed=8,hidden=6,vocab=50")
     self.assertEqual(rows["keras"]["skipped"], "no Keras peer with attention")
     lstm = lambda inputs: 4 * 6 * (inputs + 6)
     encoder = 2 * (lstm(8) + lstm(12))

@@ -14,7 +14,9 @@
 #                                                   # beam over the mean of its 5 best
 #
 # Runs started by `start` outlive the call while the machine stays warm, so one run trains
-# through several calls with a single compilation. M30K names the data folder (default
+# through several calls with a single compilation. A copy of the data that travels with the
+# device tool's `carry` must be named in EVERY call: a carried folder a call does not name is
+# removed there, also under runs still reading it. M30K names the data folder (default
 # ../shared/data/multi30k); logs stay in workdir_multi30k/logs and are copied to $OUT (default
 # /tmp/multi30k_out). Runs differ from configs/multi30k_attention.flags only by the flags in
 # RUNS; val BLEU (never test) chooses the run and the length penalty.

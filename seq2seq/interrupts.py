@@ -19,17 +19,21 @@ class StopOnSignal:
   """Context manager; `requested` is the signal number received, or None.
 
   The first signal only sets `requested` (the loop saves and returns); a second SIGINT
-  raises KeyboardInterrupt at once. Handlers are restored on exit.
+  raises KeyboardInterrupt at once, unless `second_sigint_interrupts` is False (a supervisor
+  that must outlive its workers only records the latest signal). Handlers are restored on
+  exit.
   """
 
-  def __init__(self, signals=SIGNALS):
+  def __init__(self, signals=SIGNALS, second_sigint_interrupts=True):
     self.signals = signals
+    self.second_sigint_interrupts = second_sigint_interrupts
     self.requested = None
     self._previous = {}
 
   def _handle(self, signum, frame):
     del frame
-    if self.requested is not None and signum == signal.SIGINT:
+    if (self.second_sigint_interrupts and self.requested is not None
+        and signum == signal.SIGINT):
       raise KeyboardInterrupt
     self.requested = signum
 

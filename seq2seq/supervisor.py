@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+from seq2seq import interrupts
+
 PERMANENT_FAILURE = 1  # train.py's status for errors that a restart would repeat
 _POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
@@ -98,28 +100,6 @@ class WorkerGroup:
       process.wait()
 
 
-class _Signals:
-  """Records SIGINT / SIGTERM sent to the supervisor (to forward them, not to die of them)."""
-
-  def __init__(self):
-    self.received = None
-    self._previous = {}
-
-  def _handle(self, signum, frame):
-    del frame
-    self.received = signum
-
-  def __enter__(self):
-    for signum in (signal.SIGINT, signal.SIGTERM):
-      self._previous[signum] = signal.signal(signum, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for signum, handler in self._previous.items():
-      signal.signal(signum, handler)
-    return False
-
-
 def supervise(command, launch_config, log=print, env=None):
   """Runs `command` as `launch_config.num_workers` local workers until they all exit 0.
 
@@ -134,17 +114,18 @@ def supervise(command, launch_config, log=print, env=None):
   """
   group = WorkerGroup(command, launch_config.num_workers, env)
   restarts = 0
-  with _Signals() as received:
+  # Signals to the supervisor are recorded, to be forwarded to the workers, not to kill it.
+  with interrupts.StopOnSignal(second_sigint_interrupts=False) as received:
     while True:
       addresses = group.start()
       log(f"launch: started {len(addresses)} workers on {', '.join(addresses)}: "
           + ", ".join(f"worker {i} pid {p.pid}" for i, p in enumerate(group.processes))
           + " (worker 0 is the chief)")
       failed = _wait_for_failure(group, received)
-      if received.received is not None:
-        log(f"launch: got signal {received.received}; passing it on to the workers")
-        group.stop(launch_config.grace_s, signum=received.received)
-        return 128 + received.received
+      if received.requested is not None:
+        log(f"launch: got signal {received.requested}; passing it on to the workers")
+        group.stop(launch_config.grace_s, signum=received.requested)
+        return 128 + received.requested
       if not failed:
         log("launch: every worker finished")
         return 0
@@ -172,7 +153,7 @@ def _wait_for_failure(group, received):
   Of failures seen in the same poll, a retryable one is reported before exit 1: when one
   worker is killed, the others fail because of it.
   """
-  while received.received is None:
+  while received.requested is None:
     codes = group.returncodes()
     failures = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
     if failures:

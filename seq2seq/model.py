@@ -151,14 +151,6 @@ class Seq2Seq(tf.Module):
     sizes = self._input_sizes(config.embedding_size + feeding, config.hidden_size)
     return self._stack(self.decoder_cells, training, sizes, config.residual)
 
-  def embedding_tables(self):
-    """The distinct trainable embedding tables (none when frozen; one when shared)."""
-    tables = []
-    for embedding in (self.source_embedding, self.target_embedding):
-      if embedding.table.trainable and all(embedding.table is not t for t in tables):
-        tables.append(embedding.table)
-    return tables
-
   def embed(self, source, decoder_input):
     """Looks up ids on the embedding's device: ([B, Ts, E], [B, Tt, E]) in the table dtype.
 

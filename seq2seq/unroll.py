@@ -66,13 +66,15 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   static_steps = precomputed.shape[1]
   if k > 1 and static_steps is None:
     raise ValueError("dynamic_unroll with steps_per_iteration > 1 needs a static T")
-  if k > 1 and static_steps % k:
-    # Pad T to a multiple of k so that every step runs inside the loop (see above).
-    padding = k - static_steps % k
-    precomputed = tf.pad(precomputed, [[0, 0], [0, padding], [0, 0]])
-    limit = tf.constant(static_steps)  # steps from here on are padding: masked
-  else:
-    limit = None
+  # The steps each row runs, [B] or a scalar; None: all of them (nothing masked).
+  valid_steps = None if sequence_length is None else tf.convert_to_tensor(sequence_length)
+  padded = k > 1 and static_steps % k
+  if padded:
+    # Pad T to a multiple of k so that every step runs inside the loop (see above); the
+    # padded steps are masked.
+    precomputed = tf.pad(precomputed, [[0, 0], [0, k - static_steps % k], [0, 0]])
+    valid_steps = (tf.constant(static_steps) if valid_steps is None
+                   else tf.minimum(valid_steps, static_steps))
   num_steps = tf.shape(precomputed)[1]
   step_inputs = tf.TensorArray(precomputed.dtype, size=num_steps).unstack(
       tf.transpose(precomputed, [1, 0, 2]))
@@ -82,13 +84,10 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
 
   def run_step(t, state, outputs):
     output, new_state = core.step(step_inputs.read(t), state)
-    if sequence_length is not None or limit is not None:
-      if sequence_length is None:
-        valid = t < limit  # scalar: broadcasts over the batch
-      elif limit is None:
-        valid = tf.expand_dims(t < sequence_length, -1)  # [B, 1]
-      else:
-        valid = tf.expand_dims(t < tf.minimum(sequence_length, limit), -1)
+    if valid_steps is not None:
+      valid = t < valid_steps
+      if valid.shape.rank:  # [B] -> [B, 1]; a scalar broadcasts over the batch as it is
+        valid = tf.expand_dims(valid, -1)
       output = tf.where(valid, output, tf.zeros_like(output))
       new_state = tf.nest.map_structure(
           lambda new, old: tf.where(valid, new, old), new_state, state)
@@ -104,7 +103,7 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
       lambda t, *_: t < iterations * k, body, (tf.constant(0), initial_state, outputs),
       maximum_iterations=iterations)
   stacked = tf.transpose(outputs.stack(), [1, 0, 2])
-  if limit is not None:
+  if padded:
     stacked = stacked[:, :static_steps]
   stacked.set_shape([precomputed.shape[0], static_steps, core.output_size])  # keep static T
   return stacked, state

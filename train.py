@@ -135,6 +135,10 @@ _HELP = {
     "early_stopping": "stop training after this many epochs without a new best validation loss "
                       "(0 = off); needs --val_data. The best checkpoint is kept in WORKDIR/best "
                       "whenever --val_data is given",
+    "ensemble": "chat and decode: more workdirs, comma-separated, whose models decode together "
+                "with --workdir's: each step uses the mean of their next-token probabilities. "
+                "They need the same vocabulary; each reads the checkpoint that --checkpoint and "
+                "--average_checkpoints pick",
     "checkpoint": "which checkpoint chat, decode, eval and export read: best (the lowest "
                   "validation loss, WORKDIR/best), latest, or auto (best if the run has one)",
     "average_checkpoints": "chat, decode, eval and export use the mean weights of this many "
@@ -212,6 +216,7 @@ def _config_from_flags(argv):
     for path in parts:  # "SOURCE|TARGET" names two parallel files
       if path and path != "chatterbot" and not glob.glob(path):
         raise app.UsageError(f"--{name}={value}: no such file or folder ({path})")
+  _check_ensemble(run_config)
   plot = run_config.decode.plot_attention
   if plot and FLAGS.mode in ("chat", "decode"):
     folder = os.path.dirname(os.path.abspath(plot))
@@ -232,14 +237,24 @@ def _config_from_flags(argv):
   return run_config
 
 
+def _check_ensemble(run_config):
+  """--ensemble: chat and decode of seq2seq models, from workdirs that exist."""
+  workdirs = config_lib.split_list(run_config.decode.ensemble)
+  if not workdirs:
+    return
+  if FLAGS.mode not in ("chat", "decode"):
+    raise app.UsageError(f"--ensemble applies to --mode=chat and decode, not --mode={FLAGS.mode}")
+  if _saved_or(run_config).model.model != "seq2seq":
+    raise app.UsageError("--ensemble: ensembles of --model=lm are not supported")
+  for workdir in workdirs:
+    if not os.path.isdir(workdir):
+      raise app.UsageError(f"--ensemble={run_config.decode.ensemble}: no such workdir ({workdir})")
+
+
 def _saved_or(run_config):
   """For the modes that read a checkpoint: the model and data settings it was trained with."""
   from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  saved = workdir_lib.load_run_config(run_config.train.workdir)
-  if saved is None:
-    return run_config
-  return dataclasses.replace(run_config, model=saved.model,
-                             data=dataclasses.replace(saved.data, val_data=run_config.data.val_data))
+  return workdir_lib.trained_settings(run_config)
 
 
 def main(argv):
@@ -260,6 +275,7 @@ def main(argv):
   from seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
   from seq2seq import corpus  # pylint: disable=import-outside-toplevel
   from seq2seq import distribution  # pylint: disable=import-outside-toplevel
+  from seq2seq import ensemble  # pylint: disable=import-outside-toplevel
   from seq2seq import export  # pylint: disable=import-outside-toplevel
   from seq2seq import lm_run  # pylint: disable=import-outside-toplevel
   from seq2seq import trained  # pylint: disable=import-outside-toplevel
@@ -318,7 +334,8 @@ def main(argv):
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
           training.TrainingDiverged, trained.NoCheckpoint,
-          distribution.StrategyError, bleu.BleuError, export.ExportError) as e:
+          distribution.StrategyError, bleu.BleuError, export.ExportError,
+          ensemble.VocabularyMismatch) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except distribution.PeerLost as e:  # retryable: restart every worker

@@ -11,7 +11,8 @@
 #   bash configs/multi30k_device.sh decode          # stops the runs (they save), then val and test
 #                                                   # BLEU, greedy and beam, of each run's best
 #                                                   # checkpoint (lowest validation loss), and
-#                                                   # beam over the mean of its 5 best
+#                                                   # beam over the mean of its 5 best; then of
+#                                                   # all the runs as one ensemble (--ensemble)
 #
 # Runs started by `start` outlive the call while the machine stays warm, so one run trains
 # through several calls with a single compilation. A copy of the data that travels with the
@@ -27,14 +28,13 @@ OUTDIR=${OUT:-/tmp/multi30k_out}
 ROOT=workdir_multi30k
 LOGS=$ROOT/logs
 mkdir -p "$OUTDIR" "$LOGS"
-SUBWORDS=$ROOT/subwords10k  # a SentencePiece (BPE, 10k) copy of the training pairs, made by `start`
-declare -A RUNS=(
+declare -A RUNS=(  # one vocabulary (the word-level flagfile's), so that all decode as one ensemble
   [keep06]=""
-  [keep05]="--keep_prob=0.5"
-  [keep06_ls01]="--label_smoothing=0.1"
-  [keep06_emb512]="--embedding_size=512"
-  [keep06_b128]="--batch_size=128 --learning_rate=0.002"
-  [bpe10k_keep06]="--data=$SUBWORDS --max_vocab=10000 --max_length=80 --bucket_boundaries=16,24,32,80"
+  [keep06_s1]="--seed=1"
+  [keep06_s2]="--seed=2"
+  [keep07_s3]="--keep_prob=0.7 --seed=3"
+  [keep06_ls01_s4]="--label_smoothing=0.1 --seed=4"
+  [keep06_b128_s5]="--batch_size=128 --learning_rate=0.002 --seed=5"
 )
 # ONLY (a regular expression) picks some of the runs; EXTRA adds flags to every training, e.g.
 # for a dry run on a CPU: ONLY=keep06 EXTRA="--hidden_size=16 --embedding_size=8 --max_steps=40"
@@ -53,15 +53,6 @@ training_pids() {  # the runs' python processes (read from /proc: no procps need
   done
 }
 
-prepare_subwords() {  # the val and test files stay raw: they are split into pieces when read
-  [[ -f "$SUBWORDS/vocab.txt" ]] && return
-  python3 train.py --mode=prepare --input_format=parallel --tokenizer=sentencepiece \
-    --input="$M30K/train.lc.norm.tok.en" --target_input="$M30K/train.lc.norm.tok.de" \
-    --output_dir="$SUBWORDS" --max_vocab=10000 --filters= --nolowercase --min_length=1 \
-    --max_length=80 --val_fraction=0 --test_fraction=0 > "$LOGS/prepare_subwords.log" 2>&1
-  grep "^prepare: vocab" "$LOGS/prepare_subwords.log"
-}
-
 bench() {  # the attention step alone on the GPU: plain, and compiled with while loops (with the
            # loops as CUDA-graph conditionals through XLA command buffers, and without)
   local run="python3 -m benchmarks.train_step --workloads=m30k_attention --steps=30 --warmup=3"
@@ -72,7 +63,6 @@ bench() {  # the attention step alone on the GPU: plain, and compiled with while
 
 start() {
   local seconds=$1
-  prepare_subwords
   for name in $(run_names); do
     # shellcheck disable=SC2086
     setsid nohup timeout -s TERM "$seconds" $TRAINING --mode=train "${DATA_FLAGS[@]}" \
@@ -99,30 +89,44 @@ watch() {
   cp "$LOGS"/*.log "$OUTDIR"/ 2>/dev/null
 }
 
-decode_one() {  # NAME SPLIT BEAM ALPHA [AVERAGE]
-  local name=$1 split=$2 beam=$3 alpha=$4 average=${5:-1}
-  local tag="$name.$split.b$beam.a$alpha"
+decode_one() {  # NAME SPLIT BEAM ALPHA [AVERAGE [MORE_RUNS]]: MORE_RUNS (comma-separated) decode
+                # with NAME as one ensemble (--ensemble)
+  local name=$1 split=$2 beam=$3 alpha=$4 average=${5:-1} more=${6:-}
+  local tag="$name.$split.b$beam.a$alpha" members=()
   (( average > 1 )) && tag="$tag.avg$average"
+  if [[ -n "$more" ]]; then
+    tag="ensemble$(( $(tr -cd , <<< "$more" | wc -c) + 2 )).$tag"
+    members=("--ensemble=$(sed "s|[^,]*|$ROOT/&|g" <<< "$more")")
+  fi
   $TRAINING "${DATA_FLAGS[@]}" --workdir="$ROOT/$name" --mode=decode --batch_size=128 \
     --beam_width="$beam" --length_penalty="$alpha" --average_checkpoints="$average" \
     --decode_input="$M30K/$split.lc.norm.tok.en" --decode_reference="$M30K/$split.lc.norm.tok.de" \
-    --decode_output="$LOGS/$tag.de" > "$LOGS/decode_$tag.log" 2>&1
+    --decode_output="$LOGS/$tag.de" "${members[@]}" > "$LOGS/decode_$tag.log" 2>&1
   echo "$tag $(grep -o 'BLEU = [0-9.]*' "$LOGS/decode_$tag.log" || tail -1 "$LOGS/decode_$tag.log")"
 }
 
-decode() {  # greedy, beam (width 10, alpha 1.0: it beat 0.6 on val in both earlier attempts),
-            # and beam over the mean of the 5 best checkpoints
-  local pids
+decode() {  # each run: greedy, beam (width 10, alpha 1.0: it beat 0.6 on val in both earlier
+            # attempts), and beam over the mean of its 5 best checkpoints; then all the runs as
+            # one ensemble (greedy, beam, and beam over each run's 5-best mean)
+  local pids names first more
   pids=$(training_pids)
   [[ -n "$pids" ]] && kill -TERM $pids  # the runs still going save and exit
   for _ in $(seq 120); do [[ -n "$(training_pids)" ]] || break; sleep 1; done
   progress
-  for name in $(run_names); do
-    for split in val test_2016_flickr; do
+  names=$(run_names | sort)
+  first=$(head -1 <<< "$names")
+  more=$(tail -n +2 <<< "$names" | paste -sd,)
+  for split in val test_2016_flickr; do
+    for name in $names; do
       decode_one "$name" "$split" 1 0 &
       decode_one "$name" "$split" 10 1.0 &
       decode_one "$name" "$split" 10 1.0 5 &
     done
+    if [[ -n "$more" ]]; then
+      decode_one "$first" "$split" 1 0 1 "$more" &
+      decode_one "$first" "$split" 10 1.0 1 "$more" &
+      decode_one "$first" "$split" 10 1.0 5 "$more" &
+    fi
   done
   wait
   cp "$LOGS"/*.log "$OUTDIR"/

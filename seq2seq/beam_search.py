@@ -1,7 +1,8 @@
 """Beam search with the GNMT length penalty, in one `tf.while_loop` of fixed maximum length.
 
 The search only needs `step_fn(tokens, state) -> (log_probs, state)`, so it runs on any
-decoder (or a toy with known probabilities in the tests); `beam_decode` plugs in a `Seq2Seq`.
+decoder (or a toy with known probabilities in the tests); `beam_decode` plugs in a `Seq2Seq`
+or an ensemble of them (`Seq2Seq.start_decoding`).
 
 Shapes: B = batch, K = beam width, N = B * K (beams flattened batch-major), V = vocabulary,
 T = max_length.
@@ -87,23 +88,13 @@ def beam_search(step_fn, initial_state, batch_size, beam_width, max_length, alph
                     lengths=tf.gather(lengths, order, batch_dims=1))
 
 
-def model_step_fn(model, core):
-  """A `step_fn` for `beam_search` from a `Seq2Seq` and its decoder core."""
-  def step(tokens, state):
-    output, state = core(tf.cast(model.target_embedding(tokens), model.dtype), state)
-    logits = model.project(output[:, None, :])[:, 0, :]
-    return tf.nn.log_softmax(tf.cast(logits, tf.float32)), state
-  return step
-
-
 def beam_decode(model, source, source_length, beam_width, max_length, alpha=0.0):
-  """Beam search on a `Seq2Seq`: source [B, Ts] ids, lengths [B] -> `BeamResult`.
+  """Beam search on a `Seq2Seq` (or an `ensemble.Ensemble`): source [B, Ts] ids, lengths [B]
+  -> `BeamResult`.
 
   Each source is repeated K times before encoding, so every decoder core (with attention or
   not) gets per-beam memory and state without knowing about beams.
   """
   repeat = lambda x: tf.repeat(x, beam_width, axis=0)
-  core, state = model.start_decoder(model.source_embedding(repeat(source)),
-                                    repeat(source_length))
-  return beam_search(model_step_fn(model, core), state, tf.shape(source)[0], beam_width,
-                     max_length, alpha)
+  step, state = model.start_decoding(repeat(source), repeat(source_length))
+  return beam_search(step, state, tf.shape(source)[0], beam_width, max_length, alpha)

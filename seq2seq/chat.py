@@ -2,10 +2,13 @@
 import sys
 
 from seq2seq import attention_plot
+from seq2seq import config as config_lib
 from seq2seq import datasets
 from seq2seq import decoding
+from seq2seq import ensemble
 from seq2seq import trained
 from seq2seq import training
+from seq2seq import workdir as workdir_lib
 
 
 def load_trained(run_config, log=print):
@@ -18,8 +21,37 @@ def load_trained(run_config, log=print):
   return model, vocabulary
 
 
-def make_decoder(run_config, log=print):
+def load_ensemble(run_config, log=print):
+  """(model, vocabulary) as `load_trained`; with --ensemble, the model is an `Ensemble` of
+  run_config.train.workdir's model and those of the --ensemble workdirs, each with the model
+  settings its workdir was trained with.
+
+  Raises:
+    ensemble.VocabularyMismatch: a member's vocabulary differs from the first one's.
+    trained.NoCheckpoint: a workdir has nothing trained.
+  """
   model, vocabulary = load_trained(run_config, log)
+  workdirs = config_lib.split_list(run_config.decode.ensemble)
+  if not workdirs:
+    return model, vocabulary
+  first = workdir_lib.vocab_path(run_config.train.workdir)
+  models = [model]
+  for workdir in workdirs:
+    member = workdir_lib.trained_settings(config_lib.replace(run_config, workdir=workdir))
+    member_vocabulary = trained.load_vocabulary(workdir, f"python train.py --workdir={workdir}")
+    ensemble.check_same_vocabulary(vocabulary.tokens, first, member_vocabulary.tokens,
+                                   workdir_lib.vocab_path(workdir))
+    member_model = training.build_model(member, member_vocabulary, log,
+                                        initialize_pretrained=False)
+    trained.restore(member_model, member, log)
+    models.append(member_model)
+  log(f"decoding with an ensemble of {len(models)} models: {run_config.train.workdir}, "
+      f"{', '.join(workdirs)}")
+  return ensemble.Ensemble(models), vocabulary
+
+
+def make_decoder(run_config, log=print):
+  model, vocabulary = load_ensemble(run_config, log)
   options = run_config.decode
   return decoding.Decoder(model, vocabulary, datasets.tokenizer_for(run_config.data),
                           run_config.data.max_length, beam_width=options.beam_width,

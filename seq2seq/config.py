@@ -212,6 +212,7 @@ class DecodeConfig:
   plot_attention: str = ""  # chat, decode: a PNG of the attention behind a reply (FILE.png)
   checkpoint: str = "auto"  # which one inference reads: auto (best if any, else latest), latest, best
   average_checkpoints: int = 1  # > 1: inference uses the mean weights of this many of them
+  ensemble: str = ""  # chat, decode: more workdirs (comma-separated) whose models decode with this one
 
   def __post_init__(self):
     _choice(self, "checkpoint", CHECKPOINTS)
@@ -226,6 +227,8 @@ class DecodeConfig:
            "sampling (temperature > 0) and beam search (beam_width > 1) exclude each other")
     _check(self.top_k == 0 or self.temperature > 0, "top_k",
            "top-k applies to sampling: set --temperature > 0 (1 samples the model's distribution)")
+    _check(not self.plot_attention or not self.ensemble, "plot_attention",
+           "draws one model's attention; an ensemble (--ensemble) averages several")
     _check(not self.plot_attention or self.beam_width == 1, "plot_attention",
            "draws the attention of greedy and sampled replies; beam search (--beam_width > 1) "
            "does not track it")

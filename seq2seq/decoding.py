@@ -5,6 +5,7 @@ import tensorflow as tf
 
 from seq2seq import beam_search
 from seq2seq import config as config_lib
+from seq2seq import ensemble as ensemble_lib
 from seq2seq import vocab as vocab_lib
 
 # The attention paid while decoding one sentence (`Decoder.align`): weights [len(output_words),
@@ -17,26 +18,27 @@ NoAttention = config_lib.NoAttention
 check_attention = config_lib.check_attention
 
 
-def greedy_choice(logits, step):
-  """The arg-max token of each row: logits [B, V] -> [B]."""
+def greedy_choice(scores, step):
+  """The arg-max token of each row: scores [B, V] (log-probabilities or logits) -> [B]."""
   del step
-  return tf.argmax(logits, axis=-1, output_type=tf.int32)
+  return tf.argmax(scores, axis=-1, output_type=tf.int32)
 
 
 def sampling_choice(temperature=1.0, top_k=0, seed=0):
-  """A choice that samples from softmax(logits / temperature), among the top_k (0 = all).
+  """A choice that samples from softmax(scores / temperature), among the top_k (0 = all).
 
-  Stateless: step t draws with seed (seed, t), so a decode is reproducible.
+  The scores are log-probabilities or logits (the same distribution). Stateless: step t draws
+  with seed (seed, t), so a decode is reproducible.
   """
   if temperature <= 0:
     raise ValueError(f"temperature must be > 0 to sample, got {temperature}")
 
-  def choose(logits, step):
-    logits = tf.cast(logits, tf.float32) / temperature
+  def choose(scores, step):
+    scores = tf.cast(scores, tf.float32) / temperature
     if top_k > 0:
-      kth = tf.math.top_k(logits, top_k).values[:, -1:]
-      logits = tf.where(logits < kth, float("-inf"), logits)
-    draw = tf.random.stateless_categorical(logits, 1, seed=tf.stack([seed, step]))
+      kth = tf.math.top_k(scores, top_k).values[:, -1:]
+      scores = tf.where(scores < kth, float("-inf"), scores)
+    draw = tf.random.stateless_categorical(scores, 1, seed=tf.stack([seed, step]))
     return tf.cast(draw[:, 0], tf.int32)
   return choose
 
@@ -45,10 +47,11 @@ def decode(model, source, source_length, max_length, choose=greedy_choice, align
   """Feeds back the chosen token until <EOS> or `max_length` tokens.
 
   Args:
-    model: a `Seq2Seq`.
+    model: a `Seq2Seq`, or an `ensemble.Ensemble` (not with `alignments`).
     source: [B, Ts] ids; source_length: [B].
     max_length: static number of decoder steps.
-    choose: (logits [B, V], step) -> tokens [B]; `greedy_choice` or a `sampling_choice`.
+    choose: (log-probabilities [B, V], step) -> tokens [B]; `greedy_choice` or a
+      `sampling_choice`.
     alignments: also return the attention's alignments (`AttentionState.alignments`) at
       each step; the model needs attention.
 
@@ -59,26 +62,33 @@ def decode(model, source, source_length, max_length, choose=greedy_choice, align
 
   Raises:
     NoAttention: `alignments` for a model without attention.
+    ValueError: `alignments` for an ensemble.
   """
   if alignments:
-    check_attention(model.config)
-  decoder, state = model.start_decoder(model.source_embedding(source), source_length)
+    _check_alignments(model)
+  step_fn, state = model.start_decoding(source, source_length)
   batch = tf.shape(source)[0]
   token = tf.fill([batch], vocab_lib.GO_ID)
   finished = tf.zeros([batch], tf.bool)
   tokens, attended = [], []
   for step in range(max_length):
-    inputs = tf.cast(model.target_embedding(token), model.dtype)
-    output, state = decoder(inputs, state)
+    log_probs, state = step_fn(token, state)
     if alignments:
       attended.append(tf.cast(state.alignments, tf.float32))
-    logits = model.project(output[:, None, :])[:, 0, :]
-    token = choose(logits, step)
+    token = choose(log_probs, step)
     token = tf.where(finished, vocab_lib.PAD_ID, token)
     tokens.append(token)
     finished |= tf.equal(token, vocab_lib.EOS_ID)
   ids = tf.stack(tokens, axis=1)
   return (ids, tf.stack(attended, axis=1)) if alignments else ids
+
+
+def _check_alignments(model):
+  """Raises unless `model` is one `Seq2Seq` with attention (whose alignments can be drawn)."""
+  if isinstance(model, ensemble_lib.Ensemble):
+    raise ValueError("alignments are drawn for one model; an ensemble averages "
+                     f"{len(model.models)} models' predictions")
+  check_attention(model.config)
 
 
 def greedy_decode(model, source, source_length, max_length, alignments=False):
@@ -126,8 +136,9 @@ def make_alignment_search(model, max_length, temperature=0.0, top_k=0, seed=0):
 
   Raises:
     NoAttention: the model has no attention.
+    ValueError: the model is an ensemble.
   """
-  check_attention(model.config)
+  _check_alignments(model)
   choose = _choice(temperature, top_k, seed)
 
   def search(source, source_length):
@@ -220,7 +231,7 @@ class Decoder:
 
     Raises:
       NoAttention: the model has no attention.
-      ValueError: the decoder runs beam search.
+      ValueError: the decoder runs beam search, or decodes with an ensemble.
     """
     if self._align is None:
       if self._beam_width > 1:

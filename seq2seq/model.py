@@ -212,6 +212,25 @@ class Seq2Seq(tf.Module):
     state = core.initial_state(tf.shape(source_embedded)[0], self.dtype)
     return core, state._replace(cell_state=encoder_state)
 
+  def start_decoding(self, source, source_length):
+    """Encodes a batch for decoding one token at a time (greedy, sampling, beam search).
+
+    Args:
+      source: [B, Ts] ids; source_length: [B].
+
+    Returns:
+      (step, state): step(tokens [B] int32, state) -> (log-probabilities [B, V] float32 of
+      the next token, new state), fed the previous token (<GO> first); the state is a nest
+      of [B, ...] tensors (`AttentionState` with attention).
+    """
+    core, state = self.start_decoder(self.source_embedding(source), source_length)
+
+    def step(tokens, state):
+      output, state = core(tf.cast(self.target_embedding(tokens), self.dtype), state)
+      logits = self.project(output[:, None, :])[:, 0, :]
+      return tf.nn.log_softmax(tf.cast(logits, tf.float32)), state
+    return step, state
+
   def project(self, outputs):
     """outputs [B, T, H] -> logits [B, T, V] (see `project`)."""
     return project(outputs, self.projection_kernel, self.projection_bias)

@@ -58,6 +58,16 @@ def load_run_config(workdir):
       train=config_lib.TrainConfig(**saved["train"]))
 
 
+def trained_settings(run_config):
+  """run_config with the model and data settings its workdir was trained with (as saved in
+  WORKDIR/config.json; the flags' own when there is none). --val_data stays the flags'."""
+  saved = load_run_config(run_config.train.workdir)
+  if saved is None:
+    return run_config
+  return dataclasses.replace(run_config, model=saved.model,
+                             data=dataclasses.replace(saved.data, val_data=run_config.data.val_data))
+
+
 def check_or_save_config(run_config):
   """Saves the config in a new workdir; in an existing one, fails on architecture changes.
 

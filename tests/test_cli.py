@@ -70,6 +70,20 @@ class BadFlagsTest(tf.test.TestCase):
                   result.stderr)
     self.assertFalse(os.path.exists(workdir))
 
+  def test_ensemble_flags(self):
+    workdir = os.path.join(self.get_temp_dir(), "never_created")
+    for flags_, message in (
+        (["--mode=chat", "--ensemble=/no/such/run"], "--ensemble=/no/such/run: no such workdir"),
+        (["--mode=export", f"--ensemble={ROOT}"],
+         "--ensemble applies to --mode=chat and decode, not --mode=export"),
+        (["--mode=chat", f"--ensemble={ROOT}", "--plot_attention=a.png"],
+         "--plot_attention: draws one model's attention; an ensemble (--ensemble) averages")):
+      result = run_train(f"--workdir={workdir}", *flags_)
+      self.assertEqual(result.returncode, 1, result.stderr)
+      self.assertIn(message, result.stderr)
+      self.assertNotIn("Traceback", result.stderr)
+    self.assertFalse(os.path.exists(workdir))
+
   def test_n_best_above_beam_width(self):
     self._assert_refused("--n_best=3", r"--n_best: 3 is more than beam_width 1")
 
@@ -113,7 +127,16 @@ class EndToEndTest(tf.test.TestCase):
     self.assertEqual(decoded.returncode, 0, decoded.stderr)
     self.assertIn(f"decoded 3 lines of {source}", decoded.stdout)
     with open(target, encoding="utf-8") as f:
-      self.assertLen(f.read().split("\n"), 4)
+      replies = f.read()
+    self.assertLen(replies.split("\n"), 4)
+    # An ensemble of the run with itself averages two equal distributions: the same replies.
+    twice = os.path.join(self.get_temp_dir(), "twice.txt")
+    decoded = run_train(f"--workdir={workdir}", "--mode=decode", f"--decode_input={source}",
+                        f"--decode_output={twice}", "--beam_width=2", f"--ensemble={workdir}")
+    self.assertEqual(decoded.returncode, 0, decoded.stderr)
+    self.assertIn(f"decoding with an ensemble of 2 models: {workdir}, {workdir}", decoded.stdout)
+    with open(twice, encoding="utf-8") as f:
+      self.assertEqual(f.read(), replies)
 
   def test_language_model_trains_on_text(self):
     text = os.path.join(self.get_temp_dir(), "text.txt")

@@ -8,11 +8,14 @@
 #                                                   # after SECONDS (it saves and exits)
 #   bash configs/multi30k_device.sh watch SECONDS   # prints progress every minute for SECONDS, or
 #                                                   # until no run is left; call again to go on
+#   bash configs/multi30k_device.sh prune N         # stops all runs but the N of lowest validation
+#                                                   # loss (they save; `decode` still scores them)
 #   bash configs/multi30k_device.sh decode          # stops the runs (they save), then val and test
 #                                                   # BLEU, greedy and beam, of each run's best
 #                                                   # checkpoint (lowest validation loss), and
-#                                                   # beam over the mean of its 5 best; then of
-#                                                   # all the runs as one ensemble (--ensemble)
+#                                                   # beam over the mean of its 5 best; then the
+#                                                   # best 2 and 3 by validation loss as one
+#                                                   # ensemble (--ensemble)
 #
 # Runs started by `start` outlive the call while the machine stays warm, so one run trains
 # through several calls with a single compilation. A copy of the data that travels with the
@@ -28,14 +31,19 @@ OUTDIR=${OUT:-/tmp/multi30k_out}
 ROOT=workdir_multi30k
 LOGS=$ROOT/logs
 mkdir -p "$OUTDIR" "$LOGS"
-# Three runs (six saturated the GPU: 0.155 s a step each against ~0.10 alone), with label
-# smoothing 0.1 (ahead of its plain twin in both 2026-11-29 leases) and three seeds, since seeds
-# alone moved test BLEU from 21.7 to 35.4 (benchmarks/results/translation_en_de_2026-11-29_seeds.txt).
-# One vocabulary (the word-level flagfile's), so `decode` also scores them as one ensemble.
+# Six seeds/variants, all with label smoothing 0.1 (ahead of its plain twin in both 2026-11-29
+# leases): seeds alone moved test BLEU from 21.7 to 35.4, and the lagging runs show by epoch 8
+# (benchmarks/results/translation_en_de_2026-11-29_seeds.txt). Six saturate the GPU (0.155 s a
+# step each against ~0.10 alone), so `prune 2` after ~10 minutes keeps the two of lowest
+# validation loss, which then train at nearly their solo speed. One vocabulary (the word-level
+# flagfile's), so that `decode` can also score the best ones as one ensemble.
 declare -A RUNS=(
   [ls01]="--label_smoothing=0.1"
   [ls01_s1]="--label_smoothing=0.1 --seed=1"
-  [keep07_ls01_s4]="--keep_prob=0.7 --label_smoothing=0.1 --seed=4"
+  [ls01_s2]="--label_smoothing=0.1 --seed=2"
+  [ls01_s4]="--label_smoothing=0.1 --seed=4"
+  [keep07_ls01_s3]="--keep_prob=0.7 --label_smoothing=0.1 --seed=3"
+  [keep07_ls01_s5]="--keep_prob=0.7 --label_smoothing=0.1 --seed=5"
 )
 # ONLY (a regular expression) picks some of the runs; EXTRA adds flags to every training, e.g.
 # for a dry run on a CPU: ONLY=keep06 EXTRA="--hidden_size=16 --embedding_size=8 --max_steps=40"
@@ -51,6 +59,38 @@ training_pids() {  # the runs' python processes (read from /proc: no procps need
   for f in /proc/[0-9]*/cmdline; do
     tr '\0' ' ' < "$f" 2> /dev/null \
       | grep -qE "^[^ ]*python[0-9.]* ${TRAINING#python3 } --mode=train" && basename "${f%/cmdline}"
+  done
+}
+
+run_pid() {  # NAME: the pid of its training process, if it runs
+  local f
+  for f in /proc/[0-9]*/cmdline; do
+    tr '\0' ' ' < "$f" 2> /dev/null | grep -qE "^[^ ]*python[0-9.]* .*--mode=train .*--workdir=$ROOT/$1 " \
+      && basename "${f%/cmdline}"
+  done
+}
+
+best_loss() {  # NAME: its lowest validation loss so far (99 before its first validation)
+  grep -E "^validation after epoch" "$LOGS/train_$1.log" 2> /dev/null | grep -oE "loss=[0-9.]+" \
+    | cut -d= -f2 | sort -g | head -1 | grep . || echo 99
+}
+
+ranked_runs() {  # the runs, lowest validation loss first
+  local name
+  for name in $(run_names); do echo "$(best_loss "$name") $name"; done | sort -g | cut -d' ' -f2
+}
+
+prune() {  # N: stops (SIGTERM: they save) every run but the N of lowest validation loss
+  local keep=$1 name pid rank=0
+  for name in $(ranked_runs); do
+    rank=$(( rank + 1 ))
+    pid=$(run_pid "$name")
+    if (( rank <= keep )); then
+      echo "keeps $name (best val loss $(best_loss "$name"))"
+    elif [[ -n "$pid" ]]; then
+      echo "stops $name (best val loss $(best_loss "$name"))"
+      kill -TERM "$pid"
+    fi
   done
 }
 
@@ -107,26 +147,24 @@ decode_one() {  # NAME SPLIT BEAM ALPHA [AVERAGE [MORE_RUNS]]: MORE_RUNS (comma-
 }
 
 decode() {  # each run: greedy, beam (width 10, alpha 1.0: it beat 0.6 on val in both earlier
-            # attempts), and beam over the mean of its 5 best checkpoints; then all the runs as
-            # one ensemble (greedy, beam, and beam over each run's 5-best mean)
-  local pids names first more
+            # attempts), and beam over the mean of its 5 best checkpoints; then the 2 and the 3
+            # runs of lowest validation loss as one ensemble (beam; and over their 5-best means)
+  local pids names
   pids=$(training_pids)
   [[ -n "$pids" ]] && kill -TERM $pids  # the runs still going save and exit
   for _ in $(seq 120); do [[ -n "$(training_pids)" ]] || break; sleep 1; done
   progress
-  names=$(run_names | sort)
-  first=$(head -1 <<< "$names")
-  more=$(tail -n +2 <<< "$names" | paste -sd,)
+  names=$(ranked_runs)
   for split in val test_2016_flickr; do
     for name in $names; do
       decode_one "$name" "$split" 1 0 &
       decode_one "$name" "$split" 10 1.0 &
       decode_one "$name" "$split" 10 1.0 5 &
     done
-    if [[ -n "$more" ]]; then
-      decode_one "$first" "$split" 1 0 1 "$more" &
-      decode_one "$first" "$split" 10 1.0 1 "$more" &
-      decode_one "$first" "$split" 10 1.0 5 "$more" &
+    if (( $(wc -l <<< "$names") >= 3 )); then
+      decode_one "$(sed -n 1p <<< "$names")" "$split" 10 1.0 1 "$(sed -n 2p <<< "$names")" &
+      decode_one "$(sed -n 1p <<< "$names")" "$split" 10 1.0 1 "$(sed -n 2,3p <<< "$names" | paste -sd,)" &
+      decode_one "$(sed -n 1p <<< "$names")" "$split" 10 1.0 5 "$(sed -n 2,3p <<< "$names" | paste -sd,)" &
     fi
   done
   wait

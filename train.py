@@ -135,8 +135,8 @@ _HELP = {
     "early_stopping": "stop training after this many epochs without a new best validation loss "
                       "(0 = off); needs --val_data. The best checkpoint is kept in WORKDIR/best "
                       "whenever --val_data is given",
-    "ensemble": "chat and decode: more workdirs, comma-separated, whose models decode together "
-                "with --workdir's: each step uses the mean of their next-token probabilities. "
+    "ensemble": "chat, decode, export: more workdirs, comma-separated, whose models decode with "
+                "--workdir's: each step uses the mean of their next-token probabilities. "
                 "They need the same vocabulary; each reads the checkpoint that --checkpoint and "
                 "--average_checkpoints pick",
     "checkpoint": "which checkpoint chat, decode, eval and export read: best (the lowest "
@@ -238,12 +238,13 @@ def _config_from_flags(argv):
 
 
 def _check_ensemble(run_config):
-  """--ensemble: chat and decode of seq2seq models, from workdirs that exist."""
+  """--ensemble: chat, decode and export of seq2seq models, from workdirs that exist."""
   workdirs = config_lib.split_list(run_config.decode.ensemble)
   if not workdirs:
     return
-  if FLAGS.mode not in ("chat", "decode"):
-    raise app.UsageError(f"--ensemble applies to --mode=chat and decode, not --mode={FLAGS.mode}")
+  if FLAGS.mode not in ("chat", "decode", "export"):
+    raise app.UsageError(f"--ensemble applies to --mode=chat, decode and export, not "
+                         f"--mode={FLAGS.mode}")
   if _saved_or(run_config).model.model != "seq2seq":
     raise app.UsageError("--ensemble: ensembles of --model=lm are not supported")
   for workdir in workdirs:

@@ -212,7 +212,7 @@ class DecodeConfig:
   plot_attention: str = ""  # chat, decode: a PNG of the attention behind a reply (FILE.png)
   checkpoint: str = "auto"  # which one inference reads: auto (best if any, else latest), latest, best
   average_checkpoints: int = 1  # > 1: inference uses the mean weights of this many of them
-  ensemble: str = ""  # chat, decode: more workdirs (comma-separated) whose models decode with this one
+  ensemble: str = ""  # chat, decode, export: more workdirs (comma-separated) decoding with this one
 
   def __post_init__(self):
     _choice(self, "checkpoint", CHECKPOINTS)

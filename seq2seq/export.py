@@ -161,8 +161,8 @@ def save(module, export_dir):
 
 
 def export_trained(run_config, log=print):
-  """Exports the checkpoint --checkpoint picks in run_config.train.workdir; returns the
-  export folder.
+  """Exports the checkpoint --checkpoint picks in run_config.train.workdir (with --ensemble,
+  the ensemble of it and the other workdirs' models); returns the export folder.
 
   The folder is --export_dir, or WORKDIR/export; the search follows run_config.decode.
 
@@ -177,7 +177,7 @@ def export_trained(run_config, log=print):
                       "--mode=export supports --tokenizer=word only so far (SentencePiece in a "
                       "SavedModel needs tensorflow-text)")
   _check_replaceable(os.path.abspath(export_dir))  # before the slow part
-  model, vocabulary = chat.load_trained(run_config, log)
+  model, vocabulary = chat.load_ensemble(run_config, log)  # with --ensemble, all the members
   module = ServingModule(model, vocabulary, datasets.tokenizer_for(data_config),
                          data_config.max_length, beam_width=options.beam_width,
                          length_penalty=options.length_penalty, temperature=options.temperature,

@@ -74,8 +74,8 @@ class BadFlagsTest(tf.test.TestCase):
     workdir = os.path.join(self.get_temp_dir(), "never_created")
     for flags_, message in (
         (["--mode=chat", "--ensemble=/no/such/run"], "--ensemble=/no/such/run: no such workdir"),
-        (["--mode=export", f"--ensemble={ROOT}"],
-         "--ensemble applies to --mode=chat and decode, not --mode=export"),
+        (["--mode=eval", f"--ensemble={ROOT}"],
+         "--ensemble applies to --mode=chat, decode and export, not --mode=eval"),
         (["--mode=chat", f"--ensemble={ROOT}", "--plot_attention=a.png"],
          "--plot_attention: draws one model's attention; an ensemble (--ensemble) averages")):
       result = run_train(f"--workdir={workdir}", *flags_)

@@ -68,9 +68,10 @@ class NormalizeTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual(got, [["caf\ufffd".encode(), b"ok"], ["\ufffd\ufffd".encode()]])
 
 
-def _write_trained_workdir(workdir):
-  """A workdir as training leaves it: config.json, vocab.txt and a checkpoint (random weights)."""
-  run_config = helpers.tiny_config(workdir, "pairs.tsv", attention="luong")
+def _write_trained_workdir(workdir, **changes):
+  """A workdir as training leaves it: config.json, vocab.txt and a checkpoint (random weights);
+  `changes` as in `helpers.tiny_config`."""
+  run_config = helpers.tiny_config(workdir, "pairs.tsv", attention="luong", **changes)
   workdir_lib.check_or_save_config(run_config)
   vocabulary = vocab_lib.Vocabulary(list(vocab_lib.SPECIAL_TOKENS) + WORDS)
   vocabulary.save(workdir_lib.vocab_path(workdir))
@@ -86,10 +87,14 @@ def _write_trained_workdir(workdir):
 class ExportTest(tf.test.TestCase):
   """Greedy through the library, beam search through train.py; both reloaded in one process."""
 
+  BEAM = {"beam_width": 3, "n_best": 2, "length_penalty": 0.6}
+
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
     cls.tmp = tempfile.mkdtemp()
+    cls.member = os.path.join(cls.tmp, "member")  # the second model of an ensemble export
+    cls.ENSEMBLE = dict(cls.BEAM, ensemble=cls.member)
     cls.workdir = os.path.join(cls.tmp, "run")
     cls.run_config = _write_trained_workdir(cls.workdir)
     command = [sys.executable, os.path.join(ROOT, "train.py"), "--mode=export",
@@ -101,6 +106,11 @@ class ExportTest(tf.test.TestCase):
       tf.saved_model.save(tf.Module(), cls.greedy_dir)  # an earlier export, to be replaced
       export.export_trained(config_lib.replace(cls.run_config, export_dir=cls.greedy_dir),
                             helpers.quiet)
+      # An ensemble with a member of another size and seed, exported through the library.
+      _write_trained_workdir(cls.member, hidden_size=24, seed=11)
+      cls.ensemble_dir = os.path.join(cls.tmp, "exports", "ensemble")
+      export.export_trained(config_lib.replace(cls.run_config, export_dir=cls.ensemble_dir,
+                                               **cls.ENSEMBLE), helpers.quiet)
       stdout, stderr = cli.communicate(timeout=300)
     finally:
       cli.kill()
@@ -109,7 +119,8 @@ class ExportTest(tf.test.TestCase):
     cls.loaded = {}
     if cls.cli.returncode == 0:
       load = subprocess.run(
-          [sys.executable, "-c", _LOAD, json.dumps(TEXTS), cls.greedy_dir, cls.beam_dir],
+          [sys.executable, "-c", _LOAD, json.dumps(TEXTS), cls.greedy_dir, cls.beam_dir,
+           cls.ensemble_dir],
           cwd=cls.tmp, capture_output=True, text=True, timeout=300,
           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
       assert load.returncode == 0, load.stderr
@@ -142,6 +153,12 @@ class ExportTest(tf.test.TestCase):
     self.assertEqual([len(row) for row in got["replies"]], [2] * len(TEXTS))
     self.assertIn(f"exported to {self.beam_dir}", self.cli.stdout)
 
+  def test_ensemble_export_replies_as_the_ensemble(self):
+    got = self._assert_matches_checkpoint(self.ensemble_dir, **self.ENSEMBLE)
+    # The member (another size and seed) moves the scores away from the run's own.
+    self.assertNotAllClose(got["scores"], self.loaded[self.beam_dir]["scores"], atol=1e-3)
+    self.assertFalse(self.loaded["imported_seq2seq"])
+
   def test_encode_signature_gives_the_vocabulary_ids(self):
     self.assertEqual(self.cli.returncode, 0, self.cli.stderr)
     vocabulary = vocab_lib.Vocabulary.load(workdir_lib.vocab_path(self.workdir))
@@ -158,7 +175,7 @@ class ExportTest(tf.test.TestCase):
   def test_export_replaces_the_old_one_and_leaves_no_staging_folder(self):
     self.assertTrue(tf.saved_model.contains_saved_model(self.greedy_dir))
     self.assertIn(self.greedy_dir, self.loaded)  # it has the signatures, so it is the new one
-    self.assertEqual(os.listdir(os.path.dirname(self.greedy_dir)), ["greedy"])
+    self.assertEqual(sorted(os.listdir(os.path.dirname(self.greedy_dir))), ["ensemble", "greedy"])
     self.assertEqual(sorted(n for n in os.listdir(self.workdir) if "export" in n), ["export"])
 
   def test_folder_that_is_not_a_saved_model_is_refused(self):

@@ -27,6 +27,7 @@ from absl import flags
 from absl import logging
 
 from seq2seq import config as config_lib
+from seq2seq import workdir as workdir_lib  # light (no TensorFlow), like config
 
 _HELP = {
     "cell": "recurrent cell: lstm or gru",
@@ -225,7 +226,7 @@ def _config_from_flags(argv):
     from seq2seq import attention_plot  # pylint: disable=import-outside-toplevel
     try:
       attention_plot.check_available()
-      config_lib.check_attention(_saved_or(run_config).model)  # the workdir's model
+      config_lib.check_attention(workdir_lib.trained_settings(run_config).model)
     except (attention_plot.MatplotlibMissing, config_lib.NoAttention) as e:
       raise app.UsageError(f"--plot_attention: {e}") from None
   if FLAGS.mode == "decode" and run_config.decode.decode_reference:
@@ -245,17 +246,11 @@ def _check_ensemble(run_config):
   if FLAGS.mode not in ("chat", "decode", "export"):
     raise app.UsageError(f"--ensemble applies to --mode=chat, decode and export, not "
                          f"--mode={FLAGS.mode}")
-  if _saved_or(run_config).model.model != "seq2seq":
+  if workdir_lib.trained_settings(run_config).model.model != "seq2seq":
     raise app.UsageError("--ensemble: ensembles of --model=lm are not supported")
   for workdir in workdirs:
     if not os.path.isdir(workdir):
       raise app.UsageError(f"--ensemble={run_config.decode.ensemble}: no such workdir ({workdir})")
-
-
-def _saved_or(run_config):
-  """For the modes that read a checkpoint: the model and data settings it was trained with."""
-  from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
-  return workdir_lib.trained_settings(run_config)
 
 
 def main(argv):
@@ -281,7 +276,6 @@ def main(argv):
   from seq2seq import lm_run  # pylint: disable=import-outside-toplevel
   from seq2seq import trained  # pylint: disable=import-outside-toplevel
   from seq2seq import training  # pylint: disable=import-outside-toplevel
-  from seq2seq import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
   from seq2seq import workdir_lock  # pylint: disable=import-outside-toplevel
 
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
@@ -294,20 +288,21 @@ def main(argv):
       result = training.train(run_config, log)
       return result.exit_code
     plot = run_config.decode.plot_attention if FLAGS.mode in ("chat", "decode") else ""
-    if FLAGS.mode == "chat" and _saved_or(run_config).model.model == "lm":
+    trained_config = workdir_lib.trained_settings(run_config)  # the workdir's model and data
+    if FLAGS.mode == "chat" and trained_config.model.model == "lm":
       try:
-        generator = lm_run.make_generator(_saved_or(run_config), log)
+        generator = lm_run.make_generator(trained_config, log)
       except config_lib.ConfigError as e:
         print(f"error: --{e}", file=sys.stderr)
         return 1
       chat.chat_loop(generator)
       return 0
     if FLAGS.mode == "chat":
-      chat.chat_loop(chat.make_decoder(_saved_or(run_config), log), plot_attention=plot)
+      chat.chat_loop(chat.make_decoder(trained_config, log), plot_attention=plot)
       return 0
     if FLAGS.mode == "decode":
       options = run_config.decode
-      decoder = chat.make_decoder(_saved_or(run_config), log)
+      decoder = chat.make_decoder(trained_config, log)
       count = decoder.decode_file(options.decode_input, options.decode_output,
                                   run_config.train.batch_size)
       log(f"decoded {count} lines of {options.decode_input} into {options.decode_output}")
@@ -323,12 +318,12 @@ def main(argv):
         log(f"BLEU = {score:.2f} against {options.decode_reference} ({signature})")
       return 0
     if FLAGS.mode == "export":
-      export.export_trained(_saved_or(run_config), log)
+      export.export_trained(trained_config, log)
       return 0
-    if _saved_or(run_config).model.model == "lm":
-      lm_run.evaluate(_saved_or(run_config), log)
+    if trained_config.model.model == "lm":
+      lm_run.evaluate(trained_config, log)
       return 0
-    return _evaluate(_saved_or(run_config), log)
+    return _evaluate(trained_config, log)
   except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
     print(f"error: --{e}", file=sys.stderr)
     return 1

@@ -38,12 +38,9 @@ def load_ensemble(run_config, log=print):
   models = [model]
   for workdir in workdirs:
     member = workdir_lib.trained_settings(config_lib.replace(run_config, workdir=workdir))
-    member_vocabulary = trained.load_vocabulary(workdir, f"python train.py --workdir={workdir}")
+    member_model, member_vocabulary = load_trained(member, log)
     ensemble.check_same_vocabulary(vocabulary.tokens, first, member_vocabulary.tokens,
                                    workdir_lib.vocab_path(workdir))
-    member_model = training.build_model(member, member_vocabulary, log,
-                                        initialize_pretrained=False)
-    trained.restore(member_model, member, log)
     models.append(member_model)
   log(f"decoding with an ensemble of {len(models)} models: {run_config.train.workdir}, "
       f"{', '.join(workdirs)}")

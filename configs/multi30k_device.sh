@@ -16,6 +16,8 @@
 #                                                   # beam over the mean of its 5 best; then the
 #                                                   # best 2 and 3 by validation loss as one
 #                                                   # ensemble (--ensemble)
+#   bash configs/multi30k_device.sh ensemble A,B[,C] # those runs as one ensemble (beam, val and
+#                                                   # test), after `decode`
 #
 # Runs started by `start` outlive the call while the machine stays warm, so one run trains
 # through several calls with a single compilation. A copy of the data that travels with the
@@ -169,6 +171,17 @@ decode() {  # each run: greedy, beam (width 10, alpha 1.0: it beat 0.6 on val in
   done
   wait
   cp "$LOGS"/*.log "$OUTDIR"/
+}
+
+ensemble() {  # RUN,RUN[,...]: those runs as one ensemble, beam on val and test (best checkpoints,
+              # and the mean of each run's 5 best)
+  [[ $1 == *,* ]] || { echo "ensemble: name two runs or more, e.g. ls01,ls01_s1"; return 1; }
+  local first=${1%%,*} more=${1#*,} split
+  for split in val test_2016_flickr; do
+    decode_one "$first" "$split" 10 1.0 1 "$more" &
+    decode_one "$first" "$split" 10 1.0 5 "$more" &
+  done
+  wait
 }
 
 "$@" | tee -a "$OUTDIR/summary.txt"

@@ -50,8 +50,9 @@ _HELP = {
                 "and in eval mode",
     "max_vocab": "vocabulary size, including <PAD> <GO> <EOS> <UNK>",
     "min_length": "drop pairs with a side shorter than this (tokens)",
-    "max_length": "drop pairs with a side longer than this (tokens); --model=lm: the longest "
-                  "continuation chat generates",
+    "max_length": "drop pairs with a side longer than this (tokens); also the longest input read "
+                  "and reply written by chat, decode and export (--model=lm: the longest "
+                  "continuation chat generates), unless --decode_max_length is set",
     "num_buckets": "padded lengths evenly spaced up to max_length (one compiled step each)",
     "lowercase": "lowercase text before tokenising",
     "filters": "characters replaced by spaces before splitting into words (punctuation)",
@@ -140,6 +141,9 @@ _HELP = {
                 "--workdir's: each step uses the mean of their next-token probabilities. "
                 "They need the same vocabulary; each reads the checkpoint that --checkpoint and "
                 "--average_checkpoints pick",
+    "decode_max_length": "chat, decode, export: the longest input read (longer input is cut) "
+                         "and reply written, in tokens (--model=lm chat: the longest "
+                         "continuation); 0 = the workdir's trained --max_length",
     "checkpoint": "which checkpoint chat, decode, eval and export read: best (the lowest "
                   "validation loss, WORKDIR/best), latest, or auto (best if the run has one)",
     "average_checkpoints": "chat, decode, eval and export use the mean weights of this many "

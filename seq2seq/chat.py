@@ -48,10 +48,14 @@ def load_ensemble(run_config, log=print):
 
 
 def make_decoder(run_config, log=print):
+  """A `decoding.Decoder` over `load_ensemble`'s model, searching as run_config.decode says;
+  input is cut to, and replies stop at, --decode_max_length tokens (0: the trained
+  --max_length, run_config.data.max_length)."""
   model, vocabulary = load_ensemble(run_config, log)
   options = run_config.decode
   return decoding.Decoder(model, vocabulary, datasets.tokenizer_for(run_config.data),
-                          run_config.data.max_length, beam_width=options.beam_width,
+                          options.max_length_for(run_config.data),
+                          beam_width=options.beam_width,
                           length_penalty=options.length_penalty,
                           temperature=options.temperature, top_k=options.top_k,
                           n_best=options.n_best, seed=run_config.train.seed)

@@ -213,6 +213,9 @@ class DecodeConfig:
   checkpoint: str = "auto"  # which one inference reads: auto (best if any, else latest), latest, best
   average_checkpoints: int = 1  # > 1: inference uses the mean weights of this many of them
   ensemble: str = ""  # chat, decode, export: more workdirs (comma-separated) decoding with this one
+  # chat, decode, export: the longest input read and reply written, in tokens; 0 = the trained
+  # --max_length (training drops longer pairs; this lets such a model decode longer text)
+  decode_max_length: int = 0
 
   def __post_init__(self):
     _choice(self, "checkpoint", CHECKPOINTS)
@@ -221,6 +224,8 @@ class DecodeConfig:
     _check(self.length_penalty >= 0, "length_penalty", f"must be >= 0, got {self.length_penalty}")
     _check(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
     _check(self.top_k >= 0, "top_k", f"must be >= 0, got {self.top_k}")
+    _check(self.decode_max_length >= 0, "decode_max_length",
+           f"must be >= 0 (0 = the trained --max_length), got {self.decode_max_length}")
     _check(self.n_best <= self.beam_width, "n_best",
            f"{self.n_best} is more than beam_width {self.beam_width}")
     _check(self.beam_width == 1 or self.temperature == 0, "temperature",
@@ -232,6 +237,12 @@ class DecodeConfig:
     _check(not self.plot_attention or self.beam_width == 1, "plot_attention",
            "draws the attention of greedy and sampled replies; beam search (--beam_width > 1) "
            "does not track it")
+
+  def max_length_for(self, data_config):
+    """The longest input read and reply written (--model=lm: continuation generated), in
+    tokens: --decode_max_length, or when it is 0 the --max_length of `data_config` (the
+    workdir's trained data settings)."""
+    return self.decode_max_length or data_config.max_length
 
   def check_lm(self):
     """Checks what --model=lm generation (--mode=chat) supports. Raises ConfigError."""

@@ -164,7 +164,9 @@ def export_trained(run_config, log=print):
   """Exports the checkpoint --checkpoint picks in run_config.train.workdir (with --ensemble,
   the ensemble of it and the other workdirs' models); returns the export folder.
 
-  The folder is --export_dir, or WORKDIR/export; the search follows run_config.decode.
+  The folder is --export_dir, or WORKDIR/export; the search follows run_config.decode, and
+  input is cut to, and replies stop at, --decode_max_length tokens (0: the trained
+  --max_length).
 
   Raises:
     ExportError: the data was tokenised with SentencePiece, or the folder is taken.
@@ -179,7 +181,7 @@ def export_trained(run_config, log=print):
   _check_replaceable(os.path.abspath(export_dir))  # before the slow part
   model, vocabulary = chat.load_ensemble(run_config, log)  # with --ensemble, all the members
   module = ServingModule(model, vocabulary, datasets.tokenizer_for(data_config),
-                         data_config.max_length, beam_width=options.beam_width,
+                         options.max_length_for(data_config), beam_width=options.beam_width,
                          length_penalty=options.length_penalty, temperature=options.temperature,
                          top_k=options.top_k, n_best=options.n_best, seed=run_config.train.seed)
   path = save(module, export_dir)

@@ -180,7 +180,7 @@ class Generator:
 
 def make_generator(run_config, log=print):
   """A `Generator` over the trained LM of run_config.train.workdir (--temperature, --top_k,
-  --max_length tokens at most).
+  --decode_max_length tokens at most; 0: the trained --max_length).
 
   Raises:
     config.ConfigError: beam search asked for (--beam_width > 1).
@@ -190,5 +190,5 @@ def make_generator(run_config, log=print):
   options.check_lm()
   model, vocabulary = load_trained(run_config, log)
   return Generator(model, vocabulary, vocab_lib.Tokenizer(data.lowercase, data.filters),
-                   data.max_length, temperature=options.temperature, top_k=options.top_k,
-                   seed=run_config.train.seed)
+                   options.max_length_for(data), temperature=options.temperature,
+                   top_k=options.top_k, seed=run_config.train.seed)

@@ -84,6 +84,10 @@ class BadFlagsTest(tf.test.TestCase):
       self.assertNotIn("Traceback", result.stderr)
     self.assertFalse(os.path.exists(workdir))
 
+  def test_negative_decode_max_length(self):
+    self._assert_refused("--decode_max_length=-1",
+                         r"--decode_max_length: must be >= 0 \(0 = the trained --max_length\)")
+
   def test_n_best_above_beam_width(self):
     self._assert_refused("--n_best=3", r"--n_best: 3 is more than beam_width 1")
 
@@ -137,6 +141,15 @@ class EndToEndTest(tf.test.TestCase):
     self.assertIn(f"decoding with an ensemble of 2 models: {workdir}, {workdir}", decoded.stdout)
     with open(twice, encoding="utf-8") as f:
       self.assertEqual(f.read(), replies)
+    # --decode_max_length=2 (trained with --max_length=20): 3 decoder steps, 3 words at most.
+    short = os.path.join(self.get_temp_dir(), "short.txt")
+    decoded = run_train(f"--workdir={workdir}", "--mode=decode", f"--decode_input={source}",
+                        f"--decode_output={short}", "--beam_width=2", "--decode_max_length=2")
+    self.assertEqual(decoded.returncode, 0, decoded.stderr)
+    with open(short, encoding="utf-8") as f:
+      short_replies = f.read().split("\n")[:-1]
+    self.assertLen(short_replies, 3)
+    self.assertTrue(all(len(reply.split()) <= 3 for reply in short_replies), short_replies)
 
   def test_language_model_trains_on_text(self):
     text = os.path.join(self.get_temp_dir(), "text.txt")

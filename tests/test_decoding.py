@@ -4,8 +4,13 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import chat
+from seq2seq import config as config_lib
 from seq2seq import decoding
 from seq2seq import vocab as vocab_lib
+from seq2seq import workdir as workdir_lib
+from tests import helpers
+from tests.test_export import _write_trained_workdir
 from tests.test_model_options import _model
 from tests.test_train_step import VOCAB
 
@@ -88,6 +93,44 @@ class DecoderTest(tf.test.TestCase):
   def test_beam_and_sampling_exclude_each_other(self):
     with self.assertRaisesRegex(ValueError, "exclude each other"):
       decoding.Decoder(None, None, None, 5, beam_width=2, temperature=1.0)
+
+
+
+class DecodeMaxLengthTest(tf.test.TestCase):
+  """--decode_max_length: the longest input read and reply written, past the trained one."""
+
+  def test_zero_is_the_trained_max_length_a_positive_value_wins_negative_is_refused(self):
+    data = config_lib.DataConfig(max_length=7)
+    self.assertEqual(config_lib.DecodeConfig().max_length_for(data), 7)
+    self.assertEqual(config_lib.DecodeConfig(decode_max_length=30).max_length_for(data), 30)
+    self.assertEqual(config_lib.DecodeConfig(decode_max_length=3).max_length_for(data), 3)
+    refused = r"^decode_max_length: must be >= 0 \(0 = the trained --max_length\), got -1$"
+    with self.assertRaisesRegex(config_lib.ConfigError, refused):
+      config_lib.DecodeConfig(decode_max_length=-1)
+    # The flag's name is one field of RunConfig (DataConfig's max_length is another).
+    run_config = config_lib.replace(config_lib.RunConfig(), decode_max_length=9)
+    self.assertEqual(run_config.decode.max_length_for(run_config.data), 9)
+    self.assertEqual(config_lib.field_names()["decode_max_length"], "decode")
+
+  def test_decoder_reads_and_replies_past_the_trained_max_length(self):
+    """A workdir trained with --max_length=6, decoded as train.py does: its data settings from
+    config.json, the decode settings from the flags."""
+    workdir = os.path.join(self.get_temp_dir(), "run")
+    self.assertEqual(_write_trained_workdir(workdir).data.max_length, 6)
+    text = "a b c d e f g h a b c"  # 11 words
+    for decode_max_length, want in ((0, 6), (12, 12)):
+      flags = config_lib.replace(config_lib.RunConfig(), workdir=workdir,
+                                 decode_max_length=decode_max_length)
+      decoder = chat.make_decoder(workdir_lib.trained_settings(flags), helpers.quiet)
+      self.assertEqual(decoder.max_length, want)
+      source, lengths = decoder._encode([text])  # pylint: disable=protected-access
+      self.assertEqual(source.shape, [1, want])
+      self.assertEqual(lengths.numpy().tolist(), [min(11, want)])
+      # No <EOS> (nor <PAD>, <GO>) ever: the reply runs to the last step, max_length + 1.
+      bias = decoder.model.projection_bias
+      bias.assign(tf.tensor_scatter_nd_update(
+          bias, [[vocab_lib.PAD_ID], [vocab_lib.GO_ID], [vocab_lib.EOS_ID]], [-1e4] * 3))
+      self.assertLen(decoder.reply(text).split(), want + 1)
 
 
 if __name__ == "__main__":

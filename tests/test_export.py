@@ -172,6 +172,21 @@ class ExportTest(tf.test.TestCase):
     self.assertIn(vocab_lib.UNK_ID, got["ids"][2])  # zebra
     self.assertEqual(got["lengths"][3], max_length)  # 11 words, cut
 
+  def test_decode_max_length_sets_the_saved_models_length(self):
+    """Trained with --max_length=6, exported with --decode_max_length=12: the SavedModel reads
+    11 words of an 11-word input and replies as the checkpoint does with that flag."""
+    export_dir = os.path.join(self.get_temp_dir(), "long")
+    run_config = config_lib.replace(self.run_config, export_dir=export_dir, decode_max_length=12)
+    export.export_trained(run_config, helpers.quiet)
+    loaded = tf.saved_model.load(export_dir)
+    encoded = loaded.signatures["encode"](text=tf.constant(TEXTS))
+    self.assertEqual(encoded["ids"].shape, [len(TEXTS), 12])
+    self.assertEqual(encoded["lengths"].numpy()[3], 11)  # not cut at 6
+    served = loaded.signatures["serving_default"](text=tf.constant(TEXTS))
+    want = chat.make_decoder(run_config, helpers.quiet).n_best_batch(TEXTS)
+    self.assertEqual([[r.decode() for r in row] for row in served["replies"].numpy()],
+                     [[reply for reply, _ in row] for row in want])
+
   def test_export_replaces_the_old_one_and_leaves_no_staging_folder(self):
     self.assertTrue(tf.saved_model.contains_saved_model(self.greedy_dir))
     self.assertIn(self.greedy_dir, self.loaded)  # it has the signatures, so it is the new one

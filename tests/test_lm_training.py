@@ -6,6 +6,7 @@ import random
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import config as config_lib
 from seq2seq import lm_run
 from seq2seq import training
 from seq2seq import workdir as workdir_lib
@@ -78,6 +79,19 @@ class LMTrainingTest(tf.test.TestCase):
     for name, value in (("batch_size", 8), ("num_steps", 7)):
       with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, f"--{name}={value}"):
         training.train(_config(workdir, text, max_steps=4, **{name: value}), log=helpers.quiet)
+
+  def test_decode_max_length_is_the_longest_continuation(self):
+    tmp = self.get_temp_dir()
+    text = _write_text(os.path.join(tmp, "text.txt"))
+    config = _config(os.path.join(tmp, "run"), text, max_steps=2)
+    self.assertEqual(config.data.max_length, 6)
+    training.train(config, log=helpers.quiet)
+    for decode_max_length, want in ((0, 6), (9, 9)):
+      generator = lm_run.make_generator(
+          config_lib.replace(config, decode_max_length=decode_max_length), helpers.quiet)
+      self.assertEqual(generator.max_length, want)
+      generator.choose = lambda logits, seed: tf.constant([5], tf.int32)  # a word, never <EOS>
+      self.assertLen(generator.continuation("the cat").text.split(), want)
 
   def test_validation_summaries_and_eval_perplexity(self):
     """The epoch-end validation equals --mode=eval on the final parameters, and both equal

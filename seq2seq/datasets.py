@@ -55,12 +55,28 @@ def eval_spec(data_config):
   return data_config.data
 
 
+def is_prepared_text(spec):
+  """True if `spec` is a prepared folder or one of its split files, whose text is already
+  tokenised: words or SentencePiece pieces, joined by spaces."""
+  if prepared.is_prepared(spec):
+    return True
+  directory, name = os.path.split(spec)
+  return (os.path.isfile(spec) and prepared.is_prepared(directory or ".")
+          and any(name == os.path.basename(prepared.split_path("", s)) for s in prepared.SPLITS))
+
+
 def read_examples(spec, data_config, log, what):
-  """Reads, tokenises and length-filters pairs; returns word pairs. Logs what was kept."""
+  """Reads, tokenises and length-filters pairs; returns word pairs. Logs what was kept.
+
+  Raw text is tokenised as the training data was (`tokenizer_for`); a prepared folder's text
+  is already tokenised and is only split on spaces (cutting pieces into pieces again would
+  change them).
+  """
   pairs, report = corpus.load_pairs(spec)
   log(f"{what}: {report.summary()}")
-  word_pairs, kept = data.tokenize_pairs(pairs, tokenizer_for(data_config),
-                                         data_config.min_length, data_config.max_length)
+  tokenizer = str.split if is_prepared_text(spec) else tokenizer_for(data_config)
+  word_pairs, kept = data.tokenize_pairs(pairs, tokenizer, data_config.min_length,
+                                         data_config.max_length)
   log(f"{what}: kept {kept.kept} pairs with {data_config.min_length}..{data_config.max_length} "
       f"tokens a side ({kept.too_short} too short, {kept.too_long} too long)")
   if not word_pairs:

@@ -1,4 +1,5 @@
 """The tf.data pipeline over a prepared split: shapes, weights, order, and training on it."""
+import dataclasses
 import os
 import random
 
@@ -134,3 +135,49 @@ def test_tfdata_needs_a_prepared_folder(tmp_path):
                                   input_pipeline="tfdata")
   with pytest.raises(prepare.DataError, match="--input_pipeline=tfdata reads a folder"):
     datasets.load_training_data(run_config, log=lambda m: None)
+
+
+def _epoch_pairs(schedule):
+  """The (source ids, target ids) pairs of one epoch, unpadded, sorted (order aside)."""
+  pairs = []
+  for batch in schedule.batches(0):
+    for row in range(len(batch.source)):
+      if not batch.target_weight[row].any():
+        continue  # a zero-weight padding row
+      source = batch.source[row, :batch.source_length[row]].tolist()
+      target = batch.target[row, :int(batch.target_weight[row].sum())].tolist()
+      pairs.append((source, target))
+  return sorted(pairs)
+
+
+def test_memory_and_tf_data_read_a_subword_folder_alike(tmp_path):
+  """In memory, a SentencePiece folder's pieces are read as they are, not cut again."""
+  pytest.importorskip("sentencepiece")
+  rng = random.Random(1)
+  nouns = ["hausboot", "schutzhelm", "spielhaus", "fahrrad", "strandkorb", "baum"]
+  lines = [f"{' '.join(rng.choices(nouns, k=rng.randint(2, 6)))}\t"
+           f"ein {' '.join(rng.choices(nouns, k=rng.randint(2, 6)))} ." for _ in range(200)]
+  source = tmp_path / "raw.tsv"
+  source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+  out = str(tmp_path / "pieces")
+  data_config = config_lib.DataConfig(max_length=30, max_vocab=40, bucket_boundaries="10,20,30")
+  prepare.prepare(config_lib.PrepareConfig(input=str(source), input_format="pairs",
+                                           output_dir=out, val_fraction=0.2, test_fraction=0.0,
+                                           tokenizer="sentencepiece", progress_seconds=0),
+                  data_config, log=lambda m: None)
+  run_config = config_lib.RunConfig(
+      data=dataclasses.replace(data_config, data=out),
+      train=config_lib.TrainConfig(workdir=str(tmp_path / "work"), batch_size=8, seed=3))
+  streamed = datasets.load_training_data(run_config, log=lambda m: None)
+  memory = datasets.load_training_data(config_lib.replace(run_config, input_pipeline="memory"),
+                                       log=lambda m: None)
+  assert isinstance(memory.train, data.BatchSchedule)
+  assert _epoch_pairs(memory.train) == _epoch_pairs(streamed.train)
+  assert _epoch_pairs(memory.val) == _epoch_pairs(streamed.val)
+  # Eval mode reads the prepared val split the same way.
+  spec = datasets.eval_spec(run_config.data)
+  assert datasets.is_prepared_text(spec) and datasets.is_prepared_text(out)
+  words = datasets.read_examples(spec, run_config.data, lambda m: None, "eval data")
+  with open(spec, encoding="utf-8") as f:
+    assert words == [tuple(side.split() for side in line.rstrip("\n").split("\t")) for line in f]
+  assert not datasets.is_prepared_text(str(source))

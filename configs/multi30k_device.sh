@@ -23,14 +23,25 @@
 # through several calls with a single compilation. A copy of the data that travels with the
 # device tool's `carry` must be named in EVERY call: a carried folder a call does not name is
 # removed there, also under runs still reading it. M30K names the data folder (default
-# ../shared/data/multi30k); logs stay in workdir_multi30k/logs and are copied to $OUT (default
-# /tmp/multi30k_out). Runs differ from configs/multi30k_attention.flags only by the flags in
-# RUNS; val BLEU (never test) chooses the run and the length penalty.
+# ../shared/data/multi30k). KIND picks the flagfile: word (default,
+# configs/multi30k_attention.flags, runs under workdir_multi30k/) or bpe
+# (configs/multi30k_bpe.flags, under workdir_multi30k_bpe/; `start` first prepares its
+# SentencePiece folder when it is missing). Each command acts on its KIND's runs only, so both
+# kinds can train side by side and be pruned and decoded apart (their validation losses count
+# different tokens and do not compare). Logs stay in ROOT/logs and are copied to $OUT (default
+# /tmp/multi30k_out). Runs differ from their flagfile only by the flags in RUNS; val BLEU
+# (never test) chooses the run and the length penalty.
 set -u
 export TF_FORCE_GPU_ALLOW_GROWTH=true  # runs share the GPU: each takes only what it needs
 M30K=${M30K:-../shared/data/multi30k}
 OUTDIR=${OUT:-/tmp/multi30k_out}
-ROOT=workdir_multi30k
+KIND=${KIND:-word}
+case $KIND in
+  word) FLAGFILE=configs/multi30k_attention.flags ROOT=workdir_multi30k ;;
+  bpe) FLAGFILE=configs/multi30k_bpe.flags ROOT=workdir_multi30k_bpe ;;
+  *) echo "KIND must be word or bpe, got '$KIND'" >&2; exit 2 ;;
+esac
+SUBWORDS=prepared_multi30k_bpe  # configs/multi30k_bpe.flags' --data
 LOGS=$ROOT/logs
 mkdir -p "$OUTDIR" "$LOGS"
 # Seeds of the flagfile (label smoothing 0.1, pairs of at most 32 tokens). The same recipe ends
@@ -38,8 +49,10 @@ mkdir -p "$OUTDIR" "$LOGS"
 # loss 2.7-2.9 against 2.2-2.5 for the good ones: benchmarks/results/translation_en_de_2026-11-
 # 29_*.txt). So: `start 1500`, `watch` ~7 minutes, `prune 2` (the two runs left then train at
 # nearly their solo speed, ~0.06 s a step), `watch`, and `decode` (each run, and the best 2 and
-# 3 as one ensemble). The compiled step (--jit_compile) is left out: it spent ~13.5 minutes
-# compiling the 4 buckets and then ran no faster (0.062 s a step beside four plain runs).
+# 3 as one ensemble). With KIND=bpe the same seeds train over subwords; a lease can start
+# both kinds (e.g. ONLY='s1|s2|s3' for word and ONLY='s1|s2' KIND=bpe) and prune each apart.
+# The compiled step (--jit_compile) is left out: it spent ~13.5 minutes compiling the 4
+# buckets and then ran no faster (0.062 s a step beside four plain runs).
 declare -A RUNS=(
   [s1]="--seed=1"
   [s2]="--seed=2"
@@ -50,11 +63,9 @@ declare -A RUNS=(
 # ONLY (a regular expression) picks some of the runs; EXTRA adds flags to every training, e.g.
 # for a dry run on a CPU: ONLY=s1 EXTRA="--hidden_size=16 --embedding_size=8 --max_steps=40"
 run_names() { printf '%s\n' "${!RUNS[@]}" | grep -E "^(${ONLY:-.*})$"; }
-DATA_FLAGS=(
-  "--data=$M30K/train.lc.norm.tok.en|$M30K/train.lc.norm.tok.de"
-  "--val_data=$M30K/val.lc.norm.tok.en|$M30K/val.lc.norm.tok.de"
-)
-TRAINING="python3 train.py --flagfile=configs/multi30k_attention.flags"
+DATA_FLAGS=("--val_data=$M30K/val.lc.norm.tok.en|$M30K/val.lc.norm.tok.de")
+[[ $KIND == word ]] && DATA_FLAGS+=("--data=$M30K/train.lc.norm.tok.en|$M30K/train.lc.norm.tok.de")
+TRAINING="python3 train.py --flagfile=$FLAGFILE"
 
 training_pids() {  # the runs' python processes (read from /proc: no procps needed)
   local f
@@ -104,8 +115,16 @@ bench() {  # the attention step alone on the GPU: plain, and compiled with while
     $run --variants=engine_xla_gpuemb_dyn5 --output="$OUTDIR/bench_command_buffers.jsonl" | tail -2
 }
 
+prepare_subwords() {  # the bpe kind's SentencePiece folder, unless it is there
+  [[ -f $SUBWORDS/report.json ]] && return
+  $TRAINING --mode=prepare --input_format=parallel --input="$M30K/train.lc.norm.tok.en" \
+    --target_input="$M30K/train.lc.norm.tok.de" --output_dir="$SUBWORDS" \
+    --tokenizer=sentencepiece --val_fraction=0 --test_fraction=0 2>&1 | grep "^prepare:"
+}
+
 start() {
   local seconds=$1
+  [[ $KIND == bpe ]] && prepare_subwords
   for name in $(run_names); do
     # shellcheck disable=SC2086
     setsid nohup timeout -s TERM "$seconds" $TRAINING --mode=train "${DATA_FLAGS[@]}" \

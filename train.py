@@ -124,6 +124,9 @@ _HELP = {
     "seed": "seed of weights, dropout and data order",
     "deterministic": "deterministic ops (slower; bitwise-reproducible runs)",
     "jit_compile": "XLA-compile the train step (the embedding lookup and update stay outside)",
+    "xla_cache_dir": "with --jit_compile: a folder where XLA saves each compiled step and loads "
+                     "it from in later runs of the same step and shapes (a resumed run, the same "
+                     "configuration again), which then skip the compilation; '' = off",
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
     "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "
                 "named in TF_CONFIG) or tpu; --batch_size is the global batch",
@@ -269,6 +272,15 @@ def main(argv):
       print(f"error: {e}", file=sys.stderr)
       return 1
     return 0
+  if FLAGS.mode == "train" and run_config.train.xla_cache_dir:
+    from seq2seq import xla_cache  # pylint: disable=import-outside-toplevel
+    try:  # before TensorFlow is imported: it reads TF_XLA_FLAGS once
+      cache = xla_cache.enable(run_config.train.xla_cache_dir)
+    except OSError as e:
+      print(f"error: --xla_cache_dir={run_config.train.xla_cache_dir}: {e}", file=sys.stderr)
+      return 1
+    log(f"XLA compilation cache: {cache} "
+        f"({len(xla_cache.cached_executables(cache))} compiled steps there)")
   # Heavy imports after validation, so a bad flag is reported at once.
   from seq2seq import bleu  # pylint: disable=import-outside-toplevel
   from seq2seq import chat  # pylint: disable=import-outside-toplevel
@@ -284,10 +296,6 @@ def main(argv):
 
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
   try:
-    if FLAGS.mode == "prepare":
-      from seq2seq import prepare  # pylint: disable=import-outside-toplevel
-      prepare.prepare(run_config.prepare, run_config.data, log)
-      return 0
     if FLAGS.mode == "train":
       result = training.train(run_config, log)
       return result.exit_code

@@ -41,6 +41,7 @@ from seq2seq import language_model
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib
+from seq2seq import xla_cache
 
 WORKLOADS = {
     # name: (kind, B, T, E, H, V, layers)
@@ -73,6 +74,9 @@ flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
 flags.DEFINE_string("output", "", "also append the JSON lines to this file")
+flags.DEFINE_string("xla_cache_dir", "", "XLA's persistent compilation cache (seq2seq.xla_cache): "
+                    "compiled steps are saved there, and a second run loads them (its first "
+                    "step then times the trace and the load, not the compile)")
 SIZES = ("batch", "steps", "embed", "hidden", "vocab", "layers")  # WORKLOADS' B, T, E, H, V, layers
 flags.DEFINE_list("override", [], f"SIZE=N pairs (SIZE among {', '.join(SIZES)}) that replace "
                   "every chosen workload's sizes, e.g. batch=4,hidden=32 for a CPU smoke test "
@@ -318,12 +322,18 @@ def main(argv):
     if name not in VARIANTS:
       raise app.UsageError(f"--variants: unknown variant {name!r}")
   parse_override(FLAGS.override)
+  if FLAGS.xla_cache_dir:  # before anything compiles: TensorFlow reads TF_XLA_FLAGS at first use
+    print(json.dumps({"xla_cache_dir": xla_cache.enable(FLAGS.xla_cache_dir)}), flush=True)
   ceiling = {"fp32": matmul_ceiling(tf.float32), "bf16": matmul_ceiling(tf.bfloat16)}
   print(json.dumps({"matmul_ceiling_tflops": ceiling}), flush=True)
   rows = []
   for workload in FLAGS.workloads:
     for variant in FLAGS.variants:
+      cached = xla_cache.cached_executables(FLAGS.xla_cache_dir) if FLAGS.xla_cache_dir else []
       row = measure(workload, variant, ceiling)
+      if FLAGS.xla_cache_dir:  # compiled steps found in the cache, and newly written to it
+        written = len(xla_cache.cached_executables(FLAGS.xla_cache_dir)) - len(cached)
+        row["xla_cache"] = {"before": len(cached), "written": written}
       rows.append(row)
       print(json.dumps(row), flush=True)
       if FLAGS.output:

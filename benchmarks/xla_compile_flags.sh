@@ -1,15 +1,17 @@
 #!/bin/bash
 # The first step (trace + XLA compile) of the fastest seed_b256 variant under XLA's autotuning
 # options and compile parallelism, one process per setting (XLA reads XLA_FLAGS once per
-# process). Issue 5's goal is a first step under 15 s; it took 66 s on the H200
-# (benchmarks/README.md). GEMM autotuning and the Triton fusion autotuner are the usual
-# compile-time sinks; turning them off may cost step time, which the same lines report.
+# process), then with the persistent compilation cache (--xla_cache_dir), cold and warm.
+# Issue 5's goal is a first step under 15 s; it took 66 s on the H200 (benchmarks/README.md).
+# GEMM autotuning and the Triton fusion autotuner are the usual compile-time sinks; turning
+# them off may cost step time, which the same lines report.
 #
 #   bash benchmarks/xla_compile_flags.sh [WORKLOAD] [VARIANT]   # defaults: seed_b256,
 #                                                               # engine_xla_bf16_gpuemb
 #
 # JSON lines go to $OUT/xla_compile_flags.jsonl (default /tmp), each tagged with its XLA_FLAGS
-# in the `xla_flags` field; the table lines to stdout.
+# in the `xla_flags` field ("cache cold" / "cache warm" for the cache runs); the table lines
+# to stdout.
 set -u
 WORKLOAD=${1:-seed_b256}
 VARIANT=${2:-engine_xla_bf16_gpuemb}
@@ -21,14 +23,26 @@ SETTINGS=(
   "--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false"
   "--xla_gpu_force_compilation_parallelism=16"  # LLVM code generation on 16 threads
 )
-for setting in "${SETTINGS[@]}"; do
-  echo "== XLA_FLAGS=\"$setting\""
-  XLA_FLAGS="$setting" python3 -m benchmarks.train_step --workloads="$WORKLOAD" \
-    --variants="$VARIANT" --steps=30 --output="$RESULTS.part" | tail -1
+measure() {  # TAG [BENCHMARK FLAGS...]: one process; its JSON line tagged xla_flags=TAG
+  local tag=$1
+  shift
+  python3 -m benchmarks.train_step --workloads="$WORKLOAD" --variants="$VARIANT" --steps=30 \
+    --output="$RESULTS.part" "$@" | tail -1
   # shellcheck disable=SC2016
   python3 -c 'import json, sys
 for line in open(sys.argv[1]):
   row = json.loads(line); row["xla_flags"] = sys.argv[2]; print(json.dumps(row))' \
-    "$RESULTS.part" "$setting" >> "$RESULTS"
+    "$RESULTS.part" "$tag" >> "$RESULTS"
   rm -f "$RESULTS.part"
+}
+for setting in "${SETTINGS[@]}"; do
+  echo "== XLA_FLAGS=\"$setting\""
+  XLA_FLAGS="$setting" measure "$setting"
 done
+# XLA's defaults again, twice over one persistent cache: the second process loads the step.
+CACHE=$(mktemp -d)
+for run in cold warm; do
+  echo "== --xla_cache_dir, $run"
+  measure "cache $run" --xla_cache_dir="$CACHE"
+done
+rm -rf "$CACHE"

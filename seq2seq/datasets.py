@@ -60,9 +60,9 @@ def is_prepared_text(spec):
   tokenised: words or SentencePiece pieces, joined by spaces."""
   if prepared.is_prepared(spec):
     return True
-  directory, name = os.path.split(spec)
+  directory = os.path.dirname(spec)
   return (os.path.isfile(spec) and prepared.is_prepared(directory or ".")
-          and any(name == os.path.basename(prepared.split_path("", s)) for s in prepared.SPLITS))
+          and spec in [prepared.split_path(directory, split) for split in prepared.SPLITS])
 
 
 def read_examples(spec, data_config, log, what):

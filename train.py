@@ -28,6 +28,7 @@ from absl import logging
 
 from seq2seq import config as config_lib
 from seq2seq import workdir as workdir_lib  # light (no TensorFlow), like config
+from seq2seq import xla_cache  # light too: it must run before TensorFlow reads TF_XLA_FLAGS
 
 _HELP = {
     "cell": "recurrent cell: lstm or gru",
@@ -273,7 +274,6 @@ def main(argv):
       return 1
     return 0
   if FLAGS.mode == "train" and run_config.train.xla_cache_dir:
-    from seq2seq import xla_cache  # pylint: disable=import-outside-toplevel
     try:  # before TensorFlow is imported: it reads TF_XLA_FLAGS once
       cache = xla_cache.enable(run_config.train.xla_cache_dir)
     except OSError as e:

@@ -41,7 +41,7 @@ case $KIND in
   bpe) FLAGFILE=configs/multi30k_bpe.flags ROOT=workdir_multi30k_bpe ;;
   *) echo "KIND must be word or bpe, got '$KIND'" >&2; exit 2 ;;
 esac
-SUBWORDS=prepared_multi30k_bpe  # configs/multi30k_bpe.flags' --data
+SUBWORDS=$(sed -n 's/^--data=//p' configs/multi30k_bpe.flags)  # the bpe flagfile's folder
 LOGS=$ROOT/logs
 mkdir -p "$OUTDIR" "$LOGS"
 # Seeds of the flagfile (label smoothing 0.1, pairs of at most 32 tokens). The same recipe ends

@@ -2,9 +2,9 @@
 
 XLA writes each executable it compiles to the folder, keyed by the program (the traced
 step, its shapes) and the device, and a later process that compiles the same program loads
-it instead: a resumed run, a second seed of the same configuration, or a benchmark run
-again skip the compilation (minutes for an unrolled step on a GPU). A changed model, batch
-shape or TensorFlow version makes a new key, and so a new compilation.
+it instead: a resumed run, the same configuration run again, or a benchmark run again skip
+the compilation (minutes for an unrolled step on a GPU). A changed model, batch shape or
+TensorFlow version makes a new key, and so a new compilation.
 No TensorFlow import here: the flag must be set before TensorFlow reads TF_XLA_FLAGS.
 """
 import glob

@@ -178,6 +178,28 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertLess(fixed_broadcasts, free_broadcasts / 10)
     self.assertLess(fixed, 0.75 * free)
 
+  def test_dropout_masks_drawn_once_per_batch_not_per_step(self):
+    """The attention step (static unroll) draws each dropout mask once for all time steps:
+    as many generator reads for a 6-token bucket as for a 3-token one."""
+    def generator_reads(length):
+      config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                      encoder="bi", attention="luong", keep_prob=0.7)
+      m = model_lib.Seq2Seq(config, VOCAB, seed=5)
+      m.build()
+      optimizer = optimizers.SGD(1.0)
+      optimizer.build(m.trainable_variables)
+      step = train_step_lib.make_train_step(m, optimizer, 5.0)
+      step(_batch(size=3, length=length, seed=7))
+      graph_def = step._functions[length].get_concrete_function().graph.as_graph_def()
+      ops = [node.op for node in graph_def.node]
+      ops += [node.op for f in graph_def.library.function for node in f.node_def]
+      return ops.count("RngReadAndSkip")
+
+    # Encoder: 2 layers x 2 directions of output masks, and the two input masks; decoder: the
+    # first layer's input mask, 2 output masks; the attentional vectors' mask.
+    self.assertEqual(generator_reads(3), 4 + 2 + 3 + 1)
+    self.assertEqual(generator_reads(6), 4 + 2 + 3 + 1)
+
   def test_a_batch_larger_than_the_step_was_built_for_is_refused(self):
     model = _model()
     optimizer = optimizers.SGD(1.0)

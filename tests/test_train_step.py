@@ -259,6 +259,42 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     for name, delta in static[2].items():
       self.assertAllClose(delta, dynamic[2][name], atol=1e-6, rtol=1e-4, msg=name)
 
+  @parameterized.parameters(("uni", "none"), ("bi", "luong"))
+  def test_dynamic_unroll_draws_the_static_unroll_dropout_masks(self, encoder, attention):
+    """Both unrolls draw each layer's masks for all steps before the loop, in one order, so
+    with dropout too (k = 2 pads the 5 source steps to 6) the plain steps agree."""
+    def model(unroll, keep_prob=0.6):
+      config = config_lib.ModelConfig(num_layers=2, hidden_size=16, embedding_size=8,
+                                      keep_prob=keep_prob, unroll=unroll, unroll_steps=2,
+                                      encoder=encoder, attention=attention)
+      built = model_lib.Seq2Seq(config, VOCAB, seed=5)
+      built.build()
+      return built
+
+    batch = _batch(seed=8)
+    static = _one_sgd_step(model("static"), batch, jit_compile=False)
+    dynamic = _one_sgd_step(model("dynamic"), batch, jit_compile=False)
+    without = _one_sgd_step(model("static", keep_prob=1.0), batch, jit_compile=False)
+    self.assertAllClose(static[0], dynamic[0], rtol=1e-5)
+    self.assertNotAllClose(static[0], without[0])
+    for name, delta in static[2].items():
+      self.assertAllClose(delta, dynamic[2][name], atol=1e-6, rtol=1e-4, msg=name)
+
+  def test_xla_bf16_dynamic_attention_step_with_dropout_is_reproducible(self):
+    def step_result():
+      config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                      keep_prob=0.6, unroll="dynamic", unroll_steps=2,
+                                      encoder="bi", attention="luong")
+      m = model_lib.Seq2Seq(config, VOCAB, seed=5, compute_dtype=tf.bfloat16)
+      m.build()
+      return _one_sgd_step(m, _batch(seed=9), jit_compile=True)
+
+    first, second = step_result(), step_result()
+    self.assertTrue(np.isfinite(first[0]))
+    self.assertEqual(first[0], second[0])
+    for name, delta in first[2].items():
+      self.assertAllEqual(delta, second[2][name], msg=name)
+
   def test_xla_step_with_steps_left_over_does_not_hang(self):
     # Two or more of the T % k steps used to run after the while loop, and tracing the XLA
     # step then hung forever (a graph mutex never released). A subprocess with a timeout turns

@@ -1,4 +1,5 @@
 """train.py end to end, through a subprocess, as a user runs it."""
+import json
 import os
 import signal
 import subprocess
@@ -203,6 +204,50 @@ class EndToEndTest(tf.test.TestCase):
     latest = tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(workdir))
     self.assertIsNotNone(latest)
     self.assertGreaterEqual(int(latest.rsplit("-", 1)[1]), 3)
+
+
+# Reads a flagfile the way train.py does and prints the RunConfig it gives, as JSON.
+_SHOW_CONFIG = """
+import dataclasses, json, sys
+import train
+argv = train.FLAGS(["train.py", *sys.argv[1:]])
+print(json.dumps(dataclasses.asdict(train._config_from_flags(argv))))
+"""
+
+
+class ShippedFlagfilesTest(tf.test.TestCase):
+  """The flagfiles in configs/ parse into valid training configs holding the recipes that
+  BUILD.md reports (the data paths are pointed at stand-ins, so ../shared is not needed)."""
+
+  def _config(self, flagfile, *flags):
+    tmp = self.get_temp_dir()
+    text = os.path.join(tmp, "pairs.txt")
+    with open(text, "w", encoding="utf-8") as f:
+      f.write("a b c\n")
+    result = subprocess.run(
+        [sys.executable, "-c", _SHOW_CONFIG, f"--flagfile={flagfile}", "--mode=train",
+         f"--val_data={text}|{text}", *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+  def test_word_level_recipe(self):
+    config = self._config("configs/multi30k_attention.flags",
+                          f"--data={os.path.join(self.get_temp_dir(), '*')}")
+    self.assertEqual(config["train"]["seed"], 1)
+    self.assertEqual(config["data"]["max_vocab"], 14000)
+    self.assertEqual(config["model"]["encoder"], "bi")
+    self.assertEqual(config["model"]["attention"], "luong")
+    self.assertAlmostEqual(config["train"]["label_smoothing"], 0.1)
+
+  def test_bpe_recipe_nests_the_word_level_flagfile(self):
+    config = self._config("configs/multi30k_bpe.flags", f"--data={self.get_temp_dir()}")
+    self.assertEqual(config["train"]["seed"], 2)  # its own, over the nested flagfile's 1
+    self.assertEqual(config["data"]["max_vocab"], 10000)
+    self.assertEqual(config["data"]["input_pipeline"], "memory")
+    self.assertEqual(config["train"]["workdir"], "workdir_multi30k_bpe")
+    self.assertEqual(config["model"]["hidden_size"], 512)  # from the nested flagfile
+    self.assertEqual(config["data"]["max_length"], 32)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,17 @@ def _one_sgd_step(model, batch, jit_compile, max_grad_norm=5.0, learning_rate=1.
                                     for v in model.trainable_variables}
 
 
+def _traced_sgd_step(config, batch, batch_size=0):
+  """The train step of a fresh `config` model (SGD, clipping at 5), traced by running `batch`."""
+  model = model_lib.Seq2Seq(config, VOCAB, seed=5)
+  model.build()
+  optimizer = optimizers.SGD(1.0)
+  optimizer.build(model.trainable_variables)
+  step = train_step_lib.make_train_step(model, optimizer, 5.0, batch_size=batch_size)
+  step(batch)
+  return step
+
+
 def _reference_gradients(model, batch, max_grad_norm):
   """Loss, norm and clipped dense gradients from a plain GradientTape over the whole model."""
   with tf.GradientTape() as tape:
@@ -157,12 +168,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     def non_constant_ops(batch_size):
       config = config_lib.ModelConfig(num_layers=1, hidden_size=16, embedding_size=8,
                                       encoder="bi", attention="luong", keep_prob=0.7)
-      m = model_lib.Seq2Seq(config, VOCAB, seed=5)
-      m.build()
-      optimizer = optimizers.SGD(1.0)
-      optimizer.build(m.trainable_variables)
-      step = train_step_lib.make_train_step(m, optimizer, 5.0, batch_size=batch_size)
-      step(_batch(size=3, seed=7))
+      step = _traced_sgd_step(config, _batch(size=3, seed=7), batch_size=batch_size)
       graph = step._functions[5].get_concrete_function().graph
       types = []
       def walk(g):
@@ -184,12 +190,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     def generator_reads(length):
       config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
                                       encoder="bi", attention="luong", keep_prob=0.7)
-      m = model_lib.Seq2Seq(config, VOCAB, seed=5)
-      m.build()
-      optimizer = optimizers.SGD(1.0)
-      optimizer.build(m.trainable_variables)
-      step = train_step_lib.make_train_step(m, optimizer, 5.0)
-      step(_batch(size=3, length=length, seed=7))
+      step = _traced_sgd_step(config, _batch(size=3, length=length, seed=7))
       graph_def = step._functions[length].get_concrete_function().graph.as_graph_def()
       ops = [node.op for node in graph_def.node]
       ops += [node.op for f in graph_def.library.function for node in f.node_def]

@@ -53,5 +53,25 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       self.assertAllClose(row["model_tflops"] * 1e12 * row["step_ms"] / 1e3, flops, rtol=1e-6)
 
 
+class OpCountTest(tf.test.TestCase):
+
+  def _ops(self, *flags):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.op_count", "--length=2", "--batch=2", "--vocab=50",
+         *flags], cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    return json.loads(result.stdout.splitlines()[-1])
+
+  def test_counts_the_attention_step_with_and_without_dropout(self):
+    dropout, plain = self._ops("--keep_prob=0.6", "--top=3"), self._ops("--keep_prob=1.0")
+    self.assertEqual(dropout["length"], 2)
+    self.assertLen(dropout["top"], 3)
+    self.assertNotIn("Const", dropout["top"])
+    # Function bodies count too (the update's tf.cond branches, the gradients).
+    self.assertGreater(plain["ops"], 1000)
+    self.assertGreater(dropout["ops"], plain["ops"])
+
+
 if __name__ == "__main__":
   tf.test.main()

@@ -27,17 +27,23 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   outputs = []
   # The core's state-independent work (e.g. x W_x for every step) runs once, outside the loop.
   precomputed = core.precompute(inputs)
+  if sequence_length is not None:
+    # [B, T, 1]: whether step t is within row b's length; made once, not step by step (each
+    # op of the unrolled graph is a host dispatch when the step runs without XLA).
+    valid = tf.expand_dims(tf.sequence_mask(sequence_length, num_steps), -1)
+    valid_at = tf.unstack(valid, num_steps, axis=1)
   for t, step_input in enumerate(tf.unstack(precomputed, axis=1)):
     output, new_state = core.step(step_input, state)
     if sequence_length is None:
       state = new_state
     else:
-      valid = tf.expand_dims(t < sequence_length, -1)  # [B, 1]
-      output = tf.where(valid, output, tf.zeros_like(output))
       state = tf.nest.map_structure(
-          lambda new, old, valid=valid: tf.where(valid, new, old), new_state, state)
+          lambda new, old, valid=valid_at[t]: tf.where(valid, new, old), new_state, state)
     outputs.append(output)
-  return tf.stack(outputs, axis=1), state
+  outputs = tf.stack(outputs, axis=1)
+  if sequence_length is not None:  # zero past each length, for all steps at once
+    outputs *= tf.cast(valid, outputs.dtype)
+  return outputs, state
 
 
 def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_iteration=1):

@@ -499,6 +499,29 @@ class StaticUnrollTest(tf.test.TestCase, parameterized.TestCase):
       for expected, got in zip(expected_state, final_state):
         self.assertAllClose(expected[0], got[b], rtol=1e-12, atol=1e-12, msg=f"sequence {b}")
 
+  def test_padded_steps_get_no_gradient(self):
+    """Inputs past a row's length reach neither its outputs nor its final state."""
+    core, inputs, state = self._setup("lstm", seed=4, batch=3)
+    lengths = tf.constant([5, 2, 0])
+    with tf.GradientTape() as tape:
+      tape.watch(inputs)
+      outputs, final_state = unroll.static_unroll(core, inputs, state, lengths)
+      total = tf.reduce_sum(outputs) + sum(tf.reduce_sum(s) for s in tf.nest.flatten(final_state))
+    gradient = tape.gradient(total, inputs).numpy()
+    for b, length in enumerate(lengths.numpy()):
+      self.assertTrue(np.all(gradient[b, length:] == 0.0), msg=f"sequence {b}")
+      self.assertTrue(np.all(gradient[b, :length] != 0.0), msg=f"sequence {b}")
+
+  def test_lengths_compared_once_not_per_step(self):
+    """The padding mask is made once for all T steps: each op of the unrolled graph is a host
+    dispatch when a step runs without XLA."""
+    core, inputs, state = self._setup("gru", seed=5, num_steps=8)
+    graph = tf.function(unroll.static_unroll).get_concrete_function(
+        core, inputs, state, tf.TensorSpec([4], tf.int32)).graph
+    types = [op.type for op in graph.get_operations()]
+    self.assertEqual(types.count("Less"), 1)
+    self.assertEqual(types.count("SelectV2"), 8)  # the state's one field, step by step
+
   def test_all_lengths_zero_gives_initial_state(self):
     core, inputs, state = self._setup("lstm", seed=2, batch=3)
     outputs, final_state = unroll.static_unroll(core, inputs, state, tf.zeros([3], tf.int32))

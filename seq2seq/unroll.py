@@ -7,8 +7,8 @@ import tensorflow as tf
 def static_unroll(core, inputs, initial_state, sequence_length=None):
   """Runs `core` over T steps with a Python loop (T must be known when tracing).
 
-  Past a sequence's length the state is carried unchanged and the output is zero, so the
-  final state is each sequence's state at its last valid step.
+  Past a sequence's length the output is zero, and the final state is each sequence's state
+  at its last valid step (the initial state for an empty one).
 
   Args:
     core: an `RNNCore`.
@@ -24,23 +24,45 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   if num_steps is None:
     raise ValueError("static_unroll needs a static number of time steps (inputs.shape[1])")
   state = initial_state
-  outputs = []
+  outputs, states = [], []
   # The core's state-independent work (e.g. x W_x for every step, dropout masks) runs once,
   # outside the loop; step t gets every leaf's slice t.
   precomputed = core.precompute(inputs)
   leaves = [tf.unstack(leaf, num_steps, axis=1) for leaf in tf.nest.flatten(precomputed)]
   for t in range(num_steps):
     step_input = tf.nest.pack_sequence_as(precomputed, [leaf[t] for leaf in leaves])
-    output, new_state = core.step(step_input, state)
-    if sequence_length is None:
-      state = new_state
-    else:
-      valid = tf.expand_dims(t < sequence_length, -1)  # [B, 1]
-      output = tf.where(valid, output, tf.zeros_like(output))
-      state = tf.nest.map_structure(
-          lambda new, old, valid=valid: tf.where(valid, new, old), new_state, state)
+    output, state = core.step(step_input, state)
     outputs.append(output)
-  return tf.stack(outputs, axis=1), state
+    states.append(state)
+  outputs = tf.stack(outputs, axis=1)
+  if sequence_length is None:
+    return outputs, state
+  # The steps past a row's length ran on padding, and nothing reads them: the masking is done
+  # once for all steps rather than step by step (each op of the unrolled graph is a host
+  # dispatch when the step runs without XLA). They get no gradient either.
+  valid = tf.sequence_mask(sequence_length, num_steps)[:, :, None]  # [B, T, 1]
+  outputs = tf.where(valid, outputs, tf.zeros_like(outputs))
+  return outputs, _state_at_lengths(initial_state, states, sequence_length)
+
+
+def _state_at_lengths(initial_state, states, sequence_length):
+  """Row b's state after its step length[b] - 1, or its initial state when length[b] is 0.
+
+  Args:
+    initial_state: the state structure, batch B.
+    states: the states after each of the T steps, a list of such structures.
+    sequence_length: [B] int lengths.
+  """
+  sequence_length = tf.convert_to_tensor(sequence_length)
+  rows = tf.range(tf.shape(sequence_length)[0], dtype=sequence_length.dtype)
+  row_and_step = tf.stack([rows, tf.maximum(sequence_length - 1, 0)], axis=1)  # [B, 2]
+  nonempty = sequence_length > 0  # [B]
+
+  def pick(initial, *per_step):
+    at_length = tf.gather_nd(tf.stack(per_step, axis=1), row_and_step)
+    return tf.where(tf.reshape(nonempty, [-1] + [1] * (initial.shape.rank - 1)), at_length,
+                    initial)
+  return tf.nest.map_structure(pick, initial_state, *states)
 
 
 def _time_major(leaf):

@@ -499,6 +499,32 @@ class StaticUnrollTest(tf.test.TestCase, parameterized.TestCase):
       for expected, got in zip(expected_state, final_state):
         self.assertAllClose(expected[0], got[b], rtol=1e-12, atol=1e-12, msg=f"sequence {b}")
 
+  def test_padded_steps_get_no_gradient(self):
+    """Inputs past a row's length reach neither its outputs nor its final state."""
+    core, inputs, state = self._setup("lstm", seed=4, batch=3)
+    lengths = tf.constant([5, 2, 0])
+    with tf.GradientTape() as tape:
+      tape.watch(inputs)
+      outputs, final_state = unroll.static_unroll(core, inputs, state, lengths)
+      total = tf.reduce_sum(outputs) + sum(tf.reduce_sum(s) for s in tf.nest.flatten(final_state))
+    gradient = tape.gradient(total, inputs).numpy()
+    for b, length in enumerate(lengths.numpy()):
+      self.assertTrue(np.all(gradient[b, length:] == 0.0), msg=f"sequence {b}")
+      self.assertTrue(np.all(gradient[b, :length] != 0.0), msg=f"sequence {b}")
+
+  def test_masking_is_not_repeated_step_by_step(self):
+    """The padding is handled once for all T steps, not by ops in every step: each op of the
+    unrolled graph is a host dispatch when a step runs without XLA."""
+    def masking_ops(num_steps):
+      core, inputs, state = self._setup("lstm", seed=5, num_steps=num_steps)
+      graph = tf.function(unroll.static_unroll).get_concrete_function(
+          core, inputs, state, tf.TensorSpec([4], tf.int32)).graph
+      types = [op.type for op in graph.get_operations()]
+      return {name: types.count(name) for name in ("Less", "SelectV2")}
+
+    self.assertEqual(masking_ops(3), masking_ops(8))
+    self.assertEqual(masking_ops(8)["SelectV2"], 3)  # the outputs, and the state's two fields
+
   def test_all_lengths_zero_gives_initial_state(self):
     core, inputs, state = self._setup("lstm", seed=2, batch=3)
     outputs, final_state = unroll.static_unroll(core, inputs, state, tf.zeros([3], tf.int32))

@@ -16,7 +16,6 @@ from absl import flags
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq import data
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib

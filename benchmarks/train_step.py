@@ -24,8 +24,11 @@ step as in training. Both are `train_step.make_update_step`, so the variants mea
 """
 import collections
 import json
+import os
 import resource
+import shutil
 import statistics
+import tempfile
 import time
 
 from absl import app
@@ -33,6 +36,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import kernel_profile
 from ops import clipping
 from ops import losses
 from seq2seq import config as config_lib
@@ -74,6 +78,12 @@ flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
 flags.DEFINE_string("output", "", "also append the JSON lines to this file")
+flags.DEFINE_integer("profile_steps", 0, "after timing, trace this many more steps with the "
+                     "TensorFlow profiler and add a kernel summary (benchmarks.kernel_profile: "
+                     "GPU busy time, GEMM and other kernel time, top kernels) to each line")
+flags.DEFINE_string("profile_dir", "", "where the traces go (one subfolder per workload and "
+                    "variant, readable by TensorBoard's profile plugin); default: a temporary "
+                    "folder, removed after")
 flags.DEFINE_string("xla_cache_dir", "", "XLA's persistent compilation cache (seq2seq.xla_cache): "
                     "compiled steps are saved there, and a second run loads them (its first "
                     "step then times the trace and the load, not the compile)")
@@ -301,6 +311,7 @@ def measure(workload, variant, ceiling):
     times.append(time.perf_counter() - start)
   median = statistics.median(times)
   tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers) / median / 1e12
+  profile = profile_steps(step, b, f"{workload}-{variant}") if FLAGS.profile_steps else None
   return {
       "workload": workload, "variant": variant, "step_ms": 1e3 * median,
       "target_tokens_per_sec": target_tokens / median, "model_tflops": tflops,
@@ -310,7 +321,22 @@ def measure(workload, variant, ceiling):
       "keep_prob": FLAGS.keep_prob,
       "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
       "tf_version": tf.__version__,
+      **({"profile": profile} if profile else {}),
   }
+
+
+def profile_steps(step, b, name):
+  """Traces --profile_steps more steps of `step` and summarizes their kernels, per step."""
+  root = FLAGS.profile_dir or tempfile.mkdtemp(prefix="train_step_profile_")
+  logdir = os.path.join(root, name)
+  try:
+    with kernel_profile.trace(logdir):
+      for _ in range(FLAGS.profile_steps):
+        float(step(b)[0])
+    return kernel_profile.summarize(logdir, FLAGS.profile_steps)
+  finally:
+    if not FLAGS.profile_dir:
+      shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv):
@@ -352,6 +378,19 @@ def main(argv):
           f"{row['target_tokens_per_sec']:10.0f} {row['model_tflops']:8.3f} "
           f"{row['percent_of_ceiling']:6.1f} {row['first_step_s']:8.2f} "
           f"{row['peak_memory_mb']:9.0f} {ratio:8.2f}")
+  print_profiles(rows)
+
+
+def print_profiles(rows):
+  """Per profiled line: where each GPU's time went in one step, and the top kernels."""
+  for row in rows:
+    for gpu in row.get("profile", {}).get("gpus", []):
+      print(f"\n{row['workload']} {row['variant']}, GPU {gpu['device']}, per step: "
+            f"{gpu['kernels']:.0f} kernels, busy {gpu['busy_ms']:.2f} ms of a "
+            f"{row['step_ms']:.2f} ms step (GEMM {gpu['gemm_ms']:.2f}, other "
+            f"{gpu['other_ms']:.2f})")
+      for name, ms, launches in gpu["top"]:
+        print(f"  {ms:8.3f} ms {launches:6.0f}x  {name[:90]}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ import subprocess
 import sys
 
 import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+from benchmarks import kernel_profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,7 +44,7 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
     """m30k_attention, shrunk: the bidirectional Luong model's real step, plain and compiled
     with a while loop; Keras has no peer for it and says so."""
     rows = self._run("--workloads=m30k_attention", "--variants=engine,engine_xla_dyn5,keras",
-                     "--override=batch=2,steps=5,embed=8,hidden=6,vocab=50")
+                     "--override=batch=2,steps=5,embed=8,hidden=6,vocab=50", "--profile_steps=1")
     self.assertEqual(rows["keras"]["skipped"], "no Keras peer with attention")
     lstm = lambda inputs: 4 * 6 * (inputs + 6)
     encoder = 2 * (lstm(8) + lstm(12))
@@ -51,6 +54,67 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
     for variant in ("engine", "engine_xla_dyn5"):
       row = rows[variant]
       self.assertAllClose(row["model_tflops"] * 1e12 * row["step_ms"] / 1e3, flops, rtol=1e-6)
+      # The profiler traced the step; a CPU has no GPU kernels to summarize.
+      self.assertEqual(row["profile"]["gpus"], [])
+      self.assertIn("no GPU kernels", row["profile"]["note"])
+
+
+class KernelProfileTest(tf.test.TestCase):
+  """benchmarks.kernel_profile on a hand-built trace whose answer is known."""
+
+  def _space(self):
+    space = xplane_pb2.XSpace()
+    host = space.planes.add(name="/host:CPU")
+    host.lines.add(name="Stream #1").events.add(metadata_id=1, offset_ps=0, duration_ps=10**9)
+    gpu = space.planes.add(name="/device:GPU:0")
+    for key, name in ((1, "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n"), (2, "loop_add_fusion_12"),
+                      (3, "loop_add_fusion_7"), (4, "gemm_fusion_dot_3")):
+      gpu.event_metadata[key].name = name
+    # Stream 7, from t = 1 ms: a GEMM [0, 2) ms and adds [2, 3) and [5, 6) ms.
+    compute = gpu.lines.add(name="Stream #7(Compute)", timestamp_ns=10**6)
+    for key, start_ms, length_ms in ((1, 0, 2), (2, 2, 1), (3, 5, 1)):
+      compute.events.add(metadata_id=key, offset_ps=start_ms * 10**9,
+                         duration_ps=length_ms * 10**9)
+    # Stream 9, from t = 2 ms: a fused dot [0, 2) ms, overlapping stream 7's kernels.
+    other = gpu.lines.add(name="Stream #9(Compute)", timestamp_ns=2 * 10**6)
+    other.events.add(metadata_id=4, offset_ps=0, duration_ps=2 * 10**9)
+    # A derived line repeats kernels; it must not count twice.
+    gpu.lines.add(name="XLA Ops").events.add(metadata_id=1, offset_ps=0, duration_ps=10**12)
+    return space
+
+  def test_busy_time_gemm_time_and_groups_per_step(self):
+    summary = kernel_profile.summarize_space(self._space(), steps=2, top=2)
+    self.assertLen(summary["gpus"], 1)
+    gpu = summary["gpus"][0]
+    self.assertEqual(gpu["device"], 0)
+    self.assertAllClose(gpu["kernels"], 2.0)     # 4 kernels over 2 steps
+    self.assertAllClose(gpu["busy_ms"], 2.0)     # [1, 4) and [6, 7) ms: 4 ms over 2 steps
+    self.assertAllClose(gpu["gemm_ms"], 2.0)     # 2 + 2 ms
+    self.assertAllClose(gpu["other_ms"], 1.0)    # 1 + 1 ms
+    self.assertAllClose(gpu["span_ms"], 3.0)     # 1 ms to 7 ms
+    # The two add fusions are one group; ties keep the first seen (the library GEMM).
+    self.assertEqual([name for name, _, _ in gpu["top"]],
+                     ["sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n", "loop_add_fusion"])
+    self.assertAllClose(gpu["top"][1][1:], [1.0, 1.0])
+
+  def test_kernel_names(self):
+    for name in ("nvjet_hsh_128x256_64x4_1x2_h_bz_coopA_TNT", "cutlass_80_tensorop_s1688gemm",
+                 "gemm_fusion_dot_12", "sm90_xmma_gemm_f32f32_tf32f32"):
+      self.assertTrue(kernel_profile.is_gemm(name), name)
+    for name in ("loop_multiply_fusion_3", "input_reduce_fusion", "redzone_checker"):
+      self.assertFalse(kernel_profile.is_gemm(name), name)
+    self.assertEqual(kernel_profile.kernel_group("loop_add_fusion_12"), "loop_add_fusion")
+    self.assertEqual(kernel_profile.kernel_group("wrapped_slice.3"), "wrapped_slice")
+
+  def test_summarize_reads_the_newest_trace_and_names_a_missing_one(self):
+    logdir = self.get_temp_dir()
+    with self.assertRaisesRegex(FileNotFoundError, "no profiler trace"):
+      kernel_profile.summarize(logdir, steps=1)
+    run = os.path.join(logdir, "plugins", "profile", "run1")
+    os.makedirs(run)
+    with open(os.path.join(run, "host.xplane.pb"), "wb") as f:
+      f.write(self._space().SerializeToString())
+    self.assertAllClose(kernel_profile.summarize(logdir, steps=1)["gpus"][0]["busy_ms"], 4.0)
 
 
 class OpCountTest(tf.test.TestCase):

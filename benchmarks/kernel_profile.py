@@ -1,0 +1,122 @@
+"""Where a traced step spends its device time: a summary of a TensorFlow profiler trace.
+
+    with kernel_profile.trace(logdir):
+      for _ in range(steps):
+        step(batch)
+    summary = kernel_profile.summarize(logdir, steps)
+
+`summarize` reads the XSpace protobuf (`*.xplane.pb`) that `tf.profiler.experimental` writes and
+adds up, per GPU, the kernels of every stream line: the busy time (the union of the kernel
+intervals over all streams, so overlapping kernels count once), the time in matrix-multiply
+kernels (cuBLAS, CUTLASS and XLA's GEMM fusions) and in everything else, the
+kernel count, and the kernels that take the most time, grouped by name with XLA's numeric
+suffixes removed (`loop_add_fusion_12` and `loop_add_fusion_7` are one group). All times are
+per step. On a machine without a GPU the summary says so and carries no figures.
+"""
+import contextlib
+import glob
+import os
+import re
+
+import tensorflow as tf
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+GPU_PLANE = re.compile(r"^/device:GPU:(\d+)$")
+# cuBLAS (sm90_xmma_gemm_*, nvjet_* on Hopper), CUTLASS, and XLA's GEMM fusions (gemm_fusion_dot_*).
+GEMM_KERNEL = re.compile(r"gemm|cutlass|xmma|cublas|matmul|nvjet|(^|_)dot(_|$)", re.IGNORECASE)
+_NUMERIC_SUFFIX = re.compile(r"([._]\d+)+$")
+
+
+@contextlib.contextmanager
+def trace(logdir):
+  """Profiles the enclosed work into `logdir` (host and device trace)."""
+  tf.profiler.experimental.start(logdir)
+  try:
+    yield
+  finally:
+    tf.profiler.experimental.stop()
+
+
+def is_gemm(kernel_name):
+  """Whether a kernel is a matrix multiply (library GEMM or an XLA dot fusion)."""
+  return bool(GEMM_KERNEL.search(kernel_name))
+
+
+def kernel_group(kernel_name):
+  """`loop_add_fusion_12` -> `loop_add_fusion`: one group for the copies XLA numbers apart."""
+  return _NUMERIC_SUFFIX.sub("", kernel_name.split("(")[0].strip()) or kernel_name
+
+
+def _union_length(intervals):
+  """Total length covered by [start, end) intervals, overlaps counted once."""
+  total, reach = 0, None
+  for start, end in sorted(intervals):
+    if reach is None or start > reach:
+      total += end - start
+      reach = end
+    elif end > reach:
+      total += end - reach
+      reach = end
+  return total
+
+
+def summarize_space(space, steps, top=12):
+  """{"gpus": [per-GPU summary]} of an XSpace over `steps` steps; times in ms per step.
+
+  Each per-GPU summary: device, kernels (launched per step), busy_ms (union over streams),
+  gemm_ms and other_ms (summed kernel durations, so they may exceed busy_ms when streams
+  overlap), span_ms (first kernel start to last kernel end, per step) and top: the `top`
+  kernel groups by time, each [name, ms per step, launches per step].
+  """
+  gpus = []
+  for plane in space.planes:
+    match = GPU_PLANE.match(plane.name)
+    if not match:
+      continue
+    names = {key: (meta.display_name or meta.name) for key, meta in plane.event_metadata.items()}
+    intervals, groups = [], {}
+    gemm_ps = other_ps = 0
+    for line in plane.lines:
+      if not line.name.startswith("Stream"):
+        continue  # the derived lines ("XLA Ops", "TensorFlow Ops", ...) repeat the kernels
+      line_start_ps = line.timestamp_ns * 1000
+      for event in line.events:
+        name = names.get(event.metadata_id, "?")
+        start = line_start_ps + event.offset_ps
+        intervals.append((start, start + event.duration_ps))
+        if is_gemm(name):
+          gemm_ps += event.duration_ps
+        else:
+          other_ps += event.duration_ps
+        group = groups.setdefault(kernel_group(name), [0, 0])
+        group[0] += event.duration_ps
+        group[1] += 1
+    if not intervals:
+      continue
+    per_step_ms = lambda ps: ps / 1e9 / steps
+    span = max(end for _, end in intervals) - min(start for start, _ in intervals)
+    ranked = sorted(groups.items(), key=lambda item: -item[1][0])[:top]
+    gpus.append({
+        "device": int(match.group(1)),
+        "kernels": len(intervals) / steps,
+        "busy_ms": per_step_ms(_union_length(intervals)),
+        "gemm_ms": per_step_ms(gemm_ps),
+        "other_ms": per_step_ms(other_ps),
+        "span_ms": per_step_ms(span),
+        "top": [[name, per_step_ms(ps), count / steps] for name, (ps, count) in ranked],
+    })
+  return {"gpus": gpus}
+
+
+def summarize(logdir, steps, top=12):
+  """`summarize_space` of the newest trace the profiler wrote under `logdir`."""
+  paths = glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))
+  if not paths:
+    raise FileNotFoundError(f"{logdir}: no profiler trace (plugins/profile/*/*.xplane.pb)")
+  space = xplane_pb2.XSpace()
+  with open(max(paths, key=os.path.getmtime), "rb") as f:
+    space.ParseFromString(f.read())
+  summary = summarize_space(space, steps, top)
+  if not summary["gpus"]:
+    summary["note"] = "no GPU kernels in the trace (no GPU, or its tracer did not load)"
+  return summary

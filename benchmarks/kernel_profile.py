@@ -108,15 +108,41 @@ def summarize_space(space, steps, top=12):
   return {"gpus": gpus}
 
 
-def summarize(logdir, steps, top=12):
-  """`summarize_space` of the newest trace the profiler wrote under `logdir`."""
+def host_activities(space, top=25):
+  """The host's traced activities with the most time, each [name, total s, count].
+
+  Times are inclusive (an activity's nested ones count in it too), summed over threads. For
+  a traced first step this shows where tracing and XLA compilation go (the compiler's passes,
+  autotuning, LLVM and PTX code generation are named activities).
+  """
+  totals = {}
+  for plane in space.planes:
+    if not plane.name.startswith("/host:"):
+      continue
+    names = {key: (meta.display_name or meta.name) for key, meta in plane.event_metadata.items()}
+    for line in plane.lines:
+      for event in line.events:
+        entry = totals.setdefault(kernel_group(names.get(event.metadata_id, "?")), [0, 0])
+        entry[0] += event.duration_ps
+        entry[1] += 1
+  ranked = sorted(totals.items(), key=lambda item: -item[1][0])[:top]
+  return [[name, ps / 1e12, count] for name, (ps, count) in ranked]
+
+
+def read_space(logdir):
+  """The XSpace of the newest trace the profiler wrote under `logdir`."""
   paths = glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))
   if not paths:
     raise FileNotFoundError(f"{logdir}: no profiler trace (plugins/profile/*/*.xplane.pb)")
   space = xplane_pb2.XSpace()
   with open(max(paths, key=os.path.getmtime), "rb") as f:
     space.ParseFromString(f.read())
-  summary = summarize_space(space, steps, top)
+  return space
+
+
+def summarize(logdir, steps, top=12):
+  """`summarize_space` of the newest trace the profiler wrote under `logdir`."""
+  summary = summarize_space(read_space(logdir), steps, top)
   if not summary["gpus"]:
     summary["note"] = "no GPU kernels in the trace (no GPU, or its tracer did not load)"
   return summary

@@ -23,6 +23,7 @@ workloads (`ptb_large*`, the PTB "large" model of Zaremba et al.) time
 step as in training. Both are `train_step.make_update_step`, so the variants mean the same.
 """
 import collections
+import contextlib
 import json
 import os
 import resource
@@ -81,6 +82,9 @@ flags.DEFINE_string("output", "", "also append the JSON lines to this file")
 flags.DEFINE_integer("profile_steps", 0, "after timing, trace this many more steps with the "
                      "TensorFlow profiler and add a kernel summary (benchmarks.kernel_profile: "
                      "GPU busy time, GEMM and other kernel time, top kernels) to each line")
+flags.DEFINE_integer("profile_top", 12, "kernel groups (and host activities) listed per profile")
+flags.DEFINE_bool("profile_first_step", False, "also trace the first step (tracing and XLA "
+                  "compilation) and list the host activities that took the most time")
 flags.DEFINE_string("profile_dir", "", "where the traces go (one subfolder per workload and "
                     "variant, readable by TensorBoard's profile plugin); default: a temporary "
                     "folder, removed after")
@@ -300,7 +304,8 @@ def measure(workload, variant, ceiling):
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
   start = time.perf_counter()
-  float(step(b)[0])
+  with first_step_trace(f"{workload}-{variant}") as first_step_profile:
+    float(step(b)[0])
   first_step = time.perf_counter() - start
   for _ in range(FLAGS.warmup):
     float(step(b)[0])
@@ -322,7 +327,28 @@ def measure(workload, variant, ceiling):
       "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
       "tf_version": tf.__version__,
       **({"profile": profile} if profile else {}),
+      **({"first_step_profile": first_step_profile} if first_step_profile else {}),
   }
+
+
+@contextlib.contextmanager
+def first_step_trace(name):
+  """With --profile_first_step, traces the enclosed first step; yields a list that then holds
+  its top host activities ([name, seconds, count], `kernel_profile.host_activities`)."""
+  activities = []
+  if not FLAGS.profile_first_step:
+    yield activities
+    return
+  root = FLAGS.profile_dir or tempfile.mkdtemp(prefix="train_step_profile_")
+  logdir = os.path.join(root, name + "-first")
+  try:
+    with kernel_profile.trace(logdir):
+      yield activities
+    activities.extend(kernel_profile.host_activities(kernel_profile.read_space(logdir),
+                                                     FLAGS.profile_top))
+  finally:
+    if not FLAGS.profile_dir:
+      shutil.rmtree(root, ignore_errors=True)
 
 
 def profile_steps(step, b, name):
@@ -333,7 +359,7 @@ def profile_steps(step, b, name):
     with kernel_profile.trace(logdir):
       for _ in range(FLAGS.profile_steps):
         float(step(b)[0])
-    return kernel_profile.summarize(logdir, FLAGS.profile_steps)
+    return kernel_profile.summarize(logdir, FLAGS.profile_steps, FLAGS.profile_top)
   finally:
     if not FLAGS.profile_dir:
       shutil.rmtree(root, ignore_errors=True)
@@ -382,8 +408,14 @@ def main(argv):
 
 
 def print_profiles(rows):
-  """Per profiled line: where each GPU's time went in one step, and the top kernels."""
+  """Per profiled line: where each GPU's time went in one step, and the top kernels; the host
+  activities of a traced first step."""
   for row in rows:
+    if row.get("first_step_profile"):
+      print(f"\n{row['workload']} {row['variant']}, first step ({row['first_step_s']:.1f} s), "
+            "host activities (inclusive):")
+      for name, seconds, count in row["first_step_profile"]:
+        print(f"  {seconds:8.2f} s {count:6d}x  {name[:90]}")
     for gpu in row.get("profile", {}).get("gpus", []):
       print(f"\n{row['workload']} {row['variant']}, GPU {gpu['device']}, per step: "
             f"{gpu['kernels']:.0f} kernels, busy {gpu['busy_ms']:.2f} ms of a "

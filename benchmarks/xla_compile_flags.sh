@@ -8,6 +8,9 @@
 #
 #   bash benchmarks/xla_compile_flags.sh [WORKLOAD] [VARIANT]   # defaults: seed_b256,
 #                                                               # engine_xla_bf16_gpuemb
+#   PART=flags bash benchmarks/xla_compile_flags.sh   # only the XLA_FLAGS settings
+#   PART=cache bash benchmarks/xla_compile_flags.sh   # only the cache runs (each process compiles
+#                                                     # for about a minute: split across calls)
 #
 # JSON lines go to $OUT/xla_compile_flags.jsonl (default /tmp), each tagged with its XLA_FLAGS
 # in the `xla_flags` field ("cache cold" / "cache warm" for the cache runs); the table lines
@@ -15,6 +18,8 @@
 set -u
 WORKLOAD=${1:-seed_b256}
 VARIANT=${2:-engine_xla_bf16_gpuemb}
+PART=${PART:-all}
+case $PART in all|flags|cache) ;; *) echo "PART must be all, flags or cache, not '$PART'" >&2; exit 2;; esac
 RESULTS=${OUT:-/tmp}/xla_compile_flags.jsonl
 SETTINGS=(
   ""  # XLA's defaults
@@ -35,14 +40,18 @@ for line in open(sys.argv[1]):
     "$RESULTS.part" "$tag" >> "$RESULTS"
   rm -f "$RESULTS.part"
 }
-for setting in "${SETTINGS[@]}"; do
-  echo "== XLA_FLAGS=\"$setting\""
-  XLA_FLAGS="$setting" measure "$setting"
-done
-# XLA's defaults again, twice over one persistent cache: the second process loads the step.
-CACHE=$(mktemp -d)
-for run in cold warm; do
-  echo "== --xla_cache_dir, $run"
-  measure "cache $run" --xla_cache_dir="$CACHE"
-done
-rm -rf "$CACHE"
+if [ "$PART" != cache ]; then
+  for setting in "${SETTINGS[@]}"; do
+    echo "== XLA_FLAGS=\"$setting\""
+    XLA_FLAGS="$setting" measure "$setting"
+  done
+fi
+if [ "$PART" != flags ]; then
+  # XLA's defaults again, twice over one persistent cache: the second process loads the step.
+  CACHE=$(mktemp -d)
+  for run in cold warm; do
+    echo "== --xla_cache_dir, $run"
+    measure "cache $run" --xla_cache_dir="$CACHE"
+  done
+  rm -rf "$CACHE"
+fi

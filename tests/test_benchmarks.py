@@ -44,7 +44,8 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
     """m30k_attention, shrunk: the bidirectional Luong model's real step, plain and compiled
     with a while loop; Keras has no peer for it and says so."""
     rows = self._run("--workloads=m30k_attention", "--variants=engine,engine_xla_dyn5,keras",
-                     "--override=batch=2,steps=5,embed=8,hidden=6,vocab=50", "--profile_steps=1")
+                     "--override=batch=2,steps=5,embed=8,hidden=6,vocab=50", "--profile_steps=1",
+                     "--profile_first_step", "--profile_top=5")
     self.assertEqual(rows["keras"]["skipped"], "no Keras peer with attention")
     lstm = lambda inputs: 4 * 6 * (inputs + 6)
     encoder = 2 * (lstm(8) + lstm(12))
@@ -57,6 +58,12 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       # The profiler traced the step; a CPU has no GPU kernels to summarize.
       self.assertEqual(row["profile"]["gpus"], [])
       self.assertIn("no GPU kernels", row["profile"]["note"])
+      # The first step was traced too: its top host activities, longest first.
+      activities = row["first_step_profile"]
+      self.assertLen(activities, 5)
+      seconds = [s for _, s, _ in activities]
+      self.assertEqual(seconds, sorted(seconds, reverse=True))
+      self.assertLessEqual(seconds[0], row["first_step_s"] * 1.01)
 
 
 class KernelProfileTest(tf.test.TestCase):
@@ -65,7 +72,14 @@ class KernelProfileTest(tf.test.TestCase):
   def _space(self):
     space = xplane_pb2.XSpace()
     host = space.planes.add(name="/host:CPU")
-    host.lines.add(name="Stream #1").events.add(metadata_id=1, offset_ps=0, duration_ps=10**9)
+    host.event_metadata[1].name = "GpuCompiler::RunBackend"
+    host.event_metadata[2].name = "FusionCompiler::Compile"
+    thread = host.lines.add(name="Stream #1")  # a host line named like a stream: not a kernel
+    thread.events.add(metadata_id=1, offset_ps=0, duration_ps=3 * 10**12)
+    for _ in range(2):
+      thread.events.add(metadata_id=2, offset_ps=0, duration_ps=10**12)
+    host.lines.add(name="other thread").events.add(metadata_id=2, offset_ps=0,
+                                                   duration_ps=2 * 10**12)
     gpu = space.planes.add(name="/device:GPU:0")
     for key, name in ((1, "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n"), (2, "loop_add_fusion_12"),
                       (3, "loop_add_fusion_7"), (4, "gemm_fusion_dot_3")):
@@ -96,6 +110,11 @@ class KernelProfileTest(tf.test.TestCase):
     self.assertEqual([name for name, _, _ in gpu["top"]],
                      ["sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n", "loop_add_fusion"])
     self.assertAllClose(gpu["top"][1][1:], [1.0, 1.0])
+
+  def test_host_activities_sum_over_threads_longest_first(self):
+    self.assertEqual(kernel_profile.host_activities(self._space()),
+                     [["FusionCompiler::Compile", 4.0, 3], ["GpuCompiler::RunBackend", 3.0, 1]])
+    self.assertLen(kernel_profile.host_activities(self._space(), top=1), 1)
 
   def test_kernel_names(self):
     for name in ("nvjet_hsh_128x256_64x4_1x2_h_bz_coopA_TNT", "cutlass_80_tensorop_s1688gemm",

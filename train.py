@@ -29,6 +29,7 @@ from absl import logging
 from seq2seq import config as config_lib
 from seq2seq import workdir as workdir_lib  # light (no TensorFlow), like config
 from seq2seq import xla_cache  # light too: it must run before TensorFlow reads TF_XLA_FLAGS
+from seq2seq import xla_flags  # the same: before XLA reads XLA_FLAGS
 
 _HELP = {
     "cell": "recurrent cell: lstm or gru",
@@ -128,6 +129,10 @@ _HELP = {
     "xla_cache_dir": "with --jit_compile: a folder where XLA saves each compiled step and loads "
                      "it from in later runs of the same step and shapes (a resumed run, the same "
                      "configuration again), which then skip the compilation; '' = off",
+    "xla_autotune": "with --jit_compile: let XLA:GPU search Triton GEMM tilings and fusion "
+                    "emitters (about half of the first step's compilation; off, GEMMs go to "
+                    "cuBLAS: measured as fast a step at half the compile time on an H200); "
+                    "XLA_FLAGS that set these win",
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
     "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "
                 "named in TF_CONFIG) or tpu; --batch_size is the global batch",
@@ -273,6 +278,8 @@ def main(argv):
       print(f"error: {e}", file=sys.stderr)
       return 1
     return 0
+  if FLAGS.mode == "train" and run_config.train.jit_compile and not run_config.train.xla_autotune:
+    log(f"XLA_FLAGS={xla_flags.skip_autotuning()} (--xla_autotune to tune)")
   if FLAGS.mode == "train" and run_config.train.xla_cache_dir:
     try:  # before TensorFlow is imported: it reads TF_XLA_FLAGS once
       cache = xla_cache.enable(run_config.train.xla_cache_dir)

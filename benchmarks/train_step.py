@@ -47,6 +47,7 @@ from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib
 from seq2seq import xla_cache
+from seq2seq import xla_flags
 
 WORKLOADS = {
     # name: (kind, B, T, E, H, V, layers)
@@ -92,6 +93,9 @@ flags.DEFINE_string("xla_cache_dir", "", "XLA's persistent compilation cache (se
                     "compiled steps are saved there, and a second run loads them (its first "
                     "step then times the trace and the load, not the compile)")
 SIZES = ("batch", "steps", "embed", "hidden", "vocab", "layers")  # WORKLOADS' B, T, E, H, V, layers
+flags.DEFINE_bool("xla_autotune", False, "XLA:GPU's Triton GEMM and fusion-emitter autotuning, "
+                  "as train.py --xla_autotune (off: seq2seq.xla_flags.NO_AUTOTUNING is added to "
+                  "XLA_FLAGS, unless XLA_FLAGS sets those flags)")
 flags.DEFINE_list("override", [], f"SIZE=N pairs (SIZE among {', '.join(SIZES)}) that replace "
                   "every chosen workload's sizes, e.g. batch=4,hidden=32 for a CPU smoke test "
                   "of a GPU workload")
@@ -326,6 +330,7 @@ def measure(workload, variant, ceiling):
       "keep_prob": FLAGS.keep_prob,
       "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
       "tf_version": tf.__version__,
+      "xla_flags_env": os.environ.get("XLA_FLAGS", ""),
       **({"profile": profile} if profile else {}),
       **({"first_step_profile": first_step_profile} if first_step_profile else {}),
   }
@@ -374,6 +379,8 @@ def main(argv):
     if name not in VARIANTS:
       raise app.UsageError(f"--variants: unknown variant {name!r}")
   parse_override(FLAGS.override)
+  if not FLAGS.xla_autotune:  # before anything compiles, as train.py does
+    xla_flags.skip_autotuning()
   if FLAGS.xla_cache_dir:  # before anything compiles: TensorFlow reads TF_XLA_FLAGS at first use
     print(json.dumps({"xla_cache_dir": xla_cache.enable(FLAGS.xla_cache_dir)}), flush=True)
   ceiling = {"fp32": matmul_ceiling(tf.float32), "bf16": matmul_ceiling(tf.bfloat16)}

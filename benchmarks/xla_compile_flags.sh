@@ -3,7 +3,9 @@
 # options and compile parallelism, one process per setting (XLA reads XLA_FLAGS once per
 # process), then with the persistent compilation cache (--xla_cache_dir), cold and warm.
 # Issue 5's goal is a first step under 15 s; it took 66 s on the H200 (benchmarks/README.md).
-# GEMM autotuning and the Triton fusion autotuner are the usual compile-time sinks; turning
+# The traced first step (benchmarks.train_step --profile_first_step) put about half of it in
+# XLA's autotuning: Triton GEMM tile search and fusion-emitter autotuning ("autotuner" 53 s,
+# "autotune-fusion-emitters" 33 s of a 144 s profiled first step, H200, 2026-11-29). Turning
 # them off may cost step time, which the same lines report.
 #
 #   bash benchmarks/xla_compile_flags.sh [WORKLOAD] [VARIANT]   # defaults: seed_b256,
@@ -23,16 +25,17 @@ case $PART in all|flags|cache) ;; *) echo "PART must be all, flags or cache, not
 RESULTS=${OUT:-/tmp}/xla_compile_flags.jsonl
 SETTINGS=(
   ""  # XLA's defaults
-  "--xla_gpu_autotune_level=0"
-  "--xla_gpu_enable_triton_gemm=false"
-  "--xla_gpu_autotune_level=0 --xla_gpu_enable_triton_gemm=false"
-  "--xla_gpu_force_compilation_parallelism=16"  # LLVM code generation on 16 threads
+  "--xla_gpu_enable_triton_gemm=false"  # GEMMs to cuBLAS: no Triton tile search
+  "--xla_gpu_experimental_enable_fusion_autotuner=false"  # no fusion-emitter autotuning
+  "--xla_gpu_enable_triton_gemm=false --xla_gpu_experimental_enable_fusion_autotuner=false"
+  # "--xla_gpu_autotune_level=0" compiled in 66 s but ran 9x slower (92 ms a step, H200,
+  # 2026-11-29): its untuned GEMM tiles are far off; not worth a process here.
 )
 measure() {  # TAG [BENCHMARK FLAGS...]: one process; its JSON line tagged xla_flags=TAG
   local tag=$1
   shift
   python3 -m benchmarks.train_step --workloads="$WORKLOAD" --variants="$VARIANT" --steps=30 \
-    --output="$RESULTS.part" "$@" | tail -1
+    --xla_autotune --output="$RESULTS.part" "$@" | tail -1  # XLA_FLAGS exactly as set here
   # shellcheck disable=SC2016
   python3 -c 'import json, sys
 for line in open(sys.argv[1]):

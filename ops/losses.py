@@ -40,13 +40,58 @@ def sequence_loss(logits, targets, weights, average_across_timesteps=True,
   """
   logits = tf.convert_to_tensor(logits)
   if logits.dtype in (tf.float16, tf.bfloat16):
-    logits = tf.cast(logits, tf.float32)  # softmax statistics stay in full precision
-  weights = tf.cast(weights, logits.dtype)
-  crossent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-  if label_smoothing:
-    uniform_xent = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
-    crossent = (1.0 - label_smoothing) * crossent + label_smoothing * uniform_xent
+    crossent = low_precision_cross_entropy(logits, targets, label_smoothing)
+  else:
+    crossent = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    if label_smoothing:
+      uniform_xent = -tf.reduce_mean(tf.nn.log_softmax(logits), axis=-1)
+      crossent = (1.0 - label_smoothing) * crossent + label_smoothing * uniform_xent
+  weights = tf.cast(weights, crossent.dtype)
   return _average(crossent * weights, weights, average_across_timesteps, average_across_batch)
+
+
+def low_precision_cross_entropy(logits, labels, label_smoothing=0.0):
+  """Softmax cross entropy of bfloat16 / float16 logits, in float32, with a gradient in their
+  dtype: the big [..., V] tensors stay in the low precision.
+
+  The values and the gradient are those of casting the logits to float32 and taking
+  `tf.nn.sparse_softmax_cross_entropy_with_logits` (with `sequence_loss`'s label smoothing),
+  but no float32 copy of the logits, their softmax or their gradient is kept between the
+  forward and the backward pass. Forward: the row max and the sum of exponentials (float32
+  statistics, [...] each). Backward: (softmax - target distribution) * upstream, recomputed
+  per element from the logits and the saved log-sum-exp, stored in the logits' dtype. Under
+  XLA each is one fused pass over the [..., V] logits.
+
+  Args:
+    logits: [..., V] bfloat16 or float16.
+    labels: [...] integer ids in [0, V).
+    label_smoothing: eps in [0, 1): the target is (1 - eps) one-hot + eps / V uniform.
+
+  Returns:
+    [...] float32 per-position cross entropy.
+  """
+  vocab_size = tf.shape(logits)[-1]
+  eps = float(label_smoothing)
+
+  @tf.custom_gradient
+  def cross_entropy(logits):
+    scores = tf.cast(logits, tf.float32)
+    log_sum_exp = tf.reduce_logsumexp(scores, axis=-1)  # [...]
+    target_score = tf.gather(scores, labels, axis=-1, batch_dims=labels.shape.rank)
+    loss = log_sum_exp - target_score
+    if eps:  # -mean_v log p_v = log_sum_exp - mean_v score_v
+      loss = (1.0 - eps) * loss + eps * (log_sum_exp - tf.reduce_mean(scores, axis=-1))
+
+    def gradient(upstream):
+      softmax = tf.exp(tf.cast(logits, tf.float32) - log_sum_exp[..., tf.newaxis])
+      target = tf.one_hot(labels, vocab_size, on_value=1.0 - eps, off_value=0.0)
+      if eps:
+        target += eps / tf.cast(vocab_size, tf.float32)
+      return tf.cast((softmax - target) * upstream[..., tf.newaxis], logits.dtype)
+
+    return loss, gradient
+
+  return cross_entropy(logits)
 
 
 def log_uniform_sample(num_sampled, vocab_size, seed):

@@ -157,6 +157,7 @@ class TrainConfig:
   deterministic: bool = False  # tf.config.experimental.enable_op_determinism
   jit_compile: bool = False  # XLA-compile the step (the embedding stays outside)
   xla_cache_dir: str = ""  # with jit_compile: compiled steps saved here and reused by later runs
+  xla_autotune: bool = False  # with jit_compile: XLA:GPU's Triton GEMM and fusion autotuning
   precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss
   strategy: str = "default"  # tf.distribute strategy; batch_size is the global batch
   devices: str = ""  # mirrored: comma-separated devices; "" = every visible GPU (else the CPU)
@@ -192,6 +193,8 @@ class TrainConfig:
            f"must be >= 0 (0 = off), got {self.early_stopping}")
     _check(not self.xla_cache_dir or self.jit_compile, "xla_cache_dir",
            "keeps the XLA-compiled step; it needs --jit_compile")
+    _check(not self.xla_autotune or self.jit_compile, "xla_autotune",
+           "tunes the XLA-compiled step; it needs --jit_compile")
 
   def check_vocabulary_size(self, vocab_size):
     """Checks what depends on the vocabulary, known once the data is read. Raises ConfigError."""

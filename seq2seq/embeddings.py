@@ -30,6 +30,11 @@ class Embedding(tf.Module):
     with self.name_scope, tf.device(self.device):
       self.table = tf.Variable(tf.cast(initial_value, dtype), trainable=trainable, name="table")
 
+  @property
+  def pinned_to_host(self):
+    """Whether the table lives on the CPU whatever the accelerator (--embedding_device=cpu)."""
+    return self.device is not None
+
   def __call__(self, ids):
     """ids [...] int -> [..., E]."""
     with tf.device(self.device):

@@ -3,10 +3,27 @@
 They are `tf.Module`s, so `tf.train.Checkpoint` saves their slots and step counter, and they
 run the same way eagerly, in `tf.function` and under XLA.
 """
+import collections
+
 import tensorflow as tf
 
 from ops import clipping
 from ops import optim
+
+# A table's gradient written densely, with the rows a batch looked up: `Optimizer.update`
+# applies the lazy (rows-only) rule to exactly those rows, as for an IndexedSlices, in one
+# pass over the table with no tf.unique, so that it compiles with XLA.
+#   gradient [V, E]: the looked-up rows' gradients summed per row (zero elsewhere);
+#   touched [V] bool: the rows looked up, whether or not their gradient is zero.
+TouchedRows = collections.namedtuple("TouchedRows", ["gradient", "touched"])
+
+
+def touched_rows(values, indices, num_rows):
+  """TouchedRows of a [num_rows, E] table from row gradients `values` [N, E] looked up at
+  `indices` [N] (repeated indices summed)."""
+  gradient = tf.math.unsorted_segment_sum(values, indices, num_rows)
+  lookups = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.int32), indices, num_rows)
+  return TouchedRows(gradient, lookups > 0)
 
 
 class Optimizer(tf.Module):
@@ -59,7 +76,7 @@ class Optimizer(tf.Module):
     function, the embedding outside it) and then `finish_step` once. None gradients are
     skipped. An `IndexedSlices` gradient updates only its rows ("lazy" Adam / RMSProp: the
     rule runs on the rows a batch touches, as TF1's LazyAdamOptimizer did); for SGD this is
-    the same as the dense update.
+    the same as the dense update. A `TouchedRows` gradient does the same for its touched rows.
     """
     self.build(variables)
     lr = self.current_learning_rate()
@@ -88,6 +105,12 @@ class Optimizer(tf.Module):
     lr_v, step_v = tf.cast(lr, var.dtype), tf.cast(step, var.dtype)
     if isinstance(grad, tf.IndexedSlices):
       self._update_rows(var, clipping.merge_duplicate_rows(grad), slots, lr_v, step_v)
+      return
+    if isinstance(grad, TouchedRows):  # the rule over the table, kept on the touched rows
+      touched = grad.touched[:, tf.newaxis]
+      new_values = self._update(var, grad.gradient, slots, lr_v, step_v)
+      for target, value in zip([var, *slots], new_values):
+        target.assign(tf.where(touched, value, target))
       return
     new_values = self._update(var, grad, slots, lr_v, step_v)
     var.assign(new_values[0])

@@ -5,6 +5,7 @@ import tensorflow as tf
 from ops import clipping
 from ops import losses
 from seq2seq import data
+from seq2seq import optimizers
 
 
 def _batch_signature(source_length, batch_size=None):
@@ -193,12 +194,15 @@ def loss_and_gradients(loss_fn, inputs, embedded, lookups, dense_variables):
 def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False):
   """The machinery every train step shares: forward, backward, clip by global norm, update.
 
-  The embedding lookups and the embedding updates run outside the optional XLA region, on each
-  table's own device (the CPU by default); everything else (the forward pass from the
-  looked-up vectors, loss, backward pass, global norm, clipping, and the dense optimizer
-  update) is one function, XLA-compiled when `jit_compile`. The embedding gradient is the
-  gradient of the looked-up vectors, scattered to their ids: only those rows are updated
-  ("lazy" Adam / RMSProp). The same code runs with and without XLA, in fp32 or bf16 (the
+  With the tables pinned to the host (--embedding_device=cpu, the default), the embedding
+  lookups and the embedding updates run outside the optional XLA region, on the CPU;
+  everything else (the forward pass from the looked-up vectors, loss, backward pass, global
+  norm, clipping, and the dense optimizer update) is one function, XLA-compiled when
+  `jit_compile`. With every table on the accelerator and `jit_compile`, the whole step is one
+  compiled function, lookups and row updates included: no host round trip inside the step.
+  The embedding gradient is the gradient of the looked-up vectors, scattered to their ids:
+  only those rows are updated ("lazy" Adam / RMSProp; in the compiled step through
+  `optimizers.TouchedRows`). The same code runs with and without XLA, in fp32 or bf16 (the
   model decides its compute dtype; the loss is float32).
 
   A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the dense and
@@ -216,17 +220,50 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     variables: the model's trainable variables, tables included.
     optimizer: a `seq2seq.optimizers.Optimizer`; built here for `variables` if it is not yet.
     max_grad_norm: clip to this global norm; 0 for no clipping (the norm is still returned).
-    jit_compile: compile the dense part with XLA.
+    jit_compile: compile the step with XLA (all of it when no table is pinned to the host).
 
   Returns:
     step(inputs) -> (loss, grad_norm, finite, extra): the loss before the update, the global
     norm of all gradients (embedding rows included) before clipping, and whether the update
-    was applied (both finite). Not wrapped in a `tf.function`: callers trace it with their
-    own input signature.
+    was applied (both finite). Not wrapped in a `tf.function` of the caller's: callers trace
+    it with their own input signature.
   """
   tables = trainable_tables(lookups)
   dense_variables = [v for v in variables if v.ref() not in {t.ref() for t in tables}]
   optimizer.build(variables)  # slots for all of them, before the two partial updates
+
+  def lookup(inputs):
+    return [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
+
+  def clipped_update(loss, grad_norm, gradients, variables, finish_step):
+    """Applies `gradients` (tensors or TouchedRows), clipped to max_grad_norm, if the loss and
+    the norm are finite; returns (finite, the clipping scale)."""
+    finite = is_finite_step(loss, grad_norm)
+    scale = clipping.clip_scale(grad_norm, max_grad_norm)
+
+    def apply():
+      optimizer.update([optimizers.TouchedRows(g.gradient * scale, g.touched)
+                        if isinstance(g, optimizers.TouchedRows) else g * scale
+                        for g in gradients], variables)
+      if finish_step:
+        optimizer.finish_step()
+
+    run_if(finite, apply)
+    return finite, scale
+
+  if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
+    @tf.function(jit_compile=True)
+    def whole_step(inputs):
+      loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, lookup(inputs),
+                                                              lookups, dense_variables)
+      table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
+                         for table, (values, indices) in zip(tables, rows)]
+      grad_norm = tf.linalg.global_norm(dense_gradients + [g.gradient for g in table_gradients])
+      finite, _ = clipped_update(loss, grad_norm, dense_gradients + table_gradients,
+                                 dense_variables + tables, finish_step=True)
+      return loss, grad_norm, finite, extra
+
+    return whole_step
 
   def dense_part(inputs, embedded):
     loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
@@ -234,18 +271,15 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     grad_norm = clipping.global_norm_with_rows(
         dense_gradients,
         [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])
-    finite = is_finite_step(loss, grad_norm)
-    scale = clipping.clip_scale(grad_norm, max_grad_norm)
-    run_if(finite, lambda: optimizer.update([g * scale for g in dense_gradients],
-                                            dense_variables))
+    finite, scale = clipped_update(loss, grad_norm, dense_gradients, dense_variables,
+                                   finish_step=False)
     return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows], extra
 
   if jit_compile:
     dense_part = tf.function(dense_part, jit_compile=True)
 
   def step(inputs):
-    embedded = [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
-    loss, grad_norm, finite, rows, extra = dense_part(inputs, embedded)
+    loss, grad_norm, finite, rows, extra = dense_part(inputs, lookup(inputs))
 
     def apply_rows():
       for table, (values, indices) in zip(tables, rows):

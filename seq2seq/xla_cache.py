@@ -10,6 +10,8 @@ No TensorFlow import here: the flag must be set before TensorFlow reads TF_XLA_F
 import glob
 import os
 
+from seq2seq import xla_flags
+
 FLAG = "--tf_xla_persistent_cache_directory"
 
 
@@ -24,9 +26,7 @@ def enable(directory):
   """
   directory = os.path.abspath(directory)
   os.makedirs(directory, exist_ok=True)
-  flags = [f for f in os.environ.get("TF_XLA_FLAGS", "").split()
-           if f.split("=", 1)[0] != FLAG]
-  os.environ["TF_XLA_FLAGS"] = " ".join(flags + [f"{FLAG}={directory}"])
+  xla_flags.add("TF_XLA_FLAGS", [f"{FLAG}={directory}"], replace=True)
   return directory
 
 

@@ -66,6 +66,38 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       self.assertLessEqual(seconds[0], row["first_step_s"] * 1.01)
 
 
+class ScalingBenchmarkTest(tf.test.TestCase):
+
+  def test_times_one_device_and_mirrored_replicas_on_logical_cpus(self):
+    """benchmarks.scaling, shrunk: the one-device step and the mirrored step over 1 and 2
+    logical CPU devices (the all-reduce checked first), each on B rows per replica."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scaling", "--workloads=cpu_small",
+         "--variants=engine", "--replicas=1,2", "--steps=2", "--warmup=0",
+         "--override=batch=2,steps=4,embed=8,hidden=6,vocab=50"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    rows = {row["replicas"]: row for row in
+            (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{"))}
+    self.assertEqual(sorted(rows), [0, 1, 2])
+    self.assertEqual([rows[r].get("global_batch") for r in (0, 1, 2)], [None, 2, 4])
+    self.assertEqual(rows[2]["all_reduce"], "CollectiveAllReduce")
+    for row in rows.values():
+      self.assertGreater(row["target_tokens_per_sec"], 0)
+    self.assertIn("vs 1 replica", result.stdout)
+
+  def test_refuses_lm_workloads_and_non_positive_replica_counts(self):
+    for flag, message in (("--workloads=ptb_large", "not a seq2seq workload"),
+                          ("--replicas=0", "positive counts")):
+      result = subprocess.run(
+          [sys.executable, "-m", "benchmarks.scaling", "--variants=engine", flag],
+          cwd=ROOT, capture_output=True, text=True, timeout=600,
+          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+      self.assertNotEqual(result.returncode, 0)
+      self.assertIn(message, result.stderr)
+
+
 class KernelProfileTest(tf.test.TestCase):
   """benchmarks.kernel_profile on a hand-built trace whose answer is known."""
 

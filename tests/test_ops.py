@@ -141,6 +141,40 @@ class SequenceLossTest(tf.test.TestCase, parameterized.TestCase):
     # Computing the softmax in bf16 itself would be off by ~1e-2; float32 is ~1e-6.
     self.assertAllClose(expected, loss, rtol=1e-5, atol=1e-6)
 
+  @parameterized.product(dtype=[tf.bfloat16, tf.float16], eps=[0.0, 0.1], jit_compile=[False, True])
+  def test_half_precision_gradient_is_softmax_minus_target_in_their_dtype(self, dtype, eps,
+                                                                          jit_compile):
+    """The low-precision path (`low_precision_cross_entropy`): loss and gradient of the
+    rounded logits against NumPy float64, label smoothing included, eagerly and under XLA;
+    the gradient comes back in the logits' dtype."""
+    logits, targets, weights = self._data(seed=6, v=50)
+    half_logits = tf.cast(tf.constant(logits, tf.float32), dtype)
+
+    def loss_and_gradient(half_logits):
+      with tf.GradientTape() as tape:
+        tape.watch(half_logits)
+        loss = losses.sequence_loss(half_logits, tf.constant(targets),
+                                    tf.constant(weights, tf.float32), label_smoothing=eps)
+      return loss, tape.gradient(loss, half_logits)
+
+    if jit_compile:
+      loss_and_gradient = tf.function(loss_and_gradient, jit_compile=True)
+    loss, grad = loss_and_gradient(half_logits)
+    rounded = tf.cast(half_logits, tf.float64).numpy()
+    vocab = logits.shape[-1]
+    target = (1.0 - eps) * np.eye(vocab)[targets] + eps / vocab
+    log_probs = np_log_softmax(rounded)
+    w = weights.astype(np.float32).astype(np.float64)
+    expected_loss = (-(target * log_probs).sum(-1) * w).sum() / w.sum()
+    expected_grad = (np.exp(log_probs) - target) * w[..., None] / w.sum()
+    self.assertEqual(loss.dtype, tf.float32)
+    self.assertEqual(grad.dtype, dtype)
+    self.assertAllClose(expected_loss, loss, rtol=1e-5, atol=1e-6)
+    # Rounding to the half dtype: 8 (bf16) or 11 (fp16) bits of mantissa.
+    tolerance = 1e-2 if dtype == tf.bfloat16 else 2e-3
+    self.assertAllClose(expected_grad, tf.cast(grad, tf.float64), rtol=tolerance,
+                        atol=tolerance * np.abs(expected_grad).max())
+
   def test_gradient_is_softmax_minus_onehot(self):
     logits, targets, weights = self._data(seed=5)
     logits_t = tf.constant(logits)
@@ -388,25 +422,40 @@ class OptimizerTest(tf.test.TestCase, parameterized.TestCase):
     for e, v in zip(expected, variables):
       self.assertAllClose(e, v, rtol=1e-5, atol=1e-6)
 
-  @parameterized.parameters("adam", "rmsprop", "sgd")
-  def test_indexed_slices_from_gather_update_only_their_rows(self, kind):
+  @parameterized.product(kind=["adam", "rmsprop", "sgd"],
+                         form=["indexed_slices", "touched_rows", "touched_rows_xla"])
+  def test_indexed_slices_from_gather_update_only_their_rows(self, kind, form):
     """Sparse (lazy) rule: the rows a batch touches get the dense rule with duplicate ids
-    summed; other rows, and their slots, stay as they were."""
+    summed; other rows, and their slots, stay as they were. The same with the gradient given
+    as TouchedRows (dense, as the compiled whole step gives it), eagerly and under XLA; a
+    row looked up with a zero gradient is still touched (its moments decay, Adam moves it)."""
     rng = np.random.RandomState(4)
     table_init = rng.normal(size=(6, 3)).astype(np.float32)
     table = tf.Variable(table_init)
     optimizer = {"adam": optimizers.Adam, "rmsprop": optimizers.RMSProp,
                  "sgd": optimizers.SGD}[kind](0.1)
+    optimizer.build([table])
+
+    def apply_touched(values, indices):
+      optimizer.apply([optimizers.touched_rows(values, indices, 6)], [table])
+
+    if form == "touched_rows_xla":
+      apply_touched = tf.function(apply_touched, jit_compile=True)
     ids_per_step = [np.array([0, 2, 2]), np.array([5, 0]), np.array([1, 1, 1, 3])]
     expected = table_init.astype(np.float64)
     slots = [np.zeros_like(expected), np.zeros_like(expected)]
     for step, ids in enumerate(ids_per_step):
       upstream = rng.normal(size=(len(ids), 3)).astype(np.float32)
+      if step == 1:
+        upstream[-1] = 0.0  # row 0 looked up again, with a zero gradient
       with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.gather(table, ids) * upstream)
       grad = tape.gradient(loss, table)
       self.assertIsInstance(grad, tf.IndexedSlices)
-      optimizer.apply([grad], [table])
+      if form == "indexed_slices":
+        optimizer.apply([grad], [table])
+      else:
+        apply_touched(grad.values, tf.constant(ids, tf.int32))
       dense = np.zeros((6, 3))
       np.add.at(dense, ids, upstream.astype(np.float64))  # repeated ids add up
       rows = np.unique(ids)

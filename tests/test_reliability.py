@@ -173,9 +173,11 @@ class WorkdirLockTest(tf.test.TestCase):
 class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
   """Promise 3: a NaN or Inf never reaches the parameters, the optimizer or a checkpoint."""
 
-  @parameterized.parameters(False, True)
-  def test_non_finite_step_changes_no_variable_or_slot(self, jit_compile):
-    model = test_train_step._model()
+  @parameterized.parameters((False, "cpu"), (True, "cpu"), (True, "gpu"))
+  def test_non_finite_step_changes_no_variable_or_slot(self, jit_compile, embedding_device):
+    # With the table on the accelerator (default placement) and XLA, the whole step, its
+    # embedding rows and step counter included, is one compiled function.
+    model = test_train_step._model(embedding_device=embedding_device)
     optimizer = optimizers.Adam(0.01)
     optimizer.build(model.trainable_variables)
     step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=jit_compile)

@@ -1,0 +1,161 @@
+"""Data-parallel scaling of the engine's distributed train step, 1 to N devices of one host.
+
+    python -m benchmarks.scaling --workloads=seed_b256 --variants=engine_xla_bf16 --replicas=1,2
+    python -m benchmarks.scaling --workloads=cpu_small --variants=engine --replicas=1,2 \
+        --override=batch=4,hidden=16,embed=16,vocab=100 --steps=3   # 2 logical CPU devices
+
+For each seq2seq workload and engine variant (their sizes and precision/XLA options are those
+of `benchmarks.train_step`, whose flags this program shares), it times:
+  - the one-device step (`train_step.make_train_step`, no strategy, the variant's embedding
+    placement): the baseline a user has without distribution;
+  - `distributed_step.make_distributed_train_step` under a `MirroredStrategy` over the first
+    R devices for each R of --replicas, with R x B rows a step (B rows per replica, the
+    workload's batch), every table mirrored.
+Each line gives the step time (median of --steps), target tokens/s, and the speedup over the
+same strategy on one replica and over the one-device step. Before timing, each strategy's
+all-reduce is checked (replica ids summed); on GPUs MirroredStrategy reduces through NCCL.
+Without GPUs the host CPU is split into max(--replicas) logical devices.
+"""
+import json
+import statistics
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import train_step as bench
+from seq2seq import config as config_lib
+from seq2seq import distributed_step
+from seq2seq import interrupts
+from seq2seq import model as model_lib
+from seq2seq import optimizers
+from seq2seq import xla_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("replicas", ["1", "2"], "replica counts to time (devices of this host)")
+
+
+def devices(count):
+  """The first `count` GPUs, or logical CPU devices when there is no GPU."""
+  gpus = tf.config.list_logical_devices("GPU")
+  found = gpus or tf.config.list_logical_devices("CPU")
+  if len(found) < count:
+    raise app.UsageError(f"--replicas={count}: only {len(found)} devices here "
+                         f"({', '.join(d.name for d in found)})")
+  return [d.name for d in found[:count]]
+
+
+def check_all_reduce(strategy):
+  """Sums 1 + replica id over the replicas; raises if the collective gets it wrong."""
+  per_replica = strategy.run(lambda: tf.cast(
+      tf.distribute.get_replica_context().replica_id_in_sync_group + 1, tf.float32))
+  total = float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+  count = strategy.num_replicas_in_sync
+  if total != count * (count + 1) / 2:
+    raise RuntimeError(f"all-reduce over {count} replicas gave {total}, not "
+                       f"{count * (count + 1) / 2}")
+  return type(strategy.extended._cross_device_ops).__name__  # pylint: disable=protected-access
+
+
+def mirrored_step(workload, variant, replicas):
+  """(step(batch) -> loss, cross-device ops name) of the mirrored step over `replicas`."""
+  _, _, _, embed, hidden, vocab, layers = bench.workload_sizes(workload)
+  jit_compile, precision, _, unroll = bench.ENGINE_VARIANTS[variant]
+  strategy = tf.distribute.MirroredStrategy(devices=devices(replicas))
+  all_reduce = check_all_reduce(strategy)
+  model_config = config_lib.ModelConfig(num_layers=layers, hidden_size=hidden,
+                                        embedding_size=embed, keep_prob=FLAGS.keep_prob,
+                                        embedding_device="gpu", unroll=unroll)
+  with strategy.scope():
+    model = model_lib.Seq2Seq(model_config, vocab, seed=0,
+                              compute_dtype=model_lib.COMPUTE_DTYPES[precision])
+    model.build()
+    optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3),
+                                          model.trainable_variables)
+  step = distributed_step.make_distributed_train_step(model, optimizer, 5.0, strategy,
+                                                      jit_compile=jit_compile)
+  votes = tf.zeros([len(interrupts.SIGNALS)], tf.float32)
+  return (lambda b: step(b, votes)[0]), all_reduce
+
+
+def time_step(step, b):
+  """(first step s, median step s) of `step` on batch `b`, each ended by reading the loss."""
+  start = time.perf_counter()
+  float(step(b))
+  first = time.perf_counter() - start
+  for _ in range(FLAGS.warmup):
+    float(step(b))
+  times = []
+  for _ in range(FLAGS.steps):
+    start = time.perf_counter()
+    float(step(b))
+    times.append(time.perf_counter() - start)
+  return first, statistics.median(times)
+
+
+def row(workload, variant, replicas, first, median, tokens, **extra):
+  return {"workload": workload, "variant": variant, "replicas": replicas,
+          "step_ms": 1e3 * median, "target_tokens_per_sec": tokens / median,
+          "first_step_s": first, "device": "GPU" if tf.config.list_physical_devices("GPU")
+          else "CPU", "tf_version": tf.__version__, "keep_prob": FLAGS.keep_prob, **extra}
+
+
+def main(argv):
+  del argv
+  counts = sorted({int(r) for r in FLAGS.replicas})
+  if not counts or counts[0] < 1:
+    raise app.UsageError(f"--replicas: positive counts, got {FLAGS.replicas}")
+  seq2seq_workloads = [n for n, w in bench.WORKLOADS.items() if w[0] == "seq2seq"]
+  for name in FLAGS.workloads:
+    if name not in seq2seq_workloads:
+      raise app.UsageError(f"--workloads: {name!r} is not a seq2seq workload "
+                           f"({', '.join(seq2seq_workloads)})")
+  for name in FLAGS.variants:
+    if name not in bench.ENGINE_VARIANTS:
+      raise app.UsageError(f"--variants: {name!r} is not an engine variant")
+  bench.parse_override(FLAGS.override)
+  if not FLAGS.xla_autotune:  # as train.py and benchmarks.train_step
+    xla_flags.skip_autotuning()
+  if not tf.config.list_physical_devices("GPU"):  # before the runtime starts
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * counts[-1])
+  rows = []
+
+  def emit(result):
+    rows.append(result)
+    print(json.dumps(result), flush=True)
+    if FLAGS.output:
+      with open(FLAGS.output, "a", encoding="utf-8") as f:
+        f.write(json.dumps(result) + "\n")
+
+  for workload in FLAGS.workloads:
+    _, batch, steps, _, _, vocab, _ = bench.workload_sizes(workload)
+    for variant in FLAGS.variants:
+      single = bench.engine_step(workload, variant)
+      if single is not None:
+        b, tokens = bench.synthetic_input("seq2seq", batch, steps, vocab)
+        emit(row(workload, variant, 0, *time_step(lambda b: single(b)[0], b), tokens))
+      for replicas in counts:
+        step, all_reduce = mirrored_step(workload, variant, replicas)
+        b, tokens = bench.synthetic_input("seq2seq", batch * replicas, steps, vocab)
+        emit(row(workload, variant, replicas, *time_step(step, b), tokens,
+                 all_reduce=all_reduce, global_batch=batch * replicas))
+  print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'step ms':>8} {'tok/s':>10} "
+        f"{'vs 1 replica':>12} {'vs 1 device':>11}")
+  for r in rows:
+    same = [o for o in rows if (o["workload"], o["variant"], o["replicas"]) ==
+            (r["workload"], r["variant"], 1)]
+    plain = [o for o in rows if (o["workload"], o["variant"], o["replicas"]) ==
+             (r["workload"], r["variant"], 0)]
+    ratio = lambda others: (r["target_tokens_per_sec"] / others[0]["target_tokens_per_sec"]
+                            if others else np.nan)
+    label = r["replicas"] or "none"
+    print(f"{r['workload']:12} {r['variant']:24} {label:>8} {r['step_ms']:8.2f} "
+          f"{r['target_tokens_per_sec']:10.0f} {ratio(same):12.2f} {ratio(plain):11.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

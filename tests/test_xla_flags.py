@@ -1,0 +1,43 @@
+"""XLA's compiler options through the environment (seq2seq.xla_flags, train.py --xla_autotune)."""
+import os
+
+from seq2seq import xla_flags
+from tests.test_cli import TINY, run_train
+
+
+def test_add_replaces_or_keeps_a_flag_already_there(monkeypatch):
+  monkeypatch.setenv("V", "--a=1 --b=2")
+  assert xla_flags.add("V", ["--b=3", "--c=4"], replace=True) == "--a=1 --b=3 --c=4"
+  assert xla_flags.add("V", ["--a=9", "--d=5"], replace=False) == "--a=1 --b=3 --c=4 --d=5"
+  assert os.environ["V"] == "--a=1 --b=3 --c=4 --d=5"
+  monkeypatch.delenv("V")
+  assert xla_flags.add("V", ["--e"], replace=False) == "--e"
+
+
+def test_skip_autotuning_keeps_the_users_choice_and_adds_once(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d")
+  expected = ("--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d "
+              "--xla_gpu_experimental_enable_fusion_autotuner=false")
+  assert xla_flags.skip_autotuning() == expected
+  assert xla_flags.skip_autotuning() == expected
+
+
+def test_xla_autotune_needs_jit_compile(tmp_path):
+  workdir = tmp_path / "never_created"
+  result = run_train(f"--workdir={workdir}", "--xla_autotune")
+  assert result.returncode == 1
+  assert "--xla_autotune: tunes the XLA-compiled step; it needs --jit_compile" in result.stderr
+  assert not workdir.exists()
+
+
+def test_a_compiled_run_skips_autotuning_unless_asked(tmp_path, monkeypatch):
+  """XLA accepts the flags (an unknown one would abort the process) and the run trains."""
+  monkeypatch.delenv("XLA_FLAGS", raising=False)  # run_train passes this environment on
+  flags = [*TINY, "--jit_compile", "--min_length=1", "--max_length=6", "--max_steps=1",
+           "--log_every=1"]
+  plain = run_train(f"--workdir={tmp_path / 'plain'}", *flags)
+  assert plain.returncode == 0, plain.stderr
+  assert f"XLA_FLAGS={' '.join(xla_flags.NO_AUTOTUNING)} (--xla_autotune to tune)" in plain.stdout
+  tuned = run_train(f"--workdir={tmp_path / 'tuned'}", *flags, "--xla_autotune")
+  assert tuned.returncode == 0, tuned.stderr
+  assert "XLA_FLAGS=" not in tuned.stdout

@@ -125,7 +125,8 @@ _HELP = {
     "log_every": "steps between log lines and summaries",
     "seed": "seed of weights, dropout and data order",
     "deterministic": "deterministic ops (slower; bitwise-reproducible runs)",
-    "jit_compile": "XLA-compile the train step (the embedding lookup and update stay outside)",
+    "jit_compile": "XLA-compile the train step (with --embedding_device=cpu the embedding "
+                   "lookup and update stay outside it; with gpu the whole step is compiled)",
     "xla_cache_dir": "with --jit_compile: a folder where XLA saves each compiled step and loads "
                      "it from in later runs of the same step and shapes (a resumed run, the same "
                      "configuration again), which then skip the compilation; '' = off",

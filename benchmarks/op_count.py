@@ -6,10 +6,12 @@
 Traces `train_step.make_train_step` for one padded length (a bucket) and a fixed batch, as
 training does, and counts the non-constant ops of its graph, the bodies of the functions it
 calls (tf.cond branches, while loops, gradients) included. Each op is one host dispatch when
-the step runs without XLA. Prints one JSON line.
+the step runs without XLA. Prints one JSON line, with the seconds spent building the model and
+tracing the step (`trace_s`).
 """
 import collections
 import json
+import time
 
 from absl import app
 from absl import flags
@@ -54,16 +56,20 @@ def multi30k_step_graph(keep_prob=0.6, length=16, batch=64, vocab=14000, precisi
                                         label_smoothing=0.1, batch_size=batch)
   # The signature's batch is static (`pad_rows_to`), as in training with --batch_size.
   signature = train_step_lib._batch_signature(length, batch)  # pylint: disable=protected-access
-  function = tf.function(step._fn, input_signature=[signature])  # pylint: disable=protected-access
+  function = tf.function(step._fn, input_signature=[signature],  # pylint: disable=protected-access
+                         autograph=False)  # as BucketedFunction traces it
   return function.get_concrete_function().graph.as_graph_def()
 
 
 def main(argv):
   del argv
-  counts = graph_op_counts(multi30k_step_graph(FLAGS.keep_prob, FLAGS.length, FLAGS.batch,
-                                               FLAGS.vocab, FLAGS.precision))
+  start = time.perf_counter()
+  graph_def = multi30k_step_graph(FLAGS.keep_prob, FLAGS.length, FLAGS.batch, FLAGS.vocab,
+                                  FLAGS.precision)
+  trace_s = time.perf_counter() - start  # building the model and tracing its step
+  counts = graph_op_counts(graph_def)
   row = {"keep_prob": FLAGS.keep_prob, "length": FLAGS.length, "batch": FLAGS.batch,
-         "precision": FLAGS.precision, "ops": sum(counts.values())}
+         "precision": FLAGS.precision, "ops": sum(counts.values()), "trace_s": trace_s}
   if FLAGS.top:
     row["top"] = dict(counts.most_common(FLAGS.top))
   print(json.dumps(row), flush=True)

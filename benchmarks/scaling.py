@@ -1,6 +1,7 @@
 """Data-parallel scaling of the engine's distributed train step, 1 to N devices of one host.
 
-    python -m benchmarks.scaling --workloads=seed_b256 --variants=engine_xla_bf16 --replicas=1,2
+    python -m benchmarks.scaling --workloads=seed_b256 --variants=engine_xla_bf16_gpuemb \
+        --replicas=1,2
     python -m benchmarks.scaling --workloads=cpu_small --variants=engine --replicas=1,2 \
         --override=batch=4,hidden=16,embed=16,vocab=100 --steps=3   # 2 logical CPU devices
 

@@ -155,7 +155,7 @@ class TrainConfig:
   log_every: int = 20
   seed: int = 1234
   deterministic: bool = False  # tf.config.experimental.enable_op_determinism
-  jit_compile: bool = False  # XLA-compile the step (the embedding stays outside)
+  jit_compile: bool = False  # XLA-compile the step (all of it unless the embedding is on the CPU)
   xla_cache_dir: str = ""  # with jit_compile: compiled steps saved here and reused by later runs
   xla_autotune: bool = False  # with jit_compile: XLA:GPU's Triton GEMM and fusion autotuning
   precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss

@@ -68,7 +68,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     return loss, dense, rows
 
   if jit_compile:
-    forward_backward = tf.function(forward_backward, jit_compile=True)
+    forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
 
   def apply_updates(strategy, gradients, finite):
     """Cross-replica: each replica's copy of each variable gets its (identical) gradient."""

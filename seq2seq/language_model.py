@@ -163,7 +163,7 @@ def make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=False):
       loss_fn, [(model.embedding, lambda window: window[0])], model.trainable_variables,
       optimizer, max_grad_norm, jit_compile)
 
-  @tf.function
+  @tf.function(autograph=False)
   def step(inputs, targets, state):
     return update((inputs, targets, state))
   return step
@@ -175,7 +175,7 @@ def make_carried_step(step, carried):
   After a skipped (non-finite) step the carried state is reset to zeros: that window's final
   state may itself be NaN, and would poison the rest of the epoch.
   """
-  @tf.function
+  @tf.function(autograph=False)
   def carried_step(inputs, targets):
     loss, grad_norm, finite, final_state = step(inputs, targets, carried.read())
     carried.assign(final_state, keep=finite)
@@ -185,7 +185,7 @@ def make_carried_step(step, carried):
 
 def make_lm_eval_step(model):
   """step(inputs, targets, state) -> (summed token cross entropy, tokens, final state)."""
-  @tf.function
+  @tf.function(autograph=False)
   def step(inputs, targets, state):
     logits, final_state = model(inputs, state, training=False)
     per_token = losses.sequence_loss(logits, targets, tf.ones(tf.shape(targets), tf.float32),

@@ -51,7 +51,8 @@ class BucketedFunction:
     function = self._functions.get(length)
     if function is None:
       signature = _batch_signature(length, self._pad_rows_to or None)
-      function = tf.function(self._fn, input_signature=[signature] + self._extra_signature)
+      function = tf.function(self._fn, input_signature=[signature] + self._extra_signature,
+                             autograph=False)
       self._functions[length] = function
     if self._pad_rows_to:
       rows = batch.source.shape[0]
@@ -252,7 +253,7 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     return finite, scale
 
   if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=True, autograph=False)
     def whole_step(inputs):
       loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, lookup(inputs),
                                                               lookups, dense_variables)
@@ -276,7 +277,7 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows], extra
 
   if jit_compile:
-    dense_part = tf.function(dense_part, jit_compile=True)
+    dense_part = tf.function(dense_part, jit_compile=True, autograph=False)
 
   def step(inputs):
     loss, grad_norm, finite, rows, extra = dense_part(inputs, lookup(inputs))

@@ -18,8 +18,6 @@ all-reduce is checked (replica ids summed); on GPUs MirroredStrategy reduces thr
 Without GPUs the host CPU is split into max(--replicas) logical devices.
 """
 import json
-import statistics
-import time
 
 from absl import app
 from absl import flags
@@ -81,21 +79,6 @@ def mirrored_step(workload, variant, replicas):
   return (lambda b: step(b, votes)[0]), all_reduce
 
 
-def time_step(step, b):
-  """(first step s, median step s) of `step` on batch `b`, each ended by reading the loss."""
-  start = time.perf_counter()
-  float(step(b))
-  first = time.perf_counter() - start
-  for _ in range(FLAGS.warmup):
-    float(step(b))
-  times = []
-  for _ in range(FLAGS.steps):
-    start = time.perf_counter()
-    float(step(b))
-    times.append(time.perf_counter() - start)
-  return first, statistics.median(times)
-
-
 def row(workload, variant, replicas, first, median, tokens, **extra):
   return {"workload": workload, "variant": variant, "replicas": replicas,
           "step_ms": 1e3 * median, "target_tokens_per_sec": tokens / median,
@@ -138,11 +121,11 @@ def main(argv):
       single = bench.engine_step(workload, variant)
       if single is not None:
         b, tokens = bench.synthetic_input("seq2seq", batch, steps, vocab)
-        emit(row(workload, variant, 0, *time_step(lambda b: single(b)[0], b), tokens))
+        emit(row(workload, variant, 0, *bench.time_steps(lambda b: single(b)[0], b), tokens))
       for replicas in counts:
         step, all_reduce = mirrored_step(workload, variant, replicas)
         b, tokens = bench.synthetic_input("seq2seq", batch * replicas, steps, vocab)
-        emit(row(workload, variant, replicas, *time_step(step, b), tokens,
+        emit(row(workload, variant, replicas, *bench.time_steps(step, b), tokens,
                  all_reduce=all_reduce, global_batch=batch * replicas))
   print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'step ms':>8} {'tok/s':>10} "
         f"{'vs 1 replica':>12} {'vs 1 device':>11}")

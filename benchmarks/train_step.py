@@ -307,18 +307,9 @@ def measure(workload, variant, ceiling):
   b, target_tokens = synthetic_input(kind, batch, steps, vocab)
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
-  start = time.perf_counter()
-  with first_step_trace(f"{workload}-{variant}") as first_step_profile:
-    float(step(b)[0])
-  first_step = time.perf_counter() - start
-  for _ in range(FLAGS.warmup):
-    float(step(b)[0])
-  times = []
-  for _ in range(FLAGS.steps):
-    start = time.perf_counter()
-    float(step(b)[0])
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
+  first_step_profile = []  # filled by the first step's trace, with --profile_first_step
+  first_step, median = time_steps(
+      lambda b: step(b)[0], b, first_step_trace(f"{workload}-{variant}", first_step_profile))
   tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers) / median / 1e12
   profile = profile_steps(step, b, f"{workload}-{variant}") if FLAGS.profile_steps else None
   return {
@@ -336,19 +327,36 @@ def measure(workload, variant, ceiling):
   }
 
 
+def time_steps(loss_of_step, b, first_step_context=contextlib.nullcontext()):
+  """(first step s, median step s): `loss_of_step(b)` once (trace and compile) inside
+  `first_step_context`, --warmup more times, then --steps timed times; each call ends by
+  reading its loss back to the host, so the clock covers the device work."""
+  start = time.perf_counter()
+  with first_step_context:
+    float(loss_of_step(b))
+  first_step = time.perf_counter() - start
+  for _ in range(FLAGS.warmup):
+    float(loss_of_step(b))
+  times = []
+  for _ in range(FLAGS.steps):
+    start = time.perf_counter()
+    float(loss_of_step(b))
+    times.append(time.perf_counter() - start)
+  return first_step, statistics.median(times)
+
+
 @contextlib.contextmanager
-def first_step_trace(name):
-  """With --profile_first_step, traces the enclosed first step; yields a list that then holds
-  its top host activities ([name, seconds, count], `kernel_profile.host_activities`)."""
-  activities = []
+def first_step_trace(name, activities):
+  """With --profile_first_step, traces the enclosed first step and then appends its top host
+  activities ([name, seconds, count], `kernel_profile.host_activities`) to `activities`."""
   if not FLAGS.profile_first_step:
-    yield activities
+    yield
     return
   root = FLAGS.profile_dir or tempfile.mkdtemp(prefix="train_step_profile_")
   logdir = os.path.join(root, name + "-first")
   try:
     with kernel_profile.trace(logdir):
-      yield activities
+      yield
     activities.extend(kernel_profile.host_activities(kernel_profile.read_space(logdir),
                                                      FLAGS.profile_top))
   finally:

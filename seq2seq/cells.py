@@ -10,7 +10,10 @@ Variables are created on the first call, when the input size is known, and are e
 steps belongs to `seq2seq.unroll`.
 
 Adding a cell is: subclass `RNNCore`, implement `__call__`, `initial_state` and
-`output_size`, and compare it with a NumPy re-derivation in a test.
+`output_size`, and compare it with a NumPy re-derivation in a test. The train steps are traced
+with AutoGraph off (it only cost tracing time): a core's Python runs once, when the step is
+traced, so a choice that depends on a tensor's value is `tf.where` or `tf.cond`, not `if`
+(which fails when the step is traced: a symbolic tensor has no Python truth value).
 
 Optional fast path: a core may also split its step into `precompute(inputs [B, T, I])`, work
 that does not depend on the state and can run for all T steps at once (one big matmul instead

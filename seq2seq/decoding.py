@@ -168,7 +168,7 @@ class Decoder:
                        tf.TensorSpec([None], tf.int32)]
     self._decode = tf.function(
         make_search(model, max_length, beam_width, length_penalty, temperature, top_k, seed),
-        input_signature=self._signature)
+        input_signature=self._signature, autograph=False)  # explicit loops: no conversion
     self._align = None  # the alignment search, compiled on the first `align`
 
   def _encode(self, texts):
@@ -239,7 +239,7 @@ class Decoder:
                          f"(beam_width={self._beam_width}) does not track them")
       self._align = tf.function(
           make_alignment_search(self.model, self.max_length, *self._sampling),
-          input_signature=self._signature)
+          input_signature=self._signature, autograph=False)
     source, lengths = self._encode([text])
     ids, weights = self._align(source, lengths)
     ids, weights, source_length = ids[0].numpy(), weights[0].numpy(), int(lengths[0])

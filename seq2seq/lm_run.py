@@ -153,7 +153,7 @@ class Generator:
     self.max_length = max_length
     self.choose = (decoding.sampling_choice(temperature, top_k, seed) if temperature > 0
                    else decoding.greedy_choice)
-    self._step = tf.function(lambda ids, state: model(ids[:, None], state))
+    self._step = tf.function(lambda ids, state: model(ids[:, None], state), autograph=False)
     self._calls = 0  # a sampling seed per call, so a repeated line gets a fresh sample
 
   def continuation(self, text):

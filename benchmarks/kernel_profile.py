@@ -47,6 +47,11 @@ def kernel_group(kernel_name):
   return _NUMERIC_SUFFIX.sub("", kernel_name.split("(")[0].strip()) or kernel_name
 
 
+def _event_names(plane):
+  """{event metadata id: the event's name} of an XPlane."""
+  return {key: (meta.display_name or meta.name) for key, meta in plane.event_metadata.items()}
+
+
 def _union_length(intervals):
   """Total length covered by [start, end) intervals, overlaps counted once."""
   total, reach = 0, None
@@ -73,7 +78,7 @@ def summarize_space(space, steps, top=12):
     match = GPU_PLANE.match(plane.name)
     if not match:
       continue
-    names = {key: (meta.display_name or meta.name) for key, meta in plane.event_metadata.items()}
+    names = _event_names(plane)
     intervals, groups = [], {}
     gemm_ps = other_ps = 0
     for line in plane.lines:
@@ -119,7 +124,7 @@ def host_activities(space, top=25):
   for plane in space.planes:
     if not plane.name.startswith("/host:"):
       continue
-    names = {key: (meta.display_name or meta.name) for key, meta in plane.event_metadata.items()}
+    names = _event_names(plane)
     for line in plane.lines:
       for event in line.events:
         entry = totals.setdefault(kernel_group(names.get(event.metadata_id, "?")), [0, 0])

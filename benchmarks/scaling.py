@@ -17,8 +17,6 @@ same strategy on one replica and over the one-device step. Before timing, each s
 all-reduce is checked (replica ids summed); on GPUs MirroredStrategy reduces through NCCL.
 Without GPUs the host CPU is split into max(--replicas) logical devices.
 """
-import json
-
 from absl import app
 from absl import flags
 import numpy as np
@@ -110,10 +108,7 @@ def main(argv):
 
   def emit(result):
     rows.append(result)
-    print(json.dumps(result), flush=True)
-    if FLAGS.output:
-      with open(FLAGS.output, "a", encoding="utf-8") as f:
-        f.write(json.dumps(result) + "\n")
+    bench.emit(result)
 
   for workload in FLAGS.workloads:
     _, batch, steps, _, _, vocab, _ = bench.workload_sizes(workload)

@@ -327,6 +327,26 @@ def measure(workload, variant, ceiling):
   }
 
 
+def emit(row):
+  """Prints a result's JSON line, and appends it to --output when given."""
+  print(json.dumps(row), flush=True)
+  if FLAGS.output:
+    with open(FLAGS.output, "a", encoding="utf-8") as f:
+      f.write(json.dumps(row) + "\n")
+
+
+@contextlib.contextmanager
+def profile_logdir(name):
+  """A folder for one profiler trace: --profile_dir/NAME (kept), or a temporary one (removed
+  after)."""
+  root = FLAGS.profile_dir or tempfile.mkdtemp(prefix="train_step_profile_")
+  try:
+    yield os.path.join(root, name)
+  finally:
+    if not FLAGS.profile_dir:
+      shutil.rmtree(root, ignore_errors=True)
+
+
 def time_steps(loss_of_step, b, first_step_context=contextlib.nullcontext()):
   """(first step s, median step s): `loss_of_step(b)` once (trace and compile) inside
   `first_step_context`, --warmup more times, then --steps timed times; each call ends by
@@ -352,30 +372,20 @@ def first_step_trace(name, activities):
   if not FLAGS.profile_first_step:
     yield
     return
-  root = FLAGS.profile_dir or tempfile.mkdtemp(prefix="train_step_profile_")
-  logdir = os.path.join(root, name + "-first")
-  try:
+  with profile_logdir(name + "-first") as logdir:
     with kernel_profile.trace(logdir):
       yield
     activities.extend(kernel_profile.host_activities(kernel_profile.read_space(logdir),
                                                      FLAGS.profile_top))
-  finally:
-    if not FLAGS.profile_dir:
-      shutil.rmtree(root, ignore_errors=True)
 
 
 def profile_steps(step, b, name):
   """Traces --profile_steps more steps of `step` and summarizes their kernels, per step."""
-  root = FLAGS.profile_dir or tempfile.mkdtemp(prefix="train_step_profile_")
-  logdir = os.path.join(root, name)
-  try:
+  with profile_logdir(name) as logdir:
     with kernel_profile.trace(logdir):
       for _ in range(FLAGS.profile_steps):
         float(step(b)[0])
     return kernel_profile.summarize(logdir, FLAGS.profile_steps, FLAGS.profile_top)
-  finally:
-    if not FLAGS.profile_dir:
-      shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv):
@@ -402,10 +412,7 @@ def main(argv):
         written = len(xla_cache.cached_executables(FLAGS.xla_cache_dir)) - len(cached)
         row["xla_cache"] = {"before": len(cached), "written": written}
       rows.append(row)
-      print(json.dumps(row), flush=True)
-      if FLAGS.output:
-        with open(FLAGS.output, "a", encoding="utf-8") as f:
-          f.write(json.dumps(row) + "\n")
+      emit(row)
   print(f"\n{'workload':16} {'variant':10} {'step ms':>9} {'tok/s':>10} {'TFLOP/s':>8} "
         f"{'%ceil':>6} {'first s':>8} {'peak MB':>9} {'vs keras':>8}")
   for row in rows:

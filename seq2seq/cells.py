@@ -117,6 +117,35 @@ class _GatedCell(RNNCore):
     inputs run bf16 matmuls against float32 master weights."""
     return variable if variable.dtype == tensor.dtype else tf.cast(variable, tensor.dtype)
 
+  # The variables `step` reads, by attribute name (set by subclasses).
+  _step_variables = ()
+
+  def _read_step_weights(self, like):
+    """Reads the variables `step` uses, in `like`'s dtype, for the steps that follow.
+
+    `precompute` calls it: an unroll runs `precompute` once, before its time loop. Inside a
+    `tf.while_loop` (`unroll.dynamic_unroll`) a variable read in the body is read, cast and
+    kept for the gradient again at every iteration; read here, outside the loop, it is one
+    loop-invariant tensor. Eagerly nothing is kept (a later step must see later values).
+    """
+    self._step_weights = None
+    if not tf.executing_eagerly():
+      weights = {name: tf.convert_to_tensor(self._like(getattr(self, name), like))
+                 for name in self._step_variables}
+      self._step_weights = (tf.compat.v1.get_default_graph(), like.dtype, weights)
+
+  def _step_weight(self, name, like):
+    """Variable `name` in `like`'s dtype: the read of the latest `precompute` when it was
+    made in the graph being built or in one enclosing it (a loop body's outer graph)."""
+    if getattr(self, "_step_weights", None):
+      graph, dtype, weights = self._step_weights
+      current = tf.compat.v1.get_default_graph()
+      while current is not None and dtype == like.dtype:
+        if current is graph:
+          return weights[name]
+        current = getattr(current, "outer_graph", None)
+    return self._like(getattr(self, name), like)
+
 
 class LSTMCell(_GatedCell):
   """Long short-term memory cell; state `LSTMState(hidden [B, H], cell [B, H])`.
@@ -145,14 +174,17 @@ class LSTMCell(_GatedCell):
         like(self.bias), self.forget_bias)
     return hidden, LSTMState(hidden=hidden, cell=cell)
 
+  _step_variables = ("w_hidden",)
+
   def precompute(self, inputs):
     """x W_x + b for all steps: [B, T, I] -> [B, T, 4H] in one matmul."""
     self._maybe_build(inputs)
+    self._read_step_weights(inputs)
     return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
                                       self._like(self.bias, inputs))
 
   def step(self, precomputed, state):
-    gates = precomputed + tf.matmul(state.hidden, self._like(self.w_hidden, precomputed))
+    gates = precomputed + tf.matmul(state.hidden, self._step_weight("w_hidden", precomputed))
     hidden, cell = cell_math.lstm_gates_to_state(gates, state.cell, self.forget_bias)
     return hidden, LSTMState(hidden=hidden, cell=cell)
 
@@ -176,16 +208,19 @@ class GRUCell(_GatedCell):
                                 like(self.bias_input), like(self.bias_hidden))
     return hidden, GRUState(hidden=hidden)
 
+  _step_variables = ("w_hidden", "bias_hidden")
+
   def precompute(self, inputs):
     """x W_x + b_x for all steps: [B, T, I] -> [B, T, 3H] in one matmul."""
     self._maybe_build(inputs)
+    self._read_step_weights(inputs)
     return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
                                       self._like(self.bias_input, inputs))
 
   def step(self, precomputed, state):
-    like = lambda v: self._like(v, precomputed)
-    hidden = cell_math.gru_step_projected(precomputed, state.hidden, like(self.w_hidden),
-                                          like(self.bias_hidden))
+    weight = lambda name: self._step_weight(name, precomputed)
+    hidden = cell_math.gru_step_projected(precomputed, state.hidden, weight("w_hidden"),
+                                          weight("bias_hidden"))
     return hidden, GRUState(hidden=hidden)
 
 

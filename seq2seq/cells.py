@@ -134,20 +134,31 @@ class _GatedCell(RNNCore):
     """
     self._step_weights = None
     if not tf.executing_eagerly() and like.dtype == self.dtype:
-      weights = {name: tf.convert_to_tensor(getattr(self, name)) for name in self._step_variables}
-      self._step_weights = (tf.compat.v1.get_default_graph(), like.dtype, weights)
+      self._step_weights = _StepWeights(
+          tf.compat.v1.get_default_graph(),
+          {name: tf.convert_to_tensor(getattr(self, name)) for name in self._step_variables})
 
   def _step_weight(self, name, like):
     """Variable `name` in `like`'s dtype: the read of the latest `precompute` when it was
     made in the graph being built or in one enclosing it (a loop body's outer graph)."""
-    if getattr(self, "_step_weights", None):
-      graph, dtype, weights = self._step_weights
-      current = tf.compat.v1.get_default_graph()
-      while current is not None and dtype == like.dtype:
-        if current is graph:
-          return weights[name]
-        current = getattr(current, "outer_graph", None)
+    kept = getattr(self, "_step_weights", None)
+    if kept is not None and like.dtype == self.dtype:
+      graph = tf.compat.v1.get_default_graph()
+      while graph is not None:
+        if graph is kept.graph:
+          return kept.weights[name]
+        graph = getattr(graph, "outer_graph", None)
     return self._like(getattr(self, name), like)
+
+
+class _StepWeights:
+  """What `_GatedCell._read_step_weights` keeps: the graph of the reads, and the read tensors
+  by variable name. A plain object, so that `tf.Module` does not track it (for checkpoints
+  or SavedModels) as it would a tuple or a dict."""
+
+  def __init__(self, graph, weights):
+    self.graph = graph
+    self.weights = weights
 
 
 class LSTMCell(_GatedCell):

@@ -697,3 +697,13 @@ class StepWeightsTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(want, step(projected), rtol=1e-10, atol=1e-12)
     self.assertAllClose(want, core.step(projected, state)[0], rtol=1e-10, atol=1e-12)
 
+
+  def test_kept_reads_are_not_checkpoint_dependencies(self):
+    core = make_cell("lstm", dtype=tf.float32)
+    core(tf.zeros([2, I]), core.initial_state(2))
+    run = tf.function(lambda x: unroll.dynamic_unroll(core, x, core.initial_state(2))[0],
+                      autograph=False)
+    run(tf.zeros([2, 3, I]))
+    self.assertIsNotNone(core._step_weights)  # pylint: disable=protected-access
+    self.assertCountEqual(["w_input", "w_hidden", "bias"],
+                          core._trackable_children())  # pylint: disable=protected-access

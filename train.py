@@ -279,8 +279,10 @@ def main(argv):
       print(f"error: {e}", file=sys.stderr)
       return 1
     return 0
-  if FLAGS.mode == "train" and run_config.train.jit_compile and not run_config.train.xla_autotune:
-    log(f"XLA_FLAGS={xla_flags.skip_autotuning()} (--xla_autotune to tune)")
+  if FLAGS.mode == "train" and run_config.train.jit_compile:
+    autotune = run_config.train.xla_autotune
+    log(f"XLA_FLAGS={xla_flags.configure(autotune)}" + ("" if autotune else
+                                                         " (--xla_autotune to tune)"))
   if FLAGS.mode == "train" and run_config.train.xla_cache_dir:
     try:  # before TensorFlow is imported: it reads TF_XLA_FLAGS once
       cache = xla_cache.enable(run_config.train.xla_cache_dir)

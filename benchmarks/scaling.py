@@ -98,8 +98,7 @@ def main(argv):
     if name not in bench.ENGINE_VARIANTS:
       raise app.UsageError(f"--variants: {name!r} is not an engine variant")
   bench.parse_override(FLAGS.override)
-  if not FLAGS.xla_autotune:  # as train.py and benchmarks.train_step
-    xla_flags.skip_autotuning()
+  xla_flags.configure(FLAGS.xla_autotune)  # as train.py and benchmarks.train_step
   if not tf.config.list_physical_devices("GPU"):  # before the runtime starts
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(

@@ -70,8 +70,8 @@ ENGINE_VARIANTS = {
 }
 ENGINE_VARIANTS.update({name + suffix: options[:3] + (unroll,)
                         for name, options in list(ENGINE_VARIANTS.items())
-                        for suffix, unroll in (("_dyn", "dynamic"), ("_dyn5", "dynamic5"),
-                                               ("_dyn7", "dynamic7"))})
+                        for suffix, unroll in (("_dyn", "dynamic"),) + tuple(
+                            (f"_dyn{k}", f"dynamic{k}") for k in (2, 3, 4, 5, 7, 10))})
 VARIANTS = tuple(ENGINE_VARIANTS) + ("keras",)
 
 flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
@@ -95,7 +95,8 @@ flags.DEFINE_string("xla_cache_dir", "", "XLA's persistent compilation cache (se
 SIZES = ("batch", "steps", "embed", "hidden", "vocab", "layers")  # WORKLOADS' B, T, E, H, V, layers
 flags.DEFINE_bool("xla_autotune", False, "XLA:GPU's Triton GEMM and fusion-emitter autotuning, "
                   "as train.py --xla_autotune (off: seq2seq.xla_flags.NO_AUTOTUNING is added to "
-                  "XLA_FLAGS, unless XLA_FLAGS sets those flags)")
+                  "XLA_FLAGS, unless XLA_FLAGS sets those flags; xla_flags.COMMAND_BUFFERS "
+                  "is added either way)")
 flags.DEFINE_list("override", [], f"SIZE=N pairs (SIZE among {', '.join(SIZES)}) that replace "
                   "every chosen workload's sizes, e.g. batch=4,hidden=32 for a CPU smoke test "
                   "of a GPU workload")
@@ -397,8 +398,7 @@ def main(argv):
     if name not in VARIANTS:
       raise app.UsageError(f"--variants: unknown variant {name!r}")
   parse_override(FLAGS.override)
-  if not FLAGS.xla_autotune:  # before anything compiles, as train.py does
-    xla_flags.skip_autotuning()
+  xla_flags.configure(FLAGS.xla_autotune)  # before anything compiles, as train.py does
   if FLAGS.xla_cache_dir:  # before anything compiles: TensorFlow reads TF_XLA_FLAGS at first use
     print(json.dumps({"xla_cache_dir": xla_cache.enable(FLAGS.xla_cache_dir)}), flush=True)
   ceiling = {"fp32": matmul_ceiling(tf.float32), "bf16": matmul_ceiling(tf.bfloat16)}

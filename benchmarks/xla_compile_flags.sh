@@ -35,7 +35,7 @@ measure() {  # TAG [BENCHMARK FLAGS...]: one process; its JSON line tagged xla_f
   local tag=$1
   shift
   python3 -m benchmarks.train_step --workloads="$WORKLOAD" --variants="$VARIANT" --steps=30 \
-    --xla_autotune --output="$RESULTS.part" "$@" | tail -1  # XLA_FLAGS exactly as set here
+    --xla_autotune --output="$RESULTS.part" "$@" | tail -1  # autotuning exactly as set here
   # shellcheck disable=SC2016
   python3 -c 'import json, sys
 for line in open(sys.argv[1]):

@@ -1,4 +1,6 @@
 """Tests of the recurrent cores, wrappers and unroll against NumPy float64 re-derivations."""
+import functools
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -568,3 +570,140 @@ class StaticUnrollTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class LSTMElementwiseGradientTest(tf.test.TestCase, parameterized.TestCase):
+  """`cell_math.lstm_gates_to_state(recompute=True)` has a written-out gradient: it must equal
+  the gradient TensorFlow derives op by op from the same equations."""
+
+  @staticmethod
+  def _derived(gates, cell, forget_bias):
+    i, g, f, o = tf.split(gates, 4, axis=-1)
+    new_cell = tf.sigmoid(f + forget_bias) * cell + tf.sigmoid(i) * tf.tanh(g)
+    return tf.sigmoid(o) * tf.tanh(new_cell), new_cell
+
+  def _gradients(self, fn, gates, cell, d_hidden, d_cell, forget_bias):
+    with tf.GradientTape() as tape:
+      tape.watch([gates, cell])
+      hidden, new_cell = fn(gates, cell, forget_bias)
+      loss = tf.reduce_sum(hidden * d_hidden) + tf.reduce_sum(new_cell * d_cell)
+    return (hidden, new_cell), tape.gradient(loss, [gates, cell])
+
+  @parameterized.product(dtype=["float64", "bfloat16"], compiled=[False, True],
+                         forget_bias=[1.0, 0.3])
+  def test_matches_the_derived_gradient(self, dtype, compiled, forget_bias):
+    from ops import cell_math  # pylint: disable=import-outside-toplevel
+    rng = np.random.RandomState(7)
+    as_tensor = lambda shape, scale: tf.cast(rng.uniform(-scale, scale, shape), dtype)
+    gates, cell = as_tensor((3, 4 * H), 3.0), as_tensor((3, H), 2.0)
+    d_hidden, d_cell = as_tensor((3, H), 1.0), as_tensor((3, H), 1.0)
+    run = lambda fn: self._gradients(fn, gates, cell, d_hidden, d_cell, forget_bias)
+    if compiled:
+      run = tf.function(run, jit_compile=True)
+    recomputing = functools.partial(cell_math.lstm_gates_to_state, recompute=True)
+    (hidden, new_cell), (d_gates, d_prev_cell) = run(recomputing)
+    (want_hidden, want_cell), (want_d_gates, want_d_prev_cell) = run(self._derived)
+    tolerance = 1e-12 if dtype == "float64" else 2e-2
+    for got, want in ((hidden, want_hidden), (new_cell, want_cell), (d_gates, want_d_gates),
+                      (d_prev_cell, want_d_prev_cell)):
+      self.assertEqual(got.dtype, want.dtype)
+      self.assertAllClose(tf.cast(want, tf.float64), tf.cast(got, tf.float64),
+                          rtol=tolerance, atol=tolerance)
+    self.assertGreater(np.abs(d_gates.numpy().astype(np.float64)).min(), 0.0)  # every gate
+
+  def test_gradient_matches_finite_differences(self):
+    from ops import cell_math  # pylint: disable=import-outside-toplevel
+    rng = np.random.RandomState(8)
+    gates = tf.constant(rng.uniform(-2, 2, (2, 4 * H)))
+    cell = tf.constant(rng.uniform(-1, 1, (2, H)))
+    f = lambda gates, cell: tf.concat(
+        cell_math.lstm_gates_to_state(gates, cell, 0.5, recompute=True), -1)
+    theoretical, numerical = tf.test.compute_gradient(f, [gates, cell], delta=1e-6)
+    for t, n in zip(theoretical, numerical):
+      self.assertGreater(np.abs(t).max(), 1e-2)
+      self.assertAllClose(n, t, rtol=1e-6, atol=1e-8)
+
+
+  @parameterized.parameters("static", "dynamic")
+  def test_recomputing_gradient_only_inside_a_loop(self, how):
+    """The written-out gradient (a custom-gradient `IdentityN`) is used in the body of a
+    `tf.while_loop`, and only there."""
+    core = make_cell("lstm", dtype=tf.float32)
+    core(tf.zeros([2, I]), core.initial_state(2))
+    run_unroll = unroll.static_unroll if how == "static" else unroll.dynamic_unroll
+
+    @tf.function(autograph=False)
+    def run(x):
+      return run_unroll(core, x, core.initial_state(2))[0]
+
+    graph = run.get_concrete_function(tf.TensorSpec([2, 3, I])).graph
+    bodies = [graph._get_function(op.get_attr("body").name).graph  # pylint: disable=protected-access
+              for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    outside = [op.type for op in graph.get_operations()]
+    self.assertNotIn("IdentityN", outside)
+    self.assertEqual(["IdentityN"] * len(bodies),
+                     [op.type for body in bodies for op in body.get_operations()
+                      if op.type == "IdentityN"])
+    self.assertLen(bodies, 0 if how == "static" else 1)
+
+class StepWeightsTest(tf.test.TestCase, parameterized.TestCase):
+  """`precompute` reads the weights of the steps once, before a loop over time (when no cast
+  is needed)."""
+
+  @parameterized.product(kind=["lstm", "gru"], dtype=["float32", "bfloat16"])
+  def test_loop_body_reads_no_variable(self, kind, dtype):
+    core = make_cell(kind, dtype=tf.float32)
+    core(tf.zeros([2, I]), core.initial_state(2))
+
+    @tf.function(autograph=False)
+    def run(x):
+      x = tf.cast(x, dtype)
+      outputs, _ = unroll.dynamic_unroll(core, x, core.initial_state(2, x.dtype))
+      return outputs
+
+    graph = run.get_concrete_function(tf.TensorSpec([2, 5, I])).graph
+    bodies = [graph._get_function(op.get_attr("body").name).graph  # pylint: disable=protected-access
+              for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    self.assertLen(bodies, 1)
+    body_ops = [op.type for op in bodies[0].get_operations()]
+    self.assertIn("MatMul", body_ops)  # the recurrent matmul is in the loop...
+    if dtype == "float32":
+      self.assertNotIn("ReadVariableOp", body_ops)  # ...its kernel read before it
+    else:  # ...its kernel cast in each step: the steps' gradients are summed in float32
+      self.assertIn("Cast", body_ops)
+
+  @parameterized.parameters("lstm", "gru")
+  def test_a_step_in_another_graph_sees_the_current_weights(self, kind):
+    rng = np.random.RandomState(4)
+    core = make_cell(kind)
+    build_and_randomize(core, rng)
+    x = rng.uniform(-1, 1, (2, I))
+    state = random_state(kind, rng, batch=2)
+
+    @tf.function(autograph=False)
+    def precompute_only(x):
+      return core.precompute(x)
+
+    @tf.function(autograph=False)
+    def step(precomputed):
+      return core.step(precomputed, state)[0]
+
+    precompute_only(tf.constant(x[:, None]))  # its reads stay in precompute_only's graph
+    for var in core.trainable_variables:
+      var.assign(var * 0.5)
+    bias = core.bias if kind == "lstm" else core.bias_input
+    projected = tf.constant(x @ core.w_input.numpy() + bias.numpy())
+    want, _ = np_step_fn(kind, core)(x, tuple(s.numpy() for s in state))
+    self.assertAllClose(want, step(projected), rtol=1e-10, atol=1e-12)
+    self.assertAllClose(want, core.step(projected, state)[0], rtol=1e-10, atol=1e-12)
+
+
+  def test_kept_reads_are_not_checkpoint_dependencies(self):
+    core = make_cell("lstm", dtype=tf.float32)
+    core(tf.zeros([2, I]), core.initial_state(2))
+    run = tf.function(lambda x: unroll.dynamic_unroll(core, x, core.initial_state(2))[0],
+                      autograph=False)
+    run(tf.zeros([2, 3, I]))
+    self.assertIsNotNone(core._step_weights)  # pylint: disable=protected-access
+    self.assertCountEqual(["w_input", "w_hidden", "bias"],
+                          core._trackable_children())  # pylint: disable=protected-access

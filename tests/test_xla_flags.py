@@ -14,12 +14,16 @@ def test_add_replaces_or_keeps_a_flag_already_there(monkeypatch):
   assert xla_flags.add("V", ["--e"], replace=False) == "--e"
 
 
-def test_skip_autotuning_keeps_the_users_choice_and_adds_once(monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d")
+def test_configure_keeps_the_users_choice_and_adds_once(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d "
+                     "--xla_gpu_graph_min_graph_size=4")
   expected = ("--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d "
-              "--xla_gpu_experimental_enable_fusion_autotuner=false")
-  assert xla_flags.skip_autotuning() == expected
-  assert xla_flags.skip_autotuning() == expected
+              "--xla_gpu_graph_min_graph_size=4 " + xla_flags.COMMAND_BUFFERS[0] +
+              " --xla_gpu_experimental_enable_fusion_autotuner=false")
+  assert xla_flags.configure() == expected
+  assert xla_flags.configure() == expected
+  monkeypatch.setenv("XLA_FLAGS", "")
+  assert xla_flags.configure(autotune=True) == " ".join(xla_flags.COMMAND_BUFFERS)
 
 
 def test_xla_autotune_needs_jit_compile(tmp_path):
@@ -31,13 +35,15 @@ def test_xla_autotune_needs_jit_compile(tmp_path):
 
 
 def test_a_compiled_run_skips_autotuning_unless_asked(tmp_path, monkeypatch):
-  """XLA accepts the flags (an unknown one would abort the process) and the run trains."""
+  """XLA accepts the flags (an unknown one would abort the process) and the run trains;
+  autotuning is skipped unless asked for, and loops go to CUDA graphs either way."""
   monkeypatch.delenv("XLA_FLAGS", raising=False)  # run_train passes this environment on
   flags = [*TINY, "--jit_compile", "--min_length=1", "--max_length=6", "--max_steps=1",
            "--log_every=1"]
   plain = run_train(f"--workdir={tmp_path / 'plain'}", *flags)
   assert plain.returncode == 0, plain.stderr
-  assert f"XLA_FLAGS={' '.join(xla_flags.NO_AUTOTUNING)} (--xla_autotune to tune)" in plain.stdout
+  engine_flags = xla_flags.COMMAND_BUFFERS + xla_flags.NO_AUTOTUNING
+  assert f"XLA_FLAGS={' '.join(engine_flags)} (--xla_autotune to tune)" in plain.stdout
   tuned = run_train(f"--workdir={tmp_path / 'tuned'}", *flags, "--xla_autotune")
   assert tuned.returncode == 0, tuned.stderr
-  assert "XLA_FLAGS=" not in tuned.stdout
+  assert f"XLA_FLAGS={' '.join(xla_flags.COMMAND_BUFFERS)}\n" in tuned.stdout

@@ -37,6 +37,7 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       self.assertEqual(row["sizes"], {"batch": 2, "steps": 4, "embed": 8, "hidden": 6,
                                       "vocab": 50, "layers": 2})
       self.assertGreater(row["step_ms"], 0)
+      self.assertGreater(row["pipelined_step_ms"], 0)  # the same steps, not waited for one by one
       self.assertAllClose(row["model_tflops"] * 1e12 * row["step_ms"] / 1e3, flops, rtol=1e-6)
       self.assertAllClose(row["target_tokens_per_sec"] * row["step_ms"] / 1e3, 2 * 4, rtol=1e-6)
 

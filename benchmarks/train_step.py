@@ -309,10 +309,11 @@ def measure(workload, variant, ceiling):
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
   first_step_profile = []  # filled by the first step's trace, with --profile_first_step
+  loss_of_step = lambda b: step(b)[0]
   first_step, median = time_steps(
-      lambda b: step(b)[0], b, first_step_trace(f"{workload}-{variant}", first_step_profile))
+      loss_of_step, b, first_step_trace(f"{workload}-{variant}", first_step_profile))
   tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers) / median / 1e12
-  pipelined = pipelined_step_time(lambda b: step(b)[0], b)
+  pipelined = pipelined_step_time(loss_of_step, b)
   profile = profile_steps(step, b, f"{workload}-{variant}") if FLAGS.profile_steps else None
   return {
       "workload": workload, "variant": variant, "step_ms": 1e3 * median,
@@ -437,8 +438,8 @@ def main(argv):
             and "skipped" not in r]
     ratio = (row["target_tokens_per_sec"] / peer[0]["target_tokens_per_sec"]) if peer else float("nan")
     print(f"{row['workload']:16} {row['variant']:10} {row['step_ms']:9.2f} "
-          f"{row['pipelined_step_ms']:8.2f} {row['target_tokens_per_sec']:10.0f} {row['model_tflops']:8.3f} "
-          f"{row['percent_of_ceiling']:6.1f} {row['first_step_s']:8.2f} "
+          f"{row['pipelined_step_ms']:8.2f} {row['target_tokens_per_sec']:10.0f} "
+          f"{row['model_tflops']:8.3f} {row['percent_of_ceiling']:6.1f} {row['first_step_s']:8.2f} "
           f"{row['peak_memory_mb']:9.0f} {ratio:8.2f}")
   print_profiles(rows)
 

@@ -182,19 +182,27 @@ def matmul_ceiling(dtype, size=8192 if tf.config.list_physical_devices("GPU") el
   return 2 * size ** 3 / min(times) / 1e12
 
 
-def engine_step(workload, variant):
-  """The engine's own train step (the code train.py runs) for `workload`: input -> (loss, ...)."""
-  kind, batch, steps, embed, hidden, vocab, layers = workload_sizes(workload)
-  jit_compile, precision, embedding_device, unroll = ENGINE_VARIANTS[variant]
-  if embedding_device == "gpu" and not tf.config.list_physical_devices("GPU"):
-    return None
+def engine_model_config(workload, variant, embedding_device=None):
+  """The `ModelConfig` of `workload` under engine `variant` (its embedding placement unless
+  `embedding_device` is given)."""
+  kind, _, _, embed, hidden, _, layers = workload_sizes(workload)
+  _, _, variant_embedding_device, unroll = ENGINE_VARIANTS[variant]
   unroll_steps = int(unroll[len("dynamic"):] or 1) if unroll.startswith("dynamic") else 1
   attention = {"encoder": "bi", "attention": "luong"} if kind == "attention" else {}
-  model_config = config_lib.ModelConfig(num_layers=layers, hidden_size=hidden,
-                                        embedding_size=embed, keep_prob=FLAGS.keep_prob,
-                                        embedding_device=embedding_device,
-                                        unroll=unroll.rstrip("0123456789"),
-                                        unroll_steps=unroll_steps, **attention)
+  return config_lib.ModelConfig(num_layers=layers, hidden_size=hidden, embedding_size=embed,
+                                keep_prob=FLAGS.keep_prob,
+                                embedding_device=embedding_device or variant_embedding_device,
+                                unroll=unroll.rstrip("0123456789"), unroll_steps=unroll_steps,
+                                **attention)
+
+
+def engine_step(workload, variant):
+  """The engine's own train step (the code train.py runs) for `workload`: input -> (loss, ...)."""
+  kind, batch, _, _, _, vocab, _ = workload_sizes(workload)
+  jit_compile, precision, embedding_device, _ = ENGINE_VARIANTS[variant]
+  if embedding_device == "gpu" and not tf.config.list_physical_devices("GPU"):
+    return None
+  model_config = engine_model_config(workload, variant)
   compute_dtype = model_lib.COMPUTE_DTYPES[precision]
   if kind == "lm":
     model = language_model.LanguageModel(model_config, vocab, seed=0, compute_dtype=compute_dtype)
@@ -453,8 +461,10 @@ def print_profiles(rows):
             "host activities (inclusive):")
       for name, seconds, count in row["first_step_profile"]:
         print(f"  {seconds:8.2f} s {count:6d}x  {name[:90]}")
+    label = f"{row['workload']} {row['variant']}" + (
+        f" x{row['replicas']}" if "replicas" in row else "")
     for gpu in row.get("profile", {}).get("gpus", []):
-      print(f"\n{row['workload']} {row['variant']}, GPU {gpu['device']}, per step: "
+      print(f"\n{label}, GPU {gpu['device']}, per step: "
             f"{gpu['kernels']:.0f} kernels, busy {gpu['busy_ms']:.2f} ms of a "
             f"{row['step_ms']:.2f} ms step (GEMM {gpu['gemm_ms']:.2f}, other "
             f"{gpu['other_ms']:.2f})")

@@ -25,6 +25,7 @@ import tensorflow as tf
 from benchmarks import train_step as bench
 from seq2seq import config as config_lib
 from seq2seq import distributed_step
+from seq2seq import distribution
 from seq2seq import interrupts
 from seq2seq import model as model_lib
 from seq2seq import optimizers
@@ -60,7 +61,7 @@ def mirrored_step(workload, variant, replicas):
   """(step(batch) -> loss, cross-device ops name) of the mirrored step over `replicas`."""
   vocab = bench.workload_sizes(workload)[5]
   jit_compile, precision, _, _ = bench.ENGINE_VARIANTS[variant]
-  strategy = tf.distribute.MirroredStrategy(devices=devices(replicas))
+  strategy = distribution.mirrored_strategy(devices(replicas))
   all_reduce = check_all_reduce(strategy)
   model_config = bench.engine_model_config(workload, variant, embedding_device="gpu")
   with strategy.scope():

@@ -3,8 +3,9 @@
 Each replica trains on its slice of the global batch (`distribution.replica_rows`). Its loss
 is its summed weighted cross entropy divided by the GLOBAL weight sum, so the replicas'
 losses and gradients add up to those of one device on the whole batch. Gradients are summed
-across replicas with the replica context's all-reduce: dense ones as tensors, embedding rows
-as `IndexedSlices` (gathered, duplicates summed by the update). Then `merge_call` hands the
+across replicas with the replica context's all-reduce: dense ones as tensors; embedding rows
+as `IndexedSlices` (gathered, duplicates summed by the update), or, with `jit_compile`, as
+each table's [V, E] row sums and [V] lookup counts (static shapes, no host round trip). Then `merge_call` hands the
 reduced gradients to one function per local device (`strategy.extended.worker_devices`),
 which computes the global norm (embedding rows included) and clip factor and applies the
 optimizer rule to that device's copies of the variables, their slots and the step counter:
@@ -61,7 +62,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
   dense_variables = [v for v in variables if v.ref() not in table_refs]
 
   def forward_backward(local, embedded, global_weight, sampling_seed):
-    """One replica's (loss, dense gradients, embedding rows): its share of the global mean."""
+    """One replica's (loss, dense gradients, per table (row gradients [N, E], ids [N]), or
+    with `jit_compile` (summed gradient [V, E], lookup counts [V])): its share of the global
+    mean."""
     def loss_fn(batch, embedded):
       token_losses = train_step_lib.training_loss(
           model, batch, *embedded, num_sampled, sampling_seed, average=False,
@@ -70,6 +73,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
 
     loss, _, dense, rows = train_step_lib.loss_and_gradients(loss_fn, local, embedded, lookups,
                                                              dense_variables)
+    if jit_compile:  # each table's rows summed into [V, E] and counted: [V]
+      rows = [optimizers.summed_rows(values, indices, table.shape[0])
+              for table, (values, indices) in zip(tables, rows)]
     return loss, dense, rows
 
   if jit_compile:
@@ -79,8 +85,8 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     """On one device, from the reduced gradients: the global norm, and the clipped update of
     that device's copies if the loss and norm are finite. -> (grad_norm, finite)."""
     if jit_compile:  # the rows written densely, as the compiled one-device step does
-      table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
-                         for table, (values, indices) in zip(tables, rows)]
+      table_gradients = [optimizers.TouchedRows(gradient, lookups > 0)
+                         for gradient, lookups in rows]
       grad_norm = tf.linalg.global_norm(dense + [g.gradient for g in table_gradients])
     else:
       table_gradients = [tf.IndexedSlices(values, indices, table.shape)
@@ -112,7 +118,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       with tf.device(device):
         results.append(clip_and_apply(
             local(loss), [local(g) for g in dense],
-            [(local(values), local(indices)) for values, indices in rows],
+            [tuple(local(part) for part in table_rows) for table_rows in rows],
             [local(v) for v in variables],
             {name: [local(s) for s in copies] for name, copies in optimizer.slots.items()},
             iterations, optimizer.learning_rate_at(iterations)))
@@ -128,15 +134,19 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     loss, dense, rows = forward_backward(
         local, embedded, global_weight,
         train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
-    # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows.
-    slices = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
+    if not jit_compile:
+      # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows. (Compiled,
+      # the tables' dense sums and counts are all-reduced instead: the gather of rows of
+      # varying count pads and unpads them, which waits on the device twice a step.)
+      rows = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
               for table, (values, indices) in zip(tables, rows)]
     # (The votes, an input of the step, are copied into the replica first: a multi-worker
     # all-reduce reads its destination from where each value lives.)
-    dense, slices, loss, stop_votes = context.all_reduce(
-        tf.distribute.ReduceOp.SUM, (dense, slices, loss, tf.identity(stop_votes)))
-    grad_norm, finite = context.merge_call(
-        apply_on_each_device, args=(loss, dense, [(g.values, g.indices) for g in slices]))
+    dense, rows, loss, stop_votes = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, (dense, rows, loss, tf.identity(stop_votes)))
+    if not jit_compile:
+      rows = [(g.values, g.indices) for g in rows]
+    grad_norm, finite = context.merge_call(apply_on_each_device, args=(loss, dense, rows))
     return loss, grad_norm, finite, stop_votes
 
   def step(batch, stop_votes):

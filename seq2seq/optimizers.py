@@ -18,11 +18,19 @@ from ops import optim
 TouchedRows = collections.namedtuple("TouchedRows", ["gradient", "touched"])
 
 
+def summed_rows(values, indices, num_rows):
+  """(gradient [num_rows, E], lookups [num_rows] float32) of a table from row gradients
+  `values` [N, E] looked up at `indices` [N]: repeated indices summed, and how many times
+  each row was looked up. Both add up across replicas (the distributed step all-reduces them)."""
+  gradient = tf.math.unsorted_segment_sum(values, indices, num_rows)
+  lookups = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.float32), indices, num_rows)
+  return gradient, lookups
+
+
 def touched_rows(values, indices, num_rows):
   """TouchedRows of a [num_rows, E] table from row gradients `values` [N, E] looked up at
   `indices` [N] (repeated indices summed)."""
-  gradient = tf.math.unsorted_segment_sum(values, indices, num_rows)
-  lookups = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.int32), indices, num_rows)
+  gradient, lookups = summed_rows(values, indices, num_rows)
   return TouchedRows(gradient, lookups > 0)
 
 

@@ -25,6 +25,7 @@ import tensorflow as tf
 from benchmarks import train_step as bench
 from seq2seq import config as config_lib
 from seq2seq import distributed_step
+from seq2seq import distribution
 from seq2seq import interrupts
 from seq2seq import model as model_lib
 from seq2seq import optimizers
@@ -58,13 +59,11 @@ def check_all_reduce(strategy):
 
 def mirrored_step(workload, variant, replicas):
   """(step(batch) -> loss, cross-device ops name) of the mirrored step over `replicas`."""
-  _, _, _, embed, hidden, vocab, layers = bench.workload_sizes(workload)
-  jit_compile, precision, _, unroll = bench.ENGINE_VARIANTS[variant]
-  strategy = tf.distribute.MirroredStrategy(devices=devices(replicas))
+  vocab = bench.workload_sizes(workload)[5]
+  jit_compile, precision, _, _ = bench.ENGINE_VARIANTS[variant]
+  strategy = distribution.mirrored_strategy(devices(replicas))
   all_reduce = check_all_reduce(strategy)
-  model_config = config_lib.ModelConfig(num_layers=layers, hidden_size=hidden,
-                                        embedding_size=embed, keep_prob=FLAGS.keep_prob,
-                                        embedding_device="gpu", unroll=unroll)
+  model_config = bench.engine_model_config(workload, variant, embedding_device="gpu")
   with strategy.scope():
     model = model_lib.Seq2Seq(model_config, vocab, seed=0,
                               compute_dtype=model_lib.COMPUTE_DTYPES[precision])
@@ -119,8 +118,12 @@ def main(argv):
       for replicas in counts:
         step, all_reduce = mirrored_step(workload, variant, replicas)
         b, tokens = bench.synthetic_input("seq2seq", batch * replicas, steps, vocab)
-        emit(row(workload, variant, replicas, *bench.time_steps(step, b), tokens,
-                 all_reduce=all_reduce, global_batch=batch * replicas))
+        timing = bench.time_steps(step, b)
+        profile = (bench.profile_steps(lambda b: (step(b),), b,
+                                                f"{workload}-{variant}-{replicas}")
+                   if FLAGS.profile_steps else None)
+        emit(row(workload, variant, replicas, *timing, tokens, all_reduce=all_reduce,
+                 global_batch=batch * replicas, **({"profile": profile} if profile else {})))
   print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'step ms':>8} {'tok/s':>10} "
         f"{'vs 1 replica':>12} {'vs 1 device':>11}")
   for r in rows:
@@ -133,6 +136,7 @@ def main(argv):
     label = r["replicas"] or "none"
     print(f"{r['workload']:12} {r['variant']:24} {label:>8} {r['step_ms']:8.2f} "
           f"{r['target_tokens_per_sec']:10.0f} {ratio(same):12.2f} {ratio(plain):11.2f}")
+  bench.print_profiles(rows)
 
 
 if __name__ == "__main__":

@@ -72,6 +72,11 @@ def lstm_gates_to_state(gates, cell, forget_bias=1.0, recompute=None):
     recompute = _in_loop_body()
   if recompute:
     return _lstm_gates_to_state_recomputing(gates, cell, forget_bias)
+  return _lstm_state(gates, cell, forget_bias)
+
+
+def _lstm_state(gates, cell, forget_bias):
+  """(h', c') from the gate pre-activations [B, 4H] and c [B, H]."""
   i, g, f, o = _lstm_activations(gates, forget_bias)
   new_cell = f * cell + i * g
   return o * tf.tanh(new_cell), new_cell
@@ -87,9 +92,6 @@ def _lstm_gates_to_state_recomputing(gates, cell, forget_bias):
 
   @tf.custom_gradient
   def gates_to_state(gates, cell):
-    i, g, f, o = _lstm_activations(gates, forget_bias)
-    new_cell = f * cell + i * g
-    new_hidden = o * tf.tanh(new_cell)
 
     def gradient(d_hidden, d_cell):
       """d(h'), d(c') [B, H] -> d(gates) [B, 4H], d(c) [B, H]."""
@@ -102,7 +104,7 @@ def _lstm_gates_to_state_recomputing(gates, cell, forget_bias):
                            _sigmoid_grad(o, d_hidden * tanh_cell)], axis=-1)
       return d_gates, d_new_cell * f
 
-    return (new_hidden, new_cell), gradient
+    return _lstm_state(gates, cell, forget_bias), gradient
 
   return gates_to_state(gates, cell)
 

@@ -3,12 +3,16 @@
 Each replica trains on its slice of the global batch (`distribution.replica_rows`). Its loss
 is its summed weighted cross entropy divided by the GLOBAL weight sum, so the replicas'
 losses and gradients add up to those of one device on the whole batch. Gradients are summed
-across replicas with the replica context's all-reduce: dense ones as tensors, embedding rows
-as `IndexedSlices` (gathered, duplicates summed by the update). Every replica then holds the
-same reduced gradients, computes the same global norm (embedding rows included) and clip
-factor, and `merge_call` + `strategy.extended.update` applies the optimizer rule to each
-replica's copy of each variable and its slots: mirrored copies stay identical without a
-broadcast.
+across replicas with the replica context's all-reduce: dense ones as tensors; embedding rows
+as `IndexedSlices` (gathered, duplicates summed by the update), or, with `jit_compile`, as
+each table's [V, E] row sums and [V] lookup counts (static shapes, no host round trip). Then `merge_call` hands the
+reduced gradients to one function per local device (`strategy.extended.worker_devices`),
+which computes the global norm (embedding rows included) and clip factor and applies the
+optimizer rule to that device's copies of the variables, their slots and the step counter:
+mirrored copies stay identical without a broadcast. With `jit_compile` that function is
+XLA-compiled, as the forward and backward pass are; a per-variable
+`strategy.extended.update` would leave each update's few ops, and a host-read condition for
+each, outside any compiled region.
 """
 import tensorflow as tf
 
@@ -16,6 +20,7 @@ from ops import clipping
 from seq2seq import data
 from seq2seq import distribution
 from seq2seq import interrupts
+from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib
 
 
@@ -33,8 +38,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     max_grad_norm: clip to this global norm; 0 for no clipping.
     strategy: a MirroredStrategy, MultiWorkerMirroredStrategy or TPUStrategy.
     jit_compile: XLA-compile each replica's forward and backward pass (the region of
-      `train_step.loss_and_gradients`). The embedding lookup, the all-reduce, clipping and the
-      updates stay outside it: collectives and `merge_call` cannot run inside an XLA cluster.
+      `train_step.loss_and_gradients`), and each device's clipping and update. The embedding
+      lookup and the all-reduce stay outside: collectives and `merge_call` cannot run inside
+      an XLA cluster.
     num_sampled, seed: the sampled softmax of `train_step.make_train_step`. Every replica
       draws the same candidates (the seed is the mirrored step counter's), so the replicas'
       losses still add up to the one-device loss of the global batch.
@@ -56,7 +62,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
   dense_variables = [v for v in variables if v.ref() not in table_refs]
 
   def forward_backward(local, embedded, global_weight, sampling_seed):
-    """One replica's (loss, dense gradients, embedding rows): its share of the global mean."""
+    """One replica's (loss, dense gradients, per table (row gradients [N, E], ids [N]), or
+    with `jit_compile` (summed gradient [V, E], lookup counts [V])): its share of the global
+    mean."""
     def loss_fn(batch, embedded):
       token_losses = train_step_lib.training_loss(
           model, batch, *embedded, num_sampled, sampling_seed, average=False,
@@ -65,24 +73,56 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
 
     loss, _, dense, rows = train_step_lib.loss_and_gradients(loss_fn, local, embedded, lookups,
                                                              dense_variables)
+    if jit_compile:  # each table's rows summed into [V, E] and counted: [V]
+      rows = [optimizers.summed_rows(values, indices, table.shape[0])
+              for table, (values, indices) in zip(tables, rows)]
     return loss, dense, rows
 
   if jit_compile:
     forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
 
-  def apply_updates(strategy, gradients, finite):
-    """Cross-replica: each replica's copy of each variable gets its (identical) gradient."""
-    for var, grad in zip(variables, gradients):
-      index = optimizer.index_of(var)
-      if isinstance(grad, tuple):  # embedding rows: (values [N, E], indices [N])
-        fn = lambda v, values, indices, ok, i=index: train_step_lib.run_if(
-            ok, lambda: optimizer.update_component(tf.IndexedSlices(values, indices, v.shape),
-                                                   v, i))
-        strategy.extended.update(var, fn, args=grad + (finite,), group=False)
-      else:
-        fn = lambda v, g, ok, i=index: train_step_lib.run_if(
-            ok, lambda: optimizer.update_component(g, v, i))
-        strategy.extended.update(var, fn, args=(grad, finite), group=False)
+  def clip_and_apply(loss, dense, rows, copies, slots, iterations, learning_rate):
+    """On one device, from the reduced gradients: the global norm, and the clipped update of
+    that device's copies if the loss and norm are finite. -> (grad_norm, finite)."""
+    if jit_compile:  # the rows written densely, as the compiled one-device step does
+      table_gradients = [optimizers.TouchedRows(gradient, lookups > 0)
+                         for gradient, lookups in rows]
+      grad_norm = tf.linalg.global_norm(dense + [g.gradient for g in table_gradients])
+    else:
+      table_gradients = [tf.IndexedSlices(values, indices, table.shape)
+                         for table, (values, indices) in zip(tables, rows)]
+      grad_norm = clipping.global_norm_with_rows(
+          dense, [(values, indices, table.shape[0]) for table, (values, indices) in
+                  zip(tables, rows)])
+    scale = clipping.clip_scale(grad_norm, max_grad_norm)
+    gradient_of = {t.ref(): g for t, g in zip(tables, table_gradients)}
+    dense_iter = iter(dense)  # in the order of `variables`, tables left out
+    gradients = [gradient_of[v.ref()] if v.ref() in gradient_of else next(dense_iter)
+                 for v in variables]
+    finite = train_step_lib.is_finite_step(loss, grad_norm)
+    train_step_lib.run_if(finite, lambda: optimizer.update_copies(
+        train_step_lib.scale_gradients(gradients, scale), copies, slots, iterations,
+        learning_rate))
+    return grad_norm, finite
+
+  if jit_compile:
+    clip_and_apply = tf.function(clip_and_apply, jit_compile=True, autograph=False)
+
+  def apply_on_each_device(strategy, loss, dense, rows):
+    """Cross-replica: every local device updates its own copies from its (identical) reduced
+    gradients, in one function per device, compiled with the pass when `jit_compile`."""
+    results = []
+    for index, device in enumerate(strategy.extended.worker_devices):
+      local = lambda value, i=index: strategy.experimental_local_results(value)[i]
+      iterations = local(optimizer.iterations)
+      with tf.device(device):
+        results.append(clip_and_apply(
+            local(loss), [local(g) for g in dense],
+            [tuple(local(part) for part in table_rows) for table_rows in rows],
+            [local(v) for v in variables],
+            {name: [local(s) for s in copies] for name, copies in optimizer.slots.items()},
+            iterations, optimizer.learning_rate_at(iterations)))
+    return results[0]
 
   def replica_step(batch, global_weight, stop_votes):
     context = tf.distribute.get_replica_context()
@@ -94,22 +134,19 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     loss, dense, rows = forward_backward(
         local, embedded, global_weight,
         train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
-    # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows.
-    slices = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
+    if not jit_compile:
+      # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows. (Compiled,
+      # the tables' dense sums and counts are all-reduced instead: the gather of rows of
+      # varying count pads and unpads them, which waits on the device twice a step.)
+      rows = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
               for table, (values, indices) in zip(tables, rows)]
     # (The votes, an input of the step, are copied into the replica first: a multi-worker
     # all-reduce reads its destination from where each value lives.)
-    dense, slices, loss, stop_votes = context.all_reduce(
-        tf.distribute.ReduceOp.SUM, (dense, slices, loss, tf.identity(stop_votes)))
-    grad_norm = clipping.global_norm_with_rows(
-        dense, [(g.values, g.indices, table.shape[0]) for table, g in zip(tables, slices)])
-    scale = clipping.clip_scale(grad_norm, max_grad_norm)
-    rows_of = {t.ref(): (g.values * scale, g.indices) for t, g in zip(tables, slices)}
-    dense_iter = iter(dense)  # in the order of `variables`, tables left out
-    scaled = [rows_of[v.ref()] if v.ref() in rows_of else next(dense_iter) * scale
-              for v in variables]
-    finite = train_step_lib.is_finite_step(loss, grad_norm)
-    context.merge_call(apply_updates, args=(scaled, finite))
+    dense, rows, loss, stop_votes = context.all_reduce(
+        tf.distribute.ReduceOp.SUM, (dense, rows, loss, tf.identity(stop_votes)))
+    if not jit_compile:
+      rows = [(g.values, g.indices) for g in rows]
+    grad_norm, finite = context.merge_call(apply_on_each_device, args=(loss, dense, rows))
     return loss, grad_norm, finite, stop_votes
 
   def step(batch, stop_votes):
@@ -119,7 +156,6 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     # further collective (a second one would be one more place for a lost peer to fail).
     loss, grad_norm, finite, votes = (strategy.experimental_local_results(r)[0]
                                       for r in results)
-    train_step_lib.run_if(finite, optimizer.finish_step)
     return loss, grad_norm, finite, votes
 
   return train_step_lib.BucketedFunction(

@@ -14,6 +14,7 @@ auto-sharded, so no auto-shard policy applies; reading all the data on each work
 price of identical batches and exact resume.
 """
 import contextlib
+import itertools
 import shutil
 import tempfile
 
@@ -53,10 +54,11 @@ def make_strategy(name, devices=""):
     return tf.distribute.get_strategy()
   if name == "mirrored":
     names = [d.strip() for d in devices.split(",") if d.strip()] or None
-    return tf.distribute.MirroredStrategy(devices=names)
+    return mirrored_strategy(names)
   if name == "multi_worker":
     try:
-      return tf.distribute.MultiWorkerMirroredStrategy()
+      with _own_collective_keys(tf.distribute.MultiWorkerMirroredStrategy):
+        return tf.distribute.MultiWorkerMirroredStrategy()
     except ValueError as e:
       raise StrategyError(f"--strategy=multi_worker: bad TF_CONFIG ({e})") from None
   if name == "tpu":
@@ -70,6 +72,37 @@ def make_strategy(name, devices=""):
                           "--strategy=default, mirrored or multi_worker") from None
     return tf.distribute.TPUStrategy(resolver)
   raise StrategyError(f"unknown strategy {name!r}")
+
+
+def mirrored_strategy(devices=None):
+  """`tf.distribute.MirroredStrategy(devices)` with collective keys no earlier strategy of
+  this process used (see `_own_collective_keys`)."""
+  with _own_collective_keys(tf.distribute.MirroredStrategy):
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+_strategies_made = itertools.count()
+
+
+@contextlib.contextmanager
+def _own_collective_keys(strategy_class):
+  """Makes the strategy built inside number its collective groups apart from every earlier
+  strategy of this process.
+
+  Each strategy numbers its collectives from the same start, and TF keeps the shape of a
+  collective instance for the life of the process: a second strategy whose first all-reduce
+  has another size fails with "Shape mismatch in the collective instance 100"
+  (tensorflow/tensorflow#62790), e.g. two trainings, or two benchmark variants, in one
+  process. The group keys start at `_collective_key_base` + 1, a class attribute read when
+  the strategy is built; it is set here for that build only. Workers of a multi-worker job
+  each build their strategies in the same order, so they agree on the keys.
+  """
+  saved = strategy_class._collective_key_base  # pylint: disable=protected-access
+  strategy_class._collective_key_base = 10000 * next(_strategies_made)  # pylint: disable=protected-access
+  try:
+    yield
+  finally:
+    strategy_class._collective_key_base = saved  # pylint: disable=protected-access
 
 
 def task(strategy):

@@ -18,11 +18,19 @@ from ops import optim
 TouchedRows = collections.namedtuple("TouchedRows", ["gradient", "touched"])
 
 
+def summed_rows(values, indices, num_rows):
+  """(gradient [num_rows, E], lookups [num_rows] float32) of a table from row gradients
+  `values` [N, E] looked up at `indices` [N]: repeated indices summed, and how many times
+  each row was looked up. Both add up across replicas (the distributed step all-reduces them)."""
+  gradient = tf.math.unsorted_segment_sum(values, indices, num_rows)
+  lookups = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.float32), indices, num_rows)
+  return gradient, lookups
+
+
 def touched_rows(values, indices, num_rows):
   """TouchedRows of a [num_rows, E] table from row gradients `values` [N, E] looked up at
   `indices` [N] (repeated indices summed)."""
-  gradient = tf.math.unsorted_segment_sum(values, indices, num_rows)
-  lookups = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.int32), indices, num_rows)
+  gradient, lookups = summed_rows(values, indices, num_rows)
   return TouchedRows(gradient, lookups > 0)
 
 
@@ -42,8 +50,12 @@ class Optimizer(tf.Module):
     self.slots = None  # {slot name: [variable per parameter]}, made by build()
 
   def current_learning_rate(self):
+    return self.learning_rate_at(self.iterations)
+
+  def learning_rate_at(self, iterations):
+    """The learning rate when the step counter reads `iterations` (int64)."""
     if callable(self.learning_rate):
-      return self.learning_rate(self.iterations)
+      return self.learning_rate(iterations)
     return tf.constant(self.learning_rate, tf.float32)
 
   def build(self, variables):
@@ -84,24 +96,30 @@ class Optimizer(tf.Module):
     for grad, var in zip(gradients, variables):
       if grad is None:
         continue
-      self._apply(grad, var, self._index[var.ref()], lr, step)
+      self._apply(grad, var, self._slots_at(self._index[var.ref()]), lr, step)
 
-  def index_of(self, variable):
-    """The position of `variable` in the list `build` was given (its slots' index)."""
-    return self._index[variable.ref()]
+  def update_copies(self, gradients, variables, slots, iterations, learning_rate):
+    """`update` of one device's copies of mirrored variables, then advances its counter.
 
-  def update_component(self, grad, var, index):
-    """`update` of one variable given by slot index, for `strategy.extended.update`.
-
-    There `var` is one replica's component of a mirrored variable (so its `ref()` is not the
-    one `build` saw), and reading or assigning the mirrored slots and step counter inside
-    the update context touches that replica's copies only.
+    Args:
+      gradients: as for `update`, one per variable.
+      variables: that device's copies of the variables, in the order `build` was given.
+      slots: that device's copies of `self.slots` ({slot name: [copy per variable]}).
+      iterations: that device's copy of the step counter.
+      learning_rate: `learning_rate_at(iterations)`, computed by the caller (a schedule may
+        read variables of other devices, which an XLA-compiled caller cannot).
     """
-    self._apply(grad, var, index, self.current_learning_rate(),
-                tf.cast(self.iterations + 1, tf.float32))
+    step = tf.cast(iterations + 1, tf.float32)
+    for index, (grad, var) in enumerate(zip(gradients, variables)):
+      if grad is not None:
+        self._apply(grad, var, [slots[name][index] for name in self.slot_names],
+                    learning_rate, step)
+    iterations.assign_add(1)
 
-  def _apply(self, grad, var, index, lr, step):
-    slots = [self.slots[name][index] for name in self.slot_names]
+  def _slots_at(self, index):
+    return [self.slots[name][index] for name in self.slot_names]
+
+  def _apply(self, grad, var, slots, lr, step):
     lr_v, step_v = tf.cast(lr, var.dtype), tf.cast(step, var.dtype)
     if isinstance(grad, tf.IndexedSlices):
       self._update_rows(var, clipping.merge_duplicate_rows(grad), slots, lr_v, step_v)

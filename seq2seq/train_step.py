@@ -93,6 +93,17 @@ def run_if(condition, update):
   return tf.cond(condition, run, lambda: tf.constant(False))
 
 
+def scale_gradients(gradients, scale):
+  """Each gradient (a tensor, `optimizers.TouchedRows` or `tf.IndexedSlices`) times `scale`."""
+  def scaled(gradient):
+    if isinstance(gradient, optimizers.TouchedRows):
+      return optimizers.TouchedRows(gradient.gradient * scale, gradient.touched)
+    if isinstance(gradient, tf.IndexedSlices):
+      return tf.IndexedSlices(gradient.values * scale, gradient.indices, gradient.dense_shape)
+    return gradient * scale
+  return [scaled(g) for g in gradients]
+
+
 def is_finite_step(loss, grad_norm):
   """True when both the loss and the global gradient norm are finite."""
   return tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
@@ -243,9 +254,7 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     scale = clipping.clip_scale(grad_norm, max_grad_norm)
 
     def apply():
-      optimizer.update([optimizers.TouchedRows(g.gradient * scale, g.touched)
-                        if isinstance(g, optimizers.TouchedRows) else g * scale
-                        for g in gradients], variables)
+      optimizer.update(scale_gradients(gradients, scale), variables)
       if finish_step:
         optimizer.finish_step()
 

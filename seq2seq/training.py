@@ -327,40 +327,64 @@ def _train(run_config, strategy, distributed, worker, log):
   meter = _RateMeter(step)
   bad_in_a_row = bad_total = 0
   stopping = None  # the signal the run stops for: this process's, or any worker's
+
+  def settle(number, outputs):
+    """Reads step `number`'s outputs (waiting for it): counts a skipped step, raises
+    TrainingDiverged after too many in a row, and takes in the workers' stop votes.
+    Returns whether its update was applied."""
+    nonlocal bad_in_a_row, bad_total, stopping
+    loss_t, norm_t, finite_t = outputs[:3]
+    if distributed:  # every worker stops after the same step (see seq2seq/interrupts.py)
+      stopping = stopping or stop.agreed(outputs[3].numpy())
+    if bool(finite_t):
+      bad_in_a_row = 0
+      return True
+    bad_in_a_row += 1
+    bad_total += 1
+    log(f"step {number}: non-finite loss={float(loss_t)} grad_norm={float(norm_t)}; update "
+        f"skipped ({bad_in_a_row} in a row, {bad_total} in this run)")
+    if bad_in_a_row >= train_config.max_bad_steps:
+      raise TrainingDiverged(
+          f"stopped at step {number}: {bad_in_a_row} consecutive steps had a non-finite "
+          f"loss or gradient norm (--max_bad_steps={train_config.max_bad_steps}); the "
+          f"latest checkpoint, {checkpointer.latest or 'none'}, holds the last good "
+          f"parameters. Try a lower --learning_rate or --max_grad_norm, or check the data.")
+    return False
+
+  unsettled = None  # (step number, outputs) of the latest step whose outputs were not read
   with interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy):
     while (step < total_steps and epoch < train_config.num_epochs and stopping is None
            and not early_stop):
       if position == 0:
         trainee.start_epoch()
       for batch in schedule.batches(epoch, start=position):
-        if distributed:  # every worker stops after the same step (see seq2seq/interrupts.py)
-          loss_t, norm_t, finite_t, votes_t = train_step(batch, stop.vote())
-          stopping = stop.agreed(votes_t.numpy())
+        if distributed:
+          outputs = train_step(batch, stop.vote())
         else:
-          loss_t, norm_t, finite_t = train_step(batch)
+          outputs = train_step(batch)
           stopping = stop.requested
+        loss_t = outputs[0]
         step += 1
         position += 1
         progress.step.assign(step)
         progress.position.assign(position)
-        finite = bool(finite_t)
-        if finite:
-          bad_in_a_row = 0
-        else:
-          bad_in_a_row += 1
-          bad_total += 1
-          log(f"step {step}: non-finite loss={float(loss_t)} grad_norm={float(norm_t)}; update "
-              f"skipped ({bad_in_a_row} in a row, {bad_total} in this run)")
-          if bad_in_a_row >= train_config.max_bad_steps:
-            raise TrainingDiverged(
-                f"stopped at step {step}: {bad_in_a_row} consecutive steps had a non-finite "
-                f"loss or gradient norm (--max_bad_steps={train_config.max_bad_steps}); the "
-                f"latest checkpoint, {checkpointer.latest or 'none'}, holds the last good "
-                f"parameters. Try a lower --learning_rate or --max_grad_norm, or check the data.")
         meter.add_tokens(trainee.tokens(batch))
+        # A step's outputs are read once the next step is queued, so that the device never
+        # waits for the host between steps; where the loop logs, saves or stops, it reads
+        # the step's own outputs at once.
+        if unsettled is not None:
+          settle(*unsettled)
+        unsettled = (step, outputs)
+        log_now = step % train_config.log_every == 0 or step == total_steps
+        save_now = step % train_config.save_every == 0
+        if not (log_now or save_now or stopping is not None or step >= total_steps
+                or position >= per_epoch):
+          continue
+        finite = settle(*unsettled)
+        unsettled = None
         # A skipped step is neither logged as progress nor saved.
-        if finite and (step % train_config.log_every == 0 or step == total_steps):
-          loss, grad_norm = float(loss_t), float(norm_t)
+        if finite and log_now:
+          loss, grad_norm = float(loss_t), float(outputs[1])
           lr = float(optimizer.current_learning_rate())
           tokens_per_sec, per_batch, eta = meter.report(step, total_steps)
           log(f"{step}/{total_steps} (epoch {epoch + 1}/{train_config.num_epochs}) "
@@ -371,10 +395,13 @@ def _train(run_config, strategy, distributed, worker, log):
               "loss": loss, "perplexity": losses.perplexity(loss), "grad_norm": grad_norm,
               "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
               "seconds_per_batch": per_batch})
-        if finite and step % train_config.save_every == 0:
+        if finite and save_now:
           checkpoint = save()
         if stopping is not None or step >= total_steps:
           break
+      if unsettled is not None:  # a schedule that ended before its batches_per_epoch
+        settle(*unsettled)
+        unsettled = None
       if position >= per_epoch:  # the epoch ran to its end
         val_loss, early_stop = validate()
         epoch += 1

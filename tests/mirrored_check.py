@@ -8,6 +8,10 @@ replica's forward and backward pass XLA-compiled); and one device against Mirror
 with a sampled softmax (--num_sampled). Prints one JSON line {run: {checkpoint key: max
 |diff| against the one-device run}} for the model, optimizer and progress variables, and the
 difference of the validation loss at the epoch end.
+
+The runs share one process, as a notebook's would: the compiled run all-reduces the tables'
+dense sums, a size the earlier runs' collectives did not have, so it also checks that each
+strategy numbers its collectives apart (`distribution.mirrored_strategy`).
 """
 import json
 import os

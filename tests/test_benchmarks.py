@@ -37,6 +37,7 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       self.assertEqual(row["sizes"], {"batch": 2, "steps": 4, "embed": 8, "hidden": 6,
                                       "vocab": 50, "layers": 2})
       self.assertGreater(row["step_ms"], 0)
+      self.assertGreater(row["pipelined_step_ms"], 0)  # the same steps, not waited for one by one
       self.assertAllClose(row["model_tflops"] * 1e12 * row["step_ms"] / 1e3, flops, rtol=1e-6)
       self.assertAllClose(row["target_tokens_per_sec"] * row["step_ms"] / 1e3, 2 * 4, rtol=1e-6)
 
@@ -73,13 +74,16 @@ class ScalingBenchmarkTest(tf.test.TestCase):
     logical CPU devices (the all-reduce checked first), each on B rows per replica."""
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.scaling", "--workloads=cpu_small",
-         "--variants=engine", "--replicas=1,2", "--steps=2", "--warmup=0",
+         "--variants=engine,engine_dyn2", "--replicas=1,2", "--steps=2", "--warmup=0",
          "--override=batch=2,steps=4,embed=8,hidden=6,vocab=50"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     self.assertEqual(result.returncode, 0, result.stderr)
-    rows = {row["replicas"]: row for row in
-            (json.loads(line) for line in result.stdout.splitlines() if line.startswith("{"))}
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    # The while-loop variant builds its model with the variant's unroll (2 steps an iteration).
+    self.assertEqual(sorted(row["replicas"] for row in lines if row["variant"] == "engine_dyn2"),
+                     [0, 1, 2])
+    rows = {row["replicas"]: row for row in lines if row["variant"] == "engine"}
     self.assertEqual(sorted(rows), [0, 1, 2])
     self.assertEqual([rows[r].get("global_batch") for r in (0, 1, 2)], [None, 2, 4])
     self.assertEqual(rows[2]["all_reduce"], "CollectiveAllReduce")

@@ -88,6 +88,65 @@ def _poisoning(bad_steps):
   return mock.patch.object(train_step_lib, "make_train_step", make)
 
 
+class _ReadRecorder:
+  """A step's `finite` output that notes when the training loop reads it."""
+
+  def __init__(self, finite, number, events):
+    self.finite, self.number, self.events = finite, number, events
+
+  def __bool__(self):
+    self.events.append(("read", self.number))
+    return bool(self.finite)
+
+
+def _recording(events):
+  """A make_train_step whose step notes each call, and each read of its `finite`, in `events`."""
+  real = train_step_lib.make_train_step
+
+  def make(*args, **kwargs):
+    step = real(*args, **kwargs)
+
+    def recorded(batch):
+      number = sum(1 for kind, _ in events if kind == "call") + 1
+      events.append(("call", number))
+      loss, norm, finite = step(batch)
+      return loss, norm, _ReadRecorder(finite, number, events)
+
+    return recorded
+
+  return mock.patch.object(train_step_lib, "make_train_step", make)
+
+
+class PipelinedLoopTest(tf.test.TestCase):
+  """The loop queues step k+1 before it reads step k's outputs, and still counts every step."""
+
+  def test_outputs_are_read_after_the_next_step_is_queued(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=300)
+    config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=5)
+    events = []
+    with _recording(events):
+      result = training.train(config, log=helpers.quiet)
+    self.assertEqual(result.step, 5)
+    # No log, save or epoch end before step 5 (log_every and save_every are 1000): each read
+    # waits for the step after it to be queued; the last step is read at once.
+    self.assertEqual(events, [("call", 1), ("call", 2), ("read", 1), ("call", 3), ("read", 2),
+                              ("call", 4), ("read", 3), ("call", 5), ("read", 4), ("read", 5)])
+
+  def test_a_step_read_late_is_still_logged_counted_and_stops_the_run(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=300)
+    config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=20, max_bad_steps=3)
+    messages = []
+    with _poisoning(lambda n: n >= 4):
+      with self.assertRaisesRegex(training.TrainingDiverged,
+                                  r"stopped at step 6: 3 consecutive steps"):
+        training.train(config, log=messages.append)
+    skipped = [m for m in messages if "non-finite" in m]
+    self.assertLen(skipped, 3)
+    self.assertRegex(skipped[0], r"^step 4: non-finite loss=nan .*\(1 in a row, 1 in this run\)")
+
+
 class WorkdirLockTest(tf.test.TestCase):
   """Promise 5: one run per workdir."""
 

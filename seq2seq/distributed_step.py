@@ -100,9 +100,8 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     gradients = [gradient_of[v.ref()] if v.ref() in gradient_of else next(dense_iter)
                  for v in variables]
     finite = train_step_lib.is_finite_step(loss, grad_norm)
-    train_step_lib.run_if(finite, lambda: optimizer.update_copies(
-        train_step_lib.scale_gradients(gradients, scale), copies, slots, iterations,
-        learning_rate))
+    optimizer.update_copies(train_step_lib.scale_gradients(gradients, scale), copies, slots,
+                            iterations, learning_rate, condition=finite)
     return grad_norm, finite
 
   if jit_compile:

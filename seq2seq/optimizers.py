@@ -78,10 +78,11 @@ class Optimizer(tf.Module):
     self.update(gradients, variables)
     self.finish_step()
 
-  def finish_step(self):
-    self.iterations.assign_add(1)
+  def finish_step(self, condition=None):
+    """Advances the step counter (when `condition`, a scalar bool tensor, is true)."""
+    self.iterations.assign_add(_count(condition))
 
-  def update(self, gradients, variables):
+  def update(self, gradients, variables, condition=None):
     """Updates `variables` in place, without advancing the step counter.
 
     A train step may call this more than once (e.g. dense variables inside a compiled
@@ -89,6 +90,11 @@ class Optimizer(tf.Module):
     skipped. An `IndexedSlices` gradient updates only its rows ("lazy" Adam / RMSProp: the
     rule runs on the rows a batch touches, as TF1's LazyAdamOptimizer did); for SGD this is
     the same as the dense update. A `TouchedRows` gradient does the same for its touched rows.
+
+    With `condition` (a scalar bool tensor), every write keeps the old value where it is
+    false, so that the update changes nothing then; without a branch, which would make the
+    host wait for the condition (an XLA conditional, or a `tf.cond` on a GPU value, copies its
+    predicate to the host and blocks until it is there).
     """
     self.build(variables)
     lr = self.current_learning_rate()
@@ -96,9 +102,10 @@ class Optimizer(tf.Module):
     for grad, var in zip(gradients, variables):
       if grad is None:
         continue
-      self._apply(grad, var, self._slots_at(self._index[var.ref()]), lr, step)
+      self._apply(grad, var, self._slots_at(self._index[var.ref()]), lr, step, condition)
 
-  def update_copies(self, gradients, variables, slots, iterations, learning_rate):
+  def update_copies(self, gradients, variables, slots, iterations, learning_rate,
+                    condition=None):
     """`update` of one device's copies of mirrored variables, then advances its counter.
 
     Args:
@@ -108,42 +115,53 @@ class Optimizer(tf.Module):
       iterations: that device's copy of the step counter.
       learning_rate: `learning_rate_at(iterations)`, computed by the caller (a schedule may
         read variables of other devices, which an XLA-compiled caller cannot).
+      condition: as for `update`; the counter advances only when it is true.
     """
     step = tf.cast(iterations + 1, tf.float32)
     for index, (grad, var) in enumerate(zip(gradients, variables)):
       if grad is not None:
         self._apply(grad, var, [slots[name][index] for name in self.slot_names],
-                    learning_rate, step)
-    iterations.assign_add(1)
+                    learning_rate, step, condition)
+    iterations.assign_add(_count(condition))
 
   def _slots_at(self, index):
     return [self.slots[name][index] for name in self.slot_names]
 
-  def _apply(self, grad, var, slots, lr, step):
+  def _apply(self, grad, var, slots, lr, step, condition):
+    """Writes the rule's new values of `var` and its `slots`, each kept where `condition`."""
     lr_v, step_v = tf.cast(lr, var.dtype), tf.cast(step, var.dtype)
     if isinstance(grad, tf.IndexedSlices):
-      self._update_rows(var, clipping.merge_duplicate_rows(grad), slots, lr_v, step_v)
+      grad = clipping.merge_duplicate_rows(grad)
+      rows = grad.indices
+      old_values = [tf.gather(target, rows) for target in [var, *slots]]
+      new_values = self._update(old_values[0], grad.values, old_values[1:], lr_v, step_v)
+      for target, new, old in zip([var, *slots], new_values, old_values):
+        target.scatter_update(tf.IndexedSlices(_kept(condition, new, old), rows))
       return
     if isinstance(grad, TouchedRows):  # the rule over the table, kept on the touched rows
       touched = grad.touched[:, tf.newaxis]
+      if condition is not None:
+        touched = tf.math.logical_and(touched, condition)
       new_values = self._update(var, grad.gradient, slots, lr_v, step_v)
       for target, value in zip([var, *slots], new_values):
         target.assign(tf.where(touched, value, target))
       return
     new_values = self._update(var, grad, slots, lr_v, step_v)
-    var.assign(new_values[0])
-    for slot, value in zip(slots, new_values[1:]):
-      slot.assign(value)
-
-  def _update_rows(self, var, grad, slots, lr, step):
-    rows = grad.indices
-    new_values = self._update(tf.gather(var, rows), grad.values,
-                              [tf.gather(slot, rows) for slot in slots], lr, step)
     for target, value in zip([var, *slots], new_values):
-      target.scatter_update(tf.IndexedSlices(value, rows))
+      target.assign(_kept(condition, value, target))
 
   def _update(self, var, grad, slots, lr, step):
     raise NotImplementedError
+
+
+def _kept(condition, new, old):
+  """`new`, or `old` where the scalar bool `condition` is false (None: always `new`)."""
+  return new if condition is None else tf.where(condition, new, old)
+
+
+def _count(condition):
+  """1 (int64) when `condition` is None or true, else 0: how far a step moves the counter."""
+  return tf.constant(1, tf.int64) if condition is None else tf.cast(condition, tf.int64)
 
 
 class SGD(Optimizer):

@@ -81,18 +81,6 @@ def pad_rows(batch, rows):
                     target_weight=grow(batch.target_weight))
 
 
-def run_if(condition, update):
-  """Runs `update()` (variable writes, no result) only when `condition` is true, in graph.
-
-  Train steps put every write behind one of these on `finite`, so that a step whose loss or
-  gradient norm is NaN or Inf changes no variable, optimizer slot or step counter.
-  """
-  def run():
-    update()
-    return tf.constant(True)
-  return tf.cond(condition, run, lambda: tf.constant(False))
-
-
 def scale_gradients(gradients, scale):
   """Each gradient (a tensor, `optimizers.TouchedRows` or `tf.IndexedSlices`) times `scale`."""
   def scaled(gradient):
@@ -217,10 +205,12 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   `optimizers.TouchedRows`). The same code runs with and without XLA, in fp32 or bf16 (the
   model decides its compute dtype; the loss is float32).
 
-  A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: the dense and
-  embedding updates and the optimizer's step counter are all behind one `tf.cond` on `finite`,
-  inside the step, so a bad batch never reaches the variables, the Adam / RMSProp slots, or a
-  checkpoint.
+  A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: every write of
+  the dense and embedding updates and of the optimizer's step counter keeps the old value when
+  `finite` is false (`Optimizer.update(condition=finite)`), inside the step, so a bad batch
+  never reaches the variables, the Adam / RMSProp slots, or a checkpoint. There is no branch:
+  an XLA conditional or a `tf.cond` on a device value makes the host wait for its predicate,
+  so that it could not queue the next step while this one runs.
 
   Args:
     loss_fn: (inputs, embedded) -> (loss, extra): the training forward pass from `embedded`,
@@ -253,12 +243,9 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     finite = is_finite_step(loss, grad_norm)
     scale = clipping.clip_scale(grad_norm, max_grad_norm)
 
-    def apply():
-      optimizer.update(scale_gradients(gradients, scale), variables)
-      if finish_step:
-        optimizer.finish_step()
-
-    run_if(finite, apply)
+    optimizer.update(scale_gradients(gradients, scale), variables, condition=finite)
+    if finish_step:
+      optimizer.finish_step(condition=finite)
     return finite, scale
 
   if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
@@ -291,13 +278,11 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   def step(inputs):
     loss, grad_norm, finite, rows, extra = dense_part(inputs, lookup(inputs))
 
-    def apply_rows():
-      for table, (values, indices) in zip(tables, rows):
-        with tf.device(table.device):
-          optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table])
-      optimizer.finish_step()
-
-    run_if(finite, apply_rows)
+    for table, (values, indices) in zip(tables, rows):
+      with tf.device(table.device):
+        optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table],
+                         condition=finite)
+    optimizer.finish_step(condition=finite)
     return loss, grad_norm, finite, extra
 
   return step

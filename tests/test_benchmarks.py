@@ -187,7 +187,7 @@ class OpCountTest(tf.test.TestCase):
     self.assertEqual(dropout["length"], 2)
     self.assertLen(dropout["top"], 3)
     self.assertNotIn("Const", dropout["top"])
-    # Function bodies count too (the update's tf.cond branches, the gradients).
+    # Function bodies count too (the compiled parts, the gradients).
     self.assertGreater(plain["ops"], 1000)
     self.assertGreater(dropout["ops"], plain["ops"])
 

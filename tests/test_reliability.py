@@ -255,6 +255,21 @@ class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
     self.assertNotAllClose(model.trainable_variables[-1].numpy(), before[
         [v.ref() for v in state].index(model.trainable_variables[-1].ref())])
 
+  @parameterized.parameters((False, "cpu"), (True, "cpu"), (True, "gpu"))
+  def test_the_update_does_not_branch_on_finite(self, jit_compile, embedding_device):
+    """Writes keep their old values on a bad step, with no branch: an XLA conditional or a
+    tf.cond on a device value makes the host wait for the predicate."""
+    model = test_train_step._model(embedding_device=embedding_device)
+    optimizer = optimizers.Adam(0.01)
+    optimizer.build(model.trainable_variables)
+    step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=jit_compile)
+    step(test_train_step._batch(seed=1))
+    graph = step._functions[5].get_concrete_function().graph.as_graph_def()
+    op_types = {n.op for n in graph.node} | {n.op for f in graph.library.function
+                                              for n in f.node_def}
+    self.assertIn("AssignVariableOp", op_types)  # the library's bodies are searched
+    self.assertEmpty(op_types & {"If", "StatelessIf", "Switch", "Merge"})
+
   def test_bad_step_is_skipped_counted_and_never_saved(self):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)

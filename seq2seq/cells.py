@@ -17,8 +17,13 @@ traced, so a choice that depends on a tensor's value is `tf.where` or `tf.cond`,
 
 Optional fast path: a core may also split its step into `precompute(inputs [B, T, I])`, work
 that does not depend on the state and can run for all T steps at once (one big matmul instead
-of T small ones), and `step(precomputed_t, state)`. `static_unroll` uses it; the defaults pass
-the inputs through and call `__call__`, so a new core needs neither.
+of T small ones, one dropout draw instead of T), and `step(precomputed_t, state)`.
+`precompute` returns a nest of [B, T, ...] tensors; the unroll hands `step` each leaf's slice
+at step t, [B, ...]. A core whose inputs depend on the state (attention's input feeding) can
+still draw its randomness for all steps at once: `presample(B, T, I, dtype)` returns a nest of
+[B, T, ...] draws (dropout masks) and `step_presampled(inputs, state, presampled_t)` runs one
+step with step t's slice. The defaults pass the inputs through, draw nothing and call
+`__call__`, so a new core needs none of these.
 """
 import abc
 import collections
@@ -56,12 +61,48 @@ class RNNCore(tf.Module, metaclass=abc.ABCMeta):
     """H, the last dimension of the output."""
 
   def precompute(self, inputs):
-    """State-independent work for all steps at once: [B, T, I] -> [B, T, ...]. Default: none."""
+    """State-independent work for all steps at once: [B, T, I] -> a nest of [B, T, ...].
+    Default: none (the inputs)."""
     return inputs
 
   def step(self, precomputed, state):
-    """One step from `precompute`'s output at one time index. Default: `__call__`."""
+    """One step from `precompute`'s nest at one time index ([B, ...] leaves). Default:
+    `__call__`."""
     return self(precomputed, state)
+
+  def presample(self, batch_size, num_steps, input_size, dtype):
+    """Random draws of T steps at once that depend on neither inputs nor state (dropout
+    masks), for inputs of size I: a nest of [B, T, ...]. Default: none, `()`."""
+    del batch_size, num_steps, input_size, dtype
+    return ()
+
+  def step_presampled(self, inputs, state, presampled):
+    """`__call__` with step t's slice of `presample` ([B, ...] leaves) instead of fresh
+    draws. Default: `__call__`."""
+    del presampled
+    return self(inputs, state)
+
+
+def dim(tensor, axis):
+  """`tensor`'s size along `axis`: static when known, else a scalar tensor."""
+  size = tensor.shape[axis]
+  return tf.shape(tensor)[axis] if size is None else size
+
+
+def keep_mask(generator, shape, keep_prob, dtype):
+  """A dropout mask of `shape` from one draw of `generator`: each unit kept with probability
+  `keep_prob`, independently, and then scaled by 1 / keep_prob; `()` (nothing to apply) when
+  keep_prob is 1. The uniforms are float32 whatever `dtype` (bf16 would round keep_prob)."""
+  if keep_prob >= 1.0:
+    return ()
+  seed = generator.make_seeds(1)[:, 0]
+  keep = tf.random.stateless_uniform(shape, seed=seed) < keep_prob
+  return tf.cast(keep, dtype) / tf.cast(keep_prob, dtype)
+
+
+def apply_mask(tensor, mask):
+  """`tensor` * `mask`, or `tensor` itself for the empty mask `()` of `keep_mask`."""
+  return tensor if isinstance(mask, tuple) and not mask else tensor * mask
 
 
 def _glorot_uniform(shape, dtype, seed):
@@ -238,12 +279,20 @@ class GRUCell(_GatedCell):
     return hidden, GRUState(hidden=hidden)
 
 
+DropoutMasks = collections.namedtuple("DropoutMasks", ["input", "output", "core"])
+DropoutPrecomputed = collections.namedtuple("DropoutPrecomputed", ["core", "output_mask"])
+
+
 class DropoutWrapper(RNNCore):
   """Applies dropout to a core's inputs and outputs (Zaremba et al. 2014: not to the state).
 
-  A fresh mask is drawn at every step from `generator`, a `tf.random.Generator` whose state is
+  Every step gets its own masks, drawn from `generator`, a `tf.random.Generator` whose state is
   checkpointed by its owner, so a resumed run draws the same masks as an uninterrupted one.
-  Build the wrapper for training only; evaluation uses the bare core (same variables).
+  Unrolled (`precompute`/`step`, or `presample`/`step_presampled`), the masks of all T steps
+  come from one draw per mask, [B, T, ...]: the law of T per-step draws in one op. Both draw
+  the input mask, the output mask, then the core's, so from one generator state they draw the
+  same masks. Masks are `keep_mask`s in the inputs' dtype. Build the wrapper for training
+  only; evaluation uses the bare core (same variables).
   """
 
   def __init__(self, core, generator, input_keep_prob=1.0, output_keep_prob=1.0, name=None):
@@ -264,27 +313,53 @@ class DropoutWrapper(RNNCore):
   def initial_state(self, batch_size, dtype=None):
     return self.core.initial_state(batch_size, dtype)
 
-  def _dropout(self, x, keep_prob):
-    if keep_prob >= 1.0:
-      return x
-    seed = self.generator.make_seeds(1)[:, 0]
-    return tf.nn.experimental.stateless_dropout(x, rate=1.0 - keep_prob, seed=seed)
+  def _mask(self, shape, keep_prob, dtype):
+    return keep_mask(self.generator, shape, keep_prob, dtype)
 
   def __call__(self, inputs, state):
-    output, new_state = self.core(self._dropout(inputs, self.input_keep_prob), state)
-    return self._dropout(output, self.output_keep_prob), new_state
+    """One step with fresh masks: input [B, I], output [B, H]."""
+    batch = dim(inputs, 0)
+    inputs = apply_mask(inputs, self._mask([batch, inputs.shape[-1]], self.input_keep_prob,
+                                           inputs.dtype))
+    output, new_state = self.core(inputs, state)
+    return apply_mask(output, self._mask([batch, self.output_size], self.output_keep_prob,
+                                         output.dtype)), new_state
 
   def precompute(self, inputs):
-    # One draw over [B, T, I] has the law of T per-step draws.
-    return self.core.precompute(self._dropout(inputs, self.input_keep_prob))
+    """[B, T, I] -> `DropoutPrecomputed(core's precomputation of the dropped-out inputs,
+    output mask [B, T, H])`."""
+    batch, steps = dim(inputs, 0), dim(inputs, 1)
+    input_mask = self._mask([batch, steps, inputs.shape[-1]], self.input_keep_prob,
+                            inputs.dtype)
+    output_mask = self._mask([batch, steps, self.output_size], self.output_keep_prob,
+                             inputs.dtype)
+    return DropoutPrecomputed(core=self.core.precompute(apply_mask(inputs, input_mask)),
+                              output_mask=output_mask)
 
   def step(self, precomputed, state):
-    output, new_state = self.core.step(precomputed, state)
-    return self._dropout(output, self.output_keep_prob), new_state
+    output, new_state = self.core.step(precomputed.core, state)
+    return apply_mask(output, precomputed.output_mask), new_state
+
+  def presample(self, batch_size, num_steps, input_size, dtype):
+    """`DropoutMasks(input [B, T, I], output [B, T, H], the core's presample)`."""
+    return DropoutMasks(
+        input=self._mask([batch_size, num_steps, input_size], self.input_keep_prob, dtype),
+        output=self._mask([batch_size, num_steps, self.output_size], self.output_keep_prob,
+                          dtype),
+        core=self.core.presample(batch_size, num_steps, input_size, dtype))
+
+  def step_presampled(self, inputs, state, presampled):
+    output, new_state = self.core.step_presampled(apply_mask(inputs, presampled.input), state,
+                                                  presampled.core)
+    return apply_mask(output, presampled.output), new_state
 
 
 class StackedCells(RNNCore):
-  """Layers of cores fed one into the next; the state is a tuple of per-layer states."""
+  """Layers of cores fed one into the next; the state is a tuple of per-layer states.
+
+  Unrolled step-major, the first layer precomputes (its inputs are known for all steps) and
+  the layers above presample (their inputs are the outputs of the layer below).
+  """
 
   def __init__(self, cores, name=None):
     super().__init__(name=name)
@@ -305,6 +380,38 @@ class StackedCells(RNNCore):
       inputs, new_layer_state = core(inputs, layer_state)
       new_states.append(new_layer_state)
     return inputs, tuple(new_states)
+
+  def _presample_above(self, batch_size, num_steps, dtype):
+    """The presample of each layer above the first, whose input is the layer below's output."""
+    return tuple(core.presample(batch_size, num_steps, below.output_size, dtype)
+                 for below, core in zip(self.cores, self.cores[1:]))
+
+  def precompute(self, inputs):
+    """[B, T, I] -> (the first layer's precomputation, the presample of each layer above)."""
+    first = self.cores[0].precompute(inputs)
+    return (first,) + self._presample_above(dim(inputs, 0), dim(inputs, 1), inputs.dtype)
+
+  def step(self, precomputed, state):
+    inputs, first_state = self.cores[0].step(precomputed[0], state[0])
+    output, above_states = _step_layers(self.cores[1:], inputs, state[1:], precomputed[1:])
+    return output, (first_state,) + above_states
+
+  def presample(self, batch_size, num_steps, input_size, dtype):
+    """A tuple with each layer's presample."""
+    first = self.cores[0].presample(batch_size, num_steps, input_size, dtype)
+    return (first,) + self._presample_above(batch_size, num_steps, dtype)
+
+  def step_presampled(self, inputs, state, presampled):
+    return _step_layers(self.cores, inputs, state, presampled)
+
+
+def _step_layers(cores, inputs, states, presampled):
+  """Runs `cores`, each fed the output of the previous one, by `step_presampled`."""
+  new_states = []
+  for core, layer_state, layer_presampled in zip(cores, states, presampled):
+    inputs, new_layer_state = core.step_presampled(inputs, layer_state, layer_presampled)
+    new_states.append(new_layer_state)
+  return inputs, tuple(new_states)
 
 
 class ResidualWrapper(RNNCore):
@@ -336,14 +443,22 @@ class ResidualWrapper(RNNCore):
     return output + inputs, new_state
 
   def precompute(self, inputs):
-    """[B, T, I] -> [B, T, G + I]: the core's precomputation with the inputs appended."""
+    """[B, T, I] -> (the core's precomputation, the inputs [B, T, I])."""
     self._check(inputs)
-    return tf.concat([self.core.precompute(inputs), inputs], -1)
+    return self.core.precompute(inputs), inputs
 
   def step(self, precomputed, state):
-    split = precomputed.shape[-1] - self.core.output_size
-    output, new_state = self.core.step(precomputed[:, :split], state)
-    return output + precomputed[:, split:], new_state
+    core_precomputed, inputs = precomputed
+    output, new_state = self.core.step(core_precomputed, state)
+    return output + inputs, new_state
+
+  def presample(self, batch_size, num_steps, input_size, dtype):
+    return self.core.presample(batch_size, num_steps, input_size, dtype)
+
+  def step_presampled(self, inputs, state, presampled):
+    self._check(inputs)
+    output, new_state = self.core.step_presampled(inputs, state, presampled)
+    return output + inputs, new_state
 
 
 VariationalState = collections.namedtuple(
@@ -385,9 +500,7 @@ class VariationalDropoutWrapper(RNNCore):
   def _mask(self, batch_size, size, keep_prob, dtype):
     if keep_prob >= 1.0:
       return tf.ones([batch_size, size], dtype)
-    seed = self.generator.make_seeds(1)[:, 0]
-    keep = tf.random.stateless_uniform([batch_size, size], seed=seed) < keep_prob
-    return tf.cast(keep, dtype) / tf.cast(keep_prob, dtype)
+    return keep_mask(self.generator, [batch_size, size], keep_prob, dtype)
 
   def initial_state(self, batch_size, dtype=None):
     core_state = self.core.initial_state(batch_size, dtype)

@@ -252,9 +252,8 @@ class Seq2Seq(tf.Module):
       # Input feeding makes every layer's step t depend on the attention at t-1: step-major.
       outputs, _ = unroll.unroll_from_config(self.config)(core, inputs, state)
       if training and self.config.keep_prob < 1.0:  # the attentional vectors, before softmax
-        seed = self.dropout_generator.make_seeds(1)[:, 0]
-        outputs = tf.nn.experimental.stateless_dropout(
-            outputs, rate=1.0 - self.config.keep_prob, seed=seed)
+        outputs *= cells.keep_mask(self.dropout_generator, tf.shape(outputs),
+                                   self.config.keep_prob, outputs.dtype)
     return outputs
 
   def logits_from_embedded(self, source_embedded, source_length, target_embedded,

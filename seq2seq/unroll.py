@@ -25,9 +25,12 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
     raise ValueError("static_unroll needs a static number of time steps (inputs.shape[1])")
   state = initial_state
   outputs, states = [], []
-  # The core's state-independent work (e.g. x W_x for every step) runs once, outside the loop.
+  # The core's state-independent work (e.g. x W_x for every step, dropout masks) runs once,
+  # outside the loop; step t gets every leaf's slice t.
   precomputed = core.precompute(inputs)
-  for step_input in tf.unstack(precomputed, axis=1):
+  leaves = [tf.unstack(leaf, num_steps, axis=1) for leaf in tf.nest.flatten(precomputed)]
+  for t in range(num_steps):
+    step_input = tf.nest.pack_sequence_as(precomputed, [leaf[t] for leaf in leaves])
     output, state = core.step(step_input, state)
     outputs.append(output)
     states.append(state)
@@ -62,6 +65,11 @@ def _state_at_lengths(initial_state, states, sequence_length):
   return tf.nest.map_structure(pick, initial_state, *states)
 
 
+def _time_major(leaf):
+  """[B, T, ...] -> [T, B, ...]."""
+  return tf.transpose(leaf, [1, 0] + list(range(2, leaf.shape.rank)))
+
+
 def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_iteration=1):
   """`static_unroll` as a `tf.while_loop`: the same results, fewer copies of the step.
 
@@ -85,27 +93,31 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   inputs = tf.convert_to_tensor(inputs)
   precomputed = core.precompute(inputs)
   k = int(steps_per_iteration)
-  static_steps = precomputed.shape[1]
+  static_steps = inputs.shape[1]
   if k > 1 and static_steps is None:
     raise ValueError("dynamic_unroll with steps_per_iteration > 1 needs a static T")
   # The steps each row runs, [B] or a scalar; None: all of them (nothing masked).
   valid_steps = None if sequence_length is None else tf.convert_to_tensor(sequence_length)
-  padded = k > 1 and static_steps % k
-  if padded:
+  leaves = tf.nest.flatten(precomputed)
+  padding = -static_steps % k if k > 1 else 0
+  if padding:
     # Pad T to a multiple of k so that every step runs inside the loop (see above); the
     # padded steps are masked.
-    precomputed = tf.pad(precomputed, [[0, 0], [0, k - static_steps % k], [0, 0]])
+    leaves = [tf.pad(leaf, [[0, 0], [0, padding]] + [[0, 0]] * (leaf.shape.rank - 2))
+              for leaf in leaves]
     valid_steps = (tf.constant(static_steps) if valid_steps is None
                    else tf.minimum(valid_steps, static_steps))
-  num_steps = tf.shape(precomputed)[1]
-  step_inputs = tf.TensorArray(precomputed.dtype, size=num_steps).unstack(
-      tf.transpose(precomputed, [1, 0, 2]))
+  num_steps = tf.shape(inputs)[1] + padding
+  # One TensorArray per leaf of the precomputed nest, each in its own dtype.
+  step_inputs = [tf.TensorArray(leaf.dtype, size=num_steps).unstack(_time_major(leaf))
+                 for leaf in leaves]
   # Cores compute in the dtype of their inputs (see cells.py), so outputs share it.
-  outputs = tf.TensorArray(precomputed.dtype, size=num_steps,
-                           element_shape=[precomputed.shape[0], core.output_size])
+  outputs = tf.TensorArray(inputs.dtype, size=num_steps,
+                           element_shape=[inputs.shape[0], core.output_size])
 
   def run_step(t, state, outputs):
-    output, new_state = core.step(step_inputs.read(t), state)
+    step_input = tf.nest.pack_sequence_as(precomputed, [ta.read(t) for ta in step_inputs])
+    output, new_state = core.step(step_input, state)
     if valid_steps is not None:
       valid = t < valid_steps
       if valid.shape.rank:  # [B] -> [B, 1]; a scalar broadcasts over the batch as it is
@@ -125,9 +137,9 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
       lambda t, *_: t < iterations * k, body, (tf.constant(0), initial_state, outputs),
       maximum_iterations=iterations)
   stacked = tf.transpose(outputs.stack(), [1, 0, 2])
-  if padded:
+  if padding:
     stacked = stacked[:, :static_steps]
-  stacked.set_shape([precomputed.shape[0], static_steps, core.output_size])  # keep static T
+  stacked.set_shape([inputs.shape[0], static_steps, core.output_size])  # keep static T
   return stacked, state
 
 

@@ -1,4 +1,6 @@
 """Attention scores, masking and the wrapper step against NumPy float64 re-derivations."""
+import functools
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -100,18 +102,22 @@ class WrapperTest(parameterized.TestCase, tf.test.TestCase):
     variables = randomize(module, rng)
     return core, module, variables
 
-  def _np_unroll(self, kind, core, variables, inputs, memory, lengths):
+  def _np_unroll(self, kind, core, variables, inputs, memory, lengths, masks=None):
+    """With `masks` (`DropoutMasks` [B, T, ...]), the core's input and output are dropped."""
     h = np.zeros((B, Q))
     c = np.zeros((B, Q))
     a = np.zeros((B, A))
     outputs, alignments = [], []
     for t in range(inputs.shape[1]):
       x = np.concatenate([inputs[:, t], a], -1)  # input feeding
+      if masks is not None:
+        x = x * masks.input[:, t]
       h, c = np_lstm_step(x, h, c, core.w_input.numpy(), core.w_hidden.numpy(),
                           core.bias.numpy(), core.forget_bias)
-      align = np_masked_softmax(np_scores(kind, variables, h, memory), lengths)
+      query = h if masks is None else h * masks.output[:, t]  # the state is not dropped
+      align = np_masked_softmax(np_scores(kind, variables, query, memory), lengths)
       ctx = np.einsum("bs,bsm->bm", align, memory)
-      a = np.tanh(np.concatenate([h, ctx], -1) @ variables["output_kernel"])
+      a = np.tanh(np.concatenate([query, ctx], -1) @ variables["output_kernel"])
       outputs.append(a)
       alignments.append(align)
     return np.stack(outputs, 1), np.stack(alignments, 1)
@@ -136,6 +142,35 @@ class WrapperTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllClose(state.alignments, want_align[:, -1], atol=1e-10)
       self.assertAllClose(state.attention, want[:, -1], atol=1e-10)
       self.assertAllEqual(state.alignments.numpy()[1, 2:], np.zeros(3))
+
+  @parameterized.parameters(
+      (unroll.static_unroll,), (unroll.dynamic_unroll,),
+      (functools.partial(unroll.dynamic_unroll, steps_per_iteration=3),))
+  def test_dropout_masks_of_all_steps_drawn_before_the_loop(self, unroll_fn):
+    rng = np.random.default_rng(4)
+    core, module, variables = self._setup("luong", rng)
+    inputs = rng.normal(size=(B, 4, I))
+    memory = rng.normal(size=(B, TS, M))
+
+    def wrapper(generator):
+      dropped = cells.DropoutWrapper(core, generator, input_keep_prob=0.7, output_keep_prob=0.6)
+      return attention.AttentionWrapper(dropped, module).with_memory(memory, LENGTHS)
+
+    drawn = tf.random.Generator.from_seed(6)
+    masks = tf.nest.map_structure(lambda m: m.numpy(),
+                                  wrapper(drawn).presample(B, 4, I, tf.float64))
+    self.assertEqual(masks.input.shape, (B, 4, I + A))
+    want, _ = self._np_unroll("luong", core, variables, inputs, memory, LENGTHS, masks)
+    unrolled = tf.random.Generator.from_seed(6)
+    dropped_wrapper = wrapper(unrolled)
+    run = tf.function(lambda x: unroll_fn(dropped_wrapper, x,
+                                          dropped_wrapper.initial_state(B, tf.float64)))
+    outputs, _ = run(tf.constant(inputs))
+    self.assertAllClose(outputs, want, atol=1e-10)
+    self.assertAllEqual(unrolled.state, drawn.state)  # two draws, not two a step
+    # A step by `__call__` (decoding) still draws its own masks.
+    dropped_wrapper(tf.constant(inputs[:, 0]), dropped_wrapper.initial_state(B, tf.float64))
+    self.assertNotAllEqual(unrolled.state, drawn.state)
 
   def test_core_output_size_must_match(self):
     module = attention.Attention("luong", Q + 1, M, A)

@@ -46,6 +46,17 @@ def _one_sgd_step(model, batch, jit_compile, max_grad_norm=5.0, learning_rate=1.
                                     for v in model.trainable_variables}
 
 
+def _traced_sgd_step(config, batch, batch_size=0):
+  """The train step of a fresh `config` model (SGD, clipping at 5), traced by running `batch`."""
+  model = model_lib.Seq2Seq(config, VOCAB, seed=5)
+  model.build()
+  optimizer = optimizers.SGD(1.0)
+  optimizer.build(model.trainable_variables)
+  step = train_step_lib.make_train_step(model, optimizer, 5.0, batch_size=batch_size)
+  step(batch)
+  return step
+
+
 def _reference_gradients(model, batch, max_grad_norm):
   """Loss, norm and clipped dense gradients from a plain GradientTape over the whole model."""
   with tf.GradientTape() as tape:
@@ -158,12 +169,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     def non_constant_ops(batch_size):
       config = config_lib.ModelConfig(num_layers=1, hidden_size=16, embedding_size=8,
                                       encoder="bi", attention="luong", keep_prob=0.7)
-      m = model_lib.Seq2Seq(config, VOCAB, seed=5)
-      m.build()
-      optimizer = optimizers.SGD(1.0)
-      optimizer.build(m.trainable_variables)
-      step = train_step_lib.make_train_step(m, optimizer, 5.0, batch_size=batch_size)
-      step(_batch(size=3, seed=7))
+      step = _traced_sgd_step(config, _batch(size=3, seed=7), batch_size=batch_size)
       graph = step._functions[5].get_concrete_function().graph
       types = []
       def walk(g):
@@ -178,6 +184,23 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     self.assertGreater(free_broadcasts, 50)
     self.assertLess(fixed_broadcasts, free_broadcasts / 10)
     self.assertLess(fixed, 0.75 * free)
+
+  def test_dropout_masks_drawn_once_per_batch_not_per_step(self):
+    """The attention step (static unroll) draws each dropout mask once for all time steps:
+    as many generator reads for a 6-token bucket as for a 3-token one."""
+    def generator_reads(length):
+      config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                      encoder="bi", attention="luong", keep_prob=0.7)
+      step = _traced_sgd_step(config, _batch(size=3, length=length, seed=7))
+      graph_def = step._functions[length].get_concrete_function().graph.as_graph_def()
+      ops = [node.op for node in graph_def.node]
+      ops += [node.op for f in graph_def.library.function for node in f.node_def]
+      return ops.count("RngReadAndSkip")
+
+    # Encoder: 2 layers x 2 directions of output masks, and the two input masks; decoder: the
+    # first layer's input mask, 2 output masks; the attentional vectors' mask.
+    self.assertEqual(generator_reads(3), 4 + 2 + 3 + 1)
+    self.assertEqual(generator_reads(6), 4 + 2 + 3 + 1)
 
   def test_a_batch_larger_than_the_step_was_built_for_is_refused(self):
     model = _model()
@@ -265,6 +288,42 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllClose(static[0], dynamic[0], rtol=1e-5)
     for name, delta in static[2].items():
       self.assertAllClose(delta, dynamic[2][name], atol=1e-6, rtol=1e-4, msg=name)
+
+  @parameterized.parameters(("uni", "none"), ("bi", "luong"))
+  def test_dynamic_unroll_draws_the_static_unroll_dropout_masks(self, encoder, attention):
+    """Both unrolls draw each layer's masks for all steps before the loop, in one order, so
+    with dropout too (k = 2 pads the 5 source steps to 6) the plain steps agree."""
+    def model(unroll, keep_prob=0.6):
+      config = config_lib.ModelConfig(num_layers=2, hidden_size=16, embedding_size=8,
+                                      keep_prob=keep_prob, unroll=unroll, unroll_steps=2,
+                                      encoder=encoder, attention=attention)
+      built = model_lib.Seq2Seq(config, VOCAB, seed=5)
+      built.build()
+      return built
+
+    batch = _batch(seed=8)
+    static = _one_sgd_step(model("static"), batch, jit_compile=False)
+    dynamic = _one_sgd_step(model("dynamic"), batch, jit_compile=False)
+    without = _one_sgd_step(model("static", keep_prob=1.0), batch, jit_compile=False)
+    self.assertAllClose(static[0], dynamic[0], rtol=1e-5)
+    self.assertNotAllClose(static[0], without[0])
+    for name, delta in static[2].items():
+      self.assertAllClose(delta, dynamic[2][name], atol=1e-6, rtol=1e-4, msg=name)
+
+  def test_xla_bf16_dynamic_attention_step_with_dropout_is_reproducible(self):
+    def step_result():
+      config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                      keep_prob=0.6, unroll="dynamic", unroll_steps=2,
+                                      encoder="bi", attention="luong")
+      m = model_lib.Seq2Seq(config, VOCAB, seed=5, compute_dtype=tf.bfloat16)
+      m.build()
+      return _one_sgd_step(m, _batch(seed=9), jit_compile=True)
+
+    first, second = step_result(), step_result()
+    self.assertTrue(np.isfinite(first[0]))
+    self.assertEqual(first[0], second[0])
+    for name, delta in first[2].items():
+      self.assertAllEqual(delta, second[2][name], msg=name)
 
   def test_xla_step_with_steps_left_over_does_not_hang(self):
     # Two or more of the T % k steps used to run after the while loop, and tracing the XLA

@@ -1,13 +1,16 @@
-"""Residual and variational-dropout wrappers against NumPy float64 re-derivations."""
+"""Residual and dropout wrappers against NumPy float64 re-derivations."""
+import functools
+
+from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
 from seq2seq import cells
 from seq2seq import unroll
-from tests.test_cells import build_and_randomize, np_lstm_step
+from tests.test_cells import IdentityCore, build_and_randomize, np_lstm_step
 
 B, T, H = 4, 5, 6
-LENGTHS = np.array([5, 3, 1, 4])
+LENGTHS = np.array([5, 3, 1, 4], np.int32)
 
 
 def np_lstm(cell, x, h, c):
@@ -77,6 +80,108 @@ class VariationalDropoutTest(tf.test.TestCase):
   def test_keep_prob_checked(self):
     with self.assertRaisesRegex(ValueError, r"state_keep_prob must be in \(0, 1\]"):
       cells.VariationalDropoutWrapper(cells.LSTMCell(H), None, 3, state_keep_prob=0.0)
+
+
+UNROLLS = {"static": unroll.static_unroll, "dynamic": unroll.dynamic_unroll,
+           "dynamic_k2": functools.partial(unroll.dynamic_unroll, steps_per_iteration=2)}
+
+
+class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
+  """Unrolled, a `DropoutWrapper` draws the masks of all steps at once; step t applies slice t."""
+
+  def _stack(self, seed=0):
+    """(cells, stack(generator)): a dropout stack as the model builds it, over shared cells."""
+    rng = np.random.default_rng(seed)
+    bottom = cells.LSTMCell(H, dtype=tf.float64)
+    top = cells.LSTMCell(H, dtype=tf.float64, seed=1)
+    build_and_randomize(bottom, rng, input_size=3)
+    build_and_randomize(top, rng, input_size=H)
+
+    def stack(generator):
+      return cells.StackedCells([
+          cells.DropoutWrapper(bottom, generator, input_keep_prob=0.7, output_keep_prob=0.6),
+          cells.ResidualWrapper(cells.DropoutWrapper(top, generator, output_keep_prob=0.5))])
+    return (bottom, top), stack
+
+  def _np_stack(self, layer_cells, inputs, masks):
+    """Step by step in NumPy: dropout with the given masks, residual, padding."""
+    (bottom, top), (first, second) = layer_cells, masks
+    states = [(np.zeros((B, H)), np.zeros((B, H))) for _ in range(2)]
+    outputs = np.zeros((B, T, H))
+    for t in range(T):
+      valid = (t < LENGTHS)[:, None]
+      h0, c0 = np_lstm(bottom, inputs[:, t] * first.input[:, t], *states[0])
+      x1 = h0 * first.output[:, t]
+      h1, c1 = np_lstm(top, x1, *states[1])
+      outputs[:, t] = np.where(valid, h1 * second.output[:, t] + x1, 0.0)
+      states = [tuple(np.where(valid, new, old) for new, old in zip(news, olds))
+                for news, olds in zip(((h0, c0), (h1, c1)), states)]
+    return outputs, states
+
+  @parameterized.product(how=list(UNROLLS), layerwise=[False, True], use_function=[False, True])
+  def test_unroll_applies_the_presampled_masks_step_by_step(self, how, layerwise, use_function):
+    layer_cells, stack = self._stack()
+    inputs = np.random.default_rng(1).normal(size=(B, T, 3))
+    # The same generator state draws the same masks, by precompute or by presample.
+    masks = tf.nest.map_structure(
+        lambda m: m.numpy(), stack(tf.random.Generator.from_seed(5)).presample(
+            B, T, 3, tf.float64))
+    want, want_states = self._np_stack(layer_cells, inputs, masks)
+    fn, core = UNROLLS[how], stack(tf.random.Generator.from_seed(5))
+    if layerwise:  # as the encoder: each layer precomputes its masks
+      run = lambda x: unroll.layerwise_unroll(core.cores, x, core.initial_state(B), LENGTHS,
+                                              unroll=fn)
+    else:  # step-major: the first layer precomputes, the one above presamples
+      run = lambda x: fn(core, x, core.initial_state(B), LENGTHS)
+    if use_function:
+      run = tf.function(run)
+    outputs, states = run(tf.constant(inputs))
+    self.assertAllClose(outputs, want, atol=1e-12)
+    for b, length in enumerate(LENGTHS):  # exactly zero past the length
+      self.assertAllEqual(outputs.numpy()[b, length:], np.zeros((T - length, H)))
+    for got, (h, c) in zip(states, want_states):
+      self.assertAllClose(got.hidden, h, atol=1e-12)
+      self.assertAllClose(got.cell, c, atol=1e-12)
+
+  @parameterized.product(how=["precompute", "presample"], dtype=[tf.float32, tf.bfloat16])
+  def test_dropout_law_independent_per_step_and_row(self, how, dtype):
+    batch, steps, size, keep = 400, 6, 8, (0.75, 0.6)
+    wrapper = cells.DropoutWrapper(IdentityCore(size), tf.random.Generator.from_seed(7), *keep)
+    if how == "precompute":  # the identity core's precomputation is its dropped-out input
+      input_mask, output_mask = wrapper.precompute(tf.ones([batch, steps, size], dtype))
+    else:
+      input_mask, output_mask, _ = wrapper.presample(batch, steps, size, dtype)
+    for mask, keep_prob in zip((input_mask, output_mask), keep):
+      self.assertEqual(mask.dtype, dtype)
+      mask = tf.cast(mask, tf.float64).numpy()
+      self.assertEqual(mask.shape, (batch, steps, size))
+      scale = tf.cast(tf.cast(1 / keep_prob, dtype), tf.float64).numpy()
+      self.assertAllClose(np.unique(mask), [0.0, scale])
+      kept = mask > 0
+      self.assertAllClose(kept.mean(), keep_prob, atol=0.015)
+      # Independent draws disagree with probability 2p(1 - p): a mask reused for every step
+      # (variational dropout) or every row would disagree nowhere.
+      disagree = 2 * keep_prob * (1 - keep_prob)
+      self.assertAllClose((kept[:, 1:] != kept[:, :1]).mean(), disagree, atol=0.02)
+      self.assertAllClose((kept[1:] != kept[:1]).mean(), disagree, atol=0.02)
+
+  @parameterized.parameters(*UNROLLS)
+  def test_one_draw_per_mask_and_sequence(self, how):
+    _, stack = self._stack()
+    unrolled, drawn = tf.random.Generator.from_seed(2), tf.random.Generator.from_seed(2)
+    core = stack(unrolled)
+    UNROLLS[how](core, tf.zeros([B, T, 3], tf.float64), core.initial_state(B), LENGTHS)
+    stack(drawn).presample(B, T, 3, tf.float64)  # three masks
+    self.assertAllEqual(unrolled.state, drawn.state)
+
+  def test_call_draws_fresh_masks_each_step(self):
+    wrapper = cells.DropoutWrapper(IdentityCore(H), tf.random.Generator.from_seed(3),
+                                   output_keep_prob=0.5)
+    state = wrapper.initial_state(64)
+    first, _ = wrapper(tf.ones([64, H]), state)
+    second, _ = wrapper(tf.ones([64, H]), state)
+    self.assertAllClose(np.unique(first), [0.0, 2.0])
+    self.assertNotAllEqual(first, second)
 
 
 if __name__ == "__main__":

@@ -119,9 +119,10 @@ def main(argv):
         step, all_reduce = mirrored_step(workload, variant, replicas)
         b, tokens = bench.synthetic_input("seq2seq", batch * replicas, steps, vocab)
         timing = bench.time_steps(step, b)
-        profile = (bench.profile_steps(lambda b: (step(b),), b,
-                                                f"{workload}-{variant}-{replicas}")
-                   if FLAGS.profile_steps else None)
+        profile = None
+        if FLAGS.profile_steps:
+          profile = bench.profile_steps(lambda b: (step(b),), b,
+                                        f"{workload}-{variant}-{replicas}")
         emit(row(workload, variant, replicas, *timing, tokens, all_reduce=all_reduce,
                  global_batch=batch * replicas, **({"profile": profile} if profile else {})))
   print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'step ms':>8} {'tok/s':>10} "

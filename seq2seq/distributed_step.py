@@ -5,14 +5,14 @@ is its summed weighted cross entropy divided by the GLOBAL weight sum, so the re
 losses and gradients add up to those of one device on the whole batch. Gradients are summed
 across replicas with the replica context's all-reduce: dense ones as tensors; embedding rows
 as `IndexedSlices` (gathered, duplicates summed by the update), or, with `jit_compile`, as
-each table's [V, E] row sums and [V] lookup counts (static shapes, no host round trip). Then `merge_call` hands the
-reduced gradients to one function per local device (`strategy.extended.worker_devices`),
-which computes the global norm (embedding rows included) and clip factor and applies the
-optimizer rule to that device's copies of the variables, their slots and the step counter:
-mirrored copies stay identical without a broadcast. With `jit_compile` that function is
-XLA-compiled, as the forward and backward pass are; a per-variable
-`strategy.extended.update` would leave each update's few ops, and a host-read condition for
-each, outside any compiled region.
+each table's [V, E] row sums and [V] lookup counts (static shapes, no host round trip).
+Then `merge_call` hands the reduced gradients to one function per local device
+(`strategy.extended.worker_devices`), which computes the global norm (embedding rows
+included) and clip factor and applies the optimizer rule to that device's copies of the
+variables, their slots and the step counter: mirrored copies stay identical without a
+broadcast. With `jit_compile` that function is XLA-compiled, as the forward and backward pass
+are; a per-variable `strategy.extended.update` would leave each update's few ops outside any
+compiled region.
 """
 import tensorflow as tf
 
@@ -62,9 +62,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
   dense_variables = [v for v in variables if v.ref() not in table_refs]
 
   def forward_backward(local, embedded, global_weight, sampling_seed):
-    """One replica's (loss, dense gradients, per table (row gradients [N, E], ids [N]), or
-    with `jit_compile` (summed gradient [V, E], lookup counts [V])): its share of the global
-    mean."""
+    """One replica's share of the global mean: (loss, dense gradients, one pair per table).
+    The pair is (row gradients [N, E], ids [N]), or with `jit_compile` (the rows summed into
+    [V, E], lookup counts [V])."""
     def loss_fn(batch, embedded):
       token_losses = train_step_lib.training_loss(
           model, batch, *embedded, num_sampled, sampling_seed, average=False,

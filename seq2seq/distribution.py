@@ -97,12 +97,13 @@ def _own_collective_keys(strategy_class):
   the strategy is built; it is set here for that build only. Workers of a multi-worker job
   each build their strategies in the same order, so they agree on the keys.
   """
-  saved = strategy_class._collective_key_base  # pylint: disable=protected-access
-  strategy_class._collective_key_base = 10000 * next(_strategies_made)  # pylint: disable=protected-access
+  # pylint: disable=protected-access
+  saved = strategy_class._collective_key_base
+  strategy_class._collective_key_base = 10000 * next(_strategies_made)
   try:
     yield
   finally:
-    strategy_class._collective_key_base = saved  # pylint: disable=protected-access
+    strategy_class._collective_key_base = saved
 
 
 def task(strategy):

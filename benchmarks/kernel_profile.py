@@ -52,6 +52,31 @@ def _event_names(plane):
   return {key: (meta.display_name or meta.name) for key, meta in plane.event_metadata.items()}
 
 
+def _merged(intervals):
+  """[start, end) intervals -> the disjoint, sorted intervals covering the same points."""
+  merged = []
+  for start, end in sorted(intervals):
+    if merged and start <= merged[-1][1]:
+      merged[-1][1] = max(merged[-1][1], end)
+    else:
+      merged.append([start, end])
+  return merged
+
+
+def _intersection(a, b):
+  """The intersection of two disjoint, sorted interval lists (`_merged`), as such a list."""
+  out, i, j = [], 0, 0
+  while i < len(a) and j < len(b):
+    start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+    if start < end:
+      out.append([start, end])
+    if a[i][1] < b[j][1]:
+      i += 1
+    else:
+      j += 1
+  return out
+
+
 def _union_length(intervals):
   """Total length covered by [start, end) intervals, overlaps counted once."""
   total, reach = 0, None
@@ -71,9 +96,12 @@ def summarize_space(space, steps, top=12):
   Each per-GPU summary: device, kernels (launched per step), busy_ms (union over streams),
   gemm_ms and other_ms (summed kernel durations, so they may exceed busy_ms when streams
   overlap), span_ms (first kernel start to last kernel end, per step) and top: the `top`
-  kernel groups by time, each [name, ms per step, launches per step].
+  kernel groups by time, each [name, ms per step, launches per step]. With two GPUs or more,
+  "all_busy_ms" is the time per step during which every GPU runs a kernel: data-parallel
+  replicas that run side by side have it close to each one's busy_ms; replicas that take
+  turns have it near zero.
   """
-  gpus = []
+  gpus, busy_by_gpu = [], []
   for plane in space.planes:
     match = GPU_PLANE.match(plane.name)
     if not match:
@@ -98,6 +126,7 @@ def summarize_space(space, steps, top=12):
         group[1] += 1
     if not intervals:
       continue
+    busy_by_gpu.append(_merged(intervals))
     per_step_ms = lambda ps: ps / 1e9 / steps
     span = max(end for _, end in intervals) - min(start for start, _ in intervals)
     ranked = sorted(groups.items(), key=lambda item: -item[1][0])[:top]
@@ -110,7 +139,13 @@ def summarize_space(space, steps, top=12):
         "span_ms": per_step_ms(span),
         "top": [[name, per_step_ms(ps), count / steps] for name, (ps, count) in ranked],
     })
-  return {"gpus": gpus}
+  summary = {"gpus": gpus}
+  if len(busy_by_gpu) > 1:
+    common = busy_by_gpu[0]
+    for busy in busy_by_gpu[1:]:
+      common = _intersection(common, busy)
+    summary["all_busy_ms"] = sum(end - start for start, end in common) / 1e9 / steps
+  return summary
 
 
 def host_activities(space, top=25):

@@ -470,6 +470,8 @@ def print_profiles(rows):
             f"{gpu['other_ms']:.2f})")
       for name, ms, launches in gpu["top"]:
         print(f"  {ms:8.3f} ms {launches:6.0f}x  {name[:90]}")
+    if "all_busy_ms" in row.get("profile", {}):
+      print(f"\n{label}: all GPUs busy at once {row['profile']['all_busy_ms']:.2f} ms a step")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def lstm_gates_to_state(gates, cell, forget_bias=1.0, recompute=None):
       compiles both to the same kernels.
   """
   if recompute is None:
-    recompute = _in_loop_body()
+    recompute = in_loop_body()
   if recompute:
     return _lstm_gates_to_state_recomputing(gates, cell, forget_bias)
   return _lstm_state(gates, cell, forget_bias)
@@ -82,7 +82,7 @@ def _lstm_state(gates, cell, forget_bias):
   return o * tf.tanh(new_cell), new_cell
 
 
-def _in_loop_body():
+def in_loop_body():
   """Whether the graph being built is the body (or condition) of a `tf.while_loop`."""
   return control_flow_util_v2.in_while_loop_defun(tf.compat.v1.get_default_graph())
 
@@ -149,8 +149,14 @@ def gru_step(inputs, hidden, w_input, w_hidden, bias_input, bias_hidden):
 
 def gru_step_projected(projected_input, hidden, w_hidden, bias_hidden):
   """`gru_step` given projected_input = x W_x + b_x [B, 3H] (see `input_projection`)."""
+  return gru_gates_to_state(projected_input, tf.matmul(hidden, w_hidden) + bias_hidden,
+                            hidden)
+
+
+def gru_gates_to_state(projected_input, projected_hidden, hidden):
+  """`gru_step` given both projections, x W_x + b_x and h W_h + b_h, each [B, 3H]."""
   z_x, r_x, n_x = tf.split(projected_input, 3, axis=-1)
-  z_h, r_h, n_h = tf.split(tf.matmul(hidden, w_hidden) + bias_hidden, 3, axis=-1)
+  z_h, r_h, n_h = tf.split(projected_hidden, 3, axis=-1)
   z = tf.sigmoid(z_x + z_h)
   r = tf.sigmoid(r_x + r_h)
   n = tf.tanh(n_x + r * n_h)

@@ -31,6 +31,7 @@ import collections
 import tensorflow as tf
 
 from ops import cell_math
+from ops import recurrent_matmul
 
 LSTMState = collections.namedtuple("LSTMState", ["hidden", "cell"])
 GRUState = collections.namedtuple("GRUState", ["hidden"])
@@ -178,6 +179,33 @@ class _GatedCell(RNNCore):
       self._step_weights = _StepWeights(
           tf.compat.v1.get_default_graph(),
           {name: tf.convert_to_tensor(getattr(self, name)) for name in self._step_variables})
+    self._start_recurrent_product(like)
+
+  def _start_recurrent_product(self, like):
+    """Sets up h W_h for the T steps that follow a `precompute` of `like` [B, T, I], with
+    W_h's gradient as one matmul over the steps (`ops.recurrent_matmul`) instead of T.
+
+    Only for steps traced in this graph (the static unroll), not eagerly nor in a
+    `tf.while_loop` body, whose gradient is traced once for all iterations. The weight is
+    read (and cast to `like`'s dtype) once: no gradient goes through the steps' reads.
+    """
+    self._recurrent = None
+    num_steps = like.shape[1] if like.shape.rank == 3 else None
+    if tf.executing_eagerly() or num_steps is None or cell_math.in_loop_body():
+      return
+    self._recurrent = _RecurrentSteps(
+        tf.compat.v1.get_default_graph(),
+        recurrent_matmul.RecurrentMatmul(self._step_weight("w_hidden", like)), num_steps)
+
+  def _hidden_product(self, hidden):
+    """hidden [B, H] @ W_h [H, nH] for one step: through the latest `precompute`'s
+    `RecurrentMatmul` while this is one of its T steps in its graph; else a plain matmul."""
+    recurrent = getattr(self, "_recurrent", None)
+    if (recurrent is not None and recurrent.matmul.num_steps < recurrent.num_steps
+        and recurrent.graph is tf.compat.v1.get_default_graph()
+        and hidden.dtype == recurrent.dtype):
+      return recurrent.matmul(hidden)
+    return tf.matmul(hidden, self._step_weight("w_hidden", hidden))
 
   def _step_weight(self, name, like):
     """Variable `name` in `like`'s dtype: the read of the latest `precompute` when it was
@@ -200,6 +228,18 @@ class _StepWeights:
   def __init__(self, graph, weights):
     self.graph = graph
     self.weights = weights
+
+
+class _RecurrentSteps:
+  """What `_GatedCell._start_recurrent_product` keeps (a plain object, untracked like
+  `_StepWeights`): the graph of the steps, their `RecurrentMatmul`, and how many steps it
+  serves (the T of the `precompute`)."""
+
+  def __init__(self, graph, matmul, num_steps):
+    self.graph = graph
+    self.matmul = matmul
+    self.num_steps = num_steps
+    self.dtype = matmul.dtype
 
 
 class LSTMCell(_GatedCell):
@@ -239,7 +279,7 @@ class LSTMCell(_GatedCell):
                                       self._like(self.bias, inputs))
 
   def step(self, precomputed, state):
-    gates = precomputed + tf.matmul(state.hidden, self._step_weight("w_hidden", precomputed))
+    gates = precomputed + self._hidden_product(state.hidden)
     hidden, cell = cell_math.lstm_gates_to_state(gates, state.cell, self.forget_bias)
     return hidden, LSTMState(hidden=hidden, cell=cell)
 
@@ -273,9 +313,9 @@ class GRUCell(_GatedCell):
                                       self._like(self.bias_input, inputs))
 
   def step(self, precomputed, state):
-    weight = lambda name: self._step_weight(name, precomputed)
-    hidden = cell_math.gru_step_projected(precomputed, state.hidden, weight("w_hidden"),
-                                          weight("bias_hidden"))
+    projected_hidden = (self._hidden_product(state.hidden)
+                        + self._step_weight("bias_hidden", precomputed))
+    hidden = cell_math.gru_gates_to_state(precomputed, projected_hidden, state.hidden)
     return hidden, GRUState(hidden=hidden)
 
 

@@ -147,6 +147,19 @@ class KernelProfileTest(tf.test.TestCase):
                      ["sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n", "loop_add_fusion"])
     self.assertAllClose(gpu["top"][1][1:], [1.0, 1.0])
 
+  def test_time_all_gpus_are_busy_at_once(self):
+    space = self._space()  # GPU 0 busy [1, 4) and [6, 7) ms
+    self.assertNotIn("all_busy_ms", kernel_profile.summarize_space(space, steps=2))
+    gpu = space.planes.add(name="/device:GPU:1")
+    gpu.event_metadata[1].name = "loop_add_fusion"
+    stream = gpu.lines.add(name="Stream #3(Compute)", timestamp_ns=0)
+    for start_ms, length_ms in ((0, 2), (3, 4), (8, 1)):  # [0, 2), [3, 7), [8, 9) ms
+      stream.events.add(metadata_id=1, offset_ps=start_ms * 10**9, duration_ps=length_ms * 10**9)
+    summary = kernel_profile.summarize_space(space, steps=2)
+    self.assertAllClose(summary["gpus"][1]["busy_ms"], 3.5)
+    # Both busy in [1, 2), [3, 4) and [6, 7) ms: 3 ms over 2 steps.
+    self.assertAllClose(summary["all_busy_ms"], 1.5)
+
   def test_host_activities_sum_over_threads_longest_first(self):
     self.assertEqual(kernel_profile.host_activities(self._space()),
                      [["FusionCompiler::Compile", 4.0, 3], ["GpuCompiler::RunBackend", 3.0, 1]])

@@ -1,5 +1,6 @@
 """The bidirectional encoder and attention inside Seq2Seq: consistent, compiled, learning."""
 import os
+import re
 
 from absl.testing import parameterized
 import numpy as np
@@ -151,9 +152,15 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"))
     config = helpers.tiny_config(os.path.join(tmp, "run"), data, hidden_size=32, max_steps=200,
-                                 encoder="bi", attention="luong")
-    result = training.train(config, log=helpers.quiet)
-    self.assertLess(result.last_loss, 0.5)  # uniform guessing costs ln(12) = 2.5 nats
+                                 encoder="bi", attention="luong", log_every=10)
+    lines = []
+    training.train(config, log=lines.append)
+    losses = [float(m.group(1)) for m in map(re.compile(r"\) loss=([0-9.]+)").search, lines) if m]
+    self.assertLen(losses, 20)
+    # Uniform guessing costs ln(12) = 2.5 nats. The median of the last 10 logged batch losses:
+    # Adam at this learning rate, near zero loss, has spikes (a batch of 0.01 then of 0.9),
+    # and which step they hit moves with the order of float sums.
+    self.assertLess(np.median(losses[-10:]), 0.5)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""The recurrent product h_t W_h of an unrolled sequence, with W_h's gradient as ONE matmul.
+
+Differentiated step by step, h_t W_h gives W_h a gradient h_t^T d_t ([H, B] x [B, G]) at every
+step, each added to the sum of the steps before: T small matmuls (K = B) in a chain. The sum is
+one matmul over the steps stacked, [H, T*B] x [T*B, G], which a GPU runs at its full rate.
+`RecurrentMatmul` computes the forward product as before and, in the backward pass, keeps each
+step's (h_t, d_t) and returns their stacked product as the weight's gradient.
+
+How: every step's product uses W_h with its gradient stopped, under a `tf.custom_gradient` that
+records (h_t, d_t) and returns d_t W_h^T for h_t. Only the first step's product also takes W_h
+as an input, and its gradient function returns the stacked matmul. Backpropagation reaches step
+t only through step t + 1's state, so the first step's gradient function runs last, when every
+step that has a gradient has been recorded.
+
+Use one instance per unrolled sequence, its steps called in order, in one graph (a tf.function)
+or eagerly. Not inside a `tf.while_loop` body: there the body is traced once for all steps.
+"""
+import tensorflow as tf
+
+
+class RecurrentMatmul:
+  """hidden [B, H] @ weight [H, G] for each step of one unroll; W's gradient is one matmul.
+
+  Args:
+    weight: [H, G], the kernel as the steps use it (a variable's read, maybe cast to the
+      compute dtype). Its gradient is returned in its dtype, summed over all steps.
+  """
+
+  def __init__(self, weight):
+    self._weight = tf.convert_to_tensor(weight)
+    self._frozen = tf.stop_gradient(self._weight)
+    self._num_steps = 0
+    self._recorded = {}  # step index -> (hidden [B, H], d_product [B, G])
+
+  @property
+  def dtype(self):
+    """The weight's dtype, which the hidden states must have."""
+    return self._weight.dtype
+
+  @property
+  def num_steps(self):
+    """The products made so far (steps of the unroll)."""
+    return self._num_steps
+
+  def __call__(self, hidden):
+    """hidden [B, H] -> hidden @ weight, [B, G]."""
+    index = self._num_steps
+    self._num_steps += 1
+    if index == 0:
+      return self._first_product(hidden, self._weight)
+    return self._later_product(hidden, index)
+
+  def _backprop(self, index, hidden, d_product):
+    """Records step `index`'s (h, d) and returns d(h) = d W^T."""
+    self._recorded[index] = (hidden, d_product)  # replaces an earlier backward pass's
+    return tf.matmul(d_product, self._frozen, transpose_b=True)
+
+  def weight_gradient(self):
+    """Sum over the recorded steps of h_t^T d_t, [H, G], as one matmul; clears the records."""
+    steps = sorted(self._recorded)
+    hidden = tf.concat([self._recorded[t][0] for t in steps], axis=0)  # [T*B, H]
+    d_product = tf.concat([self._recorded[t][1] for t in steps], axis=0)  # [T*B, G]
+    self._recorded.clear()
+    return tf.matmul(hidden, d_product, transpose_a=True)
+
+  def _first_product(self, hidden, weight):
+
+    @tf.custom_gradient
+    def product(hidden, weight):
+
+      def gradient(d_product):
+        d_hidden = self._backprop(0, hidden, d_product)
+        return d_hidden, self.weight_gradient()
+
+      return tf.matmul(hidden, weight), gradient
+
+    return product(hidden, weight)
+
+  def _later_product(self, hidden, index):
+
+    @tf.custom_gradient
+    def product(hidden):
+      return tf.matmul(hidden, self._frozen), lambda d: self._backprop(index, hidden, d)
+
+    return product(hidden)

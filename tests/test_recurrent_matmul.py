@@ -1,0 +1,168 @@
+"""`ops.recurrent_matmul`: the recurrent weight's gradient as one matmul over the steps."""
+from absl.testing import parameterized
+import numpy as np
+import tensorflow as tf
+
+from ops import recurrent_matmul
+from seq2seq import cells
+from seq2seq import unroll
+
+B, T, I, H = 3, 5, 4, 6
+
+
+def _chain(product, hidden, inputs, weights_in):
+  """h_{t+1} = tanh(x_t W_x + product(h_t)); returns sum_t <h_{t+1}, t + 1>, a scalar."""
+  loss = 0.0
+  for t in range(inputs.shape[1]):
+    hidden = tf.tanh(tf.matmul(inputs[:, t], weights_in) + product(hidden))
+    loss += tf.reduce_sum(hidden * float(t + 1))
+  return loss
+
+
+def _matmul_ops(graph):
+  return sum(op.type == "MatMul" for op in graph.get_operations())
+
+
+class RecurrentMatmulTest(tf.test.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.RandomState(3)
+    self.hidden = tf.constant(rng.uniform(-1, 1, (B, H)))
+    self.inputs = tf.constant(rng.uniform(-1, 1, (B, T, I)))
+    self.w_in = tf.constant(rng.uniform(-0.5, 0.5, (I, H)))
+    self.w = tf.constant(rng.uniform(-0.5, 0.5, (H, H)))
+
+  def _loss(self, w, h0):
+    return _chain(recurrent_matmul.RecurrentMatmul(w), h0, self.inputs, self.w_in)
+
+  def test_gradients_match_finite_differences(self):
+    """The weight's and the initial state's gradients, through T steps, in a graph."""
+    loss = tf.function(self._loss)
+    theoretical, numerical = tf.test.compute_gradient(loss, [self.w, self.hidden], delta=1e-6)
+    for got, want in zip(theoretical, numerical):
+      self.assertGreater(np.abs(want).max(), 1e-2)
+      self.assertAllClose(want, got, rtol=1e-6, atol=1e-8)
+
+  def test_eager_matches_the_plain_product(self):
+    def gradients(product_of):
+      with tf.GradientTape() as tape:
+        tape.watch(self.w)
+        loss = _chain(product_of(self.w), self.hidden, self.inputs, self.w_in)
+      return tape.gradient(loss, self.w)
+    plain = gradients(lambda w: lambda h: tf.matmul(h, w))
+    self.assertAllClose(plain, gradients(recurrent_matmul.RecurrentMatmul), rtol=1e-12)
+
+  def test_one_weight_gradient_matmul_for_all_steps(self):
+    """Forward T products, backward T hidden-state gradients and ONE weight gradient (the
+    plain product's gradient has T weight-gradient matmuls)."""
+    def gradient(product_of):
+      with tf.GradientTape() as tape:
+        tape.watch(self.w)
+        loss = _chain(product_of(self.w), self.hidden, self.inputs, self.w_in)
+      return tape.gradient(loss, self.w)
+    as_graph = lambda fn: tf.function(fn).get_concrete_function().graph
+    plain = as_graph(lambda: gradient(lambda w: lambda h: tf.matmul(h, w)))
+    stacked = as_graph(lambda: gradient(recurrent_matmul.RecurrentMatmul))
+    # Per step: x_t W_x and h_t W forward; d(h_t) = d_t W^T backward (the plain gradient
+    # skips it for the constant h_0); the weight's: one per step (plain) or one in all.
+    self.assertEqual(_matmul_ops(plain), 2 * T + (T - 1) + T)
+    self.assertEqual(_matmul_ops(stacked), 2 * T + T + 1)
+
+  def test_a_second_gradient_in_the_same_graph_is_the_same(self):
+    """Records of one backward pass do not leak into the next."""
+    @tf.function
+    def twice():
+      with tf.GradientTape(persistent=True) as tape:
+        tape.watch(self.w)
+        loss = self._loss(self.w, self.hidden)
+        doubled = 2.0 * loss
+      return tape.gradient(loss, self.w), tape.gradient(doubled, self.w)
+    once, doubled = twice()
+    self.assertGreater(np.abs(once.numpy()).max(), 1e-2)
+    self.assertAllClose(2.0 * once, doubled, rtol=1e-12)
+
+  def test_the_gradient_of_an_unused_last_step(self):
+    """Steps whose products do not reach the loss add nothing."""
+    @tf.function
+    def gradient():
+      with tf.GradientTape() as tape:
+        tape.watch(self.w)
+        product = recurrent_matmul.RecurrentMatmul(self.w)
+        kept = product(self.hidden)
+        loss = tf.reduce_sum(tf.tanh(product(tf.tanh(kept))))
+        product(tf.tanh(kept) * 2.0)  # a third step, unused
+      return tape.gradient(loss, self.w)
+    with tf.GradientTape() as tape:
+      tape.watch(self.w)
+      kept = tf.matmul(self.hidden, self.w)
+      loss = tf.reduce_sum(tf.tanh(tf.matmul(tf.tanh(kept), self.w)))
+    self.assertAllClose(tape.gradient(loss, self.w), gradient(), rtol=1e-12)
+
+
+class CellsUseItTest(tf.test.TestCase, parameterized.TestCase):
+  """The LSTM and GRU steps of a static unroll in a graph go through `RecurrentMatmul`."""
+
+  def _gradients(self, kind, dtype, compiled, how):
+    cell = (cells.LSTMCell if kind == "lstm" else cells.GRUCell)(H, dtype=tf.float32, seed=5)
+    cell.build(I)
+    rng = np.random.RandomState(4)
+    inputs = tf.cast(rng.uniform(-1, 1, (B, T, I)), dtype)
+    lengths = tf.constant([T, 2, 0])
+    target = tf.constant(rng.uniform(-1, 1, (B, T, H)), tf.float32)
+    initial_state = tf.nest.map_structure(  # not zero: step 0's weight gradient counts
+        lambda zeros: tf.cast(rng.uniform(-1, 1, zeros.shape), dtype),
+        cell.initial_state(B, dtype))
+
+    def gradients():
+      with tf.GradientTape() as tape:
+        outputs, final = unroll.static_unroll(cell, inputs, initial_state, lengths)
+        loss = (tf.reduce_sum(tf.cast(outputs, tf.float32) * target)
+                + tf.reduce_sum(tf.cast(final.hidden, tf.float32)))
+      return tape.gradient(loss, cell.trainable_variables)
+    if how == "graph":
+      gradients = tf.function(gradients, jit_compile=compiled)
+    names = [v.name for v in cell.trainable_variables]
+    return dict(zip(names, gradients())), cell
+
+  @parameterized.product(kind=["lstm", "gru"], dtype=["float32", "bfloat16"],
+                         compiled=[False, True])
+  def test_graph_gradients_match_the_eager_ones(self, kind, dtype, compiled):
+    """Eagerly the steps multiply plainly, each with its own weight gradient."""
+    eager, cell = self._gradients(kind, dtype, False, "eager")
+    self.assertIsNone(getattr(cell, "_recurrent", None))
+    graph, cell = self._gradients(kind, dtype, compiled, "graph")
+    self.assertEqual(T, cell._recurrent.matmul.num_steps)  # pylint: disable=protected-access
+    tolerance = 1e-5 if dtype == "float32" else 2e-2
+    for name, want in eager.items():
+      self.assertGreater(np.abs(want.numpy()).max(), 1e-3, name)
+      self.assertAllClose(want, graph[name], rtol=tolerance, atol=tolerance, msg=name)
+
+  def test_steps_past_the_precompute_multiply_plainly(self):
+    """A step called after the T steps of the latest `precompute` (here: a T + 1st) does not
+    go through its `RecurrentMatmul`."""
+    cell = cells.LSTMCell(H, seed=2)
+    inputs = tf.random.stateless_uniform([B, T, I], seed=[1, 1])
+
+    @tf.function
+    def run():
+      precomputed = cell.precompute(inputs)
+      state = cell.initial_state(B)
+      for t in range(T + 1):
+        _, state = cell.step(precomputed[:, min(t, T - 1)], state)
+      return cell._recurrent.matmul.num_steps  # pylint: disable=protected-access
+    self.assertEqual(T, int(run()))
+
+  def test_a_while_loop_unroll_multiplies_plainly(self):
+    cell = cells.LSTMCell(H, seed=2)
+    inputs = tf.random.stateless_uniform([B, T, I], seed=[1, 1])
+
+    @tf.function
+    def run():
+      unroll.dynamic_unroll(cell, inputs, cell.initial_state(B))
+      return cell._recurrent.matmul.num_steps  # pylint: disable=protected-access
+    self.assertEqual(0, int(run()))
+
+
+if __name__ == "__main__":
+  tf.test.main()

@@ -58,10 +58,14 @@ class RecurrentMatmul:
   def weight_gradient(self):
     """Sum over the recorded steps of h_t^T d_t, [H, G], as one matmul; clears the records."""
     steps = sorted(self._recorded)
-    hidden = tf.concat([self._recorded[t][0] for t in steps], axis=0)  # [T*B, H]
-    d_product = tf.concat([self._recorded[t][1] for t in steps], axis=0)  # [T*B, G]
+    # Batch-major, as `tf.unstack(axis=1)`'s gradient stacks the gradients of its slices: an
+    # LSTM's d_t is also the gradient of its precomputed slice t, and the two identical stacks
+    # are then built once (common subexpressions).
+    hidden = tf.stack([self._recorded[t][0] for t in steps], axis=1)  # [B, T, H]
+    d_product = tf.stack([self._recorded[t][1] for t in steps], axis=1)  # [B, T, G]
     self._recorded.clear()
-    return tf.matmul(hidden, d_product, transpose_a=True)
+    return tf.matmul(tf.reshape(hidden, [-1, hidden.shape[-1]]),
+                     tf.reshape(d_product, [-1, d_product.shape[-1]]), transpose_a=True)
 
   def _first_product(self, hidden, weight):
 

@@ -24,6 +24,10 @@ still draw its randomness for all steps at once: `presample(B, T, I, dtype)` ret
 [B, T, ...] draws (dropout masks) and `step_presampled(inputs, state, presampled_t)` runs one
 step with step t's slice. The defaults pass the inputs through, draw nothing and call
 `__call__`, so a new core needs none of these.
+
+The LSTM and GRU steps that follow a `precompute` in the same graph (the static unroll) take
+h W_h through `ops.recurrent_matmul.RecurrentMatmul`, whose gradient for W_h is one matmul
+over all T steps instead of T; a new cell with a recurrent kernel can do the same.
 """
 import abc
 import collections
@@ -169,10 +173,11 @@ class _GatedCell(RNNCore):
     `precompute` calls it: an unroll runs `precompute` once, before its time loop. Inside a
     `tf.while_loop` (`unroll.dynamic_unroll`) a variable read in the body is read, and kept
     for the gradient, again at every iteration; read here, outside the loop, it is one
-    loop-invariant tensor. A cast (bf16 inputs) stays in each step: cast once, the steps'
-    weight gradients would be summed in bf16 instead of float32 (and, measured on the
-    H200, the compiled seed_b256 step was slower: 836 kernels instead of 802). Eagerly nothing
-    is kept (a later step must see later values).
+    loop-invariant tensor. A cast (bf16 inputs) stays in each step of such a loop: cast once,
+    the steps' weight gradients would be summed in bf16 instead of float32 (and, measured on
+    the H200, the compiled seed_b256 step was slower: 836 kernels instead of 802). Eagerly
+    nothing is kept (a later step must see later values). Steps in this graph (the static
+    unroll) multiply through `_start_recurrent_product`'s one read instead.
     """
     self._step_weights = None
     if not tf.executing_eagerly() and like.dtype == self.dtype:

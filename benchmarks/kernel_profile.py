@@ -79,15 +79,7 @@ def _intersection(a, b):
 
 def _union_length(intervals):
   """Total length covered by [start, end) intervals, overlaps counted once."""
-  total, reach = 0, None
-  for start, end in sorted(intervals):
-    if reach is None or start > reach:
-      total += end - start
-      reach = end
-    elif end > reach:
-      total += end - reach
-      reach = end
-  return total
+  return sum(end - start for start, end in _merged(intervals))
 
 
 def summarize_space(space, steps, top=12):

@@ -208,7 +208,7 @@ class _GatedCell(RNNCore):
     recurrent = getattr(self, "_recurrent", None)
     if (recurrent is not None and recurrent.matmul.num_steps < recurrent.num_steps
         and recurrent.graph is tf.compat.v1.get_default_graph()
-        and hidden.dtype == recurrent.dtype):
+        and hidden.dtype == recurrent.matmul.dtype):
       return recurrent.matmul(hidden)
     return tf.matmul(hidden, self._step_weight("w_hidden", hidden))
 
@@ -244,7 +244,6 @@ class _RecurrentSteps:
     self.graph = graph
     self.matmul = matmul
     self.num_steps = num_steps
-    self.dtype = matmul.dtype
 
 
 class LSTMCell(_GatedCell):

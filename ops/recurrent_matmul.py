@@ -24,9 +24,17 @@ class RecurrentMatmul:
   Args:
     weight: [H, G], the kernel as the steps use it (a variable's read, maybe cast to the
       compute dtype). Its gradient is returned in its dtype, summed over all steps.
+    time_axis: the axis the steps are stacked on for that matmul: 1 ([B, T, ...]) or 0
+      ([T, B, ...]). Use the axis of the unroll's slices: `tf.unstack`'s gradient stacks the
+      gradients of its slices on it, and an LSTM's d_t is also the gradient of its
+      precomputed slice t, so the two identical stacks are built once (common
+      subexpressions).
   """
 
-  def __init__(self, weight):
+  def __init__(self, weight, time_axis=1):
+    if time_axis not in (0, 1):
+      raise ValueError(f"time_axis must be 0 or 1, got {time_axis}")
+    self._time_axis = time_axis
     self._weight = tf.convert_to_tensor(weight)
     self._frozen = tf.stop_gradient(self._weight)
     self._num_steps = 0
@@ -58,11 +66,8 @@ class RecurrentMatmul:
   def weight_gradient(self):
     """Sum over the recorded steps of h_t^T d_t, [H, G], as one matmul; clears the records."""
     steps = sorted(self._recorded)
-    # Batch-major, as `tf.unstack(axis=1)`'s gradient stacks the gradients of its slices: an
-    # LSTM's d_t is also the gradient of its precomputed slice t, and the two identical stacks
-    # are then built once (common subexpressions).
-    hidden = tf.stack([self._recorded[t][0] for t in steps], axis=1)  # [B, T, H]
-    d_product = tf.stack([self._recorded[t][1] for t in steps], axis=1)  # [B, T, G]
+    stack = lambda part: tf.stack([self._recorded[t][part] for t in steps], self._time_axis)
+    hidden, d_product = stack(0), stack(1)  # [B, T, H], [B, T, G] (or time-major)
     self._recorded.clear()
     return tf.matmul(tf.reshape(hidden, [-1, hidden.shape[-1]]),
                      tf.reshape(d_product, [-1, d_product.shape[-1]]), transpose_a=True)

@@ -75,6 +75,20 @@ class RNNCore(tf.Module, metaclass=abc.ABCMeta):
     `__call__`."""
     return self(precomputed, state)
 
+  # Whether `precompute_time_major` exists: `precompute` treats every (b, t) position alike.
+  time_major_precompute = False
+
+  def precompute_time_major(self, inputs):
+    """`precompute` of time-major inputs [T, B, I] -> the same nest, time-major [T, B, ...].
+
+    With it, an unroll slices the time axis of contiguous tensors: no transposes of the
+    precomputed [B, T, nH] tensors forward, nor of their gradients backward (on the H200
+    they were 0.5 ms of the seed_b256 step). Random draws must equal `precompute`'s from the
+    same generator state (draw [B, T, ...], then transpose). Only for cores whose
+    `time_major_precompute` is True.
+    """
+    raise NotImplementedError(f"{type(self).__name__} has no time-major precompute")
+
   def presample(self, batch_size, num_steps, input_size, dtype):
     """Random draws of T steps at once that depend on neither inputs nor state (dropout
     masks), for inputs of size I: a nest of [B, T, ...]. Default: none, `()`."""
@@ -92,6 +106,11 @@ def dim(tensor, axis):
   """`tensor`'s size along `axis`: static when known, else a scalar tensor."""
   size = tensor.shape[axis]
   return tf.shape(tensor)[axis] if size is None else size
+
+
+def time_major(tensor):
+  """[B, T, ...] <-> [T, B, ...]: swaps the first two axes."""
+  return tf.transpose(tensor, [1, 0] + list(range(2, tensor.shape.rank)))
 
 
 def keep_mask(generator, shape, keep_prob, dtype):
@@ -166,7 +185,9 @@ class _GatedCell(RNNCore):
   # The variables `step` reads, by attribute name (set by subclasses).
   _step_variables = ()
 
-  def _read_step_weights(self, like):
+  time_major_precompute = True
+
+  def _read_step_weights(self, like, time_axis=1):
     """Reads the variables `step` uses, for the steps that follow, when `like` (the inputs)
     has the variables' dtype.
 
@@ -184,23 +205,25 @@ class _GatedCell(RNNCore):
       self._step_weights = _StepWeights(
           tf.compat.v1.get_default_graph(),
           {name: tf.convert_to_tensor(getattr(self, name)) for name in self._step_variables})
-    self._start_recurrent_product(like)
+    self._start_recurrent_product(like, time_axis)
 
-  def _start_recurrent_product(self, like):
-    """Sets up h W_h for the T steps that follow a `precompute` of `like` [B, T, I], with
-    W_h's gradient as one matmul over the steps (`ops.recurrent_matmul`) instead of T.
+  def _start_recurrent_product(self, like, time_axis):
+    """Sets up h W_h for the T steps that follow a `precompute` of `like` ([B, T, I], or
+    [T, B, I] when `time_axis` is 0), with W_h's gradient as one matmul over the steps
+    (`ops.recurrent_matmul`, stacking them on `time_axis`) instead of T.
 
     Only for steps traced in this graph (the static unroll), not eagerly nor in a
     `tf.while_loop` body, whose gradient is traced once for all iterations. The weight is
     read (and cast to `like`'s dtype) once: no gradient goes through the steps' reads.
     """
     self._recurrent = None
-    num_steps = like.shape[1] if like.shape.rank == 3 else None
+    num_steps = like.shape[time_axis] if like.shape.rank == 3 else None
     if tf.executing_eagerly() or num_steps is None or cell_math.in_loop_body():
       return
     self._recurrent = _RecurrentSteps(
         tf.compat.v1.get_default_graph(),
-        recurrent_matmul.RecurrentMatmul(self._step_weight("w_hidden", like)), num_steps)
+        recurrent_matmul.RecurrentMatmul(self._step_weight("w_hidden", like), time_axis),
+        num_steps)
 
   def _hidden_product(self, hidden):
     """hidden [B, H] @ W_h [H, nH] for one step: through the latest `precompute`'s
@@ -275,12 +298,16 @@ class LSTMCell(_GatedCell):
 
   _step_variables = ("w_hidden",)
 
-  def precompute(self, inputs):
+  def precompute(self, inputs, time_axis=1):
     """x W_x + b for all steps: [B, T, I] -> [B, T, 4H] in one matmul."""
     self._maybe_build(inputs)
-    self._read_step_weights(inputs)
+    self._read_step_weights(inputs, time_axis)
     return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
                                       self._like(self.bias, inputs))
+
+  def precompute_time_major(self, inputs):
+    """[T, B, I] -> [T, B, 4H]."""
+    return self.precompute(inputs, time_axis=0)
 
   def step(self, precomputed, state):
     gates = precomputed + self._hidden_product(state.hidden)
@@ -309,12 +336,16 @@ class GRUCell(_GatedCell):
 
   _step_variables = ("w_hidden", "bias_hidden")
 
-  def precompute(self, inputs):
+  def precompute(self, inputs, time_axis=1):
     """x W_x + b_x for all steps: [B, T, I] -> [B, T, 3H] in one matmul."""
     self._maybe_build(inputs)
-    self._read_step_weights(inputs)
+    self._read_step_weights(inputs, time_axis)
     return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
                                       self._like(self.bias_input, inputs))
+
+  def precompute_time_major(self, inputs):
+    """[T, B, I] -> [T, B, 3H]."""
+    return self.precompute(inputs, time_axis=0)
 
   def step(self, precomputed, state):
     projected_hidden = (self._hidden_product(state.hidden)
@@ -372,13 +403,29 @@ class DropoutWrapper(RNNCore):
   def precompute(self, inputs):
     """[B, T, I] -> `DropoutPrecomputed(core's precomputation of the dropped-out inputs,
     output mask [B, T, H])`."""
-    batch, steps = dim(inputs, 0), dim(inputs, 1)
-    input_mask = self._mask([batch, steps, inputs.shape[-1]], self.input_keep_prob,
-                            inputs.dtype)
-    output_mask = self._mask([batch, steps, self.output_size], self.output_keep_prob,
-                             inputs.dtype)
+    input_mask, output_mask = self._sequence_masks(dim(inputs, 0), dim(inputs, 1), inputs)
     return DropoutPrecomputed(core=self.core.precompute(apply_mask(inputs, input_mask)),
                               output_mask=output_mask)
+
+  @property
+  def time_major_precompute(self):
+    return self.core.time_major_precompute
+
+  def precompute_time_major(self, inputs):
+    """[T, B, I] -> `DropoutPrecomputed` with time-major leaves; the masks are `precompute`'s
+    draws, transposed."""
+    masks = self._sequence_masks(dim(inputs, 1), dim(inputs, 0), inputs)
+    input_mask, output_mask = (mask if isinstance(mask, tuple) else time_major(mask)
+                               for mask in masks)
+    return DropoutPrecomputed(
+        core=self.core.precompute_time_major(apply_mask(inputs, input_mask)),
+        output_mask=output_mask)
+
+  def _sequence_masks(self, batch, steps, inputs):
+    """The input mask [B, T, I] and output mask [B, T, H] of B sequences of T steps (each `()`
+    when its keep probability is 1)."""
+    return (self._mask([batch, steps, inputs.shape[-1]], self.input_keep_prob, inputs.dtype),
+            self._mask([batch, steps, self.output_size], self.output_keep_prob, inputs.dtype))
 
   def step(self, precomputed, state):
     output, new_state = self.core.step(precomputed.core, state)
@@ -490,6 +537,15 @@ class ResidualWrapper(RNNCore):
     """[B, T, I] -> (the core's precomputation, the inputs [B, T, I])."""
     self._check(inputs)
     return self.core.precompute(inputs), inputs
+
+  @property
+  def time_major_precompute(self):
+    return self.core.time_major_precompute
+
+  def precompute_time_major(self, inputs):
+    """[T, B, I] -> (the core's time-major precomputation, the inputs)."""
+    self._check(inputs)
+    return self.core.precompute_time_major(inputs), inputs
 
   def step(self, precomputed, state):
     core_precomputed, inputs = precomputed

@@ -3,6 +3,8 @@ import functools
 
 import tensorflow as tf
 
+from seq2seq import cells
+
 
 def static_unroll(core, inputs, initial_state, sequence_length=None):
   """Runs `core` over T steps with a Python loop (T must be known when tracing).
@@ -26,22 +28,33 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   state = initial_state
   outputs, states = [], []
   # The core's state-independent work (e.g. x W_x for every step, dropout masks) runs once,
-  # outside the loop; step t gets every leaf's slice t.
-  precomputed = core.precompute(inputs)
-  leaves = [tf.unstack(leaf, num_steps, axis=1) for leaf in tf.nest.flatten(precomputed)]
+  # outside the loop; step t gets every leaf's slice t. Time-major when the core can: the
+  # slices (and their gradients' stack) are then contiguous, with no transposes of the wide
+  # precomputed tensors; the inputs and outputs are transposed instead, and between two
+  # layers those transposes cancel.
+  time_axis = 0 if core.time_major_precompute else 1
+  precomputed = (core.precompute_time_major(cells.time_major(inputs)) if time_axis == 0
+                 else core.precompute(inputs))
+  leaves = [tf.unstack(leaf, num_steps, axis=time_axis)
+            for leaf in tf.nest.flatten(precomputed)]
   for t in range(num_steps):
     step_input = tf.nest.pack_sequence_as(precomputed, [leaf[t] for leaf in leaves])
     output, state = core.step(step_input, state)
     outputs.append(output)
     states.append(state)
-  outputs = tf.stack(outputs, axis=1)
+  outputs = tf.stack(outputs, axis=time_axis)
+  if sequence_length is not None:
+    # The steps past a row's length ran on padding, and nothing reads them: the masking is
+    # done once for all steps rather than step by step (each op of the unrolled graph is a
+    # host dispatch when the step runs without XLA). They get no gradient either.
+    valid = tf.sequence_mask(sequence_length, num_steps)[:, :, None]  # [B, T, 1]
+    if time_axis == 0:
+      valid = cells.time_major(valid)
+    outputs = tf.where(valid, outputs, tf.zeros_like(outputs))
+  if time_axis == 0:
+    outputs = cells.time_major(outputs)
   if sequence_length is None:
     return outputs, state
-  # The steps past a row's length ran on padding, and nothing reads them: the masking is done
-  # once for all steps rather than step by step (each op of the unrolled graph is a host
-  # dispatch when the step runs without XLA). They get no gradient either.
-  valid = tf.sequence_mask(sequence_length, num_steps)[:, :, None]  # [B, T, 1]
-  outputs = tf.where(valid, outputs, tf.zeros_like(outputs))
   return outputs, _state_at_lengths(initial_state, states, sequence_length)
 
 
@@ -63,11 +76,6 @@ def _state_at_lengths(initial_state, states, sequence_length):
     return tf.where(tf.reshape(nonempty, [-1] + [1] * (initial.shape.rank - 1)), at_length,
                     initial)
   return tf.nest.map_structure(pick, initial_state, *states)
-
-
-def _time_major(leaf):
-  """[B, T, ...] -> [T, B, ...]."""
-  return tf.transpose(leaf, [1, 0] + list(range(2, leaf.shape.rank)))
 
 
 def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_iteration=1):
@@ -109,7 +117,7 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
                    else tf.minimum(valid_steps, static_steps))
   num_steps = tf.shape(inputs)[1] + padding
   # One TensorArray per leaf of the precomputed nest, each in its own dtype.
-  step_inputs = [tf.TensorArray(leaf.dtype, size=num_steps).unstack(_time_major(leaf))
+  step_inputs = [tf.TensorArray(leaf.dtype, size=num_steps).unstack(cells.time_major(leaf))
                  for leaf in leaves]
   # Cores compute in the dtype of their inputs (see cells.py), so outputs share it.
   outputs = tf.TensorArray(inputs.dtype, size=num_steps,

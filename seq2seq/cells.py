@@ -25,6 +25,11 @@ still draw its randomness for all steps at once: `presample(B, T, I, dtype)` ret
 step with step t's slice. The defaults pass the inputs through, draw nothing and call
 `__call__`, so a new core needs none of these.
 
+A core whose `precompute` treats every (b, t) position alike can also offer
+`precompute_time_major(inputs [T, B, I])` (with `time_major_precompute = True`): the static
+unroll then slices the time axis where the tensors are contiguous. The cells and the dropout
+and residual wrappers do.
+
 The LSTM and GRU steps that follow a `precompute` in the same graph (the static unroll) take
 h W_h through `ops.recurrent_matmul.RecurrentMatmul`, whose gradient for W_h is one matmul
 over all T steps instead of T; a new cell with a recurrent kernel can do the same.

@@ -7,26 +7,14 @@ import tensorflow as tf
 
 from seq2seq import cells
 from seq2seq import unroll
+from tests.test_cells import RecordingCore
 
 B, T, I, H = 3, 4, 5, 6
 
 
-class BatchMajorOnly(cells.RNNCore):
-  """A core that hides its time-major precompute: the unroll takes the batch-major path."""
-
-  def __init__(self, core):
-    super().__init__()
-    self.core = core
-
-  @property
-  def output_size(self):
-    return self.core.output_size
-
-  def initial_state(self, batch_size, dtype=None):
-    return self.core.initial_state(batch_size, dtype)
-
-  def __call__(self, inputs, state):
-    return self.core(inputs, state)
+class BatchMajorOnly(RecordingCore):
+  """Delegates `precompute` and `step` to `core` too, but offers no time-major precompute: the
+  unroll takes the batch-major path."""
 
   def precompute(self, inputs):
     return self.core.precompute(inputs)

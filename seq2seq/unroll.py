@@ -33,7 +33,8 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   # precomputed tensors; the inputs and outputs are transposed instead, and between two
   # layers those transposes cancel.
   time_axis = 0 if core.time_major_precompute else 1
-  precomputed = _precompute(core, inputs, time_axis)
+  precomputed = (core.precompute_time_major(cells.time_major(inputs)) if time_axis == 0
+                 else core.precompute(inputs))
   leaves = [tf.unstack(leaf, num_steps, axis=time_axis)
             for leaf in tf.nest.flatten(precomputed)]
   for t in range(num_steps):
@@ -55,14 +56,6 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   if sequence_length is None:
     return outputs, state
   return outputs, _state_at_lengths(initial_state, states, sequence_length)
-
-
-def _precompute(core, inputs, time_axis):
-  """`core`'s precomputation of inputs [B, T, I]: a nest of [B, T, ...] (`time_axis` 1) or,
-  from the inputs transposed, of [T, B, ...] (`time_axis` 0, `precompute_time_major`)."""
-  if time_axis == 0:
-    return core.precompute_time_major(cells.time_major(inputs))
-  return core.precompute(inputs)
 
 
 def _state_at_lengths(initial_state, states, sequence_length):
@@ -106,10 +99,7 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   Returns: as `static_unroll`.
   """
   inputs = tf.convert_to_tensor(inputs)
-  # Time-major when the core can (see `static_unroll`): the loop reads time-major slices, so
-  # the wide precomputed leaves need no transpose (nor their gradients).
-  time_axis = 0 if core.time_major_precompute else 1
-  precomputed = _precompute(core, inputs, time_axis)
+  precomputed = core.precompute(inputs)
   k = int(steps_per_iteration)
   static_steps = inputs.shape[1]
   if k > 1 and static_steps is None:
@@ -121,14 +111,14 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   if padding:
     # Pad T to a multiple of k so that every step runs inside the loop (see above); the
     # padded steps are masked.
-    time_padding = [[0, padding] if axis == time_axis else [0, 0] for axis in range(2)]
-    leaves = [tf.pad(leaf, time_padding + [[0, 0]] * (leaf.shape.rank - 2)) for leaf in leaves]
+    leaves = [tf.pad(leaf, [[0, 0], [0, padding]] + [[0, 0]] * (leaf.shape.rank - 2))
+              for leaf in leaves]
     valid_steps = (tf.constant(static_steps) if valid_steps is None
                    else tf.minimum(valid_steps, static_steps))
   num_steps = tf.shape(inputs)[1] + padding
   # One TensorArray per leaf of the precomputed nest, each in its own dtype.
-  step_inputs = [tf.TensorArray(leaf.dtype, size=num_steps).unstack(
-      leaf if time_axis == 0 else cells.time_major(leaf)) for leaf in leaves]
+  step_inputs = [tf.TensorArray(leaf.dtype, size=num_steps).unstack(cells.time_major(leaf))
+                 for leaf in leaves]
   # Cores compute in the dtype of their inputs (see cells.py), so outputs share it.
   outputs = tf.TensorArray(inputs.dtype, size=num_steps,
                            element_shape=[inputs.shape[0], core.output_size])

@@ -1,8 +1,6 @@
 """The static unroll's time-major path (`RNNCore.precompute_time_major`): the same results as
 the batch-major one, masks included, with the time axis sliced where the tensors are
 contiguous."""
-import functools
-
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -39,13 +37,8 @@ def _stack(kind, keep_prob, residual, generator):
 
 class TimeMajorUnrollTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.product(kind=["lstm", "gru"], keep_prob=[1.0, 0.7], residual=[False, True],
-                         how=["static", "dynamic3"])
-  def test_same_outputs_states_and_gradients_as_batch_major(self, kind, keep_prob, residual,
-                                                            how):
-    """Statically, and with a `tf.while_loop` of 3 steps an iteration (T = 4: padded)."""
-    run_unroll = (unroll.static_unroll if how == "static"
-                  else functools.partial(unroll.dynamic_unroll, steps_per_iteration=3))
+  @parameterized.product(kind=["lstm", "gru"], keep_prob=[1.0, 0.7], residual=[False, True])
+  def test_same_outputs_states_and_gradients_as_batch_major(self, kind, keep_prob, residual):
     rng = np.random.RandomState(2)
     inputs = tf.constant(rng.uniform(-1, 1, (B, T, I)), tf.float32)
     lengths = tf.constant([T, 1, 0])
@@ -57,8 +50,7 @@ class TimeMajorUnrollTest(tf.test.TestCase, parameterized.TestCase):
       def loss_and_gradients():
         with tf.GradientTape() as tape:
           outputs, finals = unroll.layerwise_unroll(
-              layers, inputs, tuple(c.initial_state(B) for c in layers), lengths,
-              unroll=run_unroll)
+              layers, inputs, tuple(c.initial_state(B) for c in layers), lengths)
           loss = tf.reduce_sum(outputs * target) + sum(
               tf.reduce_sum(tf.nest.flatten(f)[0]) for f in finals)
         variables = [v for c in layers for v in c.trainable_variables]

@@ -192,6 +192,10 @@ class _GatedCell(RNNCore):
 
   time_major_precompute = True
 
+  def precompute_time_major(self, inputs):
+    """[T, B, I] -> [T, B, nH]: `precompute` (of the subclass) along time axis 0."""
+    return self.precompute(inputs, time_axis=0)
+
   def _read_step_weights(self, like, time_axis=1):
     """Reads the variables `step` uses, for the steps that follow, when `like` (the inputs)
     has the variables' dtype.
@@ -310,10 +314,6 @@ class LSTMCell(_GatedCell):
     return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
                                       self._like(self.bias, inputs))
 
-  def precompute_time_major(self, inputs):
-    """[T, B, I] -> [T, B, 4H]."""
-    return self.precompute(inputs, time_axis=0)
-
   def step(self, precomputed, state):
     gates = precomputed + self._hidden_product(state.hidden)
     hidden, cell = cell_math.lstm_gates_to_state(gates, state.cell, self.forget_bias)
@@ -347,10 +347,6 @@ class GRUCell(_GatedCell):
     self._read_step_weights(inputs, time_axis)
     return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
                                       self._like(self.bias_input, inputs))
-
-  def precompute_time_major(self, inputs):
-    """[T, B, I] -> [T, B, 3H]."""
-    return self.precompute(inputs, time_axis=0)
 
   def step(self, precomputed, state):
     projected_hidden = (self._hidden_product(state.hidden)

@@ -25,6 +25,9 @@ GPU_PLANE = re.compile(r"^/device:GPU:(\d+)$")
 # cuBLAS (sm90_xmma_gemm_*, nvjet_* on Hopper), CUTLASS, and XLA's GEMM fusions (gemm_fusion_dot_*).
 GEMM_KERNEL = re.compile(r"gemm|cutlass|xmma|cublas|matmul|nvjet|(^|_)dot(_|$)", re.IGNORECASE)
 _NUMERIC_SUFFIX = re.compile(r"([._]\d+)+$")
+# Idle gaps between kernels up to this long count as launch gaps: the device moving from one
+# kernel to the next. Longer ones are waits (on the host, a copy, or the next step).
+SHORT_GAP_PS = 20 * 10**6  # 20 us
 
 
 @contextlib.contextmanager
@@ -82,13 +85,24 @@ def _union_length(intervals):
   return sum(end - start for start, end in _merged(intervals))
 
 
+def _gaps(merged):
+  """(sum of the short gaps, their count, sum of the longer ones) between disjoint, sorted
+  intervals (`_merged`), in the intervals' unit; short: at most SHORT_GAP_PS."""
+  gaps = [start - end for (_, end), (start, _) in zip(merged, merged[1:])]
+  short = [gap for gap in gaps if gap <= SHORT_GAP_PS]
+  return sum(short), len(short), sum(gaps) - sum(short)
+
+
 def summarize_space(space, steps, top=12):
   """{"gpus": [per-GPU summary]} of an XSpace over `steps` steps; times in ms per step.
 
   Each per-GPU summary: device, kernels (launched per step), busy_ms (union over streams),
   gemm_ms and other_ms (summed kernel durations, so they may exceed busy_ms when streams
-  overlap), span_ms (first kernel start to last kernel end, per step) and top: the `top`
-  kernel groups by time, each [name, ms per step, launches per step]. With two GPUs or more,
+  overlap), span_ms (first kernel start to last kernel end, per step), the idle time inside
+  the span split by gap length: launch_gap_ms (gaps of at most SHORT_GAP_PS, the device
+  moving between kernels; launch_gaps of them) and wait_ms (longer gaps: the host, copies,
+  the time between steps), and top: the `top` kernel groups by time, each [name, ms per step,
+  launches per step]. With two GPUs or more,
   "all_busy_ms" is the time per step during which every GPU runs a kernel: data-parallel
   replicas that run side by side have it close to each one's busy_ms; replicas that take
   turns have it near zero.
@@ -118,7 +132,9 @@ def summarize_space(space, steps, top=12):
         group[1] += 1
     if not intervals:
       continue
-    busy_by_gpu.append(_merged(intervals))
+    busy = _merged(intervals)
+    busy_by_gpu.append(busy)
+    short_gap_ps, short_gaps, wait_ps = _gaps(busy)
     per_step_ms = lambda ps: ps / 1e9 / steps
     span = max(end for _, end in intervals) - min(start for start, _ in intervals)
     ranked = sorted(groups.items(), key=lambda item: -item[1][0])[:top]
@@ -129,6 +145,9 @@ def summarize_space(space, steps, top=12):
         "gemm_ms": per_step_ms(gemm_ps),
         "other_ms": per_step_ms(other_ps),
         "span_ms": per_step_ms(span),
+        "launch_gap_ms": per_step_ms(short_gap_ps),
+        "launch_gaps": short_gaps / steps,
+        "wait_ms": per_step_ms(wait_ps),
         "top": [[name, per_step_ms(ps), count / steps] for name, (ps, count) in ranked],
     })
   summary = {"gpus": gpus}

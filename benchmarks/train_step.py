@@ -404,11 +404,14 @@ def first_step_trace(name, activities):
 
 
 def profile_steps(step, b, name):
-  """Traces --profile_steps more steps of `step` and summarizes their kernels, per step."""
+  """Traces --profile_steps more steps of `step` and summarizes their kernels, per step. The
+  steps are issued back to back, as in `pipelined_step_time`, so the summary's wait_ms is the
+  device time a pipelined loop leaves idle."""
   with profile_logdir(name) as logdir:
     with kernel_profile.trace(logdir):
       for _ in range(FLAGS.profile_steps):
-        float(step(b)[0])
+        loss = step(b)[0]
+      float(loss)
     return kernel_profile.summarize(logdir, FLAGS.profile_steps, FLAGS.profile_top)
 
 
@@ -463,11 +466,14 @@ def print_profiles(rows):
         print(f"  {seconds:8.2f} s {count:6d}x  {name[:90]}")
     label = f"{row['workload']} {row['variant']}" + (
         f" x{row['replicas']}" if "replicas" in row else "")
+    step_ms = row.get("pipelined_step_ms", row["step_ms"])
     for gpu in row.get("profile", {}).get("gpus", []):
       print(f"\n{label}, GPU {gpu['device']}, per step: "
-            f"{gpu['kernels']:.0f} kernels, busy {gpu['busy_ms']:.2f} ms of a "
-            f"{row['step_ms']:.2f} ms step (GEMM {gpu['gemm_ms']:.2f}, other "
-            f"{gpu['other_ms']:.2f})")
+            f"{gpu['kernels']:.0f} kernels, busy {gpu['busy_ms']:.2f} ms of a {step_ms:.2f} ms "
+            f"step (GEMM {gpu['gemm_ms']:.2f}, other {gpu['other_ms']:.2f}); "
+            f"idle between kernels {gpu['launch_gap_ms']:.2f} ms "
+            f"({gpu['launch_gaps']:.0f} gaps up to "
+            f"{kernel_profile.SHORT_GAP_PS / 1e6:.0f} us), waiting {gpu['wait_ms']:.2f} ms")
       for name, ms, launches in gpu["top"]:
         print(f"  {ms:8.3f} ms {launches:6.0f}x  {name[:90]}")
     if "all_busy_ms" in row.get("profile", {}):

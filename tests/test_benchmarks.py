@@ -147,6 +147,20 @@ class KernelProfileTest(tf.test.TestCase):
                      ["sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n", "loop_add_fusion"])
     self.assertAllClose(gpu["top"][1][1:], [1.0, 1.0])
 
+  def test_idle_time_split_into_launch_gaps_and_waits(self):
+    summary = kernel_profile.summarize_space(self._space(), steps=2)
+    gpu = summary["gpus"][0]  # busy [1, 4) and [6, 7) ms: one 2 ms gap, a wait
+    self.assertAllClose([gpu["launch_gap_ms"], gpu["launch_gaps"], gpu["wait_ms"]], [0, 0, 1.0])
+    space = self._space()
+    stream = [line for line in space.planes[1].lines if line.name == "Stream #7(Compute)"][0]
+    # Kernels at 7.005 and 7.030 ms: gaps of 5 us (a launch gap) and 24 us (a wait).
+    for start_us in (6005, 6030):
+      stream.events.add(metadata_id=2, offset_ps=start_us * 10**6, duration_ps=10**6)
+    gpu = kernel_profile.summarize_space(space, steps=2)["gpus"][0]
+    self.assertAllClose(gpu["launch_gap_ms"], 0.005 / 2)
+    self.assertAllClose(gpu["launch_gaps"], 0.5)
+    self.assertAllClose(gpu["wait_ms"], (2 + 0.024) / 2)
+
   def test_time_all_gpus_are_busy_at_once(self):
     space = self._space()  # GPU 0 busy [1, 4) and [6, 7) ms
     self.assertNotIn("all_busy_ms", kernel_profile.summarize_space(space, steps=2))

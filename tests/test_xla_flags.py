@@ -17,13 +17,22 @@ def test_add_replaces_or_keeps_a_flag_already_there(monkeypatch):
 def test_configure_keeps_the_users_choice_and_adds_once(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d "
                      "--xla_gpu_graph_min_graph_size=4")
+  parallel = " ".join(xla_flags.parallel_compilation())
   expected = ("--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d "
-              "--xla_gpu_graph_min_graph_size=4 " + xla_flags.COMMAND_BUFFERS[0] +
-              " --xla_gpu_experimental_enable_fusion_autotuner=false")
+              "--xla_gpu_graph_min_graph_size=4 " + xla_flags.COMMAND_BUFFERS[0] + " " +
+              parallel + " --xla_gpu_experimental_enable_fusion_autotuner=false")
   assert xla_flags.configure() == expected
   assert xla_flags.configure() == expected
   monkeypatch.setenv("XLA_FLAGS", "")
-  assert xla_flags.configure(autotune=True) == " ".join(xla_flags.COMMAND_BUFFERS)
+  assert xla_flags.configure(autotune=True) == " ".join(xla_flags.COMMAND_BUFFERS) + " " + parallel
+
+
+def test_parallel_compilation_uses_the_cpus_this_process_may_run_on(monkeypatch):
+  assert xla_flags.parallel_compilation(3) == (
+      "--xla_gpu_enable_llvm_module_compilation_parallelism=true",
+      "--xla_gpu_force_compilation_parallelism=3")
+  monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 5}, raising=False)
+  assert xla_flags.parallel_compilation()[1] == "--xla_gpu_force_compilation_parallelism=2"
 
 
 def test_xla_autotune_needs_jit_compile(tmp_path):
@@ -42,8 +51,9 @@ def test_a_compiled_run_skips_autotuning_unless_asked(tmp_path, monkeypatch):
            "--log_every=1"]
   plain = run_train(f"--workdir={tmp_path / 'plain'}", *flags)
   assert plain.returncode == 0, plain.stderr
-  engine_flags = xla_flags.COMMAND_BUFFERS + xla_flags.NO_AUTOTUNING
-  assert f"XLA_FLAGS={' '.join(engine_flags)} (--xla_autotune to tune)" in plain.stdout
+  engine_flags = xla_flags.COMMAND_BUFFERS + xla_flags.parallel_compilation()
+  assert (f"XLA_FLAGS={' '.join(engine_flags + xla_flags.NO_AUTOTUNING)} (--xla_autotune to "
+          "tune)") in plain.stdout
   tuned = run_train(f"--workdir={tmp_path / 'tuned'}", *flags, "--xla_autotune")
   assert tuned.returncode == 0, tuned.stderr
-  assert f"XLA_FLAGS={' '.join(xla_flags.COMMAND_BUFFERS)}\n" in tuned.stdout
+  assert f"XLA_FLAGS={' '.join(engine_flags)}\n" in tuned.stdout

@@ -466,8 +466,8 @@ def print_profiles(rows):
         print(f"  {seconds:8.2f} s {count:6d}x  {name[:90]}")
     label = f"{row['workload']} {row['variant']}" + (
         f" x{row['replicas']}" if "replicas" in row else "")
-    step_ms = row.get("pipelined_step_ms", row["step_ms"])
     for gpu in row.get("profile", {}).get("gpus", []):
+      step_ms = row.get("pipelined_step_ms", row["step_ms"])
       print(f"\n{label}, GPU {gpu['device']}, per step: "
             f"{gpu['kernels']:.0f} kernels, busy {gpu['busy_ms']:.2f} ms of a {step_ms:.2f} ms "
             f"step (GEMM {gpu['gemm_ms']:.2f}, other {gpu['other_ms']:.2f}); "

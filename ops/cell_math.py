@@ -6,7 +6,10 @@ device-specific variant can reuse them unchanged.
 Shapes: B = batch, I = input size, H = hidden size.
 """
 import tensorflow as tf
-# The one TensorFlow-internal name used: it tells a while loop's body from other graphs.
+# TensorFlow-internal names: XLA's optimization barrier, and the tests that tell a while
+# loop's body and an XLA-compiled function from other graphs.
+from tensorflow.compiler.tf2xla.python import xla as tf2xla  # pylint: disable=g-direct-tensorflow-import
+from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
 from tensorflow.python.ops import control_flow_util_v2  # pylint: disable=g-direct-tensorflow-import
 
 
@@ -64,12 +67,12 @@ def lstm_gates_to_state(gates, cell, forget_bias=1.0, recompute=None):
       [B, H] activations and products that TensorFlow's derivation keeps. None: when traced
       in the body of a `tf.while_loop` (`unroll.dynamic_unroll`), whose gradient stacks every
       kept tensor step by step, one GPU kernel each (seed_b256 with 2 steps a loop iteration,
-      XLA, H200: 1,114 -> 778 such kernels, 12.93 -> 12.17 ms a step). Elsewhere the
-      derivation has fewer ops to trace and run (a step without XLA runs op by op), and XLA
-      compiles both to the same kernels.
+      XLA, H200: 1,114 -> 778 such kernels, 12.93 -> 12.17 ms a step), and in an
+      XLA-compiled function (`recompute_behind_barrier`). Elsewhere (a step without XLA runs
+      op by op) the derivation has fewer ops to trace and run.
   """
   if recompute is None:
-    recompute = in_loop_body()
+    recompute = in_loop_body() or in_xla_function()
   if recompute:
     return _lstm_gates_to_state_recomputing(gates, cell, forget_bias)
   return _lstm_state(gates, cell, forget_bias)
@@ -87,20 +90,48 @@ def in_loop_body():
   return control_flow_util_v2.in_while_loop_defun(tf.compat.v1.get_default_graph())
 
 
+def in_xla_function():
+  """Whether the graph being built is compiled with XLA (`tf.function(jit_compile=True)`, or a
+  function or loop body inside one)."""
+  return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def recompute_behind_barrier():
+  """Whether a written-out gradient that recomputes forward values should hide its inputs
+  from XLA behind an optimization barrier: in an XLA-compiled function, outside loop bodies.
+
+  There XLA sees the forward pass and its gradient as one program, and would otherwise merge
+  the recomputation with the forward pass's own activations (common subexpressions) and keep
+  those, as TensorFlow's derivation does. Behind the barrier the forward kernel of a step
+  writes only h' and c', and the gradient kernel recomputes the activations from the gates
+  it reads anyway. seq2seq_b256, XLA, bf16, H200, 2026-11-29 (two processes each, steps
+  issued back to back): 6.61 and 6.55 ms a step without the barrier, 6.13 and 6.12 with it;
+  GPU busy 5.90 -> 5.46 ms. A loop body's gradient runs in a loop of its own, so nothing
+  there can merge with the forward pass.
+  """
+  return in_xla_function() and not in_loop_body()
+
+
 def _lstm_gates_to_state_recomputing(gates, cell, forget_bias):
-  """`lstm_gates_to_state` with a written-out gradient that keeps only `gates` and `cell`."""
+  """`lstm_gates_to_state` with a written-out gradient that keeps only `gates` and `cell`
+  (behind an XLA optimization barrier where `recompute_behind_barrier`)."""
+  barrier = recompute_behind_barrier()
 
   @tf.custom_gradient
   def gates_to_state(gates, cell):
 
     def gradient(d_hidden, d_cell):
       """d(h'), d(c') [B, H] -> d(gates) [B, 4H], d(c) [B, H]."""
-      i, g, f, o = _lstm_activations(gates, forget_bias)
-      tanh_cell = tf.tanh(f * cell + i * g)
+      kept = (gates, cell, d_hidden, d_cell)
+      if barrier:  # also ties the recomputation to this step's incoming gradients
+        kept = tf2xla.optimization_barrier(*kept)
+      kept_gates, kept_cell, d_hidden, d_cell = kept
+      i, g, f, o = _lstm_activations(kept_gates, forget_bias)
+      tanh_cell = tf.tanh(f * kept_cell + i * g)
       d_new_cell = d_cell + _tanh_grad(tanh_cell, d_hidden * o)
       d_gates = tf.concat([_sigmoid_grad(i, d_new_cell * g),
                            _tanh_grad(g, d_new_cell * i),
-                           _sigmoid_grad(f, d_new_cell * cell),
+                           _sigmoid_grad(f, d_new_cell * kept_cell),
                            _sigmoid_grad(o, d_hidden * tanh_cell)], axis=-1)
       return d_gates, d_new_cell * f
 

@@ -647,6 +647,38 @@ class LSTMElementwiseGradientTest(tf.test.TestCase, parameterized.TestCase):
                       if op.type == "IdentityN"])
     self.assertLen(bodies, 0 if how == "static" else 1)
 
+  @parameterized.parameters("static", "dynamic")
+  def test_compiled_steps_recompute_behind_a_barrier(self, how):
+    """Compiled with XLA, each step's gradient recomputes the activations, behind an
+    optimization barrier outside loop bodies (`cell_math.recompute_behind_barrier`); the
+    loss and the gradients are those TensorFlow derives without XLA."""
+    core = make_cell("lstm")
+    inputs = tf.constant(np.random.RandomState(3).uniform(-1, 1, (2, 3, I)))
+    lengths = tf.constant([3, 2])
+    core(inputs[:, 0], core.initial_state(2))
+    run_unroll = unroll.static_unroll if how == "static" else unroll.dynamic_unroll
+
+    def loss_and_gradients(x):
+      with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs, state = run_unroll(core, x, core.initial_state(2), lengths)
+        loss = tf.reduce_sum(outputs * outputs) + tf.reduce_sum(tf.sin(state.cell))
+      return loss, tape.gradient(loss, [x] + list(core.trainable_variables))
+
+    compiled = tf.function(loss_and_gradients, jit_compile=True, autograph=False)
+    graph = compiled.get_concrete_function(inputs).graph
+    barriers = [op for op in graph.get_operations() if op.type == "XlaOptimizationBarrier"]
+    self.assertLen(barriers, 3 if how == "static" else 0)  # one per step, in the gradient
+    plain = tf.function(loss_and_gradients, autograph=False)
+    self.assertEmpty([op for op in plain.get_concrete_function(inputs).graph.get_operations()
+                      if op.type == "XlaOptimizationBarrier"])
+    want_loss, want_gradients = loss_and_gradients(inputs)  # eagerly: TensorFlow's derivation
+    loss, gradients = compiled(inputs)
+    self.assertAllClose(want_loss, loss, rtol=1e-12)
+    for want, got in zip(want_gradients, gradients):
+      self.assertGreater(np.abs(want.numpy()).max(), 1e-3)
+      self.assertAllClose(want, got, rtol=1e-10, atol=1e-12)
+
 class StepWeightsTest(tf.test.TestCase, parameterized.TestCase):
   """`precompute` reads the weights of the steps once, before a loop over time (when no cast
   is needed)."""

@@ -102,10 +102,9 @@ def summarize_space(space, steps, top=12):
   the span split by gap length: launch_gap_ms (gaps of at most SHORT_GAP_PS, the device
   moving between kernels; launch_gaps of them) and wait_ms (longer gaps: the host, copies,
   the time between steps), and top: the `top` kernel groups by time, each [name, ms per step,
-  launches per step]. With two GPUs or more,
-  "all_busy_ms" is the time per step during which every GPU runs a kernel: data-parallel
-  replicas that run side by side have it close to each one's busy_ms; replicas that take
-  turns have it near zero.
+  launches per step]. With two GPUs or more, "all_busy_ms" is the time per step during which
+  every GPU runs a kernel: data-parallel replicas that run side by side have it close to each
+  one's busy_ms; replicas that take turns have it near zero.
   """
   gpus, busy_by_gpu = [], []
   for plane in space.planes:

@@ -133,7 +133,7 @@ def recompute_behind_barrier():
   the recomputation with the forward pass's own activations (common subexpressions) and keep
   those, as TensorFlow's derivation does. Behind the barrier the forward kernel of a step
   writes only h' and c', and the gradient kernel recomputes the activations from the gates
-  it reads anyway. seq2seq_b256, XLA, bf16, H200, 2026-11-29 (two processes each, steps
+  it reads anyway. seed_b256, XLA, bf16, H200, 2026-11-29 (two processes each, steps
   issued back to back): 6.61 and 6.55 ms a step without the barrier, 6.13 and 6.12 with it;
   GPU busy 5.90 -> 5.46 ms. A loop body's gradient runs in a loop of its own, so nothing
   there can merge with the forward pass.

@@ -355,5 +355,36 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn("OK", result.stdout)
 
 
+  @parameterized.parameters("lstm", "gru")
+  def test_xla_compiles_the_step_once(self, cell):
+    """Later calls with the same shapes reuse the compiled step. (The GRU's elementwise half
+    as a nested `tf.function`, left out for this reason, made XLA compile the step again at
+    every call.) XLA's dump folder gets one module per compilation."""
+    script = textwrap.dedent(f"""
+        import glob, os, sys
+        import numpy as np
+        from seq2seq import config, data, model, optimizers, train_step
+        rng = np.random.default_rng(0)
+        batch = data.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
+                                for _ in range(4)], 3)
+        m = model.Seq2Seq(config.ModelConfig(cell="{cell}", num_layers=2, hidden_size=4,
+                                             embedding_size=4, keep_prob=0.8), 40, seed=1)
+        m.build()
+        opt = optimizers.Adam(0.01)
+        opt.build(m.trainable_variables)
+        step = train_step.make_train_step(m, opt, 5.0, jit_compile=True)
+        for _ in range(3):
+          float(step(batch)[0])
+        dumped = glob.glob(os.path.join(sys.argv[1], "*dense_part*before_optimizations.txt"))
+        print(len(dumped))
+        """)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    dump = self.get_temp_dir()
+    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump}", TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run([sys.executable, "-c", script, dump], cwd=root, capture_output=True,
+                            text=True, timeout=600, env=env)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    self.assertEqual(result.stdout.split()[-1], "1")
+
 if __name__ == "__main__":
   tf.test.main()

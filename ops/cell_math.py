@@ -141,7 +141,7 @@ def recompute_behind_barrier():
   return in_xla_function() and not in_loop_body()
 
 
-def _lstm_gates_to_state_recomputing(gates, cell, forget_bias, barrier=False):
+def _lstm_gates_to_state_recomputing(gates, cell, forget_bias, barrier):
   """`lstm_gates_to_state` with a written-out gradient that keeps only `gates` and `cell`
   (behind an XLA optimization barrier when `barrier`: see `recompute_behind_barrier`)."""
 

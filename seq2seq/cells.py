@@ -36,6 +36,7 @@ over all T steps instead of T; a new cell with a recurrent kernel can do the sam
 """
 import abc
 import collections
+import contextlib
 
 import tensorflow as tf
 
@@ -82,6 +83,21 @@ class RNNCore(tf.Module, metaclass=abc.ABCMeta):
 
   # Whether `precompute_time_major` exists: `precompute` treats every (b, t) position alike.
   time_major_precompute = False
+
+  # Whether each row of a step's output and new state depends only on the same row of its
+  # inputs, state and precomputed slices (the core holds no tensor with batch rows, as
+  # attention holds its memory). An unroll may then run the steps on extra rows
+  # (`unroll.alignment_rows`). Off unless a core says so.
+  independent_rows = False
+
+  def padded_units(self, extra):
+    """A context in which the core runs with `extra` hidden units appended, always zero: its
+    `output_size` is H + extra, its `precompute` and `step` take and give state leaves
+    [B, H + extra] and outputs [B, H + extra] whose last `extra` columns stay 0 (given a zero
+    state there), and the first H are what the core computes outside it. None (the default)
+    when the core cannot; see `unroll.alignment_units`."""
+    del extra
+    return None
 
   def precompute_time_major(self, inputs):
     """`precompute` of time-major inputs [T, B, I] -> the same nest, time-major [T, B, ...].
@@ -144,6 +160,8 @@ class _GatedCell(RNNCore):
   """Shared variable handling of the LSTM and GRU: kernels [I, nH] and [H, nH], lazily built."""
 
   _num_gates = None  # set by subclasses
+  independent_rows = True
+  _extra_units = 0  # hidden units appended inside `padded_units`
 
   def __init__(self, num_units, dtype=tf.float32, seed=0, name=None):
     super().__init__(name=name)
@@ -156,7 +174,37 @@ class _GatedCell(RNNCore):
 
   @property
   def output_size(self):
-    return self.num_units
+    return self.num_units + self._extra_units
+
+  @contextlib.contextmanager
+  def _padding_units(self, extra):
+    self._extra_units = int(extra)
+    try:
+      yield
+    finally:
+      self._extra_units = 0
+
+  def padded_units(self, extra):
+    """Appends `extra` units whose weights (read zero-padded, `_read`) are zero: their gates
+    are 0, so an LSTM's c and h and a GRU's h stay 0 there from a zero state."""
+    return self._padding_units(extra)
+
+  def _pad_units(self, name, weight):
+    """Variable `name`'s value `weight` with the `padded_units` zeros appended: after each
+    gate's H columns of a kernel [I, nH] or bias [nH], and after W_h's H rows."""
+    extra = self._extra_units
+    if not extra:
+      return weight
+    gates, units = self._num_gates, self.num_units
+    if weight.shape.rank == 1:
+      return tf.reshape(tf.pad(tf.reshape(weight, [gates, units]), [[0, 0], [0, extra]]), [-1])
+    rows = extra if name == "w_hidden" else 0
+    padded = tf.pad(tf.reshape(weight, [-1, gates, units]), [[0, rows], [0, 0], [0, extra]])
+    return tf.reshape(padded, [-1, gates * (units + extra)])
+
+  def _read(self, name, like):
+    """Variable `name` in `like`'s dtype, with any `padded_units` appended."""
+    return self._pad_units(name, self._like(getattr(self, name), like))
 
   @property
   def built(self):
@@ -213,7 +261,7 @@ class _GatedCell(RNNCore):
     if not tf.executing_eagerly() and like.dtype == self.dtype:
       self._step_weights = _StepWeights(
           tf.compat.v1.get_default_graph(),
-          {name: tf.convert_to_tensor(getattr(self, name)) for name in self._step_variables})
+          {name: tf.convert_to_tensor(self._read(name, like)) for name in self._step_variables})
     self._start_recurrent_product(like, time_axis)
 
   def _start_recurrent_product(self, like, time_axis):
@@ -254,7 +302,7 @@ class _GatedCell(RNNCore):
         if graph is kept.graph:
           return kept.weights[name]
         graph = getattr(graph, "outer_graph", None)
-    return self._like(getattr(self, name), like)
+    return self._read(name, like)
 
 
 class _StepWeights:
@@ -294,7 +342,7 @@ class LSTMCell(_GatedCell):
     self.bias = tf.Variable(tf.zeros([width], self.dtype), name="bias")
 
   def initial_state(self, batch_size, dtype=None):
-    zeros = tf.zeros([batch_size, self.num_units], dtype or self.dtype)
+    zeros = tf.zeros([batch_size, self.output_size], dtype or self.dtype)
     return LSTMState(hidden=zeros, cell=zeros)
 
   def __call__(self, inputs, state):
@@ -311,8 +359,8 @@ class LSTMCell(_GatedCell):
     """x W_x + b for all steps: [B, T, I] -> [B, T, 4H] in one matmul."""
     self._maybe_build(inputs)
     self._read_step_weights(inputs, time_axis)
-    return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
-                                      self._like(self.bias, inputs))
+    return cell_math.input_projection(inputs, self._read("w_input", inputs),
+                                      self._read("bias", inputs))
 
   def step(self, precomputed, state):
     gates = precomputed + self._hidden_product(state.hidden)
@@ -330,7 +378,7 @@ class GRUCell(_GatedCell):
     self.bias_hidden = tf.Variable(tf.zeros([width], self.dtype), name="bias_hidden")
 
   def initial_state(self, batch_size, dtype=None):
-    return GRUState(hidden=tf.zeros([batch_size, self.num_units], dtype or self.dtype))
+    return GRUState(hidden=tf.zeros([batch_size, self.output_size], dtype or self.dtype))
 
   def __call__(self, inputs, state):
     self._maybe_build(inputs)
@@ -345,8 +393,8 @@ class GRUCell(_GatedCell):
     """x W_x + b_x for all steps: [B, T, I] -> [B, T, 3H] in one matmul."""
     self._maybe_build(inputs)
     self._read_step_weights(inputs, time_axis)
-    return cell_math.input_projection(inputs, self._like(self.w_input, inputs),
-                                      self._like(self.bias_input, inputs))
+    return cell_math.input_projection(inputs, self._read("w_input", inputs),
+                                      self._read("bias_input", inputs))
 
   def step(self, precomputed, state):
     projected_hidden = (self._hidden_product(state.hidden)
@@ -381,6 +429,36 @@ class DropoutWrapper(RNNCore):
     self.generator = generator
     self.input_keep_prob = float(input_keep_prob)
     self.output_keep_prob = float(output_keep_prob)
+
+  @property
+  def independent_rows(self):
+    return self.core.independent_rows
+
+  _extra_units = 0  # the core's units appended inside `padded_units`
+
+  def padded_units(self, extra):
+    """The core's `padded_units`; output masks are drawn for the core's own units and padded,
+    so that they are the masks drawn without the padding."""
+    inner = self.core.padded_units(extra)
+    return None if inner is None else self._padding_units(inner, extra)
+
+  @contextlib.contextmanager
+  def _padding_units(self, inner, extra):
+    with inner:
+      self._extra_units = int(extra)
+      try:
+        yield
+      finally:
+        self._extra_units = 0
+
+  def _output_mask(self, shape, dtype):
+    """An output mask of `shape` [..., H]: the draw for the core's own units, then zeros for
+    any `padded_units`."""
+    extra = self._extra_units
+    mask = self._mask(shape[:-1] + [shape[-1] - extra], self.output_keep_prob, dtype)
+    if not extra or isinstance(mask, tuple):
+      return mask
+    return tf.pad(mask, [[0, 0]] * (len(shape) - 1) + [[0, extra]])
 
   @property
   def output_size(self):
@@ -426,7 +504,7 @@ class DropoutWrapper(RNNCore):
     """The input mask [B, T, I] and output mask [B, T, H] of B sequences of T steps (each `()`
     when its keep probability is 1)."""
     return (self._mask([batch, steps, inputs.shape[-1]], self.input_keep_prob, inputs.dtype),
-            self._mask([batch, steps, self.output_size], self.output_keep_prob, inputs.dtype))
+            self._output_mask([batch, steps, self.output_size], inputs.dtype))
 
   def step(self, precomputed, state):
     output, new_state = self.core.step(precomputed.core, state)
@@ -436,8 +514,7 @@ class DropoutWrapper(RNNCore):
     """`DropoutMasks(input [B, T, I], output [B, T, H], the core's presample)`."""
     return DropoutMasks(
         input=self._mask([batch_size, num_steps, input_size], self.input_keep_prob, dtype),
-        output=self._mask([batch_size, num_steps, self.output_size], self.output_keep_prob,
-                          dtype),
+        output=self._output_mask([batch_size, num_steps, self.output_size], dtype),
         core=self.core.presample(batch_size, num_steps, input_size, dtype))
 
   def step_presampled(self, inputs, state, presampled):
@@ -458,6 +535,10 @@ class StackedCells(RNNCore):
     if not cores:
       raise ValueError("StackedCells needs at least one core")
     self.cores = list(cores)
+
+  @property
+  def independent_rows(self):
+    return all(core.independent_rows for core in self.cores)
 
   @property
   def output_size(self):
@@ -516,6 +597,10 @@ class ResidualWrapper(RNNCore):
   def __init__(self, core, name=None):
     super().__init__(name=name)
     self.core = core
+
+  @property
+  def independent_rows(self):
+    return self.core.independent_rows
 
   @property
   def output_size(self):
@@ -593,6 +678,10 @@ class VariationalDropoutWrapper(RNNCore):
     self.generator = generator
     self.input_size = int(input_size)
     self.keep_probs = (float(input_keep_prob), float(output_keep_prob), float(state_keep_prob))
+
+  @property
+  def independent_rows(self):
+    return self.core.independent_rows
 
   @property
   def output_size(self):

@@ -1,8 +1,10 @@
 """Unrolling a core over time, with masking of padded steps. Cores never see lengths."""
+import contextlib
 import functools
 
 import tensorflow as tf
 
+from ops import cell_math
 from seq2seq import cells
 
 
@@ -10,7 +12,9 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   """Runs `core` over T steps with a Python loop (T must be known when tracing).
 
   Past a sequence's length the output is zero, and the final state is each sequence's state
-  at its last valid step (the initial state for an empty one).
+  at its last valid step (the initial state for an empty one). In an XLA-compiled function on
+  a GPU, 16-bit steps may run on zero rows and units appended to align their matmuls
+  (`alignment_rows`, `alignment_units`); they are dropped after the last step.
 
   Args:
     core: an `RNNCore`.
@@ -22,9 +26,28 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
     (outputs [B, T, H], final_state).
   """
   inputs = tf.convert_to_tensor(inputs)
-  num_steps = inputs.shape[1]
-  if num_steps is None:
+  if inputs.shape[1] is None:
     raise ValueError("static_unroll needs a static number of time steps (inputs.shape[1])")
+  extra_rows, extra_units = alignment_rows(core, inputs), alignment_units(core, inputs)
+  if not (extra_rows or extra_units):
+    return _static_unroll(core, inputs, initial_state, sequence_length)
+  rows, units = inputs.shape[0], core.output_size
+  initial_state = tf.nest.map_structure(
+      lambda leaf: _append_zeros(_append_zeros(leaf, 0, extra_rows), -1, extra_units),
+      initial_state)
+  if sequence_length is not None:
+    sequence_length = _append_zeros(tf.convert_to_tensor(sequence_length), 0, extra_rows)
+  with core.padded_units(extra_units) if extra_units else contextlib.nullcontext():
+    outputs, final_state = _static_unroll(core, inputs, initial_state, sequence_length,
+                                          extra_rows)
+  return (outputs[:rows, :, :units],
+          tf.nest.map_structure(lambda leaf: leaf[:rows, ..., :units], final_state))
+
+
+def _static_unroll(core, inputs, initial_state, sequence_length, extra_rows=0):
+  """`static_unroll` without its alignment; the precomputed leaves get `extra_rows` rows of
+  zeros (the batch of `initial_state` and `sequence_length` already has them)."""
+  num_steps = inputs.shape[1]
   state = initial_state
   outputs, states = [], []
   # The core's state-independent work (e.g. x W_x for every step, dropout masks) runs once,
@@ -35,6 +58,9 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   time_axis = 0 if core.time_major_precompute else 1
   precomputed = (core.precompute_time_major(cells.time_major(inputs)) if time_axis == 0
                  else core.precompute(inputs))
+  # Rows appended after the precomputation, so that it draws what an unaligned one draws.
+  precomputed = tf.nest.map_structure(
+      lambda leaf: _append_zeros(leaf, 1 - time_axis, extra_rows), precomputed)
   leaves = [tf.unstack(leaf, num_steps, axis=time_axis)
             for leaf in tf.nest.flatten(precomputed)]
   for t in range(num_steps):
@@ -56,6 +82,80 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   if sequence_length is None:
     return outputs, state
   return outputs, _state_at_lengths(initial_state, states, sequence_length)
+
+
+# XLA:GPU pads every bf16 and fp16 matmul to multiples of this many rows and columns
+# (cuBLAS tensor-core alignment).
+GEMM_ALIGNMENT = 8
+
+
+def alignment_rows(core, inputs):
+  """Zero rows a static unroll appends to the batch, so that its per-step matmuls are aligned.
+
+  XLA:GPU pads a [B, H] x [H, G] bf16 or fp16 matmul whose B is not a multiple of 8 to the
+  next multiple (a copy kernel), and slices the product back (another): two more kernels and
+  launches at every step of every layer, forward and backward. `seed_b20` (B = 20) launched 869
+  kernels a step against 566 at B = 256, 335 of them such pads and slices. Appended once per
+  layer instead (and dropped once after the last step), the steps run on aligned rows. The
+  appended rows start from a zero state and read zero inputs; their outputs and final states
+  are dropped, so they add nothing to any result or gradient.
+
+  Nonzero only where XLA:GPU aligns (`_matmuls_aligned_by_xla`), for a static batch size
+  that is not a multiple of 8, and for cores whose rows are independent
+  (`RNNCore.independent_rows`).
+
+  Args:
+    core: the `RNNCore` being unrolled; inputs: its inputs [B, T, I].
+  """
+  rows = inputs.shape[0]
+  if (rows is None or rows % GEMM_ALIGNMENT == 0 or not core.independent_rows
+      or not _matmuls_aligned_by_xla(inputs)):
+    return 0
+  return -rows % GEMM_ALIGNMENT
+
+
+def alignment_units(core, inputs):
+  """Zero hidden units a static unroll appends to the state, so that its per-step matmuls are
+  aligned.
+
+  With H not a multiple of 8 (the 1500 units of `ptb_large`), XLA:GPU pads each step's
+  h [B, H] to the next multiple for h W_h, and slices d(h) = d(gates) W_h^T back: on
+  `ptb_large_b128`, 148 kernels of a 659-kernel step. (Without that padding, the unaligned bf16
+  matmuls ran 3.6x slower: `--xla_disable_hlo_passes=cublas-pad-for-gemms` took the step from
+  5.17 to 12.37 ms.) Inside `core.padded_units(extra)` the core computes on H + extra units
+  whose weights are zeros, so those units stay 0 and the first H are unchanged; the unroll
+  drops them after the last step.
+
+  Nonzero only where XLA:GPU aligns (`_matmuls_aligned_by_xla`), for H not a multiple of 8,
+  and for cores that can pad their units (`RNNCore.padded_units`: the LSTM and GRU cells,
+  bare or with dropout).
+  """
+  units = core.output_size
+  if units % GEMM_ALIGNMENT == 0 or not _matmuls_aligned_by_xla(inputs):
+    return 0
+  extra = -units % GEMM_ALIGNMENT
+  return extra if core.padded_units(extra) is not None else 0
+
+
+def _matmuls_aligned_by_xla(inputs):
+  """Whether the steps over `inputs` are 16-bit matmuls that XLA:GPU will align: in an
+  XLA-compiled function, on a machine with a GPU (XLA's CPU backend does not pad)."""
+  return (inputs.dtype in (tf.bfloat16, tf.float16) and cell_math.in_xla_function()
+          and _gpu_present())
+
+
+def _gpu_present():
+  """Whether TensorFlow sees a GPU."""
+  return bool(tf.config.list_logical_devices("GPU"))
+
+
+def _append_zeros(tensor, axis, count):
+  """`tensor` with `count` zeros appended along `axis` (itself when `count` is 0)."""
+  if not count:
+    return tensor
+  padding = [[0, 0]] * tensor.shape.rank
+  padding[axis] = [0, count]
+  return tf.pad(tensor, padding)
 
 
 def _state_at_lengths(initial_state, states, sequence_length):

@@ -33,6 +33,12 @@ and residual wrappers do.
 The LSTM and GRU steps that follow a `precompute` in the same graph (the static unroll) take
 h W_h through `ops.recurrent_matmul.RecurrentMatmul`, whose gradient for W_h is one matmul
 over all T steps instead of T; a new cell with a recurrent kernel can do the same.
+
+Two optional answers let the static unroll align the per-step matmuls of a compiled 16-bit
+step on a GPU (`unroll.alignment_rows`, `unroll.alignment_units`): `independent_rows` (the
+rows of a step depend only on the same rows: extra zero rows may run alongside) and
+`padded_units(extra)` (a context in which the core runs with `extra` zero hidden units
+appended). Both default to "no"; the cells and the dropout wrapper say yes.
 """
 import abc
 import collections

@@ -32,6 +32,20 @@ def _stack(kind, units, seed=0):
           for i in range(2)]
 
 
+def _answer_when_traced(alignment, core, inputs, jit_compile):
+  """`alignment(core, inputs)` (`unroll.alignment_rows` or `_units`) asked while a function
+  is traced, compiled with XLA or not."""
+  seen = []
+
+  @tf.function(jit_compile=jit_compile, autograph=False)
+  def trace(x):
+    seen.append(alignment(core, x))
+    return x
+
+  trace(inputs)
+  return seen[0]
+
+
 def _pad_ops(concrete_function):
   return [op for op in concrete_function.graph.get_operations() if op.type in ("Pad", "PadV2")]
 
@@ -39,15 +53,10 @@ def _pad_ops(concrete_function):
 class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
 
   def _rows(self, core, inputs, jit_compile=True):
-    seen = []
+    return _answer_when_traced(unroll.alignment_rows, core, inputs, jit_compile)
 
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def trace(x):
-      seen.append(unroll.alignment_rows(core, x))
-      return x
-
-    trace(inputs)
-    return seen[0]
+  def _units(self, core, inputs, jit_compile=True):
+    return _answer_when_traced(unroll.alignment_units, core, inputs, jit_compile)
 
   def test_when_rows_are_appended(self):
     core = model_lib.make_cell("lstm", H)
@@ -88,17 +97,6 @@ class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(self._units(model_lib.make_cell("lstm", 12), bf16, jit_compile=False), 0)
     with _gpu(False):
       self.assertEqual(self._units(model_lib.make_cell("lstm", 12), bf16), 0)
-
-  def _units(self, core, inputs, jit_compile=True):
-    seen = []
-
-    @tf.function(jit_compile=jit_compile, autograph=False)
-    def trace(x):
-      seen.append(unroll.alignment_units(core, x))
-      return x
-
-    trace(inputs)
-    return seen[0]
 
   @parameterized.parameters("lstm", "gru")
   def test_padded_units_are_zero_and_the_others_unchanged(self, kind):

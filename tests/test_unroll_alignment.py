@@ -175,10 +175,13 @@ class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
 
 class AlignedTrainStepTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.parameters(("lstm", 5, 16), ("gru", 5, 16), ("lstm", 8, 12), ("gru", 5, 12))
-  def test_bf16_xla_step_with_aligned_matmuls_matches(self, cell, rows, hidden):
+  @parameterized.parameters(("lstm", 5, 16), ("gru", 5, 16), ("lstm", 8, 12), ("gru", 5, 12),
+                            ("lstm", 5, 12, "bi", "luong"))
+  def test_bf16_xla_step_with_aligned_matmuls_matches(self, cell, rows, hidden, encoder="uni",
+                                                      attention_score="none"):
     """The compiled bf16 train step (dropout on): the same loss, norm and update with the
-    unroll's rows and units aligned to 8 as without."""
+    unroll's rows and units aligned to 8 as without (with attention: the bidirectional
+    encoder aligned, the attention decoder not)."""
     rng = np.random.default_rng(1)
     examples = [(list(rng.integers(4, 40, rng.integers(1, 6))),
                  list(rng.integers(4, 40, rng.integers(1, 6)))) for _ in range(rows)]
@@ -186,15 +189,29 @@ class AlignedTrainStepTest(tf.test.TestCase, parameterized.TestCase):
     results = []
     for gpu in (True, False):
       config = config_lib.ModelConfig(cell=cell, num_layers=2, hidden_size=hidden,
-                                      embedding_size=8, keep_prob=0.8)
+                                      embedding_size=8, keep_prob=0.8, encoder=encoder,
+                                      attention=attention_score)
       model = model_lib.Seq2Seq(config, 40, seed=5, compute_dtype=tf.bfloat16)
       model.build()
       optimizer = optimizers.SGD(1.0)
       optimizer.build(model.trainable_variables)
-      with _gpu(gpu):
-        step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=True)
+      answers = []
+
+      def recording(alignment):
+        def answer(core, inputs):
+          answers.append(alignment(core, inputs))
+          return answers[-1]
+        return answer
+
+      with _gpu(gpu), \
+           mock.patch.object(unroll, "alignment_rows", recording(unroll.alignment_rows)), \
+           mock.patch.object(unroll, "alignment_units", recording(unroll.alignment_units)):
+        step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=True,
+                                              batch_size=rows)  # static, as training has it
         before = {v.name: v.numpy() for v in model.trainable_variables}
         loss, norm, finite = step(batch)
+      # Rows (B = 5) or units (H = 12) were appended where the GPU is pretended, never else.
+      self.assertEqual(any(answers), gpu)
       self.assertTrue(bool(finite))
       results.append((float(loss), float(norm),
                       {v.name: before[v.name] - v.numpy() for v in model.trainable_variables}))

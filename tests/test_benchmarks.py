@@ -40,6 +40,8 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       self.assertGreater(row["pipelined_step_ms"], 0)  # the same steps, not waited for one by one
       self.assertAllClose(row["model_tflops"] * 1e12 * row["step_ms"] / 1e3, flops, rtol=1e-6)
       self.assertAllClose(row["target_tokens_per_sec"] * row["step_ms"] / 1e3, 2 * 4, rtol=1e-6)
+      self.assertAllClose(row["positions_per_sec_pipelined"] * row["pipelined_step_ms"] / 1e3,
+                          2 * 4, rtol=1e-6)  # B·T positions at the back-to-back rate
 
   def test_attention_workload_times_the_attention_step_jit_and_dynamic(self):
     """m30k_attention, shrunk: the bidirectional Luong model's real step, plain and compiled

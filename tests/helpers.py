@@ -3,6 +3,8 @@ import os
 import random
 
 from seq2seq import config as config_lib
+from seq2seq import optimizers
+from seq2seq import train_step as train_step_lib
 
 
 def write_reverse_task(path, num_pairs=400, symbols="abcdefgh", min_len=3, max_len=5, seed=0):
@@ -35,3 +37,17 @@ def read_events(directory):
   for root, _, files in os.walk(directory):
     found.extend(os.path.join(root, f) for f in files if "tfevents" in f)
   return found
+
+
+def one_sgd_step(model, batch, jit_compile, max_grad_norm=5.0, learning_rate=1.0, batch_size=0):
+  """(loss, grad_norm, {variable name: its change}) of one train step of `model` on `batch`
+  with plain SGD; at rate 1 each change is minus the variable's clipped gradient. `batch_size`
+  as in `make_train_step` (0: the batch dimension left free)."""
+  optimizer = optimizers.SGD(learning_rate)
+  optimizer.build(model.trainable_variables)
+  step = train_step_lib.make_train_step(model, optimizer, max_grad_norm, jit_compile=jit_compile,
+                                        batch_size=batch_size)
+  before = {v.name: v.numpy() for v in model.trainable_variables}
+  loss, norm, _ = step(batch)
+  return float(loss), float(norm), {v.name: before[v.name] - v.numpy()
+                                    for v in model.trainable_variables}

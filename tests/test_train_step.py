@@ -14,6 +14,7 @@ from seq2seq import data
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib
+from tests import helpers
 
 VOCAB = 40
 
@@ -32,18 +33,6 @@ def _model(share=True, compute_dtype=None, keep_prob=1.0, cell="lstm", embedding
   model = model_lib.Seq2Seq(config, VOCAB, seed=5, compute_dtype=compute_dtype)
   model.build()
   return model
-
-
-def _one_sgd_step(model, batch, jit_compile, max_grad_norm=5.0, learning_rate=1.0):
-  """(loss, grad_norm, {variable name: value after one SGD step of rate 1})."""
-  optimizer = optimizers.SGD(learning_rate)
-  optimizer.build(model.trainable_variables)
-  step = train_step_lib.make_train_step(model, optimizer, max_grad_norm, jit_compile=jit_compile)
-  before = {v.name: v.numpy() for v in model.trainable_variables}
-  loss, norm, _ = step(batch)
-  # With SGD at rate 1 the change of each variable is minus its clipped gradient.
-  return float(loss), float(norm), {v.name: before[v.name] - v.numpy()
-                                    for v in model.trainable_variables}
 
 
 def _traced_sgd_step(config, batch, batch_size=0):
@@ -75,7 +64,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
   def test_plain_step_matches_a_plain_tape(self, share, max_grad_norm, cell):
     batch = _batch()
     expected = _reference_gradients(_model(share, cell=cell), batch, max_grad_norm)
-    actual = _one_sgd_step(_model(share, cell=cell), batch, False, max_grad_norm)
+    actual = helpers.one_sgd_step(_model(share, cell=cell), batch, False, max_grad_norm)
     self.assertAllClose(expected[0], actual[0], rtol=1e-6)
     self.assertAllClose(expected[1], actual[1], rtol=1e-5)
     for name, grad in expected[2].items():
@@ -84,8 +73,8 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(True, False)
   def test_xla_step_matches_plain_step(self, share):
     batch = _batch(seed=1)
-    plain = _one_sgd_step(_model(share), batch, jit_compile=False, max_grad_norm=0.05)
-    compiled = _one_sgd_step(_model(share), batch, jit_compile=True, max_grad_norm=0.05)
+    plain = helpers.one_sgd_step(_model(share), batch, jit_compile=False, max_grad_norm=0.05)
+    compiled = helpers.one_sgd_step(_model(share), batch, jit_compile=True, max_grad_norm=0.05)
     self.assertAllClose(plain[0], compiled[0], rtol=1e-5)
     self.assertAllClose(plain[1], compiled[1], rtol=1e-5)
     for name, delta in plain[2].items():
@@ -94,8 +83,8 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters(False, True)
   def test_bf16_step_is_close_to_fp32(self, jit_compile):
     batch = _batch(seed=2)
-    full = _one_sgd_step(_model(), batch, jit_compile=False, max_grad_norm=0)
-    mixed = _one_sgd_step(_model(compute_dtype=tf.bfloat16), batch, jit_compile=jit_compile,
+    full = helpers.one_sgd_step(_model(), batch, jit_compile=False, max_grad_norm=0)
+    mixed = helpers.one_sgd_step(_model(compute_dtype=tf.bfloat16), batch, jit_compile=jit_compile,
                           max_grad_norm=0)
     self.assertAllClose(full[0], mixed[0], rtol=2e-2)
     self.assertAllClose(full[1], mixed[1], rtol=5e-2)
@@ -108,9 +97,9 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
     # XLA draws its own random stream (its Philox differs from the TF kernels'), so masks
     # are compared XLA with XLA: the same seed gives the same step; dropout changes it.
     batch = _batch(seed=3)
-    first = _one_sgd_step(_model(keep_prob=0.5), batch, jit_compile=True)
-    second = _one_sgd_step(_model(keep_prob=0.5), batch, jit_compile=True)
-    no_dropout = _one_sgd_step(_model(keep_prob=1.0), batch, jit_compile=True)
+    first = helpers.one_sgd_step(_model(keep_prob=0.5), batch, jit_compile=True)
+    second = helpers.one_sgd_step(_model(keep_prob=0.5), batch, jit_compile=True)
+    no_dropout = helpers.one_sgd_step(_model(keep_prob=1.0), batch, jit_compile=True)
     for name, delta in first[2].items():
       self.assertAllEqual(delta, second[2][name], msg=name)
     self.assertNotAllClose(first[2][sorted(first[2])[-1]], no_dropout[2][sorted(first[2])[-1]])
@@ -241,7 +230,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
   def test_untouched_embedding_rows_do_not_move(self):
     model = _model()
     batch = _batch(size=2, length=3, seed=4)
-    _, _, deltas = _one_sgd_step(model, batch, jit_compile=False)
+    _, _, deltas = helpers.one_sgd_step(model, batch, jit_compile=False)
     table_delta = [d for n, d in deltas.items() if "embedding" in n][0]
     used = set(batch.source.ravel()) | set(batch.decoder_input.ravel())
     for row in range(VOCAB):
@@ -283,8 +272,8 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
       built.build()
       return built
 
-    static = _one_sgd_step(model("static"), batch, jit_compile=False)
-    dynamic = _one_sgd_step(model("dynamic"), batch, jit_compile=jit_compile)
+    static = helpers.one_sgd_step(model("static"), batch, jit_compile=False)
+    dynamic = helpers.one_sgd_step(model("dynamic"), batch, jit_compile=jit_compile)
     self.assertAllClose(static[0], dynamic[0], rtol=1e-5)
     for name, delta in static[2].items():
       self.assertAllClose(delta, dynamic[2][name], atol=1e-6, rtol=1e-4, msg=name)
@@ -302,9 +291,9 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
       return built
 
     batch = _batch(seed=8)
-    static = _one_sgd_step(model("static"), batch, jit_compile=False)
-    dynamic = _one_sgd_step(model("dynamic"), batch, jit_compile=False)
-    without = _one_sgd_step(model("static", keep_prob=1.0), batch, jit_compile=False)
+    static = helpers.one_sgd_step(model("static"), batch, jit_compile=False)
+    dynamic = helpers.one_sgd_step(model("dynamic"), batch, jit_compile=False)
+    without = helpers.one_sgd_step(model("static", keep_prob=1.0), batch, jit_compile=False)
     self.assertAllClose(static[0], dynamic[0], rtol=1e-5)
     self.assertNotAllClose(static[0], without[0])
     for name, delta in static[2].items():
@@ -317,7 +306,7 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
                                       encoder="bi", attention="luong")
       m = model_lib.Seq2Seq(config, VOCAB, seed=5, compute_dtype=tf.bfloat16)
       m.build()
-      return _one_sgd_step(m, _batch(seed=9), jit_compile=True)
+      return helpers.one_sgd_step(m, _batch(seed=9), jit_compile=True)
 
     first, second = step_result(), step_result()
     self.assertTrue(np.isfinite(first[0]))

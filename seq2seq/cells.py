@@ -129,6 +129,18 @@ class RNNCore(tf.Module, metaclass=abc.ABCMeta):
     return self(inputs, state)
 
 
+@contextlib.contextmanager
+def _extra_units_set(core, extra, inner=None):
+  """Inside `inner` (a context, e.g. the wrapped core's `padded_units`), sets
+  `core._extra_units` to `extra` for the duration; 0 again on leaving."""
+  with inner or contextlib.nullcontext():
+    core._extra_units = int(extra)  # pylint: disable=protected-access
+    try:
+      yield
+    finally:
+      core._extra_units = 0  # pylint: disable=protected-access
+
+
 def dim(tensor, axis):
   """`tensor`'s size along `axis`: static when known, else a scalar tensor."""
   size = tensor.shape[axis]
@@ -182,18 +194,10 @@ class _GatedCell(RNNCore):
   def output_size(self):
     return self.num_units + self._extra_units
 
-  @contextlib.contextmanager
-  def _padding_units(self, extra):
-    self._extra_units = int(extra)
-    try:
-      yield
-    finally:
-      self._extra_units = 0
-
   def padded_units(self, extra):
     """Appends `extra` units whose weights (read zero-padded, `_read`) are zero: their gates
     are 0, so an LSTM's c and h and a GRU's h stay 0 there from a zero state."""
-    return self._padding_units(extra)
+    return _extra_units_set(self, extra)
 
   def _pad_units(self, name, weight):
     """Variable `name`'s value `weight` with the `padded_units` zeros appended: after each
@@ -446,16 +450,7 @@ class DropoutWrapper(RNNCore):
     """The core's `padded_units`; output masks are drawn for the core's own units and padded,
     so that they are the masks drawn without the padding."""
     inner = self.core.padded_units(extra)
-    return None if inner is None else self._padding_units(inner, extra)
-
-  @contextlib.contextmanager
-  def _padding_units(self, inner, extra):
-    with inner:
-      self._extra_units = int(extra)
-      try:
-        yield
-      finally:
-        self._extra_units = 0
+    return None if inner is None else _extra_units_set(self, extra, inner)
 
   def _output_mask(self, shape, dtype):
     """An output mask of `shape` [..., H]: the draw for the core's own units, then zeros for

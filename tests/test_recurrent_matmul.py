@@ -100,11 +100,68 @@ class RecurrentMatmulTest(tf.test.TestCase):
     self.assertAllClose(tape.gradient(loss, self.w), gradient(), rtol=1e-12)
 
 
+class GateBlocksTest(tf.test.TestCase, parameterized.TestCase):
+  """d(h) as one matmul per column block of W (`gate_blocks`), summed."""
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.RandomState(5)
+    self.hidden = tf.constant(rng.uniform(-1, 1, (B, H)))
+    self.inputs = tf.constant(rng.uniform(-1, 1, (B, T, I)))
+    self.w_in = tf.constant(rng.uniform(-0.5, 0.5, (I, 3 * H)))
+    self.w = tf.constant(rng.uniform(-0.5, 0.5, (H, 3 * H)))  # 3 "gates" of H columns
+
+  def _gradients(self, gate_blocks):
+    @tf.function
+    def gradients():
+      with tf.GradientTape() as tape:
+        tape.watch([self.w, self.hidden])
+        product = recurrent_matmul.RecurrentMatmul(self.w, gate_blocks=gate_blocks)
+        # h_{t+1} = tanh of the sum of the 3 blocks of x_t W_x + h_t W: every block matters.
+        loss = _chain(lambda h: tf.add_n(tf.split(product(h), 3, axis=-1)), self.hidden,
+                      self.inputs, tf.add_n(tf.split(self.w_in, 3, axis=-1)))
+      return tape.gradient(loss, [self.w, self.hidden])
+    return gradients()
+
+  @parameterized.parameters(3, 9, 18)
+  def test_same_gradients_as_one_matmul(self, gate_blocks):
+    for want, got in zip(self._gradients(1), self._gradients(gate_blocks)):
+      self.assertGreater(np.abs(want.numpy()).max(), 1e-2)
+      self.assertAllClose(want, got, rtol=1e-12, atol=1e-12)
+
+  def test_the_steps_use_one_batched_matmul(self):
+    def op_types(gate_blocks):
+      graph = tf.function(lambda: self._gradients(gate_blocks)).get_concrete_function().graph
+      function_ops = [op for f in graph.as_graph_def().library.function for op in f.node_def]
+      return [op.op for op in function_ops]
+    self.assertNotIn("BatchMatMulV2", op_types(1))
+    self.assertEqual(T, op_types(3).count("BatchMatMulV2"))  # d(h_t) of each step
+
+  @parameterized.parameters(0, 4, 5)
+  def test_blocks_must_divide_the_columns(self, gate_blocks):
+    with self.assertRaisesRegex(ValueError, "gate_blocks must be >= 1 and divide the "
+                                            "weight's 18 columns"):
+      recurrent_matmul.RecurrentMatmul(self.w, gate_blocks=gate_blocks)
+
+  @parameterized.parameters("float64", "bfloat16")
+  def test_blockwise_product_against_numpy(self, dtype):
+    rng = np.random.RandomState(6)
+    left, right = rng.uniform(-1, 1, (5, 32)), rng.uniform(-1, 1, (7, 32))
+    got = recurrent_matmul.blockwise_product_transposed(
+        tf.constant(left, dtype), tf.constant(right, dtype), 4)
+    self.assertEqual(tf.as_dtype(dtype), got.dtype)
+    # bf16: inputs rounded to 8 bits of mantissa, products of 32 terms
+    tolerance = 1e-12 if dtype == "float64" else 0.1
+    self.assertAllClose(left @ right.T, tf.cast(got, tf.float64), rtol=tolerance,
+                        atol=tolerance)
+
+
 class CellsUseItTest(tf.test.TestCase, parameterized.TestCase):
   """The LSTM and GRU steps of a static unroll in a graph go through `RecurrentMatmul`."""
 
-  def _gradients(self, kind, dtype, compiled, how):
-    cell = (cells.LSTMCell if kind == "lstm" else cells.GRUCell)(H, dtype=tf.float32, seed=5)
+  def _gradients(self, kind, dtype, compiled, how, per_gate=False):
+    cell = (cells.LSTMCell if kind == "lstm" else cells.GRUCell)(
+        H, dtype=tf.float32, seed=5, per_gate_hidden_gradient=per_gate)
     cell.build(I)
     rng = np.random.RandomState(4)
     inputs = tf.cast(rng.uniform(-1, 1, (B, T, I)), dtype)
@@ -126,13 +183,17 @@ class CellsUseItTest(tf.test.TestCase, parameterized.TestCase):
     return dict(zip(names, gradients())), cell
 
   @parameterized.product(kind=["lstm", "gru"], dtype=["float32", "bfloat16"],
-                         compiled=[False, True])
-  def test_graph_gradients_match_the_eager_ones(self, kind, dtype, compiled):
-    """Eagerly the steps multiply plainly, each with its own weight gradient."""
+                         compiled=[False, True], per_gate=[False, True])
+  def test_graph_gradients_match_the_eager_ones(self, kind, dtype, compiled, per_gate):
+    """Eagerly the steps multiply plainly, each with its own weight gradient; in a graph
+    through `RecurrentMatmul`, with d(h) one matmul or one per gate."""
     eager, cell = self._gradients(kind, dtype, False, "eager")
     self.assertIsNone(getattr(cell, "_recurrent", None))
-    graph, cell = self._gradients(kind, dtype, compiled, "graph")
-    self.assertEqual(T, cell._recurrent.matmul.num_steps)  # pylint: disable=protected-access
+    graph, cell = self._gradients(kind, dtype, compiled, "graph", per_gate)
+    matmul = cell._recurrent.matmul  # pylint: disable=protected-access
+    self.assertEqual(T, matmul.num_steps)
+    self.assertEqual(cell._num_gates if per_gate else 1,  # pylint: disable=protected-access
+                     matmul._gate_blocks)  # pylint: disable=protected-access
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     for name, want in eager.items():
       self.assertGreater(np.abs(want.numpy()).max(), 1e-3, name)

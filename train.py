@@ -46,6 +46,11 @@ _HELP = {
     "unroll": "static (a Python loop over time) or dynamic (tf.while_loop: XLA compiles it "
               "faster); for the encoder (both directions) and the decoder, attention included",
     "unroll_steps": "with --unroll=dynamic: time steps unrolled inside each loop iteration",
+    "per_gate_hidden_gradient": "static unroll: compute each step's hidden-state gradient "
+                                "d(gates) W_h^T as one matmul per gate (a batched matmul) and "
+                                "their float32 sum, not one matmul; other GEMM shapes, the same "
+                                "gradient up to rounding (faster for the ptb_large_b128 LM on "
+                                "an H200; see benchmarks/README.md)",
     "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob, "
             "or 'SOURCE|TARGET', two line-aligned text files (e.g. train.en|train.de)",
     "val_data": "validation pairs, same formats (--model=lm: text); reported at each epoch end "

@@ -181,13 +181,16 @@ class _GatedCell(RNNCore):
   independent_rows = True
   _extra_units = 0  # hidden units appended inside `padded_units`
 
-  def __init__(self, num_units, dtype=tf.float32, seed=0, name=None):
+  def __init__(self, num_units, dtype=tf.float32, seed=0, name=None,
+               per_gate_hidden_gradient=False):
     super().__init__(name=name)
     if num_units <= 0:
       raise ValueError(f"num_units must be positive, got {num_units}")
     self.num_units = int(num_units)
     self.dtype = tf.as_dtype(dtype)
     self._seed = int(seed)
+    # d(h) of the unrolled steps as one matmul per gate, summed (`ops.recurrent_matmul`)
+    self.per_gate_hidden_gradient = bool(per_gate_hidden_gradient)
     self.w_input = None  # [I, nH], created on the first call
 
   @property
@@ -289,7 +292,9 @@ class _GatedCell(RNNCore):
       return
     self._recurrent = _RecurrentSteps(
         tf.compat.v1.get_default_graph(),
-        recurrent_matmul.RecurrentMatmul(self._step_weight("w_hidden", like), time_axis),
+        recurrent_matmul.RecurrentMatmul(
+            self._step_weight("w_hidden", like), time_axis,
+            gate_blocks=self._num_gates if self.per_gate_hidden_gradient else 1),
         num_steps)
 
   def _hidden_product(self, hidden):
@@ -344,8 +349,10 @@ class LSTMCell(_GatedCell):
 
   _num_gates = 4
 
-  def __init__(self, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None):
-    super().__init__(num_units, dtype=dtype, seed=seed, name=name)
+  def __init__(self, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None,
+               per_gate_hidden_gradient=False):
+    super().__init__(num_units, dtype=dtype, seed=seed, name=name,
+                     per_gate_hidden_gradient=per_gate_hidden_gradient)
     self.forget_bias = float(forget_bias)
 
   def _build_biases(self, width):

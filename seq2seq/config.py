@@ -70,6 +70,7 @@ class ModelConfig:
   attention: str = "none"  # attention over the encoder outputs, with input feeding
   residual: bool = False  # residual connections around the layers above the first
   variational_dropout: bool = False  # keep_prob's masks drawn once per sequence, also on h
+  per_gate_hidden_gradient: bool = False  # each step's d(h) as a matmul per gate, summed
 
   def __post_init__(self):
     _choice(self, "cell", CELLS)

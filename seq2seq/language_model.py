@@ -70,7 +70,8 @@ class LanguageModel(tf.Module):
                                             device=config.embedding_device, dtype=dtype,
                                             seed=seed, name="embedding")
       self.cells = [model_lib.make_cell(config.cell, config.hidden_size, config.forget_bias,
-                                        dtype, seed=seed + 100 + layer, name=f"layer_{layer}")
+                                        dtype, seed=seed + 100 + layer, name=f"layer_{layer}",
+                                        per_gate_hidden_gradient=config.per_gate_hidden_gradient)
                     for layer in range(config.num_layers)]
       self.dropout_generator = tf.random.Generator.from_seed(seed + 300)
       self.projection_kernel, self.projection_bias = model_lib.projection_variables(

@@ -13,12 +13,15 @@ from seq2seq import embeddings
 from seq2seq import unroll
 
 
-def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None):
+def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None,
+              per_gate_hidden_gradient=False):
   """An `RNNCore` by name ("lstm" or "gru")."""
   if kind == "lstm":
-    return cells.LSTMCell(num_units, forget_bias=forget_bias, dtype=dtype, seed=seed, name=name)
+    return cells.LSTMCell(num_units, forget_bias=forget_bias, dtype=dtype, seed=seed, name=name,
+                          per_gate_hidden_gradient=per_gate_hidden_gradient)
   if kind == "gru":
-    return cells.GRUCell(num_units, dtype=dtype, seed=seed, name=name)
+    return cells.GRUCell(num_units, dtype=dtype, seed=seed, name=name,
+                         per_gate_hidden_gradient=per_gate_hidden_gradient)
   raise ValueError(f"unknown cell {kind!r}")
 
 
@@ -87,7 +90,8 @@ class Seq2Seq(tf.Module):
 
       def stack(prefix, offset):
         return [make_cell(config.cell, config.hidden_size, config.forget_bias, dtype,
-                          seed=seed + offset + layer, name=f"{prefix}_{layer}")
+                          seed=seed + offset + layer, name=f"{prefix}_{layer}",
+                          per_gate_hidden_gradient=config.per_gate_hidden_gradient)
                 for layer in range(config.num_layers)]
 
       self.encoder_cells = stack("encoder", 100)  # the forward direction when bidirectional

@@ -9,6 +9,7 @@ import tensorflow as tf
 from seq2seq import cells
 from seq2seq import config as config_lib
 from seq2seq import decoding
+from seq2seq import language_model
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib
@@ -131,6 +132,31 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     self.assertAllClose(norm0, norm1, rtol=1e-4)
     for a, b in zip(vars0, vars1):
       self.assertAllClose(a, b, atol=1e-5)
+
+  @parameterized.parameters(True, False)
+  def test_per_gate_hidden_gradient_reaches_every_cell_and_keeps_the_step(self, jit_compile):
+    """--per_gate_hidden_gradient: every cell (both encoder directions, the decoder under
+    attention, the LM's layers) computes d(h) per gate, and the train step's loss, norm and
+    updates are those of the one-matmul d(h)."""
+    results = []
+    for per_gate in (False, True):
+      config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                      encoder="bi", attention="luong",
+                                      per_gate_hidden_gradient=per_gate)
+      model = model_lib.Seq2Seq(config, VOCAB, seed=4, dtype=tf.float32)
+      model.build()
+      every_cell = model.encoder_cells + model.encoder_backward_cells + model.decoder_cells
+      self.assertEqual([per_gate] * 6, [c.per_gate_hidden_gradient for c in every_cell])
+      results.append(helpers.one_sgd_step(model, _batch(), jit_compile))
+    (loss0, norm0, change0), (loss1, norm1, change1) = results
+    self.assertAllClose(loss0, loss1, rtol=1e-6)
+    self.assertAllClose(norm0, norm1, rtol=1e-5)
+    for name, change in change0.items():
+      self.assertAllClose(change, change1[name], atol=1e-6, msg=name)
+    lm_config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                       model="lm", per_gate_hidden_gradient=True)
+    lm = language_model.LanguageModel(lm_config, VOCAB, seed=3)
+    self.assertEqual([True, True], [c.per_gate_hidden_gradient for c in lm.cells])
 
   def test_bf16_forward_is_close(self):
     batch = _batch()

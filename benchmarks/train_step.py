@@ -72,6 +72,11 @@ ENGINE_VARIANTS.update({name + suffix: options[:3] + (unroll,)
                         for name, options in list(ENGINE_VARIANTS.items())
                         for suffix, unroll in (("_dyn", "dynamic"),) + tuple(
                             (f"_dyn{k}", f"dynamic{k}") for k in (2, 3, 4, 5, 7, 10))})
+# "_pergate": the same with --per_gate_hidden_gradient (each step's d(h) one matmul per gate).
+PER_GATE_SUFFIX = "_pergate"
+ENGINE_VARIANTS.update({name + PER_GATE_SUFFIX: ENGINE_VARIANTS[name]
+                        for name in ("engine_xla_bf16_gpuemb", "engine_xla_bf16",
+                                     "engine_xla_gpuemb", "engine")})
 VARIANTS = tuple(ENGINE_VARIANTS) + ("keras",)
 
 flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
@@ -193,6 +198,7 @@ def engine_model_config(workload, variant, embedding_device=None):
                                 keep_prob=FLAGS.keep_prob,
                                 embedding_device=embedding_device or variant_embedding_device,
                                 unroll=unroll.rstrip("0123456789"), unroll_steps=unroll_steps,
+                                per_gate_hidden_gradient=variant.endswith(PER_GATE_SUFFIX),
                                 **attention)
 
 

@@ -20,8 +20,8 @@ k products of W_h's column blocks (an LSTM's 4 gates, a GRU's 3), [k, B, G/k] x 
 one batched matmul, summed in float32. The same gradient up to rounding, in other GEMM
 shapes: cuBLAS (H200, bf16) ran `ptb_large_b128`'s [128, 6016] x [6016, 1504] as a split-K
 kernel and a reduction, slower than the gate products and their sum (4.93 -> 4.78-4.81 ms a
-step); on `seed_b256` ([256, 4096] x [4096, 1024]) the gain in the GEMM was lost to the sums'
-own kernels.
+step in separate processes, though not in every run: benchmarks/README.md); on `seed_b256`
+([256, 4096] x [4096, 1024]) the gain in the GEMM was lost to the sums' own kernels.
 """
 import tensorflow as tf
 

@@ -50,8 +50,10 @@ class RecurrentMatmul:
     if gate_blocks < 1 or width % gate_blocks:
       raise ValueError(f"gate_blocks must be >= 1 and divide the weight's {width} columns, "
                        f"got {gate_blocks}")
-    self._gate_blocks = gate_blocks
     self._frozen = tf.stop_gradient(self._weight)
+    # [k, G/k, H] for d(h) per gate block: laid out once, not at each step
+    self._frozen_blocks = (transposed_blocks(self._frozen, gate_blocks) if gate_blocks > 1
+                           else None)
     self._num_steps = 0
     self._recorded = {}  # step index -> (hidden [B, H], d_product [B, G])
 
@@ -59,6 +61,11 @@ class RecurrentMatmul:
   def dtype(self):
     """The weight's dtype, which the hidden states must have."""
     return self._weight.dtype
+
+  @property
+  def gate_blocks(self):
+    """Into how many column blocks d(h)'s product is split (1: one matmul)."""
+    return 1 if self._frozen_blocks is None else self._frozen_blocks.shape[0]
 
   @property
   def num_steps(self):
@@ -76,9 +83,9 @@ class RecurrentMatmul:
   def _backprop(self, index, hidden, d_product):
     """Records step `index`'s (h, d) and returns d(h) = d W^T."""
     self._recorded[index] = (hidden, d_product)  # replaces an earlier backward pass's
-    if self._gate_blocks == 1:
+    if self._frozen_blocks is None:
       return tf.matmul(d_product, self._frozen, transpose_b=True)
-    return blockwise_product_transposed(d_product, self._frozen, self._gate_blocks)
+    return blockwise_product(d_product, self._frozen_blocks)
 
   def weight_gradient(self):
     """Sum over the recorded steps of h_t^T d_t, [H, G], as one matmul; clears the records."""
@@ -111,14 +118,18 @@ class RecurrentMatmul:
     return product(hidden)
 
 
-def blockwise_product_transposed(left, right, blocks):
-  """left [B, G] @ right[H, G]^T -> [B, H], as the sum over the `blocks` column blocks of both
-  (G/k wide) of their products: one batched matmul, its k products added in float32 (in the
-  inputs' dtype when that is wider), returned in `left`'s dtype."""
-  rows, width = right.shape
-  block = width // blocks
+def transposed_blocks(weight, blocks):
+  """weight [H, G] -> [k, G/k, H]: its k = `blocks` column blocks, each transposed."""
+  rows, width = weight.shape
+  return tf.transpose(tf.reshape(weight, [rows, blocks, width // blocks]), [1, 2, 0])
+
+
+def blockwise_product(left, weight_blocks):
+  """left [B, G] @ weight^T -> [B, H], from weight [H, G]'s `transposed_blocks` [k, G/k, H]:
+  the k block products as one batched matmul, added in float32 (in the inputs' dtype when
+  that is wider), returned in `left`'s dtype."""
+  blocks, block, _ = weight_blocks.shape
   left_blocks = tf.transpose(tf.reshape(left, [-1, blocks, block]), [1, 0, 2])  # [k, B, G/k]
-  right_blocks = tf.transpose(tf.reshape(right, [rows, blocks, block]), [1, 2, 0])  # [k, G/k, H]
-  products = tf.unstack(tf.matmul(left_blocks, right_blocks), blocks, axis=0)  # k x [B, H]
+  products = tf.unstack(tf.matmul(left_blocks, weight_blocks), blocks, axis=0)  # k x [B, H]
   wide = tf.float32 if left.dtype.size < 4 else left.dtype
   return tf.cast(tf.add_n([tf.cast(p, wide) for p in products]), left.dtype)

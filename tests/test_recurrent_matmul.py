@@ -147,8 +147,8 @@ class GateBlocksTest(tf.test.TestCase, parameterized.TestCase):
   def test_blockwise_product_against_numpy(self, dtype):
     rng = np.random.RandomState(6)
     left, right = rng.uniform(-1, 1, (5, 32)), rng.uniform(-1, 1, (7, 32))
-    got = recurrent_matmul.blockwise_product_transposed(
-        tf.constant(left, dtype), tf.constant(right, dtype), 4)
+    got = recurrent_matmul.blockwise_product(
+        tf.constant(left, dtype), recurrent_matmul.transposed_blocks(tf.constant(right, dtype), 4))
     self.assertEqual(tf.as_dtype(dtype), got.dtype)
     # bf16: inputs rounded to 8 bits of mantissa, products of 32 terms
     tolerance = 1e-12 if dtype == "float64" else 0.1
@@ -193,7 +193,7 @@ class CellsUseItTest(tf.test.TestCase, parameterized.TestCase):
     matmul = cell._recurrent.matmul  # pylint: disable=protected-access
     self.assertEqual(T, matmul.num_steps)
     self.assertEqual(cell._num_gates if per_gate else 1,  # pylint: disable=protected-access
-                     matmul._gate_blocks)  # pylint: disable=protected-access
+                     matmul.gate_blocks)
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     for name, want in eager.items():
       self.assertGreater(np.abs(want.numpy()).max(), 1e-3, name)

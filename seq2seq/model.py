@@ -16,12 +16,12 @@ from seq2seq import unroll
 def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None,
               per_gate_hidden_gradient=False):
   """An `RNNCore` by name ("lstm" or "gru")."""
+  options = dict(dtype=dtype, seed=seed, name=name,
+                 per_gate_hidden_gradient=per_gate_hidden_gradient)
   if kind == "lstm":
-    return cells.LSTMCell(num_units, forget_bias=forget_bias, dtype=dtype, seed=seed, name=name,
-                          per_gate_hidden_gradient=per_gate_hidden_gradient)
+    return cells.LSTMCell(num_units, forget_bias=forget_bias, **options)
   if kind == "gru":
-    return cells.GRUCell(num_units, dtype=dtype, seed=seed, name=name,
-                         per_gate_hidden_gradient=per_gate_hidden_gradient)
+    return cells.GRUCell(num_units, **options)
   raise ValueError(f"unknown cell {kind!r}")
 
 

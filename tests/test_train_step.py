@@ -84,8 +84,8 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
   def test_bf16_step_is_close_to_fp32(self, jit_compile):
     batch = _batch(seed=2)
     full = helpers.one_sgd_step(_model(), batch, jit_compile=False, max_grad_norm=0)
-    mixed = helpers.one_sgd_step(_model(compute_dtype=tf.bfloat16), batch, jit_compile=jit_compile,
-                          max_grad_norm=0)
+    mixed = helpers.one_sgd_step(_model(compute_dtype=tf.bfloat16), batch,
+                                 jit_compile=jit_compile, max_grad_norm=0)
     self.assertAllClose(full[0], mixed[0], rtol=2e-2)
     self.assertAllClose(full[1], mixed[1], rtol=5e-2)
     for name, delta in full[2].items():

@@ -49,8 +49,10 @@ _HELP = {
     "per_gate_hidden_gradient": "static unroll: compute each step's hidden-state gradient "
                                 "d(gates) W_h^T as one matmul per gate (a batched matmul) and "
                                 "their float32 sum, not one matmul; other GEMM shapes, the same "
-                                "gradient up to rounding (faster for the ptb_large_b128 LM on "
-                                "an H200; see benchmarks/README.md)",
+                                "gradient up to rounding. On an H200 with --jit_compile "
+                                "--precision=bf16, 4-5% faster for the ptb_large_b128 LM and "
+                                "1-2% slower for seed_b256, with 4-15 s more compilation (see "
+                                "benchmarks/README.md)",
     "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob, "
             "or 'SOURCE|TARGET', two line-aligned text files (e.g. train.en|train.de)",
     "val_data": "validation pairs, same formats (--model=lm: text); reported at each epoch end "

@@ -83,6 +83,9 @@ class ModelConfig:
     _check(0.0 < self.keep_prob <= 1.0, "keep_prob", f"must be in (0, 1], got {self.keep_prob}")
     _check(not self.freeze_embeddings or self.pretrained_embeddings, "freeze_embeddings",
            "freezing needs --pretrained_embeddings (a frozen random table never learns)")
+    _check(not self.per_gate_hidden_gradient or self.unroll == "static",
+           "per_gate_hidden_gradient", "needs --unroll=static (a tf.while_loop's steps "
+           "compute d(h) as one matmul)")
 
   def architecture(self):
     """The fields that shape the variables: a checkpoint is only usable if these match."""

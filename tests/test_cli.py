@@ -25,10 +25,10 @@ def run_train(*flags, stdin=None, timeout=300):
 class BadFlagsTest(tf.test.TestCase):
   """Bad values stop the program before any work, with a message naming the flag."""
 
-  def _assert_refused(self, flag, pattern):
+  def _assert_refused(self, flag, pattern, *more_flags):
     workdir = os.path.join(self.get_temp_dir(), "never_created")
     started = time.monotonic()
-    result = run_train(f"--workdir={workdir}", flag)
+    result = run_train(f"--workdir={workdir}", flag, *more_flags)
     self.assertEqual(result.returncode, 1, result.stderr)
     self.assertRegex(result.stderr, pattern)
     self.assertNotIn("Traceback", result.stderr)
@@ -52,6 +52,10 @@ class BadFlagsTest(tf.test.TestCase):
 
   def test_freeze_without_pretrained(self):
     self._assert_refused("--freeze_embeddings", r"--freeze_embeddings: freezing needs")
+
+  def test_per_gate_hidden_gradient_with_dynamic_unroll(self):
+    self._assert_refused("--per_gate_hidden_gradient", r"--per_gate_hidden_gradient: needs "
+                         r"--unroll=static", "--unroll=dynamic")
 
   def test_unknown_attention(self):
     self._assert_refused("--attention=dot", r"--attention.*luong.*bahdanau")

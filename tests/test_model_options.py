@@ -158,6 +158,13 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     lm = language_model.LanguageModel(lm_config, VOCAB, seed=3)
     self.assertEqual([True, True], [c.per_gate_hidden_gradient for c in lm.cells])
 
+  def test_per_gate_hidden_gradient_needs_the_static_unroll(self):
+    """A while loop's steps compute d(h) as one matmul: the option would do nothing there."""
+    with self.assertRaisesRegex(config_lib.ConfigError,
+                                "per_gate_hidden_gradient: needs --unroll=static"):
+      config_lib.ModelConfig(unroll="dynamic", per_gate_hidden_gradient=True)
+    config_lib.ModelConfig(unroll="static", per_gate_hidden_gradient=True)
+
   def test_bf16_forward_is_close(self):
     batch = _batch()
     full = _model("bi", "bahdanau", dtype=tf.float32)

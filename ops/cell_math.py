@@ -68,9 +68,10 @@ def sigmoid(x):
   2-core CPU, against 0.1-0.3 ms for SoftplusGrad or a Mul, which it lowers directly. A
   `seed_b256` train step has 492 sigmoids (3 a step in the forward pass and 3 in the
   recomputing gradient, 82 steps). XLA removes the multiplication by one, so the optimized
-  program is the same, instruction for instruction (22,564 on an H200). First step, H200, TF
-  2.21, 2026-11-30, XLA dump times (one process each, two rounds): the graph-to-HLO stage
-  7.9-9.2 s -> 5.3-6.4 s, the whole first step 21.3-24.4 s -> 17.0-20.3 s.
+  program is the same, instruction for instruction (22,564 on an H200). `seed_b256` first step
+  (trace and compile), H200, TF 2.21, 2026-11-30, one process each: 17.2-18.2 s -> 14.4-15.3 s
+  in one lease, 21.3-24.4 s -> 17.0-20.3 s in another (where XLA's dump times put the stage
+  before the HLO passes at 7.9-9.2 s -> 5.3-6.4 s); the step time is unchanged.
   Elsewhere it is tf.sigmoid.
 
   Tanh has no such twin: written with ops the bridge lowers directly (through expm1) it added

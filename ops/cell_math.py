@@ -120,7 +120,8 @@ def lstm_gates_to_state(gates, cell, forget_bias=1.0, recompute=None):
   barrier = bool(recompute) and recompute_behind_barrier()
   if tf.executing_eagerly() or not isinstance(forget_bias, (int, float)):
     return _gates_to_state(gates, cell, forget_bias, recompute, barrier)
-  return _traced_gates_to_state(float(forget_bias), bool(recompute), barrier)(gates, cell)
+  return _traced_gates_to_state(float(forget_bias), bool(recompute), barrier,
+                                in_xla_function())(gates, cell)
 
 
 def _gates_to_state(gates, cell, forget_bias, recompute, barrier):
@@ -130,8 +131,12 @@ def _gates_to_state(gates, cell, forget_bias, recompute, barrier):
 
 
 @functools.lru_cache(maxsize=None)
-def _traced_gates_to_state(forget_bias, recompute, barrier):
+def _traced_gates_to_state(forget_bias, recompute, barrier, for_xla):
   """`lstm_gates_to_state` of one setting as a `tf.function` (gates, cell) -> (h', c').
+
+  `for_xla`: whether the caller's graph is XLA-compiled. The ops differ (`sigmoid`), and a
+  function is traced where it is first called, so a function traced for one must not be
+  called from the other.
 
   A static unroll calls the step's elementwise half at every step of every layer: traced
   inline, its forward and gradient ops are most of the unrolled train step's graph. As one
@@ -140,6 +145,7 @@ def _traced_gates_to_state(forget_bias, recompute, barrier):
   in 0.75 s instead of 1.54 s on the 2-core CPU. XLA inlines the calls: the optimized
   program is the same, instruction for instruction.
   """
+  del for_xla  # a cache key only: `sigmoid` reads the graph being traced
   return tf.function(
       lambda gates, cell: _gates_to_state(gates, cell, forget_bias, recompute, barrier),
       autograph=False)

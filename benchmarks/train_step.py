@@ -37,6 +37,7 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import compile_stages
 from benchmarks import kernel_profile
 from ops import clipping
 from ops import losses
@@ -91,6 +92,10 @@ flags.DEFINE_integer("profile_steps", 0, "after timing, trace this many more ste
 flags.DEFINE_integer("profile_top", 12, "kernel groups (and host activities) listed per profile")
 flags.DEFINE_bool("profile_first_step", False, "also trace the first step (tracing and XLA "
                   "compilation) and list the host activities that took the most time")
+flags.DEFINE_bool("first_step_stages", False, "split each XLA-compiled first step into its "
+                  "stages (tracing and graph-to-HLO, HLO passes, LLVM IR, code generation, load "
+                  "and run) by the times XLA writes its dump files (benchmarks.compile_stages; "
+                  "--xla_dump_to in XLA_FLAGS, or a temporary folder removed after)")
 flags.DEFINE_string("profile_dir", "", "where the traces go (one subfolder per workload and "
                     "variant, readable by TensorBoard's profile plugin); default: a temporary "
                     "folder, removed after")
@@ -311,7 +316,7 @@ def peak_memory_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # host RSS
 
 
-def measure(workload, variant, ceiling):
+def measure(workload, variant, ceiling, dump_folder=None):
   kind, batch, steps, embed, hidden, vocab, layers = workload_sizes(workload)
   step = (keras_step if variant == "keras" else engine_step)(workload, variant)
   if step is None:
@@ -323,9 +328,13 @@ def measure(workload, variant, ceiling):
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
   first_step_profile = []  # filled by the first step's trace, with --profile_first_step
+  window = {}  # the first step's wall-clock start and end
   loss_of_step = lambda b: step(b)[0]
   first_step, median = time_steps(
-      loss_of_step, b, first_step_trace(f"{workload}-{variant}", first_step_profile))
+      loss_of_step, b, all_of(wall_clock(window),
+                              first_step_trace(f"{workload}-{variant}", first_step_profile)))
+  stages = (compile_stages.stages(dump_folder, window["start"], window["end"])
+            if dump_folder else None)
   tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers) / median / 1e12
   pipelined = pipelined_step_time(loss_of_step, b)
   profile = profile_steps(step, b, f"{workload}-{variant}") if FLAGS.profile_steps else None
@@ -346,7 +355,28 @@ def measure(workload, variant, ceiling):
       "xla_flags_env": os.environ.get("XLA_FLAGS", ""),
       **({"profile": profile} if profile else {}),
       **({"first_step_profile": first_step_profile} if first_step_profile else {}),
+      **({"first_step_stages": stages} if dump_folder else {}),
   }
+
+
+@contextlib.contextmanager
+def all_of(*contexts):
+  """Enters `contexts` in order, and leaves them in reverse."""
+  with contextlib.ExitStack() as stack:
+    for context in contexts:
+      stack.enter_context(context)
+    yield
+
+
+@contextlib.contextmanager
+def wall_clock(window):
+  """Records the wall-clock time (time.time(), comparable with file times) of entering and
+  leaving as window["start"] and window["end"]."""
+  window["start"] = time.time()
+  try:
+    yield
+  finally:
+    window["end"] = time.time()
 
 
 def emit(row):
@@ -437,13 +467,24 @@ def main(argv):
   xla_flags.configure(FLAGS.xla_autotune)  # before anything compiles, as train.py does
   if FLAGS.xla_cache_dir:  # before anything compiles: TensorFlow reads TF_XLA_FLAGS at first use
     print(json.dumps({"xla_cache_dir": xla_cache.enable(FLAGS.xla_cache_dir)}), flush=True)
+  dump_folder, temporary_dump = (compile_stages.dump_folder() if FLAGS.first_step_stages
+                                 else (None, False))
+  try:
+    measure_all(dump_folder)
+  finally:
+    if temporary_dump:
+      shutil.rmtree(dump_folder, ignore_errors=True)
+
+
+def measure_all(dump_folder):
+  """Measures every chosen workload and variant, prints their JSON lines and a table."""
   ceiling = {"fp32": matmul_ceiling(tf.float32), "bf16": matmul_ceiling(tf.bfloat16)}
   print(json.dumps({"matmul_ceiling_tflops": ceiling}), flush=True)
   rows = []
   for workload in FLAGS.workloads:
     for variant in FLAGS.variants:
       cached = xla_cache.cached_executables(FLAGS.xla_cache_dir) if FLAGS.xla_cache_dir else []
-      row = measure(workload, variant, ceiling)
+      row = measure(workload, variant, ceiling, dump_folder)
       if FLAGS.xla_cache_dir:  # compiled steps found in the cache, and newly written to it
         written = len(xla_cache.cached_executables(FLAGS.xla_cache_dir)) - len(cached)
         row["xla_cache"] = {"before": len(cached), "written": written}
@@ -474,6 +515,13 @@ def print_profiles(rows):
   """Per profiled line: where each GPU's time went in one step, and the top kernels; the host
   activities of a traced first step."""
   for row in rows:
+    if row.get("first_step_stages"):
+      stages = row["first_step_stages"]
+      print(f"\n{row['workload']} {row['variant']}, first step ({row['first_step_s']:.1f} s) "
+            "by stage: " + ", ".join(f"{stage} {stages[stage]:.2f} s"
+                                     for stage in compile_stages.STAGES
+                                     if stages[stage] is not None)
+            + f"; HLO instructions before/after the passes {stages['hlo_instructions']}")
     if row.get("first_step_profile"):
       print(f"\n{row['workload']} {row['variant']}, first step ({row['first_step_s']:.1f} s), "
             "host activities (inclusive):")

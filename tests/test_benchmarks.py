@@ -7,6 +7,7 @@ import sys
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
+from benchmarks import compile_stages
 from benchmarks import kernel_profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +49,7 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
     with a while loop; Keras has no peer for it and says so."""
     rows = self._run("--workloads=m30k_attention", "--variants=engine,engine_xla_dyn5,keras",
                      "--override=batch=2,steps=5,embed=8,hidden=6,vocab=50", "--profile_steps=1",
-                     "--profile_first_step", "--profile_top=5")
+                     "--profile_first_step", "--profile_top=5", "--first_step_stages")
     self.assertEqual(rows["keras"]["skipped"], "no Keras peer with attention")
     lstm = lambda inputs: 4 * 6 * (inputs + 6)
     encoder = 2 * (lstm(8) + lstm(12))
@@ -67,6 +68,71 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       seconds = [s for _, s, _ in activities]
       self.assertEqual(seconds, sorted(seconds, reverse=True))
       self.assertLessEqual(seconds[0], row["first_step_s"] * 1.01)
+    # XLA's dump file times split the compiled first step into stages that add up to it.
+    self.assertIsNone(rows["engine"]["first_step_stages"])  # nothing compiled with XLA
+    stages = rows["engine_xla_dyn5"]["first_step_stages"]
+    seconds = [stages[stage] for stage in compile_stages.STAGES]
+    self.assertTrue(all(s is not None and s >= 0 for s in seconds), stages)
+    self.assertAllClose(sum(seconds), rows["engine_xla_dyn5"]["first_step_s"], rtol=0.01)
+    self.assertGreater(stages["hlo_instructions"][0], 100)
+
+
+class CompileStagesTest(tf.test.TestCase):
+  """`compile_stages.stages`: a first step split by the times XLA wrote its dump files."""
+
+  def _write(self, folder, name, written, text=""):
+    path = os.path.join(folder, name)
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(text)
+    os.utime(path, (written, written))
+
+  def test_stages_of_the_largest_module_in_the_window(self):
+    folder = self.get_temp_dir()
+    step = "module_0007.a_inference_whole_step_1__"
+    hlo = "x = f32[] parameter(0)\ny = f32[] add(x, x)\n"
+    self._write(folder, f"{step}.before_optimizations.txt", 103.0, hlo * 50)
+    self._write(folder, f"{step}.sm_9.0a_gpu_after_optimizations.txt", 110.0, hlo * 80)
+    self._write(folder, f"{step}.sm_9.0a_gpu_after_optimizations-buffer-assignment.txt", 110.5)
+    self._write(folder, f"{step}.ir-no-opt.ll", 113.0)
+    self._write(folder, f"{step}.3.ptx", 114.5)
+    # A smaller module in the same window, and a larger one compiled before it.
+    small = "module_0008.a_inference_small_2__"
+    self._write(folder, f"{small}.before_optimizations.txt", 104.0, hlo)
+    self._write(folder, f"{small}.cpu_after_optimizations.txt", 104.5, hlo)
+    old = "module_0001.a_inference_earlier_3__"
+    self._write(folder, f"{old}.before_optimizations.txt", 50.0, hlo * 500)
+    stages = compile_stages.stages(folder, start=100.0, end=115.0)
+    self.assertEqual(step, stages.pop("module"))
+    self.assertEqual([100, 160], stages.pop("hlo_instructions"))
+    self.assertAllClose({"trace_and_bridge": 3.0, "hlo_passes": 7.0, "to_llvm_ir": 3.0,
+                         "codegen": 1.5, "load_and_run": 0.5}, stages)
+
+  def test_missing_files_and_an_empty_window(self):
+    folder = self.get_temp_dir()
+    module = "module_0002.a_inference_step_1__"
+    self._write(folder, f"{module}.before_optimizations.txt", 12.0, "a = b\n")
+    self._write(folder, f"{module}.cpu_after_optimizations.txt", 15.0, "a = b\n")
+    stages = compile_stages.stages(folder, start=10.0, end=16.0)
+    self.assertEqual((2.0, 3.0, None, None), tuple(stages[s] for s in compile_stages.STAGES[:4]))
+    self.assertIsNone(compile_stages.stages(folder, start=20.0, end=30.0))  # e.g. cached
+
+  def test_dump_folder_keeps_the_users_and_adds_a_temporary_one(self):
+    saved = os.environ.get("XLA_FLAGS")
+    try:
+      os.environ["XLA_FLAGS"] = "--xla_gpu_autotune_level=1 --xla_dump_to=/some/where"
+      self.assertEqual(("/some/where", False), compile_stages.dump_folder())
+      os.environ["XLA_FLAGS"] = "--xla_gpu_autotune_level=1"
+      folder, temporary = compile_stages.dump_folder()
+      self.assertTrue(temporary)
+      self.assertTrue(os.path.isdir(folder))
+      self.assertEqual(f"--xla_gpu_autotune_level=1 --xla_dump_to={folder}",
+                       os.environ["XLA_FLAGS"])
+      os.rmdir(folder)
+    finally:
+      if saved is None:
+        os.environ.pop("XLA_FLAGS", None)
+      else:
+        os.environ["XLA_FLAGS"] = saved
 
 
 class ScalingBenchmarkTest(tf.test.TestCase):

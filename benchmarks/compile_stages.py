@@ -36,9 +36,9 @@ def dump_folder():
   """(folder, temporary): the folder XLA dumps to, the one XLA_FLAGS names with
   --xla_dump_to or else a new temporary one (`temporary`) added there. Call before the first
   XLA compilation: XLA reads XLA_FLAGS once per process."""
-  for flag in os.environ.get("XLA_FLAGS", "").split():
-    if flag.startswith("--xla_dump_to="):
-      return flag.split("=", 1)[1], False
+  folder = xla_flags.value("XLA_FLAGS", "--xla_dump_to")
+  if folder:
+    return folder, False
   folder = tempfile.mkdtemp(prefix="xla_dump_")
   xla_flags.add("XLA_FLAGS", [f"--xla_dump_to={folder}"], replace=False)
   return folder, True

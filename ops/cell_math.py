@@ -115,13 +115,14 @@ def lstm_gates_to_state(gates, cell, forget_bias=1.0, recompute=None):
       XLA-compiled function (`recompute_behind_barrier`). Elsewhere (a step without XLA runs
       op by op) the derivation has fewer ops to trace and run.
   """
+  for_xla = in_xla_function()
   if recompute is None:
-    recompute = in_loop_body() or in_xla_function()
+    recompute = in_loop_body() or for_xla
   barrier = bool(recompute) and recompute_behind_barrier()
   if tf.executing_eagerly() or not isinstance(forget_bias, (int, float)):
     return _gates_to_state(gates, cell, forget_bias, recompute, barrier)
   return _traced_gates_to_state(float(forget_bias), bool(recompute), barrier,
-                                in_xla_function())(gates, cell)
+                                for_xla)(gates, cell)
 
 
 def _gates_to_state(gates, cell, forget_bias, recompute, barrier):

@@ -40,6 +40,15 @@ def _name(flag):
   return flag.split("=", 1)[0]
 
 
+def value(variable, name):
+  """The value of flag `name` (e.g. "--xla_dump_to") in environment variable `variable`, or
+  None when it is not there."""
+  for flag in os.environ.get(variable, "").split():
+    if _name(flag) == name:
+      return flag.split("=", 1)[1] if "=" in flag else ""
+  return None
+
+
 def add(variable, flags, replace):
   """Adds `flags` to the space-separated flags of environment variable `variable`.
 

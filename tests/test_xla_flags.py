@@ -14,6 +14,15 @@ def test_add_replaces_or_keeps_a_flag_already_there(monkeypatch):
   assert xla_flags.add("V", ["--e"], replace=False) == "--e"
 
 
+def test_value_reads_one_flag(monkeypatch):
+  monkeypatch.setenv("V", "--a=1 --dump_to=/x/y=z --flag")
+  assert xla_flags.value("V", "--dump_to") == "/x/y=z"
+  assert xla_flags.value("V", "--flag") == ""
+  assert xla_flags.value("V", "--dump") is None
+  monkeypatch.delenv("V")
+  assert xla_flags.value("V", "--a") is None
+
+
 def test_configure_keeps_the_users_choice_and_adds_once(monkeypatch):
   monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/d "
                      "--xla_gpu_graph_min_graph_size=4")

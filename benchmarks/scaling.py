@@ -12,11 +12,16 @@ of `benchmarks.train_step`, whose flags this program shares), it times:
   - `distributed_step.make_distributed_train_step` under a `MirroredStrategy` over the first
     R devices for each R of --replicas, with R x B rows a step (B rows per replica, the
     workload's batch), every table mirrored.
+With a compiled variant on GPUs each replica's whole step, all-reduce included, is one XLA
+program (`distributed_step.all_reduce_in_xla_possible`); `--all_reduce=auto,between` also
+times the all-reduce between two compiled programs, as on CPUs.
 Each line gives the step time (median of --steps), target tokens/s, and the speedup over the
 same strategy on one replica and over the one-device step. Before timing, each strategy's
 all-reduce is checked (replica ids summed); on GPUs MirroredStrategy reduces through NCCL.
 Without GPUs the host CPU is split into max(--replicas) logical devices.
 """
+import itertools
+
 from absl import app
 from absl import flags
 import numpy as np
@@ -33,6 +38,10 @@ from seq2seq import xla_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("replicas", ["1", "2"], "replica counts to time (devices of this host)")
+flags.DEFINE_list("all_reduce", ["auto"],
+                  "where a compiled step all-reduces, one or more of: auto (inside each "
+                  "replica's XLA program where possible), between (between two programs)")
+ALL_REDUCE_IN_XLA = {"auto": None, "between": False}
 
 
 def devices(count):
@@ -57,9 +66,10 @@ def check_all_reduce(strategy):
   return type(strategy.extended._cross_device_ops).__name__  # pylint: disable=protected-access
 
 
-def mirrored_step(workload, variant, replicas):
-  """(step(batch) -> loss, cross-device ops name) of the mirrored step over `replicas`."""
-  vocab = bench.workload_sizes(workload)[5]
+def mirrored_step(workload, variant, replicas, placement="auto"):
+  """(step(batch) -> loss, cross-device ops name, whether the all-reduce is in XLA) of the
+  mirrored step over `replicas`; `placement` is one of --all_reduce."""
+  _, batch, _, _, _, vocab, _ = bench.workload_sizes(workload)
   jit_compile, precision, _, _ = bench.ENGINE_VARIANTS[variant]
   strategy = distribution.mirrored_strategy(devices(replicas))
   all_reduce = check_all_reduce(strategy)
@@ -70,17 +80,30 @@ def mirrored_step(workload, variant, replicas):
     model.build()
     optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-3),
                                           model.trainable_variables)
+  in_xla = ALL_REDUCE_IN_XLA[placement]
+  if in_xla is None:
+    in_xla = distributed_step.all_reduce_in_xla_possible(strategy)
   step = distributed_step.make_distributed_train_step(model, optimizer, 5.0, strategy,
-                                                      jit_compile=jit_compile)
+                                                      jit_compile=jit_compile,
+                                                      all_reduce_in_xla=in_xla,
+                                                      batch_size=batch * replicas)
   votes = tf.zeros([len(interrupts.SIGNALS)], tf.float32)
-  return (lambda b: step(b, votes)[0]), all_reduce
+  return (lambda b: step(b, votes)[0]), all_reduce, bool(jit_compile and in_xla)
 
 
-def row(workload, variant, replicas, first, median, tokens, **extra):
+def row(workload, variant, replicas, timing, tokens, **extra):
+  """One JSON line; `timing` = (first step s, median step s, pipelined step s)."""
+  first, median, pipelined = timing
   return {"workload": workload, "variant": variant, "replicas": replicas,
           "step_ms": 1e3 * median, "target_tokens_per_sec": tokens / median,
-          "first_step_s": first, "device": "GPU" if tf.config.list_physical_devices("GPU")
+          "pipelined_step_ms": 1e3 * pipelined,
+          "target_tokens_per_sec_pipelined": tokens / pipelined, "first_step_s": first, "device": "GPU" if tf.config.list_physical_devices("GPU")
           else "CPU", "tf_version": tf.__version__, "keep_prob": FLAGS.keep_prob, **extra}
+
+
+def timed(loss_of_step, b):
+  """(first step s, median s of steps each waited for, mean s of steps issued back to back)."""
+  return (*bench.time_steps(loss_of_step, b), bench.pipelined_step_time(loss_of_step, b))
 
 
 def main(argv):
@@ -96,6 +119,10 @@ def main(argv):
   for name in FLAGS.variants:
     if name not in bench.ENGINE_VARIANTS:
       raise app.UsageError(f"--variants: {name!r} is not an engine variant")
+  for name in FLAGS.all_reduce:
+    if name not in ALL_REDUCE_IN_XLA:
+      raise app.UsageError(f"--all_reduce: {name!r} is not one of "
+                           f"{', '.join(ALL_REDUCE_IN_XLA)}")
   bench.parse_override(FLAGS.override)
   xla_flags.configure(FLAGS.xla_autotune)  # as train.py and benchmarks.train_step
   if not tf.config.list_physical_devices("GPU"):  # before the runtime starts
@@ -114,29 +141,34 @@ def main(argv):
       single = bench.engine_step(workload, variant)
       if single is not None:
         b, tokens = bench.synthetic_input("seq2seq", batch, steps, vocab)
-        emit(row(workload, variant, 0, *bench.time_steps(lambda b: single(b)[0], b), tokens))
-      for replicas in counts:
-        step, all_reduce = mirrored_step(workload, variant, replicas)
+        emit(row(workload, variant, 0, timed(lambda b: single(b)[0], b), tokens))
+      for replicas, placement in itertools.product(counts, FLAGS.all_reduce):
+        step, all_reduce, in_xla = mirrored_step(workload, variant, replicas, placement)
         b, tokens = bench.synthetic_input("seq2seq", batch * replicas, steps, vocab)
-        timing = bench.time_steps(step, b)
+        timing = timed(step, b)
         profile = None
         if FLAGS.profile_steps:
           profile = bench.profile_steps(lambda b: (step(b),), b,
-                                        f"{workload}-{variant}-{replicas}")
-        emit(row(workload, variant, replicas, *timing, tokens, all_reduce=all_reduce,
-                 global_batch=batch * replicas, **({"profile": profile} if profile else {})))
-  print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'step ms':>8} {'tok/s':>10} "
-        f"{'vs 1 replica':>12} {'vs 1 device':>11}")
+                                        f"{workload}-{variant}-{replicas}-{placement}")
+        emit(row(workload, variant, replicas, timing, tokens, all_reduce=all_reduce,
+                 all_reduce_in_xla=in_xla, global_batch=batch * replicas,
+                 **({"profile": profile} if profile else {})))
+  print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'in XLA':>6} {'step ms':>8} "
+        f"{'tok/s':>10} {'vs 1 replica':>12} {'vs 1 device':>11} {'pipe ms':>8} "
+        f"{'tok/s pipe':>10} {'vs 1 device':>11}")
+  key = lambda r: (r["workload"], r["variant"], r.get("all_reduce_in_xla"))
   for r in rows:
-    same = [o for o in rows if (o["workload"], o["variant"], o["replicas"]) ==
-            (r["workload"], r["variant"], 1)]
+    same = [o for o in rows if key(o) == key(r) and o["replicas"] == 1]
     plain = [o for o in rows if (o["workload"], o["variant"], o["replicas"]) ==
              (r["workload"], r["variant"], 0)]
-    ratio = lambda others: (r["target_tokens_per_sec"] / others[0]["target_tokens_per_sec"]
-                            if others else np.nan)
+    ratio = lambda others, key="target_tokens_per_sec": (
+        r[key] / others[0][key] if others else np.nan)
     label = r["replicas"] or "none"
-    print(f"{r['workload']:12} {r['variant']:24} {label:>8} {r['step_ms']:8.2f} "
-          f"{r['target_tokens_per_sec']:10.0f} {ratio(same):12.2f} {ratio(plain):11.2f}")
+    in_xla = {None: "", True: "yes", False: "no"}[r.get("all_reduce_in_xla")]
+    print(f"{r['workload']:12} {r['variant']:24} {label:>8} {in_xla:>6} {r['step_ms']:8.2f} "
+          f"{r['target_tokens_per_sec']:10.0f} {ratio(same):12.2f} {ratio(plain):11.2f} "
+          f"{r['pipelined_step_ms']:8.2f} {r['target_tokens_per_sec_pipelined']:10.0f} "
+          f"{ratio(plain, 'target_tokens_per_sec_pipelined'):11.2f}")
   bench.print_profiles(rows)
 
 

@@ -13,7 +13,16 @@ variables, their slots and the step counter: mirrored copies stay identical with
 broadcast. With `jit_compile` that function is XLA-compiled, as the forward and backward pass
 are; a per-variable `strategy.extended.update` would leave each update's few ops outside any
 compiled region.
+
+With `jit_compile` and every replica on a GPU of this process, each replica's whole step
+(lookups, forward, backward, the all-reduce, clipping and the update of its copies) is ONE XLA
+program instead: XLA lowers the all-reduce (`CollectiveReduceV2`) to its own NCCL all-reduce,
+so the host launches one program per GPU a step, and XLA can schedule the all-reduce among the
+backward pass's kernels. (XLA compiles collectives for GPUs only: on CPUs, and across workers,
+the all-reduce stays between two compiled regions.)
 """
+import itertools
+
 import tensorflow as tf
 
 from ops import clipping
@@ -28,8 +37,53 @@ def _slice(batch, start, end):
   return data.Batch(*(field[start:end] for field in batch))
 
 
+def all_reduce_in_xla_possible(strategy):
+  """Whether every replica of `strategy` runs on a GPU of this process, so that an XLA program
+  can hold the all-reduce."""
+  devices = strategy.extended.worker_devices
+  return (len(devices) == strategy.num_replicas_in_sync and
+          all(tf.DeviceSpec.from_string(d).device_type == "GPU" for d in devices))
+
+
+_xla_group_keys = itertools.count(2**30)  # apart from the strategies' keys (10000 * n + k)
+
+
+def _summed_in_xla(values, group_size, group_key):
+  """`values` (a nest of tensors) summed over the `group_size` replicas of `group_key`, by
+  collectives that XLA compiles into the calling replica's program (one NCCL all-reduce each;
+  XLA may combine them)."""
+  if group_size == 1:  # nothing to add up (and no collective to compile: CPUs have none)
+    return values
+  flat = tf.nest.flatten(values)
+  summed = [tf.raw_ops.CollectiveReduceV2(
+      input=value, group_size=tf.constant(group_size), group_key=tf.constant(group_key),
+      instance_key=tf.constant(index + 1), ordering_token=[], merge_op="Add", final_op="Id",
+      communication_hint="nccl") for index, value in enumerate(flat)]
+  return tf.nest.pack_sequence_as(values, summed)
+
+
+def gathers_rows(replicas, slot, num_rows):
+  """Whether the one-program step all-reduces a table's looked-up rows, each replica's in a
+  slot of `slot` rows ([replicas x slot, E], an all-gather by all-reduce), rather than its
+  dense [num_rows, E] row sums: when that is fewer rows (seed_b256 on 2 GPUs: 10,240 against
+  20,000)."""
+  return replicas * slot < num_rows
+
+
+def _rows_in_slot(values, indices, replica, replicas, slot):
+  """(values [R x slot, E], ids [R x slot], present [R x slot]): replica `replica`'s row
+  gradients `values` [N, E] (N <= slot) and ids `indices` [N] in its slot, zero elsewhere;
+  `present` marks its real entries. Summed over the replicas, every replica's rows and ids
+  lie side by side, to be summed into the table's gradient (`optimizers.summed_rows`)."""
+  count = values.shape[0]
+  before, after = replica * slot, (replicas - 1 - replica) * slot + slot - count
+  return (tf.pad(values, [[before, after], [0, 0]]), tf.pad(indices, [[before, after]]),
+          tf.pad(tf.ones([count], tf.float32), [[before, after]]))
+
+
 def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_compile=False,
-                                num_sampled=0, seed=0, label_smoothing=0.0):
+                                num_sampled=0, seed=0, label_smoothing=0.0,
+                                all_reduce_in_xla=None, batch_size=0):
   """step(global batch, stop votes) -> (loss, grad_norm, finite, summed stop votes).
 
   Args:
@@ -45,6 +99,11 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       draws the same candidates (the seed is the mirrored step counter's), so the replicas'
       losses still add up to the one-device loss of the global batch.
     label_smoothing: as in `train_step.make_train_step`.
+    all_reduce_in_xla: with `jit_compile`, compile each replica's whole step, all-reduce
+      included, as one XLA program. None: when `all_reduce_in_xla_possible(strategy)`.
+    batch_size: the global batch: smaller ones are padded to it with rows of zero weight and
+      the step is traced for exactly this many rows, as `train_step.make_train_step` does
+      (each bucket compiles once); 0 leaves the batch size free.
 
   Returns:
     A `BucketedFunction` step(batch, stop_votes) for a global batch [B, T] (the same on every
@@ -61,9 +120,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
   variables = list(model.trainable_variables)
   dense_variables = [v for v in variables if v.ref() not in table_refs]
 
-  def forward_backward(local, embedded, global_weight, sampling_seed):
+  def forward_backward(local, embedded, global_weight, sampling_seed, sum_rows=jit_compile):
     """One replica's share of the global mean: (loss, dense gradients, one pair per table).
-    The pair is (row gradients [N, E], ids [N]), or with `jit_compile` (the rows summed into
+    The pair is (row gradients [N, E], ids [N]), or with `sum_rows` (the rows summed into
     [V, E], lookup counts [V])."""
     def loss_fn(batch, embedded):
       token_losses = train_step_lib.training_loss(
@@ -73,13 +132,24 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
 
     loss, _, dense, rows = train_step_lib.loss_and_gradients(loss_fn, local, embedded, lookups,
                                                              dense_variables)
-    if jit_compile:  # each table's rows summed into [V, E] and counted: [V]
+    if sum_rows:  # each table's rows summed into [V, E] and counted: [V]
       rows = [optimizers.summed_rows(values, indices, table.shape[0])
               for table, (values, indices) in zip(tables, rows)]
     return loss, dense, rows
 
-  if jit_compile:
-    forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
+  def _row_slots(local, global_rows, replicas):
+    """Per table, the most rows a replica looks up in it: ceil(B / R) rows of the global
+    batch times the ids a row looks up (a shared table: of both lookups). None where B is not
+    static."""
+    if global_rows is None:
+      return [None] * len(tables)
+    ids_per_row = {t.ref(): 0 for t in tables}
+    for embedding, ids_fn in lookups:
+      if embedding.table.ref() in ids_per_row:
+        ids_per_row[embedding.table.ref()] += ids_fn(local).shape[1:].num_elements()
+    return [-(-global_rows // replicas) * ids_per_row[t.ref()] for t in tables]
+
+  compiled_forward_backward = tf.function(forward_backward, jit_compile=True, autograph=False)
 
   def clip_and_apply(loss, dense, rows, copies, slots, iterations, learning_rate):
     """On one device, from the reduced gradients: the global norm, and the clipped update of
@@ -104,8 +174,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
                             iterations, learning_rate, condition=finite)
     return grad_norm, finite
 
-  if jit_compile:
-    clip_and_apply = tf.function(clip_and_apply, jit_compile=True, autograph=False)
+  compiled_clip_and_apply = tf.function(clip_and_apply, jit_compile=True, autograph=False)
 
   def apply_on_each_device(strategy, loss, dense, rows):
     """Cross-replica: every local device updates its own copies from its (identical) reduced
@@ -115,7 +184,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       local = lambda value, i=index: strategy.experimental_local_results(value)[i]
       iterations = local(optimizer.iterations)
       with tf.device(device):
-        results.append(clip_and_apply(
+        results.append((compiled_clip_and_apply if jit_compile else clip_and_apply)(
             local(loss), [local(g) for g in dense],
             [tuple(local(part) for part in table_rows) for table_rows in rows],
             [local(v) for v in variables],
@@ -130,7 +199,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
                                            context.num_replicas_in_sync)
     local = _slice(batch, start, end)
     embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
-    loss, dense, rows = forward_backward(
+    loss, dense, rows = (compiled_forward_backward if jit_compile else forward_backward)(
         local, embedded, global_weight,
         train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
     if not jit_compile:
@@ -148,6 +217,55 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     grad_norm, finite = context.merge_call(apply_on_each_device, args=(loss, dense, rows))
     return loss, grad_norm, finite, stop_votes
 
+  group_key = next(_xla_group_keys)
+
+  @tf.function(jit_compile=True, autograph=False)
+  def whole_replica_step(local, global_weight, stop_votes, learning_rate, sampling_seed,
+                         replica, global_rows):
+    """Replica number `replica` (a Python int: one trace each) of a global batch of
+    `global_rows` rows: its step as one program."""
+    embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
+    loss, dense, rows = forward_backward(local, embedded, global_weight, sampling_seed,
+                                         sum_rows=False)
+    replicas = strategy.num_replicas_in_sync
+    slots = _row_slots(local, global_rows, replicas)
+    gathered = [slot is not None and gathers_rows(replicas, slot, table.shape[0])
+                for slot, table in zip(slots, tables)]
+    rows = [_rows_in_slot(values, indices, replica, replicas, slot) if gather else
+            optimizers.summed_rows(values, indices, table.shape[0])
+            for gather, slot, table, (values, indices) in zip(gathered, slots, tables, rows)]
+    dense, rows, loss, stop_votes = _summed_in_xla((dense, rows, loss, stop_votes), replicas,
+                                                   group_key)
+    for index, (gather, table) in enumerate(zip(gathered, tables)):
+      if gather:  # every replica's rows, side by side: sum them into the table's gradient
+        values, indices, present = rows[index]
+        rows[index] = optimizers.summed_rows(values, indices, table.shape[0], present)
+    copy = lambda value: strategy.experimental_local_results(value)[replica]
+    grad_norm, finite = clip_and_apply(
+        loss, dense, rows, [copy(v) for v in variables],
+        {name: [copy(s) for s in copies] for name, copies in optimizer.slots.items()},
+        copy(optimizer.iterations), learning_rate)
+    return loss, grad_norm, finite, stop_votes
+
+  def one_program_replica_step(batch, global_weight, stop_votes):
+    context = tf.distribute.get_replica_context()
+    replica = int(tf.get_static_value(context.replica_id_in_sync_group))
+    global_rows = batch.source.shape[0]  # static with `batch_size`
+    start, end = distribution.replica_rows(
+        tf.shape(batch.source)[0] if global_rows is None else global_rows, replica,
+        context.num_replicas_in_sync)
+    iterations = strategy.experimental_local_results(optimizer.iterations)[replica]
+    return whole_replica_step(
+        _slice(batch, start, end), global_weight, tf.identity(stop_votes),
+        optimizer.learning_rate_at(iterations),
+        train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None, replica,
+        global_rows)
+
+  if all_reduce_in_xla is None:
+    all_reduce_in_xla = all_reduce_in_xla_possible(strategy)
+  if jit_compile and all_reduce_in_xla:
+    replica_step = one_program_replica_step
+
   def step(batch, stop_votes):
     global_weight = tf.reduce_sum(batch.target_weight)
     results = strategy.run(replica_step, args=(batch, global_weight, stop_votes))
@@ -158,4 +276,5 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     return loss, grad_norm, finite, votes
 
   return train_step_lib.BucketedFunction(
-      step, extra_signature=[tf.TensorSpec([len(interrupts.SIGNALS)], tf.float32)])
+      step, extra_signature=[tf.TensorSpec([len(interrupts.SIGNALS)], tf.float32)],
+      pad_rows_to=batch_size)

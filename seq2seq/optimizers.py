@@ -18,12 +18,15 @@ from ops import optim
 TouchedRows = collections.namedtuple("TouchedRows", ["gradient", "touched"])
 
 
-def summed_rows(values, indices, num_rows):
+def summed_rows(values, indices, num_rows, present=None):
   """(gradient [num_rows, E], lookups [num_rows] float32) of a table from row gradients
   `values` [N, E] looked up at `indices` [N]: repeated indices summed, and how many times
-  each row was looked up. Both add up across replicas (the distributed step all-reduces them)."""
+  each row was looked up. Both add up across replicas (the distributed step all-reduces them).
+  `present` [N] float32, 1 or 0, leaves out the lookups of padding entries (default: all 1)."""
   gradient = tf.math.unsorted_segment_sum(values, indices, num_rows)
-  lookups = tf.math.unsorted_segment_sum(tf.ones_like(indices, tf.float32), indices, num_rows)
+  if present is None:
+    present = tf.ones_like(indices, tf.float32)
+  lookups = tf.math.unsorted_segment_sum(present, indices, num_rows)
   return gradient, lookups
 
 

@@ -184,7 +184,8 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
     step = distributed_step.make_distributed_train_step(
         model, optimizer, train_config.max_grad_norm, strategy,
         jit_compile=train_config.jit_compile, num_sampled=train_config.num_sampled,
-        seed=train_config.seed, label_smoothing=train_config.label_smoothing)
+        seed=train_config.seed, label_smoothing=train_config.label_smoothing,
+        batch_size=train_config.batch_size)
   else:
     step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
                                           jit_compile=train_config.jit_compile,

@@ -155,13 +155,15 @@ class ScalingBenchmarkTest(tf.test.TestCase):
     self.assertEqual(sorted(rows), [0, 1, 2])
     self.assertEqual([rows[r].get("global_batch") for r in (0, 1, 2)], [None, 2, 4])
     self.assertEqual(rows[2]["all_reduce"], "CollectiveAllReduce")
+    self.assertFalse(rows[2]["all_reduce_in_xla"])  # no collective compiles for CPUs
     for row in rows.values():
       self.assertGreater(row["target_tokens_per_sec"], 0)
     self.assertIn("vs 1 replica", result.stdout)
 
   def test_refuses_lm_workloads_and_non_positive_replica_counts(self):
     for flag, message in (("--workloads=ptb_large", "not a seq2seq workload"),
-                          ("--replicas=0", "positive counts")):
+                          ("--replicas=0", "positive counts"),
+                          ("--all_reduce=inside", "is not one of")):
       result = subprocess.run(
           [sys.executable, "-m", "benchmarks.scaling", "--variants=engine", flag],
           cwd=ROOT, capture_output=True, text=True, timeout=600,

@@ -7,11 +7,21 @@ import subprocess
 import sys
 import tempfile
 
+import types
+from unittest import mock
+
 from absl.testing import absltest
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from seq2seq import config as config_lib
+from seq2seq import data
+from seq2seq import distributed_step
 from seq2seq import distribution
+from seq2seq import interrupts
+from seq2seq import model as model_lib
+from seq2seq import optimizers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,6 +76,108 @@ class MirroredTest(absltest.TestCase):
       self.assertNotEmpty(differences)
       for key, difference in differences.items():
         self.assertLess(difference, 1e-5, f"{run}: {key}")
+
+
+class AllReduceInXlaTest(absltest.TestCase):
+
+  @staticmethod
+  def _strategy(devices, replicas):
+    return types.SimpleNamespace(extended=types.SimpleNamespace(worker_devices=devices),
+                                 num_replicas_in_sync=replicas)
+
+  def test_only_when_every_replica_is_a_local_gpu(self):
+    gpus = ["/job:localhost/replica:0/task:0/device:GPU:0",
+            "/job:localhost/replica:0/task:0/device:GPU:1"]
+    self.assertTrue(distributed_step.all_reduce_in_xla_possible(self._strategy(gpus, 2)))
+    # XLA compiles no collective for CPUs.
+    cpus = ["/job:localhost/replica:0/task:0/device:CPU:0", "/device:CPU:1"]
+    self.assertFalse(distributed_step.all_reduce_in_xla_possible(self._strategy(cpus, 2)))
+    self.assertFalse(distributed_step.all_reduce_in_xla_possible(
+        self._strategy([gpus[0], cpus[0]], 2)))
+    # Two workers of two GPUs: the replicas of the other worker are not local.
+    self.assertFalse(distributed_step.all_reduce_in_xla_possible(self._strategy(gpus, 4)))
+    self.assertFalse(distributed_step.all_reduce_in_xla_possible(
+        tf.distribute.MirroredStrategy(["/cpu:0"])))
+
+  def test_rows_in_slots_add_up_to_every_replicas_rows(self):
+    """The all-gather by all-reduce of the tables' rows: uneven replicas (3 and 2 rows in
+    slots of 3), added up as the all-reduce does, give the gradient and lookup counts of all
+    rows together."""
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=[3, 4]), rng.normal(size=[2, 4])]
+    ids = [np.array([1, 4, 1]), np.array([4, 0])]
+    slotted = [distributed_step._rows_in_slot(tf.constant(v), tf.constant(i), replica, 2, 3)
+               for replica, (v, i) in enumerate(zip(values, ids))]
+    summed = [a + b for a, b in zip(*slotted)]
+    self.assertEqual(summed[0].shape, [6, 4])
+    gradient, lookups = optimizers.summed_rows(*summed[:2], 6, summed[2])
+    expected = np.zeros([6, 4])
+    np.add.at(expected, np.concatenate(ids), np.concatenate(values))
+    np.testing.assert_allclose(gradient, expected, atol=1e-12)
+    np.testing.assert_array_equal(lookups, [1, 2, 0, 0, 2, 0])  # the empty slot row: no lookup
+
+  def test_gathers_rows_only_when_fewer_than_the_table(self):
+    self.assertTrue(distributed_step.gathers_rows(2, 5376, 20000))  # seed_b256, 2 GPUs
+    self.assertFalse(distributed_step.gathers_rows(4, 5376, 20000))
+    self.assertFalse(distributed_step.gathers_rows(2, 50, 100))
+
+  def test_one_program_step_matches_the_two_program_step(self):
+    """On one CPU (one replica: the all-reduce is the identity, so the program compiles), the
+    step as one XLA program, with the tables' row sums or their rows, against the step whose
+    all-reduce sits between two programs: the same losses and variables after 3 steps."""
+    batches = [data.Batch(*(tf.constant(x) for x in _synthetic_batch(seed)))
+               for seed in range(3)]
+
+    def train(all_reduce_in_xla, gather_rows=None):
+      strategy = distribution.mirrored_strategy(["/cpu:0"])
+      with strategy.scope():
+        model = model_lib.Seq2Seq(config_lib.ModelConfig(
+            hidden_size=8, embedding_size=6, share_embeddings=False, keep_prob=1.0), 30, seed=0)
+        model.build()
+        optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=0.01),
+                                              model.trainable_variables)
+      step = distributed_step.make_distributed_train_step(
+          model, optimizer, 0.5, strategy, jit_compile=True,
+          all_reduce_in_xla=all_reduce_in_xla, batch_size=5)
+      votes = tf.zeros([len(interrupts.SIGNALS)])
+      with mock.patch.object(distributed_step, "gathers_rows",
+                             (lambda *_: gather_rows) if gather_rows is not None else
+                             distributed_step.gathers_rows):
+        losses = [float(step(b, votes)[0]) for b in batches]
+      return losses, [v.numpy() for v in model.trainable_variables + optimizer.variables]
+
+    expected_losses, expected = train(False)
+    for gather_rows in (False, True):
+      losses, actual = train(True, gather_rows)
+      np.testing.assert_allclose(losses, expected_losses, rtol=1e-6)
+      self.assertLen(actual, len(expected))
+      for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+
+  @pytest.mark.slow
+  def test_two_gpus_one_program_per_replica_match_one_device(self):
+    if len(tf.config.list_physical_devices("GPU")) < 2:
+      self.skipTest("needs 2 GPUs (run on the device machine, see BUILD.md)")
+    with tempfile.TemporaryDirectory() as tmp:
+      result = _run(["-m", "tests.mirrored_check", tmp, "gpus"], timeout=600)
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    self.assertEqual(sorted(report), ["mirrored_jit", "mirrored_jit_rows", "resumed_jit"])
+    for run, differences in report.items():
+      self.assertNotEmpty(differences)
+      for key, difference in differences.items():
+        self.assertLess(difference, 1e-5, f"{run}: {key}")
+
+
+def _synthetic_batch(seed, rows=5, length=4, vocab=30):
+  """A seq2seq batch of `rows` (NumPy), some target positions weighted 0."""
+  rng = np.random.default_rng(seed)
+  source = rng.integers(4, vocab, [rows, length]).astype(np.int32)
+  target = rng.integers(4, vocab, [rows, length + 1]).astype(np.int32)
+  weight = (rng.random([rows, length + 1]) < 0.8).astype(np.float32)
+  return data.Batch(source=source, source_length=np.full([rows], length, np.int32),
+                    decoder_input=np.roll(target, 1, axis=1), target=target,
+                    target_weight=weight)
 
 
 def _free_port():

@@ -15,12 +15,22 @@ of `benchmarks.train_step`, whose flags this program shares), it times:
 With a compiled variant on GPUs each replica's whole step, all-reduce included, is one XLA
 program (`distributed_step.all_reduce_in_xla_possible`); `--all_reduce=auto,between` also
 times the all-reduce between two compiled programs, as on CPUs.
+With `--processes=N` it also times N worker processes on this host, one device each (one
+GPU each, or each its CPU), under `MultiWorkerMirroredStrategy` (`train.py
+--strategy=multi_worker` with a localhost `TF_CONFIG`): every process launches only its own
+replica's step.
 Each line gives the step time (median of --steps), target tokens/s, and the speedup over the
 same strategy on one replica and over the one-device step. Before timing, each strategy's
 all-reduce is checked (replica ids summed); on GPUs MirroredStrategy reduces through NCCL.
 Without GPUs the host CPU is split into max(--replicas) logical devices.
 """
 import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
 
 from absl import app
 from absl import flags
@@ -40,8 +50,12 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("replicas", ["1", "2"], "replica counts to time (devices of this host)")
 flags.DEFINE_list("all_reduce", ["auto"],
                   "where a compiled step all-reduces, one or more of: auto (inside each "
-                  "replica's XLA program where possible), between (between two programs)")
-ALL_REDUCE_IN_XLA = {"auto": None, "between": False}
+                  "replica's XLA program where possible), xla (inside it: GPUs only), "
+                  "between (between two programs)")
+ALL_REDUCE_IN_XLA = {"auto": None, "xla": True, "between": False}
+flags.DEFINE_integer("processes", 0, "also time this many worker processes of this host, one "
+                     "device each, under MultiWorkerMirroredStrategy (0: none)")
+flags.DEFINE_integer("worker", -1, "internal: this process is worker WORKER of --processes")
 
 
 def devices(count):
@@ -69,9 +83,15 @@ def check_all_reduce(strategy):
 def mirrored_step(workload, variant, replicas, placement="auto"):
   """(step(batch) -> loss, cross-device ops name, whether the all-reduce is in XLA) of the
   mirrored step over `replicas`; `placement` is one of --all_reduce."""
+  return step_under(distribution.mirrored_strategy(devices(replicas)), workload, variant,
+                    placement)
+
+
+def step_under(strategy, workload, variant, placement="auto"):
+  """`mirrored_step` under any multi-replica `strategy`, B rows per replica."""
   _, batch, _, _, _, vocab, _ = bench.workload_sizes(workload)
   jit_compile, precision, _, _ = bench.ENGINE_VARIANTS[variant]
-  strategy = distribution.mirrored_strategy(devices(replicas))
+  replicas = strategy.num_replicas_in_sync
   all_reduce = check_all_reduce(strategy)
   model_config = bench.engine_model_config(workload, variant, embedding_device="gpu")
   with strategy.scope():
@@ -106,6 +126,55 @@ def timed(loss_of_step, b):
   return (*bench.time_steps(loss_of_step, b), bench.pipelined_step_time(loss_of_step, b))
 
 
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def worker_rows(workload, variant, count):
+  """Runs `count` worker processes on localhost (this program with --worker=i) for one
+  workload and variant; returns the chief's JSON lines."""
+  cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(count)]}
+  gpus = len(tf.config.list_physical_devices("GPU"))
+  with tempfile.TemporaryDirectory() as tmp:
+    flagfile = os.path.join(tmp, "flags")
+    with open(flagfile, "w", encoding="utf-8") as f:
+      f.write(FLAGS.flags_into_string())
+    workers = []
+    for index in range(count):
+      env = dict(os.environ, TF_CONFIG=json.dumps(
+          {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+      if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = str(index)
+      workers.append(subprocess.Popen(
+          [sys.executable, "-m", "benchmarks.scaling", f"--flagfile={flagfile}",
+           f"--workloads={workload}", f"--variants={variant}", f"--worker={index}",
+           "--output="], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [worker.communicate() for worker in workers]
+  for index, (worker, (_, stderr)) in enumerate(zip(workers, outputs)):
+    if worker.returncode:
+      raise RuntimeError(f"worker {index} of {count} exited with {worker.returncode}:\n"
+                         f"{stderr[-3000:]}")
+  return [json.loads(line) for line in outputs[0][0].splitlines() if line.startswith("{")]
+
+
+def run_worker():
+  """--worker=i: one worker of a localhost MultiWorkerMirroredStrategy job; the chief prints
+  each line (workers time the same synchronous steps)."""
+  strategy = distribution.make_strategy("multi_worker")  # before any other TF op
+  count = strategy.num_replicas_in_sync
+  for workload, variant, placement in itertools.product(FLAGS.workloads, FLAGS.variants,
+                                                        FLAGS.all_reduce):
+    _, batch, steps, _, _, vocab, _ = bench.workload_sizes(workload)
+    step, all_reduce, in_xla = step_under(strategy, workload, variant, placement)
+    b, tokens = bench.synthetic_input("seq2seq", batch * count, steps, vocab)
+    result = row(workload, variant, count, timed(step, b), tokens, all_reduce=all_reduce,
+                 all_reduce_in_xla=in_xla, global_batch=batch * count, processes=count)
+    if distribution.is_chief(strategy):
+      print(json.dumps(result), flush=True)
+
+
 def main(argv):
   del argv
   counts = sorted({int(r) for r in FLAGS.replicas})
@@ -123,9 +192,17 @@ def main(argv):
     if name not in ALL_REDUCE_IN_XLA:
       raise app.UsageError(f"--all_reduce: {name!r} is not one of "
                            f"{', '.join(ALL_REDUCE_IN_XLA)}")
+  if FLAGS.processes == 1 or FLAGS.processes < 0:
+    raise app.UsageError(f"--processes: 0 or at least 2, got {FLAGS.processes}")
   bench.parse_override(FLAGS.override)
   xla_flags.configure(FLAGS.xla_autotune)  # as train.py and benchmarks.train_step
-  if not tf.config.list_physical_devices("GPU"):  # before the runtime starts
+  if FLAGS.worker >= 0:
+    run_worker()
+    return
+  gpus = len(tf.config.list_physical_devices("GPU"))
+  if gpus and FLAGS.processes > gpus:
+    raise app.UsageError(f"--processes={FLAGS.processes}: only {gpus} GPUs here")
+  if not gpus:  # before the runtime starts
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * counts[-1])
@@ -153,6 +230,9 @@ def main(argv):
         emit(row(workload, variant, replicas, timing, tokens, all_reduce=all_reduce,
                  all_reduce_in_xla=in_xla, global_batch=batch * replicas,
                  **({"profile": profile} if profile else {})))
+      if FLAGS.processes:
+        for result in worker_rows(workload, variant, FLAGS.processes):
+          emit(result)
   print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'in XLA':>6} {'step ms':>8} "
         f"{'tok/s':>10} {'vs 1 replica':>12} {'vs 1 device':>11} {'pipe ms':>8} "
         f"{'tok/s pipe':>10} {'vs 1 device':>11}")
@@ -163,7 +243,7 @@ def main(argv):
              (r["workload"], r["variant"], 0)]
     ratio = lambda others, key="target_tokens_per_sec": (
         r[key] / others[0][key] if others else np.nan)
-    label = r["replicas"] or "none"
+    label = f"{r['replicas']} proc" if r.get("processes") else (r["replicas"] or "none")
     in_xla = {None: "", True: "yes", False: "no"}[r.get("all_reduce_in_xla")]
     print(f"{r['workload']:12} {r['variant']:24} {label:>8} {in_xla:>6} {r['step_ms']:8.2f} "
           f"{r['target_tokens_per_sec']:10.0f} {ratio(same):12.2f} {ratio(plain):11.2f} "

@@ -14,12 +14,12 @@ broadcast. With `jit_compile` that function is XLA-compiled, as the forward and 
 are; a per-variable `strategy.extended.update` would leave each update's few ops outside any
 compiled region.
 
-With `jit_compile` and every replica on a GPU of this process, each replica's whole step
+With `jit_compile` and every replica of the worker on a GPU, each replica's whole step
 (lookups, forward, backward, the all-reduce, clipping and the update of its copies) is ONE XLA
-program instead: XLA lowers the all-reduce (`CollectiveReduceV2`) to its own NCCL all-reduce,
-so the host launches one program per GPU a step, and XLA can schedule the all-reduce among the
-backward pass's kernels. (XLA compiles collectives for GPUs only: on CPUs, and across workers,
-the all-reduce stays between two compiled regions.)
+program instead: XLA lowers the all-reduce (`CollectiveReduceV2`) to its own NCCL all-reduce
+(TF resolves the group and hands XLA the NCCL communicator, also across worker processes), so
+the host launches one program per GPU a step. XLA compiles collectives for GPUs only: on CPUs
+the all-reduce stays between two compiled regions.
 """
 import itertools
 
@@ -38,11 +38,10 @@ def _slice(batch, start, end):
 
 
 def all_reduce_in_xla_possible(strategy):
-  """Whether every replica of `strategy` runs on a GPU of this process, so that an XLA program
-  can hold the all-reduce."""
-  devices = strategy.extended.worker_devices
-  return (len(devices) == strategy.num_replicas_in_sync and
-          all(tf.DeviceSpec.from_string(d).device_type == "GPU" for d in devices))
+  """Whether every replica of this worker runs on a GPU, so that an XLA program can hold the
+  all-reduce (each worker of a multi-worker job decides alike when the workers are alike)."""
+  return all(tf.DeviceSpec.from_string(d).device_type == "GPU"
+             for d in strategy.extended.worker_devices)
 
 
 _xla_group_keys = itertools.count(2**30)  # apart from the strategies' keys (10000 * n + k)
@@ -218,6 +217,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     return loss, grad_norm, finite, stop_votes
 
   group_key = next(_xla_group_keys)
+  # Replica r of the job is local copy r mod (this worker's devices): workers number their
+  # replicas one after another.
+  local_index = lambda replica: replica % len(strategy.extended.worker_devices)
 
   @tf.function(jit_compile=True, autograph=False)
   def whole_replica_step(local, global_weight, stop_votes, learning_rate, sampling_seed,
@@ -240,7 +242,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       if gather:  # every replica's rows, side by side: sum them into the table's gradient
         values, indices, present = rows[index]
         rows[index] = optimizers.summed_rows(values, indices, table.shape[0], present)
-    copy = lambda value: strategy.experimental_local_results(value)[replica]
+    copy = lambda value: strategy.experimental_local_results(value)[local_index(replica)]
     grad_norm, finite = clip_and_apply(
         loss, dense, rows, [copy(v) for v in variables],
         {name: [copy(s) for s in copies] for name, copies in optimizer.slots.items()},
@@ -254,7 +256,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     start, end = distribution.replica_rows(
         tf.shape(batch.source)[0] if global_rows is None else global_rows, replica,
         context.num_replicas_in_sync)
-    iterations = strategy.experimental_local_results(optimizer.iterations)[replica]
+    iterations = strategy.experimental_local_results(optimizer.iterations)[local_index(replica)]
     return whole_replica_step(
         _slice(batch, start, end), global_weight, tf.identity(stop_votes),
         optimizer.learning_rate_at(iterations),

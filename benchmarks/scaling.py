@@ -27,7 +27,6 @@ Without GPUs the host CPU is split into max(--replicas) logical devices.
 import itertools
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from seq2seq import distribution
 from seq2seq import interrupts
 from seq2seq import model as model_lib
 from seq2seq import optimizers
+from seq2seq import supervisor
 from seq2seq import xla_flags
 
 FLAGS = flags.FLAGS
@@ -117,8 +117,9 @@ def row(workload, variant, replicas, timing, tokens, **extra):
   return {"workload": workload, "variant": variant, "replicas": replicas,
           "step_ms": 1e3 * median, "target_tokens_per_sec": tokens / median,
           "pipelined_step_ms": 1e3 * pipelined,
-          "target_tokens_per_sec_pipelined": tokens / pipelined, "first_step_s": first, "device": "GPU" if tf.config.list_physical_devices("GPU")
-          else "CPU", "tf_version": tf.__version__, "keep_prob": FLAGS.keep_prob, **extra}
+          "target_tokens_per_sec_pipelined": tokens / pipelined, "first_step_s": first,
+          "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+          "tf_version": tf.__version__, "keep_prob": FLAGS.keep_prob, **extra}
 
 
 def timed(loss_of_step, b):
@@ -126,16 +127,10 @@ def timed(loss_of_step, b):
   return (*bench.time_steps(loss_of_step, b), bench.pipelined_step_time(loss_of_step, b))
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def worker_rows(workload, variant, count):
   """Runs `count` worker processes on localhost (this program with --worker=i) for one
   workload and variant; returns the chief's JSON lines."""
-  cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(count)]}
+  addresses = [f"127.0.0.1:{supervisor.free_port()}" for _ in range(count)]
   gpus = len(tf.config.list_physical_devices("GPU"))
   with tempfile.TemporaryDirectory() as tmp:
     flagfile = os.path.join(tmp, "flags")
@@ -143,8 +138,7 @@ def worker_rows(workload, variant, count):
       f.write(FLAGS.flags_into_string())
     workers = []
     for index in range(count):
-      env = dict(os.environ, TF_CONFIG=json.dumps(
-          {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+      env = dict(os.environ, TF_CONFIG=supervisor.tf_config(addresses, index))
       if gpus:
         env["CUDA_VISIBLE_DEVICES"] = str(index)
       workers.append(subprocess.Popen(

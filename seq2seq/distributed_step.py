@@ -90,10 +90,10 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     optimizer: a `seq2seq.optimizers.Optimizer` built under `strategy.scope()`.
     max_grad_norm: clip to this global norm; 0 for no clipping.
     strategy: a MirroredStrategy, MultiWorkerMirroredStrategy or TPUStrategy.
-    jit_compile: XLA-compile each replica's forward and backward pass (the region of
-      `train_step.loss_and_gradients`), and each device's clipping and update. The embedding
-      lookup and the all-reduce stay outside: collectives and `merge_call` cannot run inside
-      an XLA cluster.
+    jit_compile: XLA-compile each replica's step: as one program with `all_reduce_in_xla`;
+      otherwise its forward and backward pass (the region of
+      `train_step.loss_and_gradients`) and each device's clipping and update, with the
+      embedding lookups, the all-reduce and `merge_call` between them.
     num_sampled, seed: the sampled softmax of `train_step.make_train_step`. Every replica
       draws the same candidates (the seed is the mirrored step counter's), so the replicas'
       losses still add up to the one-device loss of the global batch.
@@ -136,7 +136,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
               for table, (values, indices) in zip(tables, rows)]
     return loss, dense, rows
 
-  def _row_slots(local, global_rows, replicas):
+  def row_slots(local, global_rows, replicas):
     """Per table, the most rows a replica looks up in it: ceil(B / R) rows of the global
     batch times the ids a row looks up (a shared table: of both lookups). None where B is not
     static."""
@@ -230,7 +230,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     loss, dense, rows = forward_backward(local, embedded, global_weight, sampling_seed,
                                          sum_rows=False)
     replicas = strategy.num_replicas_in_sync
-    slots = _row_slots(local, global_rows, replicas)
+    slots = row_slots(local, global_rows, replicas)
     gathered = [slot is not None and gathers_rows(replicas, slot, table.shape[0])
                 for slot, table in zip(slots, tables)]
     rows = [_rows_in_slot(values, indices, replica, replicas, slot) if gather else
@@ -265,12 +265,12 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
 
   if all_reduce_in_xla is None:
     all_reduce_in_xla = all_reduce_in_xla_possible(strategy)
-  if jit_compile and all_reduce_in_xla:
-    replica_step = one_program_replica_step
+  run_replica = (one_program_replica_step if jit_compile and all_reduce_in_xla else
+                 replica_step)
 
   def step(batch, stop_votes):
     global_weight = tf.reduce_sum(batch.target_weight)
-    results = strategy.run(replica_step, args=(batch, global_weight, stop_votes))
+    results = strategy.run(run_replica, args=(batch, global_weight, stop_votes))
     # Every replica holds the same all-reduced values: take this worker's first, with no
     # further collective (a second one would be one more place for a lost peer to fail).
     loss, grad_norm, finite, votes = (strategy.experimental_local_results(r)[0]

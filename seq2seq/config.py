@@ -351,9 +351,12 @@ class LaunchConfig:
   num_workers: int = 2
   max_restarts: int = 3  # group restarts before giving up, so that a crash loop ends
   grace_s: float = 30.0  # seconds workers get to exit after SIGTERM before SIGKILL
+  gpus_per_worker: int = 0  # N: worker i sees only visible GPUs [i*N, (i+1)*N); 0: all of them
 
   def __post_init__(self):
     _positive(self, "num_workers")
+    _check(self.gpus_per_worker >= 0, "gpus_per_worker",
+           f"must be >= 0, got {self.gpus_per_worker}")
     _check(self.max_restarts >= 0, "max_restarts", f"must be >= 0, got {self.max_restarts}")
     _check(self.grace_s >= 0, "grace_s", f"must be >= 0, got {self.grace_s}")
 

@@ -39,6 +39,25 @@ def tf_config(addresses, index):
                      "task": {"type": "worker", "index": index}})
 
 
+class TooFewGpus(ValueError):
+  """--gpus_per_worker asks for more GPUs than are visible; the message says how many."""
+
+
+def visible_gpus(env):
+  """The GPUs workers can be given: `env`'s CUDA_VISIBLE_DEVICES list, else the indices of
+  `nvidia-smi -L`'s GPUs (none without nvidia-smi)."""
+  listed = env.get("CUDA_VISIBLE_DEVICES")
+  if listed is not None:
+    return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+  try:
+    output = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60,
+                            check=True).stdout
+  except (OSError, subprocess.SubprocessError):
+    return []
+  return [str(i) for i, line in enumerate(l for l in output.splitlines()
+                                          if l.startswith("GPU "))]
+
+
 def describe(returncode):
   """'exit 1', 'exit 143', 'killed by SIGKILL': a Popen returncode in words."""
   if returncode < 0:
@@ -63,17 +82,33 @@ class WorkerGroup:
   train.py quit without saving).
   """
 
-  def __init__(self, command, num_workers, env=None):
+  def __init__(self, command, num_workers, env=None, gpus_per_worker=0):
     self.command = list(command)
     self.num_workers = num_workers
     self.env = dict(os.environ if env is None else env)
     self.processes = []
+    self.gpus_per_worker = gpus_per_worker
+    self.gpus = visible_gpus(self.env) if gpus_per_worker else []
+    needed = num_workers * gpus_per_worker
+    if len(self.gpus) < needed:
+      raise TooFewGpus(f"gpus_per_worker={gpus_per_worker}: {num_workers} workers need "
+                       f"{needed} GPUs, and {len(self.gpus)} are visible "
+                       f"({', '.join(self.gpus) or 'none'})")
+
+  def worker_env(self, addresses, index):
+    """Worker `index`'s environment: the cluster's TF_CONFIG, and with `gpus_per_worker` its
+    own GPUs in CUDA_VISIBLE_DEVICES."""
+    env = dict(self.env, TF_CONFIG=tf_config(addresses, index))
+    if self.gpus_per_worker:
+      first = index * self.gpus_per_worker
+      env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus[first:first + self.gpus_per_worker])
+    return env
 
   def start(self):
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(self.num_workers)]
     self.processes = []
     for index in range(self.num_workers):
-      env = dict(self.env, TF_CONFIG=tf_config(addresses, index))
+      env = self.worker_env(addresses, index)
       self.processes.append(subprocess.Popen(self.command, env=env, start_new_session=True,
                                              preexec_fn=_die_with_parent))
     return addresses
@@ -112,7 +147,7 @@ def supervise(command, launch_config, log=print, env=None):
     The exit status for the supervisor: 0 when every worker finished; else the status of
     the failure it stopped on (128 + n for a worker killed by signal n).
   """
-  group = WorkerGroup(command, launch_config.num_workers, env)
+  group = WorkerGroup(command, launch_config.num_workers, env, launch_config.gpus_per_worker)
   restarts = 0
   # Signals to the supervisor are recorded, to be forwarded to the workers, not to kill it.
   with interrupts.StopOnSignal(second_sigint_interrupts=False) as received:

@@ -14,6 +14,8 @@ import sys
 import tempfile
 import threading
 import time
+import types
+from unittest import mock
 
 from absl.testing import absltest
 import pytest
@@ -66,6 +68,38 @@ class SupervisorTest(absltest.TestCase):
     self.assertLen(set(configs[0]["cluster"]["worker"]), 2)
     self.assertEqual([c["task"] for c in configs],
                      [{"type": "worker", "index": 0}, {"type": "worker", "index": 1}])
+
+  def test_gpus_per_worker_gives_each_worker_its_own_visible_gpus(self):
+    group = supervisor.WorkerGroup(["true"], 2, env={"CUDA_VISIBLE_DEVICES": "3,5,6,7"},
+                                   gpus_per_worker=2)
+    envs = [group.worker_env(["a:1", "b:2"], index) for index in range(2)]
+    self.assertEqual([e["CUDA_VISIBLE_DEVICES"] for e in envs], ["3,5", "6,7"])
+    self.assertEqual(json.loads(envs[1]["TF_CONFIG"])["task"]["index"], 1)
+    every = supervisor.WorkerGroup(["true"], 2, env={"CUDA_VISIBLE_DEVICES": "3"})
+    self.assertEqual(every.worker_env(["a:1", "b:2"], 1)["CUDA_VISIBLE_DEVICES"], "3")
+    with self.assertRaisesRegex(supervisor.TooFewGpus, "2 workers need 2 GPUs, and 1 are"):
+      supervisor.WorkerGroup(["true"], 2, env={"CUDA_VISIBLE_DEVICES": "0"}, gpus_per_worker=1)
+
+  def test_visible_gpus_from_nvidia_smi_without_cuda_visible_devices(self):
+    listing = "GPU 0: NVIDIA H200 (UUID: GPU-a)\nGPU 1: NVIDIA H200 (UUID: GPU-b)\n"
+    with mock.patch.object(supervisor.subprocess, "run",
+                           return_value=types.SimpleNamespace(stdout=listing)):
+      self.assertEqual(supervisor.visible_gpus({}), ["0", "1"])
+    with mock.patch.object(supervisor.subprocess, "run", side_effect=FileNotFoundError):
+      self.assertEqual(supervisor.visible_gpus({}), [])
+    self.assertEqual(supervisor.visible_gpus({"CUDA_VISIBLE_DEVICES": ""}), [])
+    with self.assertRaisesRegex(config_lib.ConfigError, "gpus_per_worker"):
+      config_lib.LaunchConfig(gpus_per_worker=-1)
+
+  def test_launch_refuses_more_gpus_than_visible_before_starting(self):
+    result = subprocess.run(
+        [sys.executable, "launch.py", "--num_workers=2", "--gpus_per_worker=1", "--",
+         "--workdir=/nonexistent/never"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES="0"))
+    self.assertNotEqual(result.returncode, 0)
+    self.assertIn("--gpus_per_worker=1: 2 workers need 2 GPUs, and 1 are visible (0)",
+                  result.stderr)
+    self.assertNotIn("launch: started", result.stdout)
 
   def test_a_killed_worker_restarts_every_worker(self):
     # First start: worker 1 dies of SIGKILL and worker 0 waits (SIGTERM ends it); then both

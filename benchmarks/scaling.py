@@ -131,20 +131,20 @@ def worker_rows(workload, variant, count):
   """Runs `count` worker processes on localhost (this program with --worker=i) for one
   workload and variant; returns the chief's JSON lines."""
   addresses = [f"127.0.0.1:{supervisor.free_port()}" for _ in range(count)]
-  gpus = len(tf.config.list_physical_devices("GPU"))
+  # The cluster's TF_CONFIG, and with GPUs one each (CUDA_VISIBLE_DEVICES), as launch.py gives.
+  gpus_each = 1 if tf.config.list_physical_devices("GPU") else 0
+  group = supervisor.WorkerGroup([], count, gpus_per_worker=gpus_each)
   with tempfile.TemporaryDirectory() as tmp:
     flagfile = os.path.join(tmp, "flags")
     with open(flagfile, "w", encoding="utf-8") as f:
       f.write(FLAGS.flags_into_string())
     workers = []
     for index in range(count):
-      env = dict(os.environ, TF_CONFIG=supervisor.tf_config(addresses, index))
-      if gpus:
-        env["CUDA_VISIBLE_DEVICES"] = str(index)
       workers.append(subprocess.Popen(
           [sys.executable, "-m", "benchmarks.scaling", f"--flagfile={flagfile}",
            f"--workloads={workload}", f"--variants={variant}", f"--worker={index}",
-           "--output="], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+           "--output="], env=group.worker_env(addresses, index), stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE, text=True))
     outputs = [worker.communicate() for worker in workers]
   for index, (worker, (_, stderr)) in enumerate(zip(workers, outputs)):
     if worker.returncode:

@@ -54,8 +54,7 @@ def visible_gpus(env):
                             check=True).stdout
   except (OSError, subprocess.SubprocessError):
     return []
-  return [str(i) for i, line in enumerate(l for l in output.splitlines()
-                                          if l.startswith("GPU "))]
+  return [str(i) for i in range(sum(line.startswith("GPU ") for line in output.splitlines()))]
 
 
 def describe(returncode):

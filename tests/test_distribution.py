@@ -2,7 +2,6 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from seq2seq import distribution
 from seq2seq import interrupts
 from seq2seq import model as model_lib
 from seq2seq import optimizers
+from seq2seq import supervisor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -180,28 +180,25 @@ def _synthetic_batch(seed, rows=5, length=4, vocab=30):
                     target_weight=weight)
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _losses(output):
   """{step: loss} from train.py's progress lines."""
   return {int(m.group(1)): float(m.group(2))
           for m in re.finditer(r"^(?:\[worker \d\] )?(\d+)/\d+ .* loss=([0-9.]+)", output, re.M)}
 
 
-def _run_workers(flags, num_workers=2):
-  """Runs train.py as `num_workers` multi_worker processes on localhost; [(returncode, output)]."""
-  cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(num_workers)]}
+def _run_workers(flags, num_workers=2, env=None, gpu_each=False):
+  """Runs train.py as `num_workers` multi_worker processes on localhost; [(returncode, output)].
+  With `gpu_each`, worker i sees only GPU i."""
+  addresses = [f"127.0.0.1:{supervisor.free_port()}" for _ in range(num_workers)]
+  group = supervisor.WorkerGroup(  # as launch.py gives its workers TF_CONFIG and GPUs
+      [], num_workers, dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL="2",
+                            PYTHONPATH=ROOT), gpus_per_worker=1 if gpu_each else 0)
   workers = []
   for index in range(num_workers):
-    tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT, TF_CONFIG=tf_config)
     workers.append(subprocess.Popen(
-        [sys.executable, "train.py", *flags, "--strategy=multi_worker"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        [sys.executable, "train.py", *flags, "--strategy=multi_worker"], cwd=ROOT,
+        env=group.worker_env(addresses, index), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True))
   outputs = []
   for worker in workers:
     try:
@@ -247,6 +244,35 @@ class MultiWorkerTest(absltest.TestCase):
         self.assertEqual(sorted(actual), [1, 2, 3])
         for step, loss in expected.items():
           self.assertAlmostEqual(actual[step], loss, delta=2e-4, msg=f"worker {index} step {step}")
+
+  @pytest.mark.slow
+  def test_two_gpu_workers_one_program_each_match_one_process(self):
+    """One GPU per worker process, --jit_compile: each replica's step is one XLA program whose
+    NCCL all-reduce spans the two processes; its losses are those of one process on one GPU."""
+    if len(tf.config.list_physical_devices("GPU")) < 2:
+      self.skipTest("needs 2 GPUs (run on the device machine, see BUILD.md)")
+    with tempfile.TemporaryDirectory() as tmp:
+      from tests import helpers  # pylint: disable=import-outside-toplevel
+      data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
+      flags = [f"--data={data}", "--num_layers=1", "--hidden_size=32", "--embedding_size=16",
+               "--max_length=6", "--num_buckets=1", "--max_vocab=50", "--learning_rate=0.01",
+               "--seed=3", "--batch_size=15", "--log_every=1", "--max_grad_norm=0.2",
+               "--jit_compile", "--max_steps=4"]
+      env = dict(os.environ, NVIDIA_TF32_OVERRIDE="0")  # fp32 GEMMs, as on one device
+      workers = _run_workers(flags + [f"--workdir={os.path.join(tmp, 'multi')}"], env=env,
+                             gpu_each=True)
+      single = _run(["train.py", *flags, f"--workdir={os.path.join(tmp, 'single')}"],
+                    env=dict(env, CUDA_VISIBLE_DEVICES="0"))
+    self.assertEqual(single.returncode, 0, single.stderr[-3000:])
+    expected = _losses(single.stdout)
+    self.assertEqual(sorted(expected), [1, 2, 3, 4])
+    for index, (returncode, output) in enumerate(workers):
+      self.assertEqual(returncode, 0, f"worker {index}:\n{output[-3000:]}")
+      actual = _losses(output)
+      self.assertEqual(sorted(actual), [1, 2, 3, 4])
+      for step, loss in expected.items():
+        self.assertAlmostEqual(actual[step], loss, delta=2e-4, msg=f"worker {index} step {step}")
+
 
 if __name__ == "__main__":
   absltest.main()

@@ -33,7 +33,12 @@ from seq2seq import optimizers
 from seq2seq import train_step as train_step_lib
 
 
-def _slice(batch, start, end):
+def _replica_slice(batch, replica, replicas):
+  """Replica `replica`'s rows of the global `batch` (`distribution.replica_rows`): static
+  bounds when the batch size is."""
+  rows = batch.source.shape[0]
+  start, end = distribution.replica_rows(tf.shape(batch.source)[0] if rows is None else rows,
+                                         replica, replicas)
   return data.Batch(*(field[start:end] for field in batch))
 
 
@@ -175,28 +180,31 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
 
   compiled_clip_and_apply = tf.function(clip_and_apply, jit_compile=True, autograph=False)
 
+  def device_copies(index):
+    """(variables, slots, step counter): this worker's device `index`'s copies of them."""
+    copy = lambda value: strategy.experimental_local_results(value)[index]
+    return ([copy(v) for v in variables],
+            {name: [copy(s) for s in copies] for name, copies in optimizer.slots.items()},
+            copy(optimizer.iterations))
+
   def apply_on_each_device(strategy, loss, dense, rows):
     """Cross-replica: every local device updates its own copies from its (identical) reduced
     gradients, in one function per device, compiled with the pass when `jit_compile`."""
     results = []
     for index, device in enumerate(strategy.extended.worker_devices):
       local = lambda value, i=index: strategy.experimental_local_results(value)[i]
-      iterations = local(optimizer.iterations)
+      copies, slots, iterations = device_copies(index)
       with tf.device(device):
         results.append((compiled_clip_and_apply if jit_compile else clip_and_apply)(
             local(loss), [local(g) for g in dense],
             [tuple(local(part) for part in table_rows) for table_rows in rows],
-            [local(v) for v in variables],
-            {name: [local(s) for s in copies] for name, copies in optimizer.slots.items()},
-            iterations, optimizer.learning_rate_at(iterations)))
+            copies, slots, iterations, optimizer.learning_rate_at(iterations)))
     return results[0]
 
   def replica_step(batch, global_weight, stop_votes):
     context = tf.distribute.get_replica_context()
-    start, end = distribution.replica_rows(tf.shape(batch.source)[0],
-                                           context.replica_id_in_sync_group,
-                                           context.num_replicas_in_sync)
-    local = _slice(batch, start, end)
+    local = _replica_slice(batch, context.replica_id_in_sync_group,
+                           context.num_replicas_in_sync)
     embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
     loss, dense, rows = (compiled_forward_backward if jit_compile else forward_backward)(
         local, embedded, global_weight,
@@ -242,26 +250,19 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       if gather:  # every replica's rows, side by side: sum them into the table's gradient
         values, indices, present = rows[index]
         rows[index] = optimizers.summed_rows(values, indices, table.shape[0], present)
-    copy = lambda value: strategy.experimental_local_results(value)[local_index(replica)]
-    grad_norm, finite = clip_and_apply(
-        loss, dense, rows, [copy(v) for v in variables],
-        {name: [copy(s) for s in copies] for name, copies in optimizer.slots.items()},
-        copy(optimizer.iterations), learning_rate)
+    grad_norm, finite = clip_and_apply(loss, dense, rows, *device_copies(local_index(replica)),
+                                       learning_rate)
     return loss, grad_norm, finite, stop_votes
 
   def one_program_replica_step(batch, global_weight, stop_votes):
     context = tf.distribute.get_replica_context()
     replica = int(tf.get_static_value(context.replica_id_in_sync_group))
-    global_rows = batch.source.shape[0]  # static with `batch_size`
-    start, end = distribution.replica_rows(
-        tf.shape(batch.source)[0] if global_rows is None else global_rows, replica,
-        context.num_replicas_in_sync)
-    iterations = strategy.experimental_local_results(optimizer.iterations)[local_index(replica)]
+    iterations = device_copies(local_index(replica))[2]
     return whole_replica_step(
-        _slice(batch, start, end), global_weight, tf.identity(stop_votes),
-        optimizer.learning_rate_at(iterations),
+        _replica_slice(batch, replica, context.num_replicas_in_sync), global_weight,
+        tf.identity(stop_votes), optimizer.learning_rate_at(iterations),
         train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None, replica,
-        global_rows)
+        batch.source.shape[0])  # the global rows: static with `batch_size`
 
   if all_reduce_in_xla is None:
     all_reduce_in_xla = all_reduce_in_xla_possible(strategy)

@@ -30,6 +30,7 @@ from seq2seq import data
 from seq2seq import distribution
 from seq2seq import interrupts
 from seq2seq import optimizers
+from seq2seq import staged_backward
 from seq2seq import train_step as train_step_lib
 
 
@@ -52,18 +53,24 @@ def all_reduce_in_xla_possible(strategy):
 _xla_group_keys = itertools.count(2**30)  # apart from the strategies' keys (10000 * n + k)
 
 
-def _summed_in_xla(values, group_size, group_key):
+def _summed_in_xla(values, group_size, group_key, instance_keys):
   """`values` (a nest of tensors) summed over the `group_size` replicas of `group_key`, by
   collectives that XLA compiles into the calling replica's program (one NCCL all-reduce each;
-  XLA may combine them)."""
+  XLA may combine them). `instance_keys`: an iterator of keys unique within the program."""
   if group_size == 1:  # nothing to add up (and no collective to compile: CPUs have none)
     return values
   flat = tf.nest.flatten(values)
   summed = [tf.raw_ops.CollectiveReduceV2(
       input=value, group_size=tf.constant(group_size), group_key=tf.constant(group_key),
-      instance_key=tf.constant(index + 1), ordering_token=[], merge_op="Add", final_op="Id",
-      communication_hint="nccl") for index, value in enumerate(flat)]
+      instance_key=tf.constant(next(instance_keys)), ordering_token=[], merge_op="Add",
+      final_op="Id", communication_hint="nccl") for value in flat]
   return tf.nest.pack_sequence_as(values, summed)
+
+
+def _sent_as(values, dtype):
+  """The floating tensors of `values` (a nest) cast to `dtype` for an all-reduce, or back."""
+  return tf.nest.map_structure(
+      lambda v: tf.cast(v, dtype) if v.dtype.is_floating and v.dtype != dtype else v, values)
 
 
 def gathers_rows(replicas, slot, num_rows):
@@ -87,7 +94,8 @@ def _rows_in_slot(values, indices, replica, replicas, slot):
 
 def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_compile=False,
                                 num_sampled=0, seed=0, label_smoothing=0.0,
-                                all_reduce_in_xla=None, batch_size=0):
+                                all_reduce_in_xla=None, batch_size=0, staged_all_reduce=True,
+                                all_reduce_dtype=tf.float32):
   """step(global batch, stop votes) -> (loss, grad_norm, finite, summed stop votes).
 
   Args:
@@ -108,6 +116,13 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     batch_size: the global batch: smaller ones are padded to it with rows of zero weight and
       the step is traced for exactly this many rows, as `train_step.make_train_step` does
       (each bucket compiles once); 0 leaves the batch size free.
+    staged_all_reduce: in the one program, all-reduce the gradients in three parts, each
+      started as soon as its stage of the backward pass (loss and projection, decoder,
+      encoder) is done, under the next stage's backward pass (`staged_backward`); else all
+      at the end of the backward pass.
+    all_reduce_dtype: the gradients are summed across replicas in this dtype (bfloat16
+      halves the bytes sent; each replica's part is rounded to it before the sum), then cast
+      back. The loss, the lookup counts and the stop votes are summed as they are.
 
   Returns:
     A `BucketedFunction` step(batch, stop_votes) for a global batch [B, T] (the same on every
@@ -124,15 +139,21 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
   variables = list(model.trainable_variables)
   dense_variables = [v for v in variables if v.ref() not in table_refs]
 
+  def replica_loss(local, outputs, global_weight, sampling_seed):
+    """The replica's share of the global mean loss, from its decoder outputs [b, Tt, H]."""
+    token_losses = train_step_lib.loss_from_outputs(
+        model, local, outputs, num_sampled, sampling_seed, average=False,
+        label_smoothing=label_smoothing)
+    return tf.reduce_sum(token_losses) / global_weight
+
   def forward_backward(local, embedded, global_weight, sampling_seed, sum_rows=jit_compile):
     """One replica's share of the global mean: (loss, dense gradients, one pair per table).
     The pair is (row gradients [N, E], ids [N]), or with `sum_rows` (the rows summed into
     [V, E], lookup counts [V])."""
     def loss_fn(batch, embedded):
-      token_losses = train_step_lib.training_loss(
-          model, batch, *embedded, num_sampled, sampling_seed, average=False,
-          label_smoothing=label_smoothing)
-      return tf.reduce_sum(token_losses) / global_weight, ()
+      outputs = model.outputs_from_embedded(embedded[0], batch.source_length, embedded[1],
+                                            training=True)
+      return replica_loss(batch, outputs, global_weight, sampling_seed), ()
 
     loss, _, dense, rows = train_step_lib.loss_and_gradients(loss_fn, local, embedded, lookups,
                                                              dense_variables)
@@ -209,6 +230,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     loss, dense, rows = (compiled_forward_backward if jit_compile else forward_backward)(
         local, embedded, global_weight,
         train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
+    dense = _sent_as(dense, all_reduce_dtype)
+    rows = [(_sent_as(gradient, all_reduce_dtype), ids_or_lookups)
+            for gradient, ids_or_lookups in rows]
     if not jit_compile:
       # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows. (Compiled,
       # the tables' dense sums and counts are all-reduced instead: the gather of rows of
@@ -221,6 +245,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
         tf.distribute.ReduceOp.SUM, (dense, rows, loss, tf.identity(stop_votes)))
     if not jit_compile:
       rows = [(g.values, g.indices) for g in rows]
+    dense = [tf.cast(g, v.dtype) for g, v in zip(dense, dense_variables)]
+    rows = [(tf.cast(gradient, table.dtype), ids_or_lookups)
+            for table, (gradient, ids_or_lookups) in zip(tables, rows)]
     grad_norm, finite = context.merge_call(apply_on_each_device, args=(loss, dense, rows))
     return loss, grad_norm, finite, stop_votes
 
@@ -235,21 +262,56 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     """Replica number `replica` (a Python int: one trace each) of a global batch of
     `global_rows` rows: its step as one program."""
     embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
-    loss, dense, rows = forward_backward(local, embedded, global_weight, sampling_seed,
-                                         sum_rows=False)
     replicas = strategy.num_replicas_in_sync
     slots = row_slots(local, global_rows, replicas)
     gathered = [slot is not None and gathers_rows(replicas, slot, table.shape[0])
                 for slot, table in zip(slots, tables)]
-    rows = [_rows_in_slot(values, indices, replica, replicas, slot) if gather else
-            optimizers.summed_rows(values, indices, table.shape[0])
-            for gather, slot, table, (values, indices) in zip(gathered, slots, tables, rows)]
-    dense, rows, loss, stop_votes = _summed_in_xla((dense, rows, loss, stop_votes), replicas,
-                                                   group_key)
-    for index, (gather, table) in enumerate(zip(gathered, tables)):
-      if gather:  # every replica's rows, side by side: sum them into the table's gradient
-        values, indices, present = rows[index]
-        rows[index] = optimizers.summed_rows(values, indices, table.shape[0], present)
+
+    def rows_sent(index, values, indices):
+      """Table `index`'s rows as all-reduced: in this replica's slot, or summed into [V, E]
+      and counted."""
+      if gathered[index]:
+        values, indices, present = _rows_in_slot(values, indices, replica, replicas,
+                                                 slots[index])
+        return _sent_as(values, all_reduce_dtype), indices, present
+      gradient, lookups = optimizers.summed_rows(values, indices, tables[index].shape[0])
+      return _sent_as(gradient, all_reduce_dtype), lookups
+
+    def rows_received(index, summed):
+      """Table `index`'s all-reduced rows -> (gradient [V, E], lookup counts [V])."""
+      table = tables[index]
+      if gathered[index]:  # every replica's rows, side by side: sum them
+        values, indices, present = summed
+        return optimizers.summed_rows(tf.cast(values, table.dtype), indices, table.shape[0],
+                                      present)
+      gradient, lookups = summed
+      return tf.cast(gradient, table.dtype), lookups
+
+    if staged_all_reduce:
+      loss, stages = staged_backward.staged_loss_and_gradients(
+          model, local, embedded, lookups, dense_variables,
+          lambda outputs: replica_loss(local, outputs, global_weight, sampling_seed))
+    else:
+      loss, dense, rows = forward_backward(local, embedded, global_weight, sampling_seed,
+                                           sum_rows=False)
+      stages = [staged_backward.Stage(dict(enumerate(dense)), dict(enumerate(rows)))]
+    dense, rows = [None] * len(dense_variables), [None] * len(tables)
+    instance_keys = itertools.count(1)
+    summed = ()
+    for number, stage in enumerate(stages):
+      sending = ({i: _sent_as(g, all_reduce_dtype) for i, g in stage.dense.items()},
+                 {k: rows_sent(k, *r) for k, r in stage.rows.items()},
+                 (loss, stop_votes) if number == 0 else ())
+      # Each part's all-reduce after the one before (XLA would otherwise combine parts
+      # into an all-reduce that waits for the last of them).
+      summed = _summed_in_xla(staged_backward.in_order(summed, sending), replicas, group_key,
+                              instance_keys)
+      for i, g in summed[0].items():
+        dense[i] = tf.cast(g, dense_variables[i].dtype)
+      for k, r in summed[1].items():
+        rows[k] = rows_received(k, r)
+      if number == 0:
+        loss, stop_votes = summed[2]
     grad_norm, finite = clip_and_apply(loss, dense, rows, *device_copies(local_index(replica)),
                                        learning_rate)
     return loss, grad_norm, finite, stop_votes

@@ -204,16 +204,22 @@ class Seq2Seq(tf.Module):
     Returns:
       (core, initial state), the core's output size being H.
     """
-    memory, encoder_state = self.encode_embedded(source_embedded, source_length, training)
+    return self.decoder_from_encoded(
+        self.encode_embedded(source_embedded, source_length, training), source_length, training)
+
+  def decoder_from_encoded(self, encoded, source_length, training=False):
+    """`start_decoder` from `encode_embedded`'s (outputs [B, Ts, M], state): (core, state)."""
+    memory, encoder_state = encoded
+    batch = tf.shape(memory)[0]
     decoder = self.decoder(training)
     if training and self.config.variational_dropout and self.config.keep_prob < 1.0:
       # The decoder's layer states carry its own dropout masks around the encoder's states.
-      masks = decoder.initial_state(tf.shape(source_embedded)[0], self.dtype)
+      masks = decoder.initial_state(batch, self.dtype)
       encoder_state = tuple(m._replace(core_state=s) for m, s in zip(masks, encoder_state))
     if self.config.attention == "none":
       return decoder, encoder_state
     core = attention_lib.AttentionWrapper(decoder, self.attention, memory, source_length)
-    state = core.initial_state(tf.shape(source_embedded)[0], self.dtype)
+    state = core.initial_state(batch, self.dtype)
     return core, state._replace(cell_state=encoder_state)
 
   def start_decoding(self, source, source_length):
@@ -246,7 +252,13 @@ class Seq2Seq(tf.Module):
     A sampled-softmax loss reads these with the projection variables, so the [B, Tt, V]
     logits are never formed in training.
     """
-    core, state = self.start_decoder(source_embedded, source_length, training)
+    return self.outputs_from_encoded(
+        self.encode_embedded(source_embedded, source_length, training), source_length,
+        target_embedded, training)
+
+  def outputs_from_encoded(self, encoded, source_length, target_embedded, training=False):
+    """`outputs_from_embedded` from `encode_embedded`'s (outputs, state): [B, Tt, H]."""
+    core, state = self.decoder_from_encoded(encoded, source_length, training)
     inputs = tf.cast(target_embedded, self.dtype)
     # No decoder masking: PAD positions come after the targets and only the loss reads them.
     if isinstance(core, cells.StackedCells):

@@ -117,16 +117,20 @@ def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0,
   Returns:
     The loss, float32 (also with bfloat16 activations).
   """
+  outputs = model.outputs_from_embedded(source_embedded, batch.source_length, target_embedded,
+                                        training=True)
+  return loss_from_outputs(model, batch, outputs, num_sampled, seed, average, label_smoothing)
+
+
+def loss_from_outputs(model, batch, outputs, num_sampled=0, seed=None, average=True,
+                      label_smoothing=0.0):
+  """`training_loss` from the decoder outputs [B, Tt, H]: the projection and the loss."""
   if num_sampled:
-    outputs = model.outputs_from_embedded(source_embedded, batch.source_length,
-                                          target_embedded, training=True)
     return losses.sampled_sequence_loss(
         outputs, batch.target, batch.target_weight, model.projection_kernel,
         model.projection_bias, num_sampled, seed,
         average_across_timesteps=average, average_across_batch=average)
-  logits = model.logits_from_embedded(source_embedded, batch.source_length, target_embedded,
-                                      training=True)
-  return losses.sequence_loss(logits, batch.target, batch.target_weight,
+  return losses.sequence_loss(model.project(outputs), batch.target, batch.target_weight,
                               average_across_timesteps=average, average_across_batch=average,
                               label_smoothing=label_smoothing)
 

@@ -14,7 +14,9 @@ of `benchmarks.train_step`, whose flags this program shares), it times:
     workload's batch), every table mirrored.
 With a compiled variant on GPUs each replica's whole step, all-reduce included, is one XLA
 program (`distributed_step.all_reduce_in_xla_possible`); `--all_reduce=auto,between` also
-times the all-reduce between two compiled programs, as on CPUs.
+times the all-reduce between two compiled programs, as on CPUs. In the one program the
+gradients are all-reduced stage by stage under the backward pass (`seq2seq.staged_backward`);
+`--staged=on,off` also times them all-reduced at its end.
 With `--processes=N` it also times N worker processes on this host, one device each (one
 GPU each, or each its CPU), under `MultiWorkerMirroredStrategy` (`train.py
 --strategy=multi_worker` with a localhost `TF_CONFIG`): every process launches only its own
@@ -53,6 +55,10 @@ flags.DEFINE_list("all_reduce", ["auto"],
                   "replica's XLA program where possible), xla (inside it: GPUs only), "
                   "between (between two programs)")
 ALL_REDUCE_IN_XLA = {"auto": None, "xla": True, "between": False}
+flags.DEFINE_list("staged", ["on"],
+                  "one or both of on, off: a one-program step all-reduces each stage's "
+                  "gradients under the next stage's backward pass (on), or all at the end")
+STAGED = {"on": True, "off": False}
 flags.DEFINE_integer("processes", 0, "also time this many worker processes of this host, one "
                      "device each, under MultiWorkerMirroredStrategy (0: none)")
 flags.DEFINE_integer("worker", -1, "internal: this process is worker WORKER of --processes")
@@ -80,15 +86,26 @@ def check_all_reduce(strategy):
   return type(strategy.extended._cross_device_ops).__name__  # pylint: disable=protected-access
 
 
-def mirrored_step(workload, variant, replicas, placement="auto"):
+def mirrored_step(workload, variant, replicas, options=("auto", "on")):
   """(step(batch) -> loss, cross-device ops name, whether the all-reduce is in XLA) of the
-  mirrored step over `replicas`; `placement` is one of --all_reduce."""
+  mirrored step over `replicas`; `options`: one of --all_reduce and one of --staged."""
   return step_under(distribution.mirrored_strategy(devices(replicas)), workload, variant,
-                    placement)
+                    options)
 
 
-def step_under(strategy, workload, variant, placement="auto"):
+def step_options():
+  """Every combination of --all_reduce and --staged."""
+  return list(itertools.product(FLAGS.all_reduce, FLAGS.staged))
+
+
+def options_fields(options):
+  """The JSON fields of `step_options()`'s `options`."""
+  return {"staged": STAGED[options[1]]}
+
+
+def step_under(strategy, workload, variant, options=("auto", "on")):
   """`mirrored_step` under any multi-replica `strategy`, B rows per replica."""
+  placement, staged = options
   _, batch, _, _, _, vocab, _ = bench.workload_sizes(workload)
   jit_compile, precision, _, _ = bench.ENGINE_VARIANTS[variant]
   replicas = strategy.num_replicas_in_sync
@@ -106,7 +123,8 @@ def step_under(strategy, workload, variant, placement="auto"):
   step = distributed_step.make_distributed_train_step(model, optimizer, 5.0, strategy,
                                                       jit_compile=jit_compile,
                                                       all_reduce_in_xla=in_xla,
-                                                      batch_size=batch * replicas)
+                                                      batch_size=batch * replicas,
+                                                      staged_all_reduce=STAGED[staged])
   votes = tf.zeros([len(interrupts.SIGNALS)], tf.float32)
   return (lambda b: step(b, votes)[0]), all_reduce, bool(jit_compile and in_xla)
 
@@ -158,13 +176,14 @@ def run_worker():
   each line (workers time the same synchronous steps)."""
   strategy = distribution.make_strategy("multi_worker")  # before any other TF op
   count = strategy.num_replicas_in_sync
-  for workload, variant, placement in itertools.product(FLAGS.workloads, FLAGS.variants,
-                                                        FLAGS.all_reduce):
+  for workload, variant, options in itertools.product(FLAGS.workloads, FLAGS.variants,
+                                                      step_options()):
     _, batch, steps, _, _, vocab, _ = bench.workload_sizes(workload)
-    step, all_reduce, in_xla = step_under(strategy, workload, variant, placement)
+    step, all_reduce, in_xla = step_under(strategy, workload, variant, options)
     b, tokens = bench.synthetic_input("seq2seq", batch * count, steps, vocab)
     result = row(workload, variant, count, timed(step, b), tokens, all_reduce=all_reduce,
-                 all_reduce_in_xla=in_xla, global_batch=batch * count, processes=count)
+                 all_reduce_in_xla=in_xla, global_batch=batch * count, processes=count,
+                 **options_fields(options))
     if distribution.is_chief(strategy):
       print(json.dumps(result), flush=True)
 
@@ -182,10 +201,10 @@ def main(argv):
   for name in FLAGS.variants:
     if name not in bench.ENGINE_VARIANTS:
       raise app.UsageError(f"--variants: {name!r} is not an engine variant")
-  for name in FLAGS.all_reduce:
-    if name not in ALL_REDUCE_IN_XLA:
-      raise app.UsageError(f"--all_reduce: {name!r} is not one of "
-                           f"{', '.join(ALL_REDUCE_IN_XLA)}")
+  for flag, choices in (("all_reduce", ALL_REDUCE_IN_XLA), ("staged", STAGED)):
+    for name in FLAGS[flag].value:
+      if name not in choices:
+        raise app.UsageError(f"--{flag}: {name!r} is not one of {', '.join(choices)}")
   if FLAGS.processes == 1 or FLAGS.processes < 0:
     raise app.UsageError(f"--processes: 0 or at least 2, got {FLAGS.processes}")
   bench.parse_override(FLAGS.override)
@@ -213,24 +232,26 @@ def main(argv):
       if single is not None:
         b, tokens = bench.synthetic_input("seq2seq", batch, steps, vocab)
         emit(row(workload, variant, 0, timed(lambda b: single(b)[0], b), tokens))
-      for replicas, placement in itertools.product(counts, FLAGS.all_reduce):
-        step, all_reduce, in_xla = mirrored_step(workload, variant, replicas, placement)
+      for replicas, options in itertools.product(counts, step_options()):
+        step, all_reduce, in_xla = mirrored_step(workload, variant, replicas, options)
         b, tokens = bench.synthetic_input("seq2seq", batch * replicas, steps, vocab)
         timing = timed(step, b)
         profile = None
         if FLAGS.profile_steps:
           profile = bench.profile_steps(lambda b: (step(b),), b,
-                                        f"{workload}-{variant}-{replicas}-{placement}")
+                                        f"{workload}-{variant}-{replicas}-{'-'.join(options)}")
         emit(row(workload, variant, replicas, timing, tokens, all_reduce=all_reduce,
                  all_reduce_in_xla=in_xla, global_batch=batch * replicas,
+                 **options_fields(options),
                  **({"profile": profile} if profile else {})))
       if FLAGS.processes:
         for result in worker_rows(workload, variant, FLAGS.processes):
           emit(result)
-  print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'in XLA':>6} {'step ms':>8} "
+  print(f"\n{'workload':12} {'variant':24} {'replicas':>8} {'in XLA':>6} {'staged':>6} "
+        f"{'step ms':>8} "
         f"{'tok/s':>10} {'vs 1 replica':>12} {'vs 1 device':>11} {'pipe ms':>8} "
         f"{'tok/s pipe':>10} {'vs 1 device':>11}")
-  key = lambda r: (r["workload"], r["variant"], r.get("all_reduce_in_xla"))
+  key = lambda r: (r["workload"], r["variant"], r.get("all_reduce_in_xla"), r.get("staged"))
   for r in rows:
     same = [o for o in rows if key(o) == key(r) and o["replicas"] == 1]
     plain = [o for o in rows if (o["workload"], o["variant"], o["replicas"]) ==
@@ -239,7 +260,9 @@ def main(argv):
         r[key] / others[0][key] if others else np.nan)
     label = f"{r['replicas']} proc" if r.get("processes") else (r["replicas"] or "none")
     in_xla = {None: "", True: "yes", False: "no"}[r.get("all_reduce_in_xla")]
-    print(f"{r['workload']:12} {r['variant']:24} {label:>8} {in_xla:>6} {r['step_ms']:8.2f} "
+    staged = {None: "", True: "yes", False: "no"}[r.get("staged")]
+    print(f"{r['workload']:12} {r['variant']:24} {label:>8} {in_xla:>6} {staged:>6} "
+          f"{r['step_ms']:8.2f} "
           f"{r['target_tokens_per_sec']:10.0f} {ratio(same):12.2f} {ratio(plain):11.2f} "
           f"{r['pipelined_step_ms']:8.2f} {r['target_tokens_per_sec_pipelined']:10.0f} "
           f"{ratio(plain, 'target_tokens_per_sec_pipelined'):11.2f}")

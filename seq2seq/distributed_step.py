@@ -67,12 +67,6 @@ def _summed_in_xla(values, group_size, group_key, instance_keys):
   return tf.nest.pack_sequence_as(values, summed)
 
 
-def _sent_as(values, dtype):
-  """The floating tensors of `values` (a nest) cast to `dtype` for an all-reduce, or back."""
-  return tf.nest.map_structure(
-      lambda v: tf.cast(v, dtype) if v.dtype.is_floating and v.dtype != dtype else v, values)
-
-
 def gathers_rows(replicas, slot, num_rows):
   """Whether the one-program step all-reduces a table's looked-up rows, each replica's in a
   slot of `slot` rows ([replicas x slot, E], an all-gather by all-reduce), rather than its
@@ -94,8 +88,7 @@ def _rows_in_slot(values, indices, replica, replicas, slot):
 
 def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_compile=False,
                                 num_sampled=0, seed=0, label_smoothing=0.0,
-                                all_reduce_in_xla=None, batch_size=0, staged_all_reduce=True,
-                                all_reduce_dtype=tf.float32):
+                                all_reduce_in_xla=None, batch_size=0, staged_all_reduce=True):
   """step(global batch, stop votes) -> (loss, grad_norm, finite, summed stop votes).
 
   Args:
@@ -120,9 +113,6 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       started as soon as its stage of the backward pass (loss and projection, decoder,
       encoder) is done, under the next stage's backward pass (`staged_backward`); else all
       at the end of the backward pass.
-    all_reduce_dtype: the gradients are summed across replicas in this dtype (bfloat16
-      halves the bytes sent; each replica's part is rounded to it before the sum), then cast
-      back. The loss, the lookup counts and the stop votes are summed as they are.
 
   Returns:
     A `BucketedFunction` step(batch, stop_votes) for a global batch [B, T] (the same on every
@@ -230,9 +220,6 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     loss, dense, rows = (compiled_forward_backward if jit_compile else forward_backward)(
         local, embedded, global_weight,
         train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
-    dense = _sent_as(dense, all_reduce_dtype)
-    rows = [(_sent_as(gradient, all_reduce_dtype), ids_or_lookups)
-            for gradient, ids_or_lookups in rows]
     if not jit_compile:
       # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows. (Compiled,
       # the tables' dense sums and counts are all-reduced instead: the gather of rows of
@@ -245,9 +232,6 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
         tf.distribute.ReduceOp.SUM, (dense, rows, loss, tf.identity(stop_votes)))
     if not jit_compile:
       rows = [(g.values, g.indices) for g in rows]
-    dense = [tf.cast(g, v.dtype) for g, v in zip(dense, dense_variables)]
-    rows = [(tf.cast(gradient, table.dtype), ids_or_lookups)
-            for table, (gradient, ids_or_lookups) in zip(tables, rows)]
     grad_norm, finite = context.merge_call(apply_on_each_device, args=(loss, dense, rows))
     return loss, grad_norm, finite, stop_votes
 
@@ -271,21 +255,14 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       """Table `index`'s rows as all-reduced: in this replica's slot, or summed into [V, E]
       and counted."""
       if gathered[index]:
-        values, indices, present = _rows_in_slot(values, indices, replica, replicas,
-                                                 slots[index])
-        return _sent_as(values, all_reduce_dtype), indices, present
-      gradient, lookups = optimizers.summed_rows(values, indices, tables[index].shape[0])
-      return _sent_as(gradient, all_reduce_dtype), lookups
+        return _rows_in_slot(values, indices, replica, replicas, slots[index])
+      return optimizers.summed_rows(values, indices, tables[index].shape[0])
 
     def rows_received(index, summed):
       """Table `index`'s all-reduced rows -> (gradient [V, E], lookup counts [V])."""
-      table = tables[index]
       if gathered[index]:  # every replica's rows, side by side: sum them
-        values, indices, present = summed
-        return optimizers.summed_rows(tf.cast(values, table.dtype), indices, table.shape[0],
-                                      present)
-      gradient, lookups = summed
-      return tf.cast(gradient, table.dtype), lookups
+        return optimizers.summed_rows(*summed[:2], tables[index].shape[0], summed[2])
+      return summed
 
     if staged_all_reduce:
       loss, stages = staged_backward.staged_loss_and_gradients(
@@ -299,7 +276,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     instance_keys = itertools.count(1)
     summed = ()
     for number, stage in enumerate(stages):
-      sending = ({i: _sent_as(g, all_reduce_dtype) for i, g in stage.dense.items()},
+      sending = (stage.dense,
                  {k: rows_sent(k, *r) for k, r in stage.rows.items()},
                  (loss, stop_votes) if number == 0 else ())
       # Each part's all-reduce after the one before (XLA would otherwise combine parts
@@ -307,7 +284,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
       summed = _summed_in_xla(staged_backward.in_order(summed, sending), replicas, group_key,
                               instance_keys)
       for i, g in summed[0].items():
-        dense[i] = tf.cast(g, dense_variables[i].dtype)
+        dense[i] = g
       for k, r in summed[1].items():
         rows[k] = rows_received(k, r)
       if number == 0:

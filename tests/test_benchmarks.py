@@ -166,21 +166,24 @@ class ScalingBenchmarkTest(tf.test.TestCase):
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.scaling", "--workloads=cpu_small",
          "--variants=engine", "--replicas=1", "--processes=2", "--steps=2", "--warmup=0",
+         "--staged=on,off",
          "--override=batch=2,steps=4,embed=8,hidden=6,vocab=50"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     workers = [row for row in lines if row.get("processes")]
-    self.assertLen(workers, 1)
-    self.assertEqual((workers[0]["replicas"], workers[0]["global_batch"]), (2, 4))
-    self.assertGreater(workers[0]["target_tokens_per_sec"], 0)
+    self.assertEqual([row["staged"] for row in workers], [True, False])
+    for row in workers:
+      self.assertEqual((row["replicas"], row["global_batch"]), (2, 4))
+      self.assertGreater(row["target_tokens_per_sec"], 0)
     self.assertIn("2 proc", result.stdout)
 
   def test_refuses_lm_workloads_and_non_positive_replica_counts(self):
     for flag, message in (("--workloads=ptb_large", "not a seq2seq workload"),
                           ("--replicas=0", "positive counts"),
                           ("--all_reduce=inside", "is not one of"),
+                          ("--staged=maybe", "is not one of"),
                           ("--processes=1", "0 or at least 2")):
       result = subprocess.run(
           [sys.executable, "-m", "benchmarks.scaling", "--variants=engine", flag],

@@ -241,13 +241,15 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
   local_index = lambda replica: replica % len(strategy.extended.worker_devices)
 
   @tf.function(jit_compile=True, autograph=False)
-  def whole_replica_step(local, global_weight, stop_votes, learning_rate, sampling_seed,
-                         replica, global_rows):
-    """Replica number `replica` (a Python int: one trace each) of a global batch of
-    `global_rows` rows: its step as one program."""
-    embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
+  def whole_replica_step(batch, stop_votes, learning_rate, sampling_seed, replica):
+    """Replica number `replica` (a Python int: one trace each) of the global `batch`: its
+    step as one program, its rows sliced and the global weight summed in it too (each op
+    left outside is one more the host launches a step)."""
     replicas = strategy.num_replicas_in_sync
-    slots = row_slots(local, global_rows, replicas)
+    local = _replica_slice(batch, replica, replicas)
+    global_weight = tf.reduce_sum(batch.target_weight)
+    embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
+    slots = row_slots(local, batch.source.shape[0], replicas)  # static with `batch_size`
     gathered = [slot is not None and gathers_rows(replicas, slot, table.shape[0])
                 for slot, table in zip(slots, tables)]
 
@@ -294,14 +296,13 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     return loss, grad_norm, finite, stop_votes
 
   def one_program_replica_step(batch, global_weight, stop_votes):
+    del global_weight  # summed in the program
     context = tf.distribute.get_replica_context()
     replica = int(tf.get_static_value(context.replica_id_in_sync_group))
     iterations = device_copies(local_index(replica))[2]
     return whole_replica_step(
-        _replica_slice(batch, replica, context.num_replicas_in_sync), global_weight,
-        tf.identity(stop_votes), optimizer.learning_rate_at(iterations),
-        train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None, replica,
-        batch.source.shape[0])  # the global rows: static with `batch_size`
+        batch, tf.identity(stop_votes), optimizer.learning_rate_at(iterations),
+        train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None, replica)
 
   if all_reduce_in_xla is None:
     all_reduce_in_xla = all_reduce_in_xla_possible(strategy)
@@ -309,7 +310,8 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
                  replica_step)
 
   def step(batch, stop_votes):
-    global_weight = tf.reduce_sum(batch.target_weight)
+    global_weight = None if run_replica is one_program_replica_step else tf.reduce_sum(
+        batch.target_weight)
     results = strategy.run(run_replica, args=(batch, global_weight, stop_votes))
     # Every replica holds the same all-reduced values: take this worker's first, with no
     # further collective (a second one would be one more place for a lost peer to fail).

@@ -26,8 +26,15 @@ from seq2seq import supervisor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _python_path(env):
+  """PYTHONPATH for a child: the repository first, then what `env` already has (where
+  TensorFlow may come from, as on the device machine)."""
+  return os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+
+
 def _run(args, env=None, timeout=240):
-  env = dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT)
+  env = dict(os.environ if env is None else env)
+  env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=_python_path(env))
   return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
                         text=True, timeout=timeout, check=False)
 
@@ -195,9 +202,10 @@ def _run_workers(flags, num_workers=2, env=None, gpu_each=False):
   """Runs train.py as `num_workers` multi_worker processes on localhost; [(returncode, output)].
   With `gpu_each`, worker i sees only GPU i."""
   addresses = [f"127.0.0.1:{supervisor.free_port()}" for _ in range(num_workers)]
+  env = dict(os.environ if env is None else env)
+  env.update(TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=_python_path(env))
   group = supervisor.WorkerGroup(  # as launch.py gives its workers TF_CONFIG and GPUs
-      [], num_workers, dict(os.environ if env is None else env, TF_CPP_MIN_LOG_LEVEL="2",
-                            PYTHONPATH=ROOT), gpus_per_worker=1 if gpu_each else 0)
+      [], num_workers, env, gpus_per_worker=1 if gpu_each else 0)
   workers = []
   for index in range(num_workers):
     workers.append(subprocess.Popen(

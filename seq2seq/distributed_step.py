@@ -18,8 +18,10 @@ With `jit_compile` and every replica of the worker on a GPU, each replica's whol
 (lookups, forward, backward, the all-reduce, clipping and the update of its copies) is ONE XLA
 program instead: XLA lowers the all-reduce (`CollectiveReduceV2`) to its own NCCL all-reduce
 (TF resolves the group and hands XLA the NCCL communicator, also across worker processes), so
-the host launches one program per GPU a step. XLA compiles collectives for GPUs only: on CPUs
-the all-reduce stays between two compiled regions.
+the host launches one program per GPU a step. The gradients go in three all-reduces, each
+started when its stage of the backward pass (loss and projection, decoder, encoder) is done,
+under the next stage (`staged_backward`). XLA compiles collectives for GPUs only: on CPUs the
+all-reduce stays between two compiled regions.
 """
 import itertools
 

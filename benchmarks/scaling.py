@@ -55,10 +55,11 @@ flags.DEFINE_list("all_reduce", ["auto"],
                   "replica's XLA program where possible), xla (inside it: GPUs only), "
                   "between (between two programs)")
 ALL_REDUCE_IN_XLA = {"auto": None, "xla": True, "between": False}
-flags.DEFINE_list("staged", ["on"],
-                  "one or both of on, off: a one-program step all-reduces each stage's "
-                  "gradients under the next stage's backward pass (on), or all at the end")
-STAGED = {"on": True, "off": False}
+flags.DEFINE_list("staged", ["auto"],
+                  "one or more of auto, on, off: a one-program step all-reduces each stage's "
+                  "gradients under the next stage's backward pass (on), or all at the end "
+                  "(off); auto: on with more than one replica")
+STAGED = {"auto": None, "on": True, "off": False}
 flags.DEFINE_integer("processes", 0, "also time this many worker processes of this host, one "
                      "device each, under MultiWorkerMirroredStrategy (0: none)")
 flags.DEFINE_integer("worker", -1, "internal: this process is worker WORKER of --processes")
@@ -86,7 +87,7 @@ def check_all_reduce(strategy):
   return type(strategy.extended._cross_device_ops).__name__  # pylint: disable=protected-access
 
 
-def mirrored_step(workload, variant, replicas, options=("auto", "on")):
+def mirrored_step(workload, variant, replicas, options=("auto", "auto")):
   """(step(batch) -> loss, cross-device ops name, whether the all-reduce is in XLA) of the
   mirrored step over `replicas`; `options`: one of --all_reduce and one of --staged."""
   return step_under(distribution.mirrored_strategy(devices(replicas)), workload, variant,
@@ -100,10 +101,10 @@ def step_options():
 
 def options_fields(options):
   """The JSON fields of `step_options()`'s `options`."""
-  return {"staged": STAGED[options[1]]}
+  return {"staged": options[1]}
 
 
-def step_under(strategy, workload, variant, options=("auto", "on")):
+def step_under(strategy, workload, variant, options=("auto", "auto")):
   """`mirrored_step` under any multi-replica `strategy`, B rows per replica."""
   placement, staged = options
   _, batch, _, _, _, vocab, _ = bench.workload_sizes(workload)
@@ -260,8 +261,7 @@ def main(argv):
         r[key] / others[0][key] if others else np.nan)
     label = f"{r['replicas']} proc" if r.get("processes") else (r["replicas"] or "none")
     in_xla = {None: "", True: "yes", False: "no"}[r.get("all_reduce_in_xla")]
-    staged = {None: "", True: "yes", False: "no"}[r.get("staged")]
-    print(f"{r['workload']:12} {r['variant']:24} {label:>8} {in_xla:>6} {staged:>6} "
+    print(f"{r['workload']:12} {r['variant']:24} {label:>8} {in_xla:>6} {r.get('staged', ''):>6} "
           f"{r['step_ms']:8.2f} "
           f"{r['target_tokens_per_sec']:10.0f} {ratio(same):12.2f} {ratio(plain):11.2f} "
           f"{r['pipelined_step_ms']:8.2f} {r['target_tokens_per_sec_pipelined']:10.0f} "

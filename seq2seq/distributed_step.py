@@ -90,7 +90,7 @@ def _rows_in_slot(values, indices, replica, replicas, slot):
 
 def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_compile=False,
                                 num_sampled=0, seed=0, label_smoothing=0.0,
-                                all_reduce_in_xla=None, batch_size=0, staged_all_reduce=True):
+                                all_reduce_in_xla=None, batch_size=0, staged_all_reduce=None):
   """step(global batch, stop votes) -> (loss, grad_norm, finite, summed stop votes).
 
   Args:
@@ -114,7 +114,8 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     staged_all_reduce: in the one program, all-reduce the gradients in three parts, each
       started as soon as its stage of the backward pass (loss and projection, decoder,
       encoder) is done, under the next stage's backward pass (`staged_backward`); else all
-      at the end of the backward pass.
+      at the end of the backward pass. None: with more than one replica (with one there is
+      nothing to overlap, and the stages' barriers only bind XLA's scheduling).
 
   Returns:
     A `BucketedFunction` step(batch, stop_votes) for a global batch [B, T] (the same on every
@@ -243,13 +244,19 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
   local_index = lambda replica: replica % len(strategy.extended.worker_devices)
 
   @tf.function(jit_compile=True, autograph=False)
-  def whole_replica_step(batch, stop_votes, learning_rate, sampling_seed, replica):
+  def whole_replica_step(batch, stop_votes, replica):
     """Replica number `replica` (a Python int: one trace each) of the global `batch`: its
-    step as one program, its rows sliced and the global weight summed in it too (each op
-    left outside is one more the host launches a step)."""
+    step as one program. The replica's rows, the global weight, the learning rate and the
+    sampling seed are computed in it too: each op left outside is one more the host launches
+    a step, and an input made anew each step moves, which makes XLA update the recorded
+    command buffers (CUDA graphs) that read it."""
     replicas = strategy.num_replicas_in_sync
     local = _replica_slice(batch, replica, replicas)
     global_weight = tf.reduce_sum(batch.target_weight)
+    copies, slot_copies, iterations = device_copies(local_index(replica))
+    learning_rate = optimizer.learning_rate_at(iterations)
+    sampling_seed = (train_step_lib.sampling_seed(seed, optimizer, iterations) if num_sampled
+                     else None)
     embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
     slots = row_slots(local, batch.source.shape[0], replicas)  # static with `batch_size`
     gathered = [slot is not None and gathers_rows(replicas, slot, table.shape[0])
@@ -268,7 +275,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
         return optimizers.summed_rows(*summed[:2], tables[index].shape[0], summed[2])
       return summed
 
-    if staged_all_reduce:
+    if staged_all_reduce or (staged_all_reduce is None and replicas > 1):
       loss, stages = staged_backward.staged_loss_and_gradients(
           model, local, embedded, lookups, dense_variables,
           lambda outputs: replica_loss(local, outputs, global_weight, sampling_seed))
@@ -293,7 +300,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
         rows[k] = rows_received(k, r)
       if number == 0:
         loss, stop_votes = summed[2]
-    grad_norm, finite = clip_and_apply(loss, dense, rows, *device_copies(local_index(replica)),
+    grad_norm, finite = clip_and_apply(loss, dense, rows, copies, slot_copies, iterations,
                                        learning_rate)
     return loss, grad_norm, finite, stop_votes
 
@@ -301,10 +308,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     del global_weight  # summed in the program
     context = tf.distribute.get_replica_context()
     replica = int(tf.get_static_value(context.replica_id_in_sync_group))
-    iterations = device_copies(local_index(replica))[2]
-    return whole_replica_step(
-        batch, tf.identity(stop_votes), optimizer.learning_rate_at(iterations),
-        train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None, replica)
+    return whole_replica_step(batch, tf.identity(stop_votes), replica)
 
   if all_reduce_in_xla is None:
     all_reduce_in_xla = all_reduce_in_xla_possible(strategy)

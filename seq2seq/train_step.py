@@ -145,13 +145,14 @@ def dense_gradient(gradient):
   return tf.convert_to_tensor(gradient)
 
 
-def sampling_seed(seed, optimizer):
+def sampling_seed(seed, optimizer, iterations=None):
   """The sampled-softmax seed of the next step: (run seed, optimizer step).
 
   The step counter is checkpointed and advances only on applied steps, so a resumed run
   draws the candidates an uninterrupted one would.
   """
-  return tf.stack([tf.constant(seed, tf.int64), optimizer.iterations])
+  return tf.stack([tf.constant(seed, tf.int64),
+                   optimizer.iterations if iterations is None else iterations])
 
 
 def trainable_tables(lookups):

@@ -173,7 +173,7 @@ class ScalingBenchmarkTest(tf.test.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     workers = [row for row in lines if row.get("processes")]
-    self.assertEqual([row["staged"] for row in workers], [True, False])
+    self.assertEqual([row["staged"] for row in workers], ["on", "off"])
     for row in workers:
       self.assertEqual((row["replicas"], row["global_batch"]), (2, 4))
       self.assertGreater(row["target_tokens_per_sec"], 0)

@@ -132,7 +132,8 @@ class AllReduceInXlaTest(absltest.TestCase):
     """On one CPU (one replica: the all-reduce is the identity, so the program compiles), the
     step as one XLA program, with the tables' row sums or their rows, its all-reduce in
     stages or at the end, against the step whose all-reduce sits between two programs: the
-    same losses and variables after 3 steps."""
+    same losses and variables after 3 steps. The learning rate decays every step and is
+    scaled by a variable that changes between steps (the one program computes it itself)."""
     batches = [data.Batch(*(tf.constant(x) for x in _synthetic_batch(seed)))
                for seed in range(3)]
 
@@ -142,16 +143,21 @@ class AllReduceInXlaTest(absltest.TestCase):
         model = model_lib.Seq2Seq(config_lib.ModelConfig(
             hidden_size=8, embedding_size=6, share_embeddings=False, keep_prob=1.0), 30, seed=0)
         model.build()
-        optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=0.01),
-                                              model.trainable_variables)
+        scale = tf.Variable(1.0, trainable=False)
+        optimizer = optimizers.make_optimizer(
+            config_lib.TrainConfig(learning_rate=0.01, decay_steps=1, decay_rate=0.5),
+            model.trainable_variables, learning_rate_scale=scale)
       step = distributed_step.make_distributed_train_step(
           model, optimizer, 0.5, strategy, jit_compile=True,
           all_reduce_in_xla=all_reduce_in_xla, batch_size=5, **options)
       votes = tf.zeros([len(interrupts.SIGNALS)])
+      losses = []
       with mock.patch.object(distributed_step, "gathers_rows",
                              (lambda *_: gather_rows) if gather_rows is not None else
                              distributed_step.gathers_rows):
-        losses = [float(step(b, votes)[0]) for b in batches]
+        for number, b in enumerate(batches):
+          scale.assign(4.0 ** number)
+          losses.append(float(step(b, votes)[0]))
       return losses, [v.numpy() for v in model.trainable_variables + optimizer.variables]
 
     def assert_same(actual_run, expected_run):

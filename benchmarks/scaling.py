@@ -15,8 +15,8 @@ of `benchmarks.train_step`, whose flags this program shares), it times:
 With a compiled variant on GPUs each replica's whole step, all-reduce included, is one XLA
 program (`distributed_step.all_reduce_in_xla_possible`); `--all_reduce=auto,between` also
 times the all-reduce between two compiled programs, as on CPUs. In the one program the
-gradients are all-reduced stage by stage under the backward pass (`seq2seq.staged_backward`);
-`--staged=on,off` also times them all-reduced at its end.
+gradients of more than one replica are all-reduced stage by stage under the backward pass
+(`seq2seq.staged_backward`); `--staged=on,off` times them so and all at its end.
 With `--processes=N` it also times N worker processes on this host, one device each (one
 GPU each, or each its CPU), under `MultiWorkerMirroredStrategy` (`train.py
 --strategy=multi_worker` with a localhost `TF_CONFIG`): every process launches only its own
@@ -99,11 +99,6 @@ def step_options():
   return list(itertools.product(FLAGS.all_reduce, FLAGS.staged))
 
 
-def options_fields(options):
-  """The JSON fields of `step_options()`'s `options`."""
-  return {"staged": options[1]}
-
-
 def step_under(strategy, workload, variant, options=("auto", "auto")):
   """`mirrored_step` under any multi-replica `strategy`, B rows per replica."""
   placement, staged = options
@@ -184,7 +179,7 @@ def run_worker():
     b, tokens = bench.synthetic_input("seq2seq", batch * count, steps, vocab)
     result = row(workload, variant, count, timed(step, b), tokens, all_reduce=all_reduce,
                  all_reduce_in_xla=in_xla, global_batch=batch * count, processes=count,
-                 **options_fields(options))
+                 staged=options[1])
     if distribution.is_chief(strategy):
       print(json.dumps(result), flush=True)
 
@@ -242,8 +237,7 @@ def main(argv):
           profile = bench.profile_steps(lambda b: (step(b),), b,
                                         f"{workload}-{variant}-{replicas}-{'-'.join(options)}")
         emit(row(workload, variant, replicas, timing, tokens, all_reduce=all_reduce,
-                 all_reduce_in_xla=in_xla, global_batch=batch * replicas,
-                 **options_fields(options),
+                 all_reduce_in_xla=in_xla, global_batch=batch * replicas, staged=options[1],
                  **({"profile": profile} if profile else {})))
       if FLAGS.processes:
         for result in worker_rows(workload, variant, FLAGS.processes):

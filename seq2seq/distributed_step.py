@@ -222,7 +222,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
     loss, dense, rows = (compiled_forward_backward if jit_compile else forward_backward)(
         local, embedded, global_weight,
-        train_step_lib.sampling_seed(seed, optimizer) if num_sampled else None)
+        train_step_lib.sampling_seed(seed, optimizer.iterations) if num_sampled else None)
     if not jit_compile:
       # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows. (Compiled,
       # the tables' dense sums and counts are all-reduced instead: the gather of rows of
@@ -255,8 +255,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     global_weight = tf.reduce_sum(batch.target_weight)
     copies, slot_copies, iterations = device_copies(local_index(replica))
     learning_rate = optimizer.learning_rate_at(iterations)
-    sampling_seed = (train_step_lib.sampling_seed(seed, optimizer, iterations) if num_sampled
-                     else None)
+    sampling_seed = train_step_lib.sampling_seed(seed, iterations) if num_sampled else None
     embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
     slots = row_slots(local, batch.source.shape[0], replicas)  # static with `batch_size`
     gathered = [slot is not None and gathers_rows(replicas, slot, table.shape[0])

@@ -113,10 +113,9 @@ def _stages(parts, lookup_gradients, lookup_stages, batch, lookups):
     if reading:
       stages[reading[-1]].dense[index] = tf.add_n(
           [train_step_lib.dense_gradient(gradients[s]) for s in reading])
-  for table_index, table in enumerate(train_step_lib.trainable_tables(lookups)):
-    reads = [lookup for lookup, (embedding, _) in enumerate(lookups) if embedding.table is table]
-    values = [tf.reshape(lookup_gradients[lookup], [-1, table.shape[-1]]) for lookup in reads]
-    indices = [tf.reshape(lookups[lookup][1](batch), [-1]) for lookup in reads]
-    last = max(lookup_stages[lookup] for lookup in reads)
-    stages[last].rows[table_index] = (tf.concat(values, 0), tf.concat(indices, 0))
+  rows = train_step_lib.table_rows(lookups, batch, lookup_gradients)
+  for index, table in enumerate(train_step_lib.trainable_tables(lookups)):
+    last = max(stage for stage, (embedding, _) in zip(lookup_stages, lookups)
+               if embedding.table is table)
+    stages[last].rows[index] = rows[index]
   return stages

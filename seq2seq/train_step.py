@@ -145,14 +145,13 @@ def dense_gradient(gradient):
   return tf.convert_to_tensor(gradient)
 
 
-def sampling_seed(seed, optimizer, iterations=None):
-  """The sampled-softmax seed of the next step: (run seed, optimizer step).
+def sampling_seed(seed, iterations):
+  """The sampled-softmax seed of the next step: (run seed, the optimizer's step counter).
 
   The step counter is checkpointed and advances only on applied steps, so a resumed run
   draws the candidates an uninterrupted one would.
   """
-  return tf.stack([tf.constant(seed, tf.int64),
-                   optimizer.iterations if iterations is None else iterations])
+  return tf.stack([tf.constant(seed, tf.int64), iterations])
 
 
 def trainable_tables(lookups):
@@ -176,24 +175,26 @@ def loss_and_gradients(loss_fn, inputs, embedded, lookups, dense_variables):
     `trainable_tables(lookups)`, (values [N, E], indices [N]): the gradient of each looked-up
     row, flattened (a shared table gets the rows of both lookups; duplicates not yet summed).
   """
-  tables = trainable_tables(lookups)
   with tf.GradientTape() as tape:
     tape.watch(embedded)
     loss, extra = loss_fn(inputs, embedded)
   gradients = tape.gradient(loss, dense_variables + list(embedded))
   count = len(dense_variables)
   dense_gradients = [dense_gradient(g) for g in gradients[:count]]
-  embedded_gradients = gradients[count:]
-  # Embedding rows, flattened to [N, E], grouped by table (a shared table gets both).
-  rows = {t.ref(): ([], []) for t in tables}
-  for (embedding, ids_fn), grad in zip(lookups, embedded_gradients):
-    table = embedding.table
-    if table.ref() in rows:
-      values, indices = rows[table.ref()]
-      values.append(tf.reshape(grad, [-1, table.shape[-1]]))
-      indices.append(tf.reshape(ids_fn(inputs), [-1]))
-  rows = [(tf.concat(v, 0), tf.concat(i, 0)) for v, i in (rows[t.ref()] for t in tables)]
-  return loss, extra, dense_gradients, rows
+  return loss, extra, dense_gradients, table_rows(lookups, inputs, gradients[count:])
+
+
+def table_rows(lookups, inputs, embedded_gradients):
+  """For each table of `trainable_tables(lookups)`, (values [N, E], indices [N]): the
+  gradients `embedded_gradients` (one [..., E] per lookup) of the vectors its lookups read
+  and their ids, flattened (a shared table gets the rows of both lookups)."""
+  rows = []
+  for table in trainable_tables(lookups):
+    reads = [(gradient, ids_fn) for (embedding, ids_fn), gradient in
+             zip(lookups, embedded_gradients) if embedding.table is table]
+    rows.append((tf.concat([tf.reshape(g, [-1, table.shape[-1]]) for g, _ in reads], 0),
+                 tf.concat([tf.reshape(ids_fn(inputs), [-1]) for _, ids_fn in reads], 0)))
+  return rows
 
 
 def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False):
@@ -323,7 +324,7 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
   def loss_fn(batch, embedded):
     source_embedded, target_embedded = embedded
     loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled,
-                         sampling_seed(seed, optimizer) if num_sampled else None,
+                         sampling_seed(seed, optimizer.iterations) if num_sampled else None,
                          label_smoothing=label_smoothing)
     return loss, ()
 

@@ -215,8 +215,9 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
             copies, slots, iterations, optimizer.learning_rate_at(iterations)))
     return results[0]
 
-  def replica_step(batch, global_weight, stop_votes):
+  def replica_step(batch, stop_votes):
     context = tf.distribute.get_replica_context()
+    global_weight = tf.reduce_sum(batch.target_weight)  # of the global batch
     local = _replica_slice(batch, context.replica_id_in_sync_group,
                            context.num_replicas_in_sync)
     embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
@@ -303,8 +304,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
                                        learning_rate)
     return loss, grad_norm, finite, stop_votes
 
-  def one_program_replica_step(batch, global_weight, stop_votes):
-    del global_weight  # summed in the program
+  def one_program_replica_step(batch, stop_votes):
     context = tf.distribute.get_replica_context()
     replica = int(tf.get_static_value(context.replica_id_in_sync_group))
     return whole_replica_step(batch, tf.identity(stop_votes), replica)
@@ -315,9 +315,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
                  replica_step)
 
   def step(batch, stop_votes):
-    global_weight = None if run_replica is one_program_replica_step else tf.reduce_sum(
-        batch.target_weight)
-    results = strategy.run(run_replica, args=(batch, global_weight, stop_votes))
+    results = strategy.run(run_replica, args=(batch, stop_votes))
     # Every replica holds the same all-reduced values: take this worker's first, with no
     # further collective (a second one would be one more place for a lost peer to fail).
     loss, grad_norm, finite, votes = (strategy.experimental_local_results(r)[0]

@@ -216,6 +216,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     return results[0]
 
   def replica_step(batch, stop_votes):
+    batch = train_step_lib.int32_ids(batch)
     context = tf.distribute.get_replica_context()
     global_weight = tf.reduce_sum(batch.target_weight)  # of the global batch
     local = _replica_slice(batch, context.replica_id_in_sync_group,
@@ -252,6 +253,7 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     a step, and an input made anew each step moves, which makes XLA update the recorded
     command buffers (CUDA graphs) that read it."""
     replicas = strategy.num_replicas_in_sync
+    batch = train_step_lib.int32_ids(batch)  # ids given as int64 stay on the GPU
     local = _replica_slice(batch, replica, replicas)
     global_weight = tf.reduce_sum(batch.target_weight)
     copies, slot_copies, iterations = device_copies(local_index(replica))

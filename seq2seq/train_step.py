@@ -8,16 +8,36 @@ from seq2seq import data
 from seq2seq import optimizers
 
 
-def _batch_signature(source_length, batch_size=None):
+def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
   """TensorSpecs of a `Batch` whose source is padded to `source_length`, of `batch_size` rows
-  (None: any)."""
-  ids = lambda t: tf.TensorSpec([batch_size, t], tf.int32)
+  (None: any), its ids and lengths of `ids_dtype`."""
+  ids = lambda t: tf.TensorSpec([batch_size, t], ids_dtype)
   return data.Batch(
       source=ids(source_length),
-      source_length=tf.TensorSpec([batch_size], tf.int32),
+      source_length=tf.TensorSpec([batch_size], ids_dtype),
       decoder_input=ids(source_length + 1),
       target=ids(source_length + 1),
       target_weight=tf.TensorSpec([batch_size, source_length + 1], tf.float32))
+
+
+def device_batch(batch, device):
+  """`batch` copied to `device`, its ids and lengths as int64.
+
+  TensorFlow keeps a GPU's int32 tensors in host memory, so a step given int32 ids copies them
+  into its XLA program on every call, and that copy waits for the work already queued on the
+  GPU: the host cannot issue a step before the one ahead of it has finished. int64 tensors
+  stay in GPU memory. The steps take either (`BucketedFunction` traces each dtype) and turn
+  the ids back to int32 inside their program (`int32_ids`)."""
+  with tf.device(device):
+    return data.Batch(*(tf.cast(field, tf.int64) if tf.as_dtype(field.dtype).is_integer
+                        else tf.identity(field) for field in batch))
+
+
+def int32_ids(batch):
+  """`batch` (a namedtuple of tensors) with int64 fields (`device_batch`) cast to int32. Call
+  it inside the compiled program, where the cast is free and its result stays on the GPU."""
+  return type(batch)(*(tf.cast(field, tf.int32) if field.dtype == tf.int64 else field
+                       for field in batch))
 
 
 class BucketedFunction:
@@ -44,16 +64,21 @@ class BucketedFunction:
 
   @property
   def traced_lengths(self):
-    return tuple(sorted(self._functions))
+    return tuple(sorted({length for length, _ in self._functions}))
+
+  def traced(self, length, ids_dtype=tf.int32):
+    """The `tf.function` traced for batches of padded `length` with ids of `ids_dtype`."""
+    return self._functions[(length, tf.as_dtype(ids_dtype))]
 
   def __call__(self, batch, *extra):
     length = int(batch.source.shape[1])
-    function = self._functions.get(length)
+    ids_dtype = tf.int64 if tf.as_dtype(batch.source.dtype) == tf.int64 else tf.int32
+    function = self._functions.get((length, ids_dtype))
     if function is None:
-      signature = _batch_signature(length, self._pad_rows_to or None)
+      signature = _batch_signature(length, self._pad_rows_to or None, ids_dtype)
       function = tf.function(self._fn, input_signature=[signature] + self._extra_signature,
                              autograph=False)
-      self._functions[length] = function
+      self._functions[(length, ids_dtype)] = function
     if self._pad_rows_to:
       rows = batch.source.shape[0]
       if rows > self._pad_rows_to:
@@ -257,6 +282,7 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
     @tf.function(jit_compile=True, autograph=False)
     def whole_step(inputs):
+      inputs = int32_ids(inputs)
       loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, lookup(inputs),
                                                               lookups, dense_variables)
       table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
@@ -282,6 +308,7 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     dense_part = tf.function(dense_part, jit_compile=True, autograph=False)
 
   def step(inputs):
+    inputs = int32_ids(inputs)
     loss, grad_norm, finite, rows, extra = dense_part(inputs, lookup(inputs))
 
     for table, (values, indices) in zip(tables, rows):
@@ -339,6 +366,7 @@ def make_eval_step(model, batch_size=0):
   `batch_size` > 0 pads and traces for that many rows, as `make_train_step`.
   """
   def step(batch):
+    batch = int32_ids(batch)
     logits = model(batch.source, batch.source_length, batch.decoder_input, training=False)
     per_token = losses.sequence_loss(logits, batch.target, batch.target_weight,
                                      average_across_timesteps=False,

@@ -22,6 +22,7 @@ from seq2seq import interrupts
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import supervisor
+from seq2seq import train_step as train_step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -133,11 +134,12 @@ class AllReduceInXlaTest(absltest.TestCase):
     step as one XLA program, with the tables' row sums or their rows, its all-reduce in
     stages or at the end, against the step whose all-reduce sits between two programs: the
     same losses and variables after 3 steps. The learning rate decays every step and is
-    scaled by a variable that changes between steps (the one program computes it itself)."""
+    scaled by a variable that changes between steps (the one program computes it itself).
+    Both steps also take the batch with int64 ids (`train_step.device_batch`) alike."""
     batches = [data.Batch(*(tf.constant(x) for x in _synthetic_batch(seed)))
                for seed in range(3)]
 
-    def train(all_reduce_in_xla, gather_rows=None, **options):
+    def train(all_reduce_in_xla, gather_rows=None, placed=False, **options):
       strategy = distribution.mirrored_strategy(["/cpu:0"])
       with strategy.scope():
         model = model_lib.Seq2Seq(config_lib.ModelConfig(
@@ -156,6 +158,8 @@ class AllReduceInXlaTest(absltest.TestCase):
                              (lambda *_: gather_rows) if gather_rows is not None else
                              distributed_step.gathers_rows):
         for number, b in enumerate(batches):
+          if placed:  # ids as int64 on the device (`train_step.device_batch`)
+            b = train_step_lib.device_batch(b, "/cpu:0")
           scale.assign(4.0 ** number)
           losses.append(float(step(b, votes)[0]))
       return losses, [v.numpy() for v in model.trainable_variables + optimizer.variables]
@@ -171,6 +175,8 @@ class AllReduceInXlaTest(absltest.TestCase):
     for gather_rows in (False, True):
       for staged in (True, False):
         assert_same(train(True, gather_rows, staged_all_reduce=staged), expected)
+    for all_reduce_in_xla in (True, False):
+      assert_same(train(all_reduce_in_xla, placed=True), expected)
 
   @pytest.mark.slow
   def test_two_gpus_one_program_per_replica_match_one_device(self):

@@ -264,7 +264,7 @@ class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
     optimizer.build(model.trainable_variables)
     step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=jit_compile)
     step(test_train_step._batch(seed=1))
-    graph = step._functions[5].get_concrete_function().graph.as_graph_def()
+    graph = step.traced(5).get_concrete_function().graph.as_graph_def()
     op_types = {n.op for n in graph.node} | {n.op for f in graph.library.function
                                               for n in f.node_def}
     self.assertIn("AssignVariableOp", op_types)  # the library's bodies are searched

@@ -159,7 +159,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
       config = config_lib.ModelConfig(num_layers=1, hidden_size=16, embedding_size=8,
                                       encoder="bi", attention="luong", keep_prob=0.7)
       step = _traced_sgd_step(config, _batch(size=3, seed=7), batch_size=batch_size)
-      graph = step._functions[5].get_concrete_function().graph
+      graph = step.traced(5).get_concrete_function().graph
       types = []
       def walk(g):
         types.extend(op.type for op in g.get_operations())
@@ -181,7 +181,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
       config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
                                       encoder="bi", attention="luong", keep_prob=0.7)
       step = _traced_sgd_step(config, _batch(size=3, length=length, seed=7))
-      graph_def = step._functions[length].get_concrete_function().graph.as_graph_def()
+      graph_def = step.traced(length).get_concrete_function().graph.as_graph_def()
       ops = [node.op for node in graph_def.node]
       ops += [node.op for f in graph_def.library.function for node in f.node_def]
       return ops.count("RngReadAndSkip")
@@ -212,7 +212,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
       optimizer.build(model.trainable_variables)
       step = train_step_lib.make_train_step(model, optimizer, 0.5, jit_compile=jit_compile)
       norms = [float(step(b)[1]) for b in batches]
-      graph = step._functions[5].get_concrete_function().graph.as_graph_def()
+      graph = step.traced(5).get_concrete_function().graph.as_graph_def()
       op_types = {n.op for n in graph.node} | {n.op for f in graph.library.function
                                                 for n in f.node_def}
       runs[embedding_device] = (norms, [v.numpy() for v in model.trainable_variables],
@@ -226,6 +226,36 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(expected, actual, rtol=1e-4, atol=1e-6)
     self.assertEqual(plain[3], whole[3])
     self.assertEqual(whole[3], 3)
+
+  @parameterized.parameters(("cpu", False), ("gpu", True))
+  def test_a_batch_with_int64_ids_on_the_device_trains_alike(self, embedding_device,
+                                                              jit_compile):
+    """`device_batch` (ids and lengths as int64, on the step's device) gets its own trace and
+    the losses, norms and parameters of the int32 NumPy batch. Compiled, the ids reach the
+    XLA program as int64 (a GPU keeps int32 in host memory): no cast outside it."""
+    batches = [_batch(seed=seed) for seed in (1, 2)]
+    runs = []
+    for placed in (False, True):
+      model = _model(embedding_device=embedding_device)
+      optimizer = optimizers.Adam(0.01)
+      optimizer.build(model.trainable_variables)
+      step = train_step_lib.make_train_step(model, optimizer, 0.5, jit_compile=jit_compile)
+      given = [train_step_lib.device_batch(b, "/CPU:0") if placed else b for b in batches]
+      runs.append(([step(b)[:2] for b in given], [v.numpy() for v in model.trainable_variables]))
+    ids, lengths, weights = given[0].source, given[0].source_length, given[0].target_weight
+    self.assertEqual((ids.dtype, lengths.dtype, weights.dtype),
+                     (tf.int64, tf.int64, tf.float32))
+    self.assertAllEqual(ids, batches[0].source)
+    self.assertEqual(step.traced_lengths, (5,))
+    outer = step.traced(5, tf.int64).get_concrete_function().graph.as_graph_def()
+    if jit_compile:
+      self.assertNotIn("Cast", {node.op for node in outer.node})
+    with self.assertRaises(KeyError):
+      step.traced(5, tf.int32)
+    (plain_outputs, plain_variables), (placed_outputs, placed_variables) = runs
+    self.assertAllClose(plain_outputs, placed_outputs, rtol=1e-6)
+    for expected, actual in zip(plain_variables, placed_variables):
+      self.assertAllClose(expected, actual, rtol=1e-6, atol=1e-7)
 
   def test_untouched_embedding_rows_do_not_move(self):
     model = _model()

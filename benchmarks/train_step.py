@@ -85,6 +85,12 @@ flags.DEFINE_list("variants", ["engine", "keras"], f"among {', '.join(VARIANTS)}
 flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
+flags.DEFINE_bool("device_batch", True,
+                  "seq2seq workloads: the steps whose lookups run on the device (the engine's "
+                  "gpuemb variants, keras) are given the batch already there, ids as int64 "
+                  "(`seq2seq.train_step.device_batch`), as an input pipeline that prefetches "
+                  "to the GPU gives it; false: int32 ids from host memory, which every step "
+                  "copies in after the step before has finished")
 flags.DEFINE_string("output", "", "also append the JSON lines to this file")
 flags.DEFINE_integer("profile_steps", 0, "after timing, trace this many more steps with the "
                      "TensorFlow profiler and add a kernel summary (benchmarks.kernel_profile: "
@@ -325,6 +331,11 @@ def measure(workload, variant, ceiling, dump_folder=None):
   precision = "fp32" if variant == "keras" else ENGINE_VARIANTS[variant][1]
   ceiling = ceiling[precision]
   b, target_tokens = synthetic_input(kind, batch, steps, vocab)
+  placed = FLAGS.device_batch and kind == "seq2seq" and (
+      variant == "keras" or ENGINE_VARIANTS[variant][2] == "gpu")
+  if placed:
+    b = train_step_lib.device_batch(b, (tf.config.list_logical_devices("GPU") or
+                                        tf.config.list_logical_devices("CPU"))[0].name)
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
   first_step_profile = []  # filled by the first step's trace, with --profile_first_step
@@ -349,7 +360,7 @@ def measure(workload, variant, ceiling, dump_folder=None):
       "ceiling_tflops": ceiling, "percent_of_ceiling": 100 * tflops / ceiling,
       "first_step_s": first_step, "peak_memory_mb": peak_memory_mb(), "batch": batch,
       "sizes": dict(zip(SIZES, (batch, steps, embed, hidden, vocab, layers))),
-      "keep_prob": FLAGS.keep_prob,
+      "keep_prob": FLAGS.keep_prob, "device_batch": placed,
       "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
       "tf_version": tf.__version__,
       "xla_flags_env": os.environ.get("XLA_FLAGS", ""),

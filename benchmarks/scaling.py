@@ -64,11 +64,6 @@ STAGED = {"auto": None, "on": True, "off": False}
 flags.DEFINE_integer("processes", 0, "also time this many worker processes of this host, one "
                      "device each, under MultiWorkerMirroredStrategy (0: none)")
 flags.DEFINE_integer("worker", -1, "internal: this process is worker WORKER of --processes")
-flags.DEFINE_bool("device_batch", True,
-                  "the one-device and worker-process steps are given the batch already on "
-                  "their device, ids as int64 (`train_step.device_batch`), as an input "
-                  "pipeline that prefetches to the GPU gives it; false: int32 ids from host "
-                  "memory, which every step copies in after the step before has finished")
 
 
 def devices(count):
@@ -147,9 +142,12 @@ def timed(loss_of_step, b):
   return (*bench.time_steps(loss_of_step, b), bench.pipelined_step_time(loss_of_step, b))
 
 
-def placed(b, device):
-  """`b` as a step on the one `device` is given it (--device_batch)."""
-  return train_step_lib.device_batch(b, device) if FLAGS.device_batch else b
+def placed(b, device, variant=None):
+  """(`b` as the step on the one `device` is given it, whether on the device): with
+  --device_batch, on it with int64 ids, unless `variant`'s lookups run on the host."""
+  if FLAGS.device_batch and (variant is None or bench.ENGINE_VARIANTS[variant][2] == "gpu"):
+    return train_step_lib.device_batch(b, device), True
+  return b, False
 
 
 def worker_rows(workload, variant, count):
@@ -188,10 +186,10 @@ def run_worker():
     _, batch, steps, _, _, vocab, _ = bench.workload_sizes(workload)
     step, all_reduce, in_xla = step_under(strategy, workload, variant, options)
     b, tokens = bench.synthetic_input("seq2seq", batch * count, steps, vocab)
-    b = placed(b, strategy.extended.worker_devices[0])
+    b, on_device = placed(b, strategy.extended.worker_devices[0])
     result = row(workload, variant, count, timed(step, b), tokens, all_reduce=all_reduce,
                  all_reduce_in_xla=in_xla, global_batch=batch * count, processes=count,
-                 staged=options[1], device_batch=FLAGS.device_batch)
+                 staged=options[1], device_batch=on_device)
     if distribution.is_chief(strategy):
       print(json.dumps(result), flush=True)
 
@@ -239,9 +237,9 @@ def main(argv):
       single = bench.engine_step(workload, variant)
       if single is not None:
         b, tokens = bench.synthetic_input("seq2seq", batch, steps, vocab)
-        b = placed(b, devices(1)[0])
+        b, on_device = placed(b, devices(1)[0], variant)
         emit(row(workload, variant, 0, timed(lambda b: single(b)[0], b), tokens,
-                 device_batch=FLAGS.device_batch))
+                 device_batch=on_device))
       for replicas, options in itertools.product(counts, step_options()):
         step, all_reduce, in_xla = mirrored_step(workload, variant, replicas, options)
         b, tokens = bench.synthetic_input("seq2seq", batch * replicas, steps, vocab)

@@ -87,7 +87,8 @@ flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
 flags.DEFINE_bool("device_batch", True,
                   "seq2seq workloads: the steps whose lookups run on the device (the engine's "
-                  "gpuemb variants, keras) are given the batch already there, ids as int64 "
+                  "gpuemb variants, keras; in benchmarks.scaling the one-device and "
+                  "worker-process steps) are given the batch already there, ids as int64 "
                   "(`seq2seq.train_step.device_batch`), as an input pipeline that prefetches "
                   "to the GPU gives it; false: int32 ids from host memory, which every step "
                   "copies in after the step before has finished")

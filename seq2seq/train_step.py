@@ -34,10 +34,10 @@ def device_batch(batch, device):
 
 
 def int32_ids(batch):
-  """`batch` (a namedtuple of tensors) with int64 fields (`device_batch`) cast to int32. Call
+  """`batch` (a nest of tensors) with its int64 tensors (`device_batch`) cast to int32. Call
   it inside the compiled program, where the cast is free and its result stays on the GPU."""
-  return type(batch)(*(tf.cast(field, tf.int32) if field.dtype == tf.int64 else field
-                       for field in batch))
+  return tf.nest.map_structure(
+      lambda t: tf.cast(t, tf.int32) if getattr(t, "dtype", None) == tf.int64 else t, batch)
 
 
 class BucketedFunction:

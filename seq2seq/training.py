@@ -2,6 +2,7 @@
 
 NumPy, logging and Python side effects stay here, outside the compiled step.
 """
+import contextlib
 import dataclasses
 import time
 from typing import Callable, Optional
@@ -12,6 +13,7 @@ import tensorflow as tf
 from ops import losses
 from seq2seq import checkpoints
 from seq2seq import datasets
+from seq2seq import device_prefetch
 from seq2seq import distributed_step
 from seq2seq import distribution
 from seq2seq import embeddings
@@ -159,6 +161,8 @@ class Trainee:
   validate: () -> (loss, perplexity) on the validation data; None without it.
   start_epoch: called before the first batch of each epoch (not when resuming mid-epoch).
   checkpointed: {name: object} saved in checkpoints beside model, optimizer and progress.
+  on_device: batch -> the batch as `step` takes it on its device, made ahead of the step on a
+    background thread (`device_prefetch`); None: `step` takes the NumPy batch.
   """
   model: tf.Module
   optimizer: optimizers.Optimizer
@@ -169,6 +173,19 @@ class Trainee:
   validate: Optional[Callable] = None
   start_epoch: Callable = lambda: None
   checkpointed: dict = dataclasses.field(default_factory=dict)
+  on_device: Optional[Callable] = None
+
+
+def _batch_device(run_config, strategy, distributed):
+  """The device a step reads its batches on (`train_step.device_batch`), or None where it
+  takes them from the host: a compiled step whose lookups run on this worker's one GPU."""
+  if not (run_config.train.jit_compile and run_config.model.embedding_device == "gpu"):
+    return None
+  devices = (list(strategy.extended.worker_devices) if distributed else
+             [device.name for device in tf.config.list_logical_devices("GPU")[:1]])
+  if len(devices) != 1 or tf.DeviceSpec.from_string(devices[0]).device_type != "GPU":
+    return None
+  return devices[0]
 
 
 def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
@@ -197,8 +214,15 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
   validate = None
   if training_data.val is not None:
     validate = lambda: evaluate(eval_step, training_data.val)
+  on_device = None
+  device = _batch_device(run_config, strategy, distributed)
+  if device is not None:
+    rows = train_config.batch_size
+    on_device = lambda batch: train_step_lib.device_batch(
+        train_step_lib.pad_rows(batch, rows), device)
   return Trainee(model, optimizer, training_data.vocabulary, training_data.train, step,
-                 tokens=lambda batch: float(batch.target_weight.sum()), validate=validate)
+                 tokens=lambda batch: float(batch.target_weight.sum()), validate=validate,
+                 on_device=on_device)
 
 
 def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
@@ -353,16 +377,19 @@ def _train(run_config, strategy, distributed, worker, log):
     return False
 
   unsettled = None  # (step number, outputs) of the latest step whose outputs were not read
-  with interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy):
+  with (interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy),
+        contextlib.ExitStack() as cleanup):
     while (step < total_steps and epoch < train_config.num_epochs and stopping is None
            and not early_stop):
       if position == 0:
         trainee.start_epoch()
-      for batch in schedule.batches(epoch, start=position):
+      batches = cleanup.enter_context(device_prefetch.Prefetcher(
+          schedule.batches(epoch, start=position), trainee.on_device))
+      for batch, given in batches:
         if distributed:
-          outputs = train_step(batch, stop.vote())
+          outputs = train_step(given, stop.vote())
         else:
-          outputs = train_step(batch)
+          outputs = train_step(given)
           stopping = stop.requested
         loss_t = outputs[0]
         step += 1
@@ -400,6 +427,7 @@ def _train(run_config, strategy, distributed, worker, log):
           checkpoint = save()
         if stopping is not None or step >= total_steps:
           break
+      batches.close()
       if unsettled is not None:  # a schedule that ended before its batches_per_epoch
         settle(*unsettled)
         unsettled = None

@@ -1,0 +1,159 @@
+"""Batches moved to the device ahead of the step: order, bounds, errors, shutdown, and the
+training loop that uses them."""
+import os
+import threading
+import time
+import types
+from unittest import mock
+
+from absl.testing import absltest
+import numpy as np
+import tensorflow as tf
+
+from seq2seq import device_prefetch
+from seq2seq import train_step as train_step_lib
+from seq2seq import training
+from seq2seq import workdir as workdir_lib
+from tests import helpers
+
+
+def _counting(count, fail_at=None):
+  """A generator of 0..count-1 that records how many it has given and whether it was closed."""
+  state = types.SimpleNamespace(given=0, closed=False)
+
+  def generate():
+    try:
+      for number in range(count):
+        if number == fail_at:
+          raise ValueError(f"bad batch {number}")
+        state.given += 1
+        yield number
+    finally:
+      state.closed = True
+  return generate(), state
+
+
+class PrefetcherTest(absltest.TestCase):
+
+  def test_pairs_in_order_moved_on_the_background_thread(self):
+    threads = []
+    moved = lambda n: (threads.append(threading.current_thread().name), n * 10)[1]
+    source, _ = _counting(7)
+    with device_prefetch.Prefetcher(source, moved) as batches:
+      self.assertEqual(list(batches), [(n, n * 10) for n in range(7)])
+    self.assertEqual(set(threads), {"device_prefetch"})
+
+  def test_without_a_move_the_batch_is_given_as_is_on_this_thread(self):
+    source, state = _counting(3)
+    with device_prefetch.Prefetcher(source) as batches:
+      self.assertEqual(list(batches), [(0, 0), (1, 1), (2, 2)])
+    self.assertTrue(state.closed)
+
+  def test_reads_at_most_depth_batches_ahead(self):
+    source, state = _counting(100)
+    with device_prefetch.Prefetcher(source, lambda n: n, depth=2) as batches:
+      self.assertEqual(next(batches), (0, 0))
+      deadline = time.time() + 5
+      while state.given < 4 and time.time() < deadline:
+        time.sleep(0.01)
+      time.sleep(0.2)  # time to run further ahead, were it unbounded
+      # the one returned, two queued, one moved and waiting for room
+      self.assertEqual(state.given, 4)
+
+  def test_an_error_reading_a_batch_is_raised_where_that_batch_was_due(self):
+    source, _ = _counting(10, fail_at=3)
+    with device_prefetch.Prefetcher(source, lambda n: -n) as batches:
+      self.assertEqual([next(batches) for _ in range(3)], [(0, 0), (1, -1), (2, -2)])
+      with self.assertRaisesRegex(ValueError, "bad batch 3"):
+        next(batches)
+      self.assertEqual(list(batches), [])
+
+  def test_an_error_moving_a_batch_is_raised_too(self):
+    def moved(n):
+      if n == 1:
+        raise RuntimeError("copy failed")
+      return n
+    source, _ = _counting(5)
+    with device_prefetch.Prefetcher(source, moved) as batches:
+      self.assertEqual(next(batches), (0, 0))
+      with self.assertRaisesRegex(RuntimeError, "copy failed"):
+        next(batches)
+
+  def test_leaving_early_stops_the_thread_and_closes_the_batches(self):
+    source, state = _counting(100)
+    with device_prefetch.Prefetcher(source, lambda n: n) as batches:
+      next(batches)
+      thread = batches._thread
+    self.assertFalse(thread.is_alive())
+    self.assertTrue(state.closed)
+    self.assertLess(state.given, 10)
+
+  def test_depth_must_be_positive(self):
+    with self.assertRaisesRegex(ValueError, "depth"):
+      device_prefetch.Prefetcher(iter([]), lambda n: n, depth=0)
+
+
+class TrainingLoopTest(tf.test.TestCase):
+
+  def test_batch_device_only_for_a_compiled_step_on_one_gpu(self):
+    def run_config(jit_compile=True, embedding_device="gpu"):
+      return types.SimpleNamespace(train=types.SimpleNamespace(jit_compile=jit_compile),
+                                   model=types.SimpleNamespace(embedding_device=embedding_device))
+    gpu = "/job:worker/replica:0/task:1/device:GPU:0"
+    one_gpu = types.SimpleNamespace(extended=types.SimpleNamespace(worker_devices=(gpu,)))
+    two_gpus = types.SimpleNamespace(extended=types.SimpleNamespace(
+        worker_devices=(gpu, gpu[:-1] + "1")))
+    cpu = types.SimpleNamespace(extended=types.SimpleNamespace(
+        worker_devices=("/job:worker/replica:0/task:0/device:CPU:0",)))
+    self.assertEqual(training._batch_device(run_config(), one_gpu, True), gpu)
+    self.assertIsNone(training._batch_device(run_config(), two_gpus, True))
+    self.assertIsNone(training._batch_device(run_config(), cpu, True))
+    self.assertIsNone(training._batch_device(run_config(jit_compile=False), one_gpu, True))
+    self.assertIsNone(training._batch_device(run_config(embedding_device="cpu"), one_gpu, True))
+    if not tf.config.list_physical_devices("GPU"):
+      self.assertIsNone(training._batch_device(run_config(), None, False))
+
+  def test_batches_moved_ahead_train_as_the_numpy_batches(self):
+    """The loop with every batch moved (padded, int64 ids) on the prefetch thread ends with
+    the parameters of the loop given NumPy batches, over an epoch's smaller last batch."""
+    tf.config.experimental.enable_op_determinism()
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=40)
+    finals = {}
+    for moved in (False, True):
+      config = helpers.tiny_config(os.path.join(tmp, f"moved_{moved}"), data, max_steps=7,
+                                   keep_prob=0.8)
+      calls, given_dtypes = [], set()
+      real_move, real_make = train_step_lib.device_batch, train_step_lib.make_train_step
+
+      def spy(batch, device):
+        calls.append((threading.current_thread().name, batch.source.shape[0], device))
+        return real_move(batch, device)
+
+      def recording_step(*args, **kwargs):
+        step = real_make(*args, **kwargs)
+        return lambda batch: (given_dtypes.add(tf.as_dtype(batch.source.dtype)), step(batch))[1]
+
+      with mock.patch.object(training, "_batch_device",
+                             return_value="/CPU:0" if moved else None), \
+           mock.patch.object(train_step_lib, "device_batch", spy), \
+           mock.patch.object(train_step_lib, "make_train_step", recording_step):
+        training.train(config, log=helpers.quiet)
+      self.assertEqual(given_dtypes, {tf.int64 if moved else tf.int32})
+      reader = tf.train.load_checkpoint(
+          workdir_lib.checkpoint_dir(os.path.join(tmp, f"moved_{moved}")))
+      finals[moved] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+                       if key.startswith("model/")}
+      if moved:
+        self.assertGreaterEqual(len(calls), 7)
+        self.assertEqual({name for name, _, _ in calls}, {"device_prefetch"})
+        self.assertEqual({rows for _, rows, _ in calls}, {16})  # the last batch padded
+      else:
+        self.assertEqual(calls, [])
+    self.assertEqual(sorted(finals[False]), sorted(finals[True]))
+    for key, value in finals[False].items():
+      np.testing.assert_allclose(finals[True][key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -9,6 +9,9 @@ here, on a background thread `depth` batches ahead, it waits there instead.
 import queue
 import threading
 
+import numpy as np
+import tensorflow as tf
+
 _END = object()
 
 
@@ -91,3 +94,25 @@ class Prefetcher:
 
   def __exit__(self, *exc_info):
     self.close()
+
+
+class ConstantsOnDevice:
+  """Small arrays that repeat (the stop votes each distributed step takes) as tensors on
+  `device`, each distinct value copied there once: a copy made for every step would wait, on
+  the loop's thread, for the step before. Without a device, the arrays are given as they are.
+  """
+
+  def __init__(self, device=None):
+    self._device = device
+    self._tensors = {}
+
+  def __call__(self, array):
+    if self._device is None:
+      return array
+    array = np.asarray(array)
+    key = (array.dtype.str, array.shape, array.tobytes())
+    tensor = self._tensors.get(key)
+    if tensor is None:
+      with tf.device(self._device):
+        tensor = self._tensors[key] = tf.identity(tf.constant(array))
+    return tensor

@@ -161,7 +161,8 @@ class Trainee:
   validate: () -> (loss, perplexity) on the validation data; None without it.
   start_epoch: called before the first batch of each epoch (not when resuming mid-epoch).
   checkpointed: {name: object} saved in checkpoints beside model, optimizer and progress.
-  on_device: batch -> the batch as `step` takes it on its device, made ahead of the step on a
+  device: where `step` reads its inputs (`_batch_device`); None: from the host.
+  on_device: batch -> the batch as `step` takes it on `device`, made ahead of the step on a
     background thread (`device_prefetch`); None: `step` takes the NumPy batch.
   """
   model: tf.Module
@@ -173,6 +174,7 @@ class Trainee:
   validate: Optional[Callable] = None
   start_epoch: Callable = lambda: None
   checkpointed: dict = dataclasses.field(default_factory=dict)
+  device: Optional[str] = None
   on_device: Optional[Callable] = None
 
 
@@ -222,7 +224,7 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
         train_step_lib.pad_rows(batch, rows), device)
   return Trainee(model, optimizer, training_data.vocabulary, training_data.train, step,
                  tokens=lambda batch: float(batch.target_weight.sum()), validate=validate,
-                 on_device=on_device)
+                 device=device, on_device=on_device)
 
 
 def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
@@ -377,6 +379,7 @@ def _train(run_config, strategy, distributed, worker, log):
     return False
 
   unsettled = None  # (step number, outputs) of the latest step whose outputs were not read
+  votes_on_device = device_prefetch.ConstantsOnDevice(trainee.device)
   with (interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy),
         contextlib.ExitStack() as cleanup):
     while (step < total_steps and epoch < train_config.num_epochs and stopping is None
@@ -387,7 +390,7 @@ def _train(run_config, strategy, distributed, worker, log):
           schedule.batches(epoch, start=position), trainee.on_device))
       for batch, given in batches:
         if distributed:
-          outputs = train_step(given, stop.vote())
+          outputs = train_step(given, votes_on_device(stop.vote()))
         else:
           outputs = train_step(given)
           stopping = stop.requested

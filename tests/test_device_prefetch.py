@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq import device_prefetch
+from seq2seq import distributed_step
 from seq2seq import train_step as train_step_lib
 from seq2seq import training
 from seq2seq import workdir as workdir_lib
@@ -93,6 +94,23 @@ class PrefetcherTest(absltest.TestCase):
       device_prefetch.Prefetcher(iter([]), lambda n: n, depth=0)
 
 
+class ConstantsOnDeviceTest(tf.test.TestCase):
+
+  def test_each_distinct_value_is_copied_once(self):
+    on_device = device_prefetch.ConstantsOnDevice("/CPU:0")
+    zeros, again = on_device(np.zeros(3, np.float32)), on_device(np.zeros(3, np.float32))
+    one_hot = on_device(np.array([0, 1, 0], np.float32))
+    self.assertIs(zeros, again)
+    self.assertIsNot(zeros, one_hot)
+    self.assertAllEqual(one_hot, [0, 1, 0])
+    self.assertEqual(one_hot.dtype, tf.float32)
+    self.assertIn("CPU:0", one_hot.device)
+
+  def test_without_a_device_the_array_is_given_as_it_is(self):
+    votes = np.zeros(3, np.float32)
+    self.assertIs(device_prefetch.ConstantsOnDevice()(votes), votes)
+
+
 class TrainingLoopTest(tf.test.TestCase):
 
   def test_batch_device_only_for_a_compiled_step_on_one_gpu(self):
@@ -112,6 +130,41 @@ class TrainingLoopTest(tf.test.TestCase):
     self.assertIsNone(training._batch_device(run_config(embedding_device="cpu"), one_gpu, True))
     if not tf.config.list_physical_devices("GPU"):
       self.assertIsNone(training._batch_device(run_config(), None, False))
+
+  def test_a_distributed_step_is_given_its_batch_and_votes_on_the_device(self):
+    """Under a strategy (mirrored over one CPU), the loop with the batches and the stop votes
+    on the device ends with the parameters of the loop that gives NumPy arrays."""
+    tf.config.experimental.enable_op_determinism()
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=40)
+    finals = {}
+    for moved in (False, True):
+      workdir = os.path.join(tmp, f"mirrored_{moved}")
+      config = helpers.tiny_config(workdir, data, max_steps=5, strategy="mirrored",
+                                   devices="/cpu:0")
+      given = set()
+      real_make = distributed_step.make_distributed_train_step
+
+      def recording_step(*args, **kwargs):
+        step = real_make(*args, **kwargs)
+        def recorded(batch, votes):
+          given.add((tf.as_dtype(batch.source.dtype), type(votes).__name__))
+          return step(batch, votes)
+        return recorded
+
+      with mock.patch.object(training, "_batch_device",
+                             return_value="/job:localhost/replica:0/task:0/device:CPU:0"
+                             if moved else None), \
+           mock.patch.object(distributed_step, "make_distributed_train_step", recording_step):
+        training.train(config, log=helpers.quiet)
+      self.assertEqual(given, {(tf.int64, "EagerTensor")} if moved else
+                       {(tf.int32, "ndarray")})
+      reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(workdir))
+      finals[moved] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+                       if key.startswith("model/")}
+    self.assertEqual(sorted(finals[False]), sorted(finals[True]))
+    for key, value in finals[False].items():
+      np.testing.assert_allclose(finals[True][key], value, rtol=1e-6, atol=1e-7, err_msg=key)
 
   def test_batches_moved_ahead_train_as_the_numpy_batches(self):
     """The loop with every batch moved (padded, int64 ids) on the prefetch thread ends with

@@ -273,7 +273,8 @@ class MultiWorkerTest(absltest.TestCase):
   @pytest.mark.slow
   def test_two_gpu_workers_one_program_each_match_one_process(self):
     """One GPU per worker process, --jit_compile: each replica's step is one XLA program whose
-    NCCL all-reduce spans the two processes; its losses are those of one process on one GPU."""
+    NCCL all-reduce spans the two processes; its losses are those of one process on one GPU.
+    Both take their batches moved onto the GPU ahead of the step (`device_prefetch`)."""
     if len(tf.config.list_physical_devices("GPU")) < 2:
       self.skipTest("needs 2 GPUs (run on the device machine, see BUILD.md)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,7 +283,7 @@ class MultiWorkerTest(absltest.TestCase):
       flags = [f"--data={data}", "--num_layers=1", "--hidden_size=32", "--embedding_size=16",
                "--max_length=6", "--num_buckets=1", "--max_vocab=50", "--learning_rate=0.01",
                "--seed=3", "--batch_size=15", "--log_every=1", "--max_grad_norm=0.2",
-               "--jit_compile", "--max_steps=4"]
+               "--jit_compile", "--embedding_device=gpu", "--max_steps=4"]
       env = dict(os.environ, NVIDIA_TF32_OVERRIDE="0")  # fp32 GEMMs, as on one device
       workers = _run_workers(flags + [f"--workdir={os.path.join(tmp, 'multi')}"], env=env,
                              gpu_each=True)

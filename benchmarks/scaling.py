@@ -46,7 +46,6 @@ from seq2seq import interrupts
 from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import supervisor
-from seq2seq import train_step as train_step_lib
 from seq2seq import xla_flags
 
 FLAGS = flags.FLAGS
@@ -142,14 +141,6 @@ def timed(loss_of_step, b):
   return (*bench.time_steps(loss_of_step, b), bench.pipelined_step_time(loss_of_step, b))
 
 
-def placed(b, device, variant=None):
-  """(`b` as the step on the one `device` is given it, whether on the device): with
-  --device_batch, on it with int64 ids, unless `variant`'s lookups run on the host."""
-  if FLAGS.device_batch and (variant is None or bench.ENGINE_VARIANTS[variant][2] == "gpu"):
-    return train_step_lib.device_batch(b, device), True
-  return b, False
-
-
 def worker_rows(workload, variant, count):
   """Runs `count` worker processes on localhost (this program with --worker=i) for one
   workload and variant; returns the chief's JSON lines."""
@@ -186,7 +177,7 @@ def run_worker():
     _, batch, steps, _, _, vocab, _ = bench.workload_sizes(workload)
     step, all_reduce, in_xla = step_under(strategy, workload, variant, options)
     b, tokens = bench.synthetic_input("seq2seq", batch * count, steps, vocab)
-    b, on_device = placed(b, strategy.extended.worker_devices[0])
+    b, on_device = bench.batch_on_device(b, None, strategy.extended.worker_devices[0])
     result = row(workload, variant, count, timed(step, b), tokens, all_reduce=all_reduce,
                  all_reduce_in_xla=in_xla, global_batch=batch * count, processes=count,
                  staged=options[1], device_batch=on_device)
@@ -237,7 +228,7 @@ def main(argv):
       single = bench.engine_step(workload, variant)
       if single is not None:
         b, tokens = bench.synthetic_input("seq2seq", batch, steps, vocab)
-        b, on_device = placed(b, devices(1)[0], variant)
+        b, on_device = bench.batch_on_device(b, variant, devices(1)[0])
         emit(row(workload, variant, 0, timed(lambda b: single(b)[0], b), tokens,
                  device_batch=on_device))
       for replicas, options in itertools.product(counts, step_options()):

@@ -323,6 +323,16 @@ def peak_memory_mb():
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # host RSS
 
 
+def batch_on_device(b, variant, device):
+  """(the seq2seq batch `b` as a step of `variant` is given it, whether it was moved): with
+  --device_batch, on `device` with int64 ids (`seq2seq.train_step.device_batch`) where the
+  variant's lookups run on the device (variant None: a distributed step, whose tables are
+  there); otherwise `b` as it is."""
+  if FLAGS.device_batch and (variant in (None, "keras") or ENGINE_VARIANTS[variant][2] == "gpu"):
+    return train_step_lib.device_batch(b, device), True
+  return b, False
+
+
 def measure(workload, variant, ceiling, dump_folder=None):
   kind, batch, steps, embed, hidden, vocab, layers = workload_sizes(workload)
   step = (keras_step if variant == "keras" else engine_step)(workload, variant)
@@ -332,11 +342,10 @@ def measure(workload, variant, ceiling, dump_folder=None):
   precision = "fp32" if variant == "keras" else ENGINE_VARIANTS[variant][1]
   ceiling = ceiling[precision]
   b, target_tokens = synthetic_input(kind, batch, steps, vocab)
-  placed = FLAGS.device_batch and kind == "seq2seq" and (
-      variant == "keras" or ENGINE_VARIANTS[variant][2] == "gpu")
-  if placed:
-    b = train_step_lib.device_batch(b, (tf.config.list_logical_devices("GPU") or
-                                        tf.config.list_logical_devices("CPU"))[0].name)
+  placed = False
+  if kind == "seq2seq":
+    b, placed = batch_on_device(b, variant, (tf.config.list_logical_devices("GPU") or
+                                             tf.config.list_logical_devices("CPU"))[0].name)
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
   first_step_profile = []  # filled by the first step's trace, with --profile_first_step

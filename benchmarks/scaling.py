@@ -49,7 +49,9 @@ from seq2seq import supervisor
 from seq2seq import xla_flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("replicas", ["1", "2"], "replica counts to time (devices of this host)")
+flags.DEFINE_list("replicas", ["1", "2"], "replica counts to time (devices of this host); "
+                  "none (--replicas=) with --processes times only the one-device step and "
+                  "the worker processes")
 flags.DEFINE_list("all_reduce", ["auto"],
                   "where a compiled step all-reduces, one or more of: auto (inside each "
                   "replica's XLA program where possible), xla (inside it: GPUs only), "
@@ -188,8 +190,9 @@ def run_worker():
 def main(argv):
   del argv
   counts = sorted({int(r) for r in FLAGS.replicas})
-  if not counts or counts[0] < 1:
-    raise app.UsageError(f"--replicas: positive counts, got {FLAGS.replicas}")
+  if (not counts and not FLAGS.processes) or (counts and counts[0] < 1):
+    raise app.UsageError(f"--replicas: positive counts (or none, with --processes), got "
+                         f"{FLAGS.replicas}")
   seq2seq_workloads = [n for n, w in bench.WORKLOADS.items() if w[0] == "seq2seq"]
   for name in FLAGS.workloads:
     if name not in seq2seq_workloads:
@@ -215,7 +218,7 @@ def main(argv):
   if not gpus:  # before the runtime starts
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * counts[-1])
+        cpu, [tf.config.LogicalDeviceConfiguration()] * max(counts, default=1))
   rows = []
 
   def emit(result):

@@ -162,10 +162,11 @@ class ScalingBenchmarkTest(tf.test.TestCase):
 
   def test_times_worker_processes(self):
     """--processes=2: two localhost MultiWorkerMirroredStrategy workers (one CPU each); the
-    chief's line comes back through the launcher."""
+    chief's line comes back through the launcher. With --replicas= no mirrored step is
+    timed, only the one-device step."""
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.scaling", "--workloads=cpu_small",
-         "--variants=engine", "--replicas=1", "--processes=2", "--steps=2", "--warmup=0",
+         "--variants=engine", "--replicas=", "--processes=2", "--steps=2", "--warmup=0",
          "--staged=on,off",
          "--override=batch=2,steps=4,embed=8,hidden=6,vocab=50"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
@@ -173,6 +174,7 @@ class ScalingBenchmarkTest(tf.test.TestCase):
     self.assertEqual(result.returncode, 0, result.stderr[-3000:])
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     workers = [row for row in lines if row.get("processes")]
+    self.assertEqual([row["replicas"] for row in lines if not row.get("processes")], [0])
     self.assertEqual([row["staged"] for row in workers], ["on", "off"])
     for row in workers:
       self.assertEqual((row["replicas"], row["global_batch"]), (2, 4))
@@ -182,6 +184,7 @@ class ScalingBenchmarkTest(tf.test.TestCase):
   def test_refuses_lm_workloads_and_non_positive_replica_counts(self):
     for flag, message in (("--workloads=ptb_large", "not a seq2seq workload"),
                           ("--replicas=0", "positive counts"),
+                          ("--replicas=", "or none, with --processes"),
                           ("--all_reduce=inside", "is not one of"),
                           ("--staged=maybe", "is not one of"),
                           ("--processes=1", "0 or at least 2")):

@@ -21,7 +21,8 @@ def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
 
 
 def device_batch(batch, device):
-  """`batch` copied to `device`, its ids and lengths as int64.
+  """`batch` (a `data.Batch`, or any nest of arrays or tensors, such as an LM window) copied
+  to `device`, its integer fields (ids, lengths) as int64.
 
   TensorFlow keeps a GPU's int32 tensors in host memory, so a step given int32 ids copies them
   into its XLA program on every call, and that copy waits for the work already queued on the
@@ -29,8 +30,9 @@ def device_batch(batch, device):
   stay in GPU memory. The steps take either (`BucketedFunction` traces each dtype) and turn
   the ids back to int32 inside their program (`int32_ids`)."""
   with tf.device(device):
-    return data.Batch(*(tf.cast(field, tf.int64) if tf.as_dtype(field.dtype).is_integer
-                        else tf.identity(field) for field in batch))
+    return tf.nest.map_structure(
+        lambda field: (tf.cast(field, tf.int64) if tf.as_dtype(field.dtype).is_integer
+                       else tf.identity(field)), batch)
 
 
 def int32_ids(batch):

@@ -233,7 +233,7 @@ def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None
   The carried state is checkpointed (`carried_state`), so a run resumed mid-epoch continues
   from the exact state the interrupted run had reached; it is reset at each epoch's start.
   """
-  del strategy, distributed  # RunConfig refuses --strategy other than default with an LM.
+  # (RunConfig refuses --strategy other than default with an LM: `distributed` is False.)
   train_config = run_config.train
   training_data = lm_run.load_data(run_config, log)
   model = language_model.LanguageModel(run_config.model, len(training_data.vocabulary),
@@ -252,10 +252,16 @@ def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None
     val = training_data.val
     validate = lambda: language_model.evaluate(eval_step, val.windows,
                                                model.initial_state(val.batch_size))
+  device = _batch_device(run_config, strategy, distributed)
+  on_device = None
+  if device is not None:
+    on_device = lambda window: train_step_lib.device_batch(window, device)
   return Trainee(model, optimizer, training_data.vocabulary, training_data.train,
-                 step=lambda window: step(tf.constant(window[0]), tf.constant(window[1])),
+                 step=lambda window: step(tf.convert_to_tensor(window[0]),
+                                          tf.convert_to_tensor(window[1])),
                  tokens=lambda window: float(window[0].size), validate=validate,
-                 start_epoch=carried.reset, checkpointed={"carried_state": carried})
+                 start_epoch=carried.reset, checkpointed={"carried_state": carried},
+                 device=device, on_device=on_device)
 
 
 def _train(run_config, strategy, distributed, worker, log):

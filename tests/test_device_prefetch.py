@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from seq2seq import device_prefetch
 from seq2seq import distributed_step
+from seq2seq import language_model
 from seq2seq import train_step as train_step_lib
 from seq2seq import training
 from seq2seq import workdir as workdir_lib
@@ -162,6 +163,42 @@ class TrainingLoopTest(tf.test.TestCase):
       reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(workdir))
       finals[moved] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
                        if key.startswith("model/")}
+    self.assertEqual(sorted(finals[False]), sorted(finals[True]))
+    for key, value in finals[False].items():
+      np.testing.assert_allclose(finals[True][key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+
+  def test_lm_windows_moved_ahead_train_as_the_numpy_windows(self):
+    """--model=lm: windows moved onto the device (int64 ids) give the parameters and carried
+    state of the loop given NumPy windows."""
+    tf.config.experimental.enable_op_determinism()
+    tmp = self.get_temp_dir()
+    text = os.path.join(tmp, "text.txt")
+    with open(text, "w", encoding="utf-8") as f:
+      for number in range(60):
+        f.write(" ".join(["the", "cat", "sat", "on", "a", "mat"][number % 3:]) + "\n")
+    finals = {}
+    for moved in (False, True):
+      workdir = os.path.join(tmp, f"lm_{moved}")
+      config = helpers.tiny_config(workdir, text, model="lm", num_steps=5, batch_size=4,
+                                   hidden_size=16, embedding_size=8, max_steps=6)
+      given = set()
+      real_carried = language_model.make_carried_step
+
+      def recording_step(*args, **kwargs):
+        step = real_carried(*args, **kwargs)
+        def recorded(inputs, targets):
+          given.add((inputs.dtype, targets.dtype))
+          return step(inputs, targets)
+        return recorded
+
+      with mock.patch.object(training, "_batch_device",
+                             return_value="/CPU:0" if moved else None), \
+           mock.patch.object(language_model, "make_carried_step", recording_step):
+        training.train(config, log=helpers.quiet)
+      self.assertEqual(given, {(tf.int64, tf.int64)} if moved else {(tf.int32, tf.int32)})
+      reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(workdir))
+      finals[moved] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+                       if key.startswith(("model/", "carried_state/"))}
     self.assertEqual(sorted(finals[False]), sorted(finals[True]))
     for key, value in finals[False].items():
       np.testing.assert_allclose(finals[True][key], value, rtol=1e-6, atol=1e-7, err_msg=key)

@@ -2,7 +2,6 @@
 
 NumPy, logging and Python side effects stay here, outside the compiled step.
 """
-import contextlib
 import dataclasses
 import time
 from typing import Callable, Optional
@@ -386,57 +385,55 @@ def _train(run_config, strategy, distributed, worker, log):
 
   unsettled = None  # (step number, outputs) of the latest step whose outputs were not read
   votes_on_device = device_prefetch.ConstantsOnDevice(trainee.device)
-  with (interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy),
-        contextlib.ExitStack() as cleanup):
+  with interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy):
     while (step < total_steps and epoch < train_config.num_epochs and stopping is None
            and not early_stop):
       if position == 0:
         trainee.start_epoch()
-      batches = cleanup.enter_context(device_prefetch.Prefetcher(
-          schedule.batches(epoch, start=position), trainee.on_device))
-      for batch, given in batches:
-        if distributed:
-          outputs = train_step(given, votes_on_device(stop.vote()))
-        else:
-          outputs = train_step(given)
-          stopping = stop.requested
-        loss_t = outputs[0]
-        step += 1
-        position += 1
-        progress.step.assign(step)
-        progress.position.assign(position)
-        meter.add_tokens(trainee.tokens(batch))
-        # A step's outputs are read once the next step is queued, so that the device never
-        # waits for the host between steps; where the loop logs, saves or stops, it reads
-        # the step's own outputs at once.
-        if unsettled is not None:
-          settle(*unsettled)
-        unsettled = (step, outputs)
-        log_now = step % train_config.log_every == 0 or step == total_steps
-        save_now = step % train_config.save_every == 0
-        if not (log_now or save_now or stopping is not None or step >= total_steps
-                or position >= per_epoch):
-          continue
-        finite = settle(*unsettled)
-        unsettled = None
-        # A skipped step is neither logged as progress nor saved.
-        if finite and log_now:
-          loss, grad_norm = float(loss_t), float(outputs[1])
-          lr = float(optimizer.current_learning_rate())
-          tokens_per_sec, per_batch, eta = meter.report(step, total_steps)
-          log(f"{step}/{total_steps} (epoch {epoch + 1}/{train_config.num_epochs}) "
-              f"loss={loss:.4f} ppl={losses.perplexity(loss):.2f} grad_norm={grad_norm:.3f} "
-              f"lr={lr:.3g} tok/s={tokens_per_sec:.0f} time/batch={per_batch:.3f}s "
-              f"ETA={_format_duration(eta)}")
-          train_writer.write(step, {
-              "loss": loss, "perplexity": losses.perplexity(loss), "grad_norm": grad_norm,
-              "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
-              "seconds_per_batch": per_batch})
-        if finite and save_now:
-          checkpoint = save()
-        if stopping is not None or step >= total_steps:
-          break
-      batches.close()
+      with device_prefetch.Prefetcher(schedule.batches(epoch, start=position),
+                                      trainee.on_device) as batches:
+        for batch, given in batches:
+          if distributed:
+            outputs = train_step(given, votes_on_device(stop.vote()))
+          else:
+            outputs = train_step(given)
+            stopping = stop.requested
+          loss_t = outputs[0]
+          step += 1
+          position += 1
+          progress.step.assign(step)
+          progress.position.assign(position)
+          meter.add_tokens(trainee.tokens(batch))
+          # A step's outputs are read once the next step is queued, so that the device never
+          # waits for the host between steps; where the loop logs, saves or stops, it reads
+          # the step's own outputs at once.
+          if unsettled is not None:
+            settle(*unsettled)
+          unsettled = (step, outputs)
+          log_now = step % train_config.log_every == 0 or step == total_steps
+          save_now = step % train_config.save_every == 0
+          if not (log_now or save_now or stopping is not None or step >= total_steps
+                  or position >= per_epoch):
+            continue
+          finite = settle(*unsettled)
+          unsettled = None
+          # A skipped step is neither logged as progress nor saved.
+          if finite and log_now:
+            loss, grad_norm = float(loss_t), float(outputs[1])
+            lr = float(optimizer.current_learning_rate())
+            tokens_per_sec, per_batch, eta = meter.report(step, total_steps)
+            log(f"{step}/{total_steps} (epoch {epoch + 1}/{train_config.num_epochs}) "
+                f"loss={loss:.4f} ppl={losses.perplexity(loss):.2f} grad_norm={grad_norm:.3f} "
+                f"lr={lr:.3g} tok/s={tokens_per_sec:.0f} time/batch={per_batch:.3f}s "
+                f"ETA={_format_duration(eta)}")
+            train_writer.write(step, {
+                "loss": loss, "perplexity": losses.perplexity(loss), "grad_norm": grad_norm,
+                "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
+                "seconds_per_batch": per_batch})
+          if finite and save_now:
+            checkpoint = save()
+          if stopping is not None or step >= total_steps:
+            break
       if unsettled is not None:  # a schedule that ended before its batches_per_epoch
         settle(*unsettled)
         unsettled = None

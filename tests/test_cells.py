@@ -692,37 +692,47 @@ class LSTMElementwiseGradientTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(want, got, rtol=1e-10, atol=1e-12)
 
 
-class SigmoidTest(tf.test.TestCase, parameterized.TestCase):
-  """`cell_math.sigmoid`: tf.sigmoid eagerly and in plain graphs; in an XLA-compiled graph the
-  op SoftplusGrad(1, x), which XLA's TensorFlow bridge lowers without an MLIR pipeline of its
-  own (Sigmoid takes 6-8 ms an op there). Same values and gradients either way."""
+class BridgeFriendlyActivationTest(tf.test.TestCase, parameterized.TestCase):
+  """`cell_math.sigmoid` and `cell_math.tanh`: tf.sigmoid and tf.tanh eagerly and in plain
+  graphs; in an XLA-compiled graph ops that XLA's TensorFlow bridge lowers without an MLIR
+  pipeline of their own (Sigmoid and Tanh take 6-8 ms an op there): SoftplusGrad(1, x), and
+  _UnaryOpsComposition(x, ["Tanh"]). Same values and gradients either way."""
 
-  @parameterized.product(dtype=["float64", "float32", "bfloat16"], compiled=[False, True])
-  def test_value_and_gradient_match_numpy(self, dtype, compiled):
+  @parameterized.product(activation=["sigmoid", "tanh"],
+                         dtype=["float64", "float32", "bfloat16"], compiled=[False, True])
+  def test_value_and_gradient_match_numpy(self, activation, dtype, compiled):
     from ops import cell_math  # pylint: disable=import-outside-toplevel
     rng = np.random.RandomState(5)
-    x = tf.cast(np.concatenate([np.linspace(-40, 40, 801), rng.normal(0, 3, 200)]), dtype)
+    x = tf.cast(np.concatenate([np.linspace(-40, 40, 801), rng.normal(0, 3, 200),
+                                [1e-30, -1e-20, 3e-8, 0.0]]), dtype)
     cotangent = tf.cast(rng.uniform(-1, 1, x.shape), dtype)
+    function = getattr(cell_math, activation)
 
     def value_and_gradient(x):
       with tf.GradientTape() as tape:
         tape.watch(x)
-        y = cell_math.sigmoid(x)
+        y = function(x)
         loss = tf.reduce_sum(y * cotangent)
       return y, tape.gradient(loss, x)
 
     run = tf.function(value_and_gradient, jit_compile=True) if compiled else value_and_gradient
     y, d_x = (tf.cast(t, tf.float64).numpy() for t in run(x))
     x64, cotangent64 = (tf.cast(t, tf.float64).numpy() for t in (x, cotangent))
-    want = np_sigmoid(x64)  # of x as rounded to dtype
     tolerance = {"float64": 1e-14, "float32": 1e-6, "bfloat16": 1e-2}[dtype]
-    self.assertAllClose(want, y, rtol=tolerance, atol=tolerance * 1e-3)
-    # y * (1 - y), as tf.sigmoid's gradient computes it, is exact to one ulp of 1.
-    self.assertAllClose(cotangent64 * want * np_sigmoid(-x64), d_x, rtol=4 * tolerance,
-                        atol=tolerance)
+    if activation == "sigmoid":
+      want = np_sigmoid(x64)  # of x as rounded to dtype
+      self.assertAllClose(want, y, rtol=tolerance, atol=tolerance * 1e-3)
+      # y * (1 - y), as tf.sigmoid's gradient computes it, is exact to one ulp of 1.
+      want_gradient = cotangent64 * want * np_sigmoid(-x64)
+    else:
+      want = np.tanh(x64)
+      # Relative accuracy near 0 too: tanh(x) = x there, and 1e-30 must not come out as 0.
+      self.assertAllClose(want, y, rtol=tolerance, atol=0)
+      want_gradient = cotangent64 * (1 - want * want)
+    self.assertAllClose(want_gradient, d_x, rtol=4 * tolerance, atol=tolerance)
 
   @parameterized.product(kind=["lstm", "gru"], how=["static", "dynamic"])
-  def test_compiled_graph_has_no_sigmoid_op(self, kind, how):
+  def test_compiled_graph_has_no_sigmoid_or_tanh_op(self, kind, how):
     core = make_cell(kind)
     run_unroll = unroll.static_unroll if how == "static" else unroll.dynamic_unroll
     inputs = tf.constant(np.random.RandomState(4).uniform(-1, 1, (2, 3, I)))
@@ -740,11 +750,13 @@ class SigmoidTest(tf.test.TestCase, parameterized.TestCase):
     compiled = tf.function(loss_and_gradients, jit_compile=True, autograph=False)
     plain = tf.function(loss_and_gradients, autograph=False)
     # Plain first: the cells' elementwise function traced for it must not serve XLA.
-    self.assertIn("Sigmoid", op_types(plain))
-    self.assertNotIn("SoftplusGrad", op_types(plain))
-    self.assertNotIn("Sigmoid", op_types(compiled))
-    self.assertIn("SoftplusGrad", op_types(compiled))
-    want_loss, want_gradients = loss_and_gradients(inputs)  # eagerly, with tf.sigmoid
+    plain_ops, compiled_ops = op_types(plain), op_types(compiled)
+    for slow, quick in (("Sigmoid", "SoftplusGrad"), ("Tanh", "_UnaryOpsComposition")):
+      self.assertIn(slow, plain_ops)
+      self.assertNotIn(quick, plain_ops)
+      self.assertNotIn(slow, compiled_ops)
+      self.assertIn(quick, compiled_ops)
+    want_loss, want_gradients = loss_and_gradients(inputs)  # eagerly, with tf.sigmoid, tf.tanh
     loss, gradients = compiled(inputs)
     self.assertAllClose(want_loss, loss, rtol=1e-12)
     for want, got in zip(want_gradients, gradients):

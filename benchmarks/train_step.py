@@ -86,9 +86,9 @@ flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
 flags.DEFINE_bool("device_batch", True,
-                  "seq2seq workloads: the steps whose lookups run on the device (the engine's "
-                  "gpuemb variants, keras; in benchmarks.scaling the one-device and "
-                  "worker-process steps) are given the batch already there, ids as int64 "
+                  "the steps whose lookups run on the device (the engine's gpuemb variants, "
+                  "keras; in benchmarks.scaling the one-device and worker-process steps) are "
+                  "given the batch (or LM window) already there, ids as int64 "
                   "(`seq2seq.train_step.device_batch`), as an input pipeline that prefetches "
                   "to the GPU gives it; false: int32 ids from host memory, which every step "
                   "copies in after the step before has finished")
@@ -324,10 +324,10 @@ def peak_memory_mb():
 
 
 def batch_on_device(b, variant, device):
-  """(the seq2seq batch `b` as a step of `variant` is given it, whether it was moved): with
-  --device_batch, on `device` with int64 ids (`seq2seq.train_step.device_batch`) where the
-  variant's lookups run on the device (variant None: a distributed step, whose tables are
-  there); otherwise `b` as it is."""
+  """(the seq2seq batch or LM window `b` as a step of `variant` is given it, whether it was
+  moved): with --device_batch, on `device` with int64 ids (`seq2seq.train_step.device_batch`)
+  where the variant's lookups run on the device (variant None: a distributed step, whose
+  tables are there); otherwise `b` as it is."""
   if FLAGS.device_batch and (variant in (None, "keras") or ENGINE_VARIANTS[variant][2] == "gpu"):
     return train_step_lib.device_batch(b, device), True
   return b, False
@@ -342,10 +342,8 @@ def measure(workload, variant, ceiling, dump_folder=None):
   precision = "fp32" if variant == "keras" else ENGINE_VARIANTS[variant][1]
   ceiling = ceiling[precision]
   b, target_tokens = synthetic_input(kind, batch, steps, vocab)
-  placed = False
-  if kind == "seq2seq":
-    b, placed = batch_on_device(b, variant, (tf.config.list_logical_devices("GPU") or
-                                             tf.config.list_logical_devices("CPU"))[0].name)
+  b, placed = batch_on_device(b, variant, (tf.config.list_logical_devices("GPU") or
+                                           tf.config.list_logical_devices("CPU"))[0].name)
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
   first_step_profile = []  # filled by the first step's trace, with --profile_first_step

@@ -43,6 +43,10 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
       self.assertAllClose(row["target_tokens_per_sec"] * row["step_ms"] / 1e3, 2 * 4, rtol=1e-6)
       self.assertAllClose(row["positions_per_sec_pipelined"] * row["pipelined_step_ms"] / 1e3,
                           2 * 4, rtol=1e-6)  # B·T positions at the back-to-back rate
+    # The window is moved (int64 ids) for the peer, whose lookups run on the device, as for a
+    # seq2seq batch; not for the engine with its table pinned to the host.
+    self.assertEqual({variant: row["device_batch"] for variant, row in rows.items()},
+                     {"engine": False, "keras": True})
 
   def test_attention_workload_times_the_attention_step_jit_and_dynamic(self):
     """m30k_attention, shrunk: the bidirectional Luong model's real step, plain and compiled

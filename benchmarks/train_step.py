@@ -43,6 +43,7 @@ from ops import clipping
 from ops import losses
 from seq2seq import config as config_lib
 from seq2seq import data
+from seq2seq import device_prefetch
 from seq2seq import language_model
 from seq2seq import model as model_lib
 from seq2seq import optimizers
@@ -342,8 +343,8 @@ def measure(workload, variant, ceiling, dump_folder=None):
   precision = "fp32" if variant == "keras" else ENGINE_VARIANTS[variant][1]
   ceiling = ceiling[precision]
   b, target_tokens = synthetic_input(kind, batch, steps, vocab)
-  b, placed = batch_on_device(b, variant, (tf.config.list_logical_devices("GPU") or
-                                           tf.config.list_logical_devices("CPU"))[0].name)
+  device = (tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU"))[0].name
+  b, placed = batch_on_device(b, variant, device)
   if tf.config.list_physical_devices("GPU"):
     tf.config.experimental.reset_memory_stats("GPU:0")
   first_step_profile = []  # filled by the first step's trace, with --profile_first_step
@@ -356,6 +357,8 @@ def measure(workload, variant, ceiling, dump_folder=None):
             if dump_folder else None)
   tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers) / median / 1e12
   pipelined = pipelined_step_time(loss_of_step, b)
+  prefetched = (prefetched_step_time(loss_of_step, host_inputs(kind, batch, steps, vocab), device)
+                if placed else None)
   profile = profile_steps(step, b, f"{workload}-{variant}") if FLAGS.profile_steps else None
   return {
       "workload": workload, "variant": variant, "step_ms": 1e3 * median,
@@ -364,6 +367,8 @@ def measure(workload, variant, ceiling, dump_folder=None):
       # Issue 5's reference table measures B·T positions a second (unpadded batches), and the
       # training loop runs at the back-to-back rate.
       "positions_per_sec_pipelined": batch * steps / pipelined,
+      **({"prefetched_step_ms": 1e3 * prefetched,
+          "positions_per_sec_prefetched": batch * steps / prefetched} if placed else {}),
       "model_tflops": tflops,
       "ceiling_tflops": ceiling, "percent_of_ceiling": 100 * tflops / ceiling,
       "first_step_s": first_step, "peak_memory_mb": peak_memory_mb(), "batch": batch,
@@ -448,6 +453,29 @@ def pipelined_step_time(loss_of_step, b):
   return (time.perf_counter() - start) / FLAGS.steps
 
 
+def host_inputs(kind, batch, steps, vocab, count=4):
+  """`count` distinct inputs of the workload's shape as NumPy arrays, as the input pipeline
+  gives them to the training loop (seeds 1..count; `synthetic_input` is seed 0)."""
+  make = synthetic_window if kind == "lm" else synthetic_batch
+  return [make(batch, steps, vocab, seed=seed) for seed in range(1, count + 1)]
+
+
+def prefetched_step_time(loss_of_step, inputs, device):
+  """Mean s a step over --steps steps issued back to back, each given the next of `inputs`
+  (NumPy, cycled) moved onto `device` by `device_prefetch.Prefetcher`, as the training loop
+  gives its steps their batches: a background thread, int64 ids. Against
+  `pipelined_step_time` (one batch, moved once) the difference is what moving a batch for
+  every step costs. The clock includes the prefetcher's start (its first batch)."""
+  cycled = (inputs[number % len(inputs)] for number in range(FLAGS.steps))
+  start = time.perf_counter()
+  with device_prefetch.Prefetcher(
+      cycled, lambda host: train_step_lib.device_batch(host, device)) as batches:
+    for _, given in batches:
+      loss = loss_of_step(given)
+  float(loss)
+  return (time.perf_counter() - start) / FLAGS.steps
+
+
 @contextlib.contextmanager
 def first_step_trace(name, activities):
   """With --profile_first_step, traces the enclosed first step and then appends its top host
@@ -527,6 +555,11 @@ def measure_all(dump_folder):
           f"{row['positions_per_sec_pipelined']:10.0f} "
           f"{row['model_tflops']:8.3f} {row['percent_of_ceiling']:6.1f} {row['first_step_s']:8.2f} "
           f"{row['peak_memory_mb']:9.0f} {ratio:8.2f} {pipe_ratio:5.2f}")
+  for row in rows:
+    if "prefetched_step_ms" in row:
+      print(f"{row['workload']} {row['variant']}: a fresh batch each step, moved by the loop's "
+            f"prefetcher: {row['prefetched_step_ms']:.2f} ms a step back to back "
+            f"({row['positions_per_sec_prefetched']:.0f} positions/s)")
   print_profiles(rows)
 
 

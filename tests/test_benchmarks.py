@@ -47,6 +47,12 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
     # seq2seq batch; not for the engine with its table pinned to the host.
     self.assertEqual({variant: row["device_batch"] for variant, row in rows.items()},
                      {"engine": False, "keras": True})
+    # So it is also timed with a fresh window each step, moved by the loop's prefetcher.
+    self.assertNotIn("prefetched_step_ms", rows["engine"])
+    keras = rows["keras"]
+    self.assertGreater(keras["prefetched_step_ms"], 0)
+    self.assertAllClose(keras["positions_per_sec_prefetched"] * keras["prefetched_step_ms"] / 1e3,
+                        2 * 4, rtol=1e-6)
 
   def test_attention_workload_times_the_attention_step_jit_and_dynamic(self):
     """m30k_attention, shrunk: the bidirectional Luong model's real step, plain and compiled

@@ -24,6 +24,7 @@ step as in training. Both are `train_step.make_update_step`, so the variants mea
 """
 import collections
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -446,11 +447,19 @@ def pipelined_step_time(loss_of_step, b):
   the end: the host dispatches each step while the device runs the one before. `time_steps`
   waits for every step, as the training loop does (it reads each step's `finite` flag), so
   the difference is the host's share of a step that a loop without that wait would hide."""
+  return back_to_back_time(loss_of_step, itertools.repeat(b, FLAGS.steps))
+
+
+def back_to_back_time(loss_of_step, given):
+  """Mean s a step of `loss_of_step` over the inputs of the iterable `given`, issued back to
+  back; the clock stops when the last step's loss is read."""
   start = time.perf_counter()
-  for _ in range(FLAGS.steps):
-    loss = loss_of_step(b)
+  count = 0
+  for inputs in given:
+    loss = loss_of_step(inputs)
+    count += 1
   float(loss)
-  return (time.perf_counter() - start) / FLAGS.steps
+  return (time.perf_counter() - start) / count
 
 
 def host_inputs(kind, batch, steps, vocab, count=4):
@@ -467,13 +476,14 @@ def prefetched_step_time(loss_of_step, inputs, device):
   `pipelined_step_time` (one batch, moved once) the difference is what moving a batch for
   every step costs. The clock includes the prefetcher's start (its first batch)."""
   cycled = (inputs[number % len(inputs)] for number in range(FLAGS.steps))
-  start = time.perf_counter()
-  with device_prefetch.Prefetcher(
-      cycled, lambda host: train_step_lib.device_batch(host, device)) as batches:
-    for _, given in batches:
-      loss = loss_of_step(given)
-  float(loss)
-  return (time.perf_counter() - start) / FLAGS.steps
+
+  def moved():
+    with device_prefetch.Prefetcher(
+        cycled, lambda host: train_step_lib.device_batch(host, device)) as batches:
+      for _, given in batches:
+        yield given
+
+  return back_to_back_time(loss_of_step, moved())
 
 
 @contextlib.contextmanager

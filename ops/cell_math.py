@@ -127,15 +127,16 @@ def tanh(x):
   return _tanh_as_unary_composition(x)
 
 
+# The dtypes `_UnaryOpsComposition` takes.
+_UNARY_COMPOSITION_DTYPES = (tf.float16, tf.float32, tf.float64)
+
+
 @tf.custom_gradient
 def _tanh_as_unary_composition(x):
   """`tanh` in an XLA-compiled graph: y = _UnaryOpsComposition(x, ["Tanh"]), d(x) = TanhGrad."""
   computed = x if x.dtype in _UNARY_COMPOSITION_DTYPES else tf.cast(x, tf.float32)
   y = tf.cast(_unary_ops_composition(computed, ["Tanh"]), x.dtype)
   return y, lambda dy: _tanh_grad(y, dy)
-
-
-_UNARY_COMPOSITION_DTYPES = (tf.float16, tf.float32, tf.float64)
 
 
 def _unary_ops_composition(x, op_names):

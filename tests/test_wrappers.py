@@ -86,6 +86,13 @@ UNROLLS = {"static": unroll.static_unroll, "dynamic": unroll.dynamic_unroll,
            "dynamic_k2": functools.partial(unroll.dynamic_unroll, steps_per_iteration=2)}
 
 
+def graph_op_types(graph):
+  """The op types of `graph` and of every function in its library."""
+  graph_def = graph.as_graph_def()
+  return ([node.op for node in graph_def.node]
+          + [node.op for function in graph_def.library.function for node in function.node_def])
+
+
 class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
   """Unrolled, a `DropoutWrapper` draws the masks of all steps at once; step t applies slice t."""
 
@@ -142,6 +149,31 @@ class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
     for got, (h, c) in zip(states, want_states):
       self.assertAllClose(got.hidden, h, atol=1e-12)
       self.assertAllClose(got.cell, c, atol=1e-12)
+
+  @parameterized.parameters("static", "dynamic")
+  def test_compiled_masks_are_the_eager_draws_behind_a_barrier(self, how):
+    """Compiled with XLA, the unroll applies the masks that `presample`, compiled too, draws
+    from the same generator state (XLA's Philox bits are not TensorFlow's kernels'). Each mask
+    is the generator's own draw (no seed hashing, StatelessRandomGetKeyCounter) and goes
+    behind an optimization barrier, once; a plain graph has no barrier."""
+    layer_cells, stack = self._stack()
+    inputs = np.random.default_rng(1).normal(size=(B, T, 3))
+    drawing = stack(tf.random.Generator.from_seed(5))
+    masks = tf.nest.map_structure(lambda m: m.numpy(), tf.function(
+        lambda: drawing.presample(B, T, 3, tf.float64), jit_compile=True)())
+    want, _ = self._np_stack(layer_cells, inputs, masks)
+    core = stack(tf.random.Generator.from_seed(5))
+    run = lambda x: UNROLLS[how](core, x, core.initial_state(B), LENGTHS)[0]
+    compiled = tf.function(run, jit_compile=True, autograph=False)
+    plain = tf.function(run, autograph=False)
+    spec = tf.TensorSpec([B, T, 3], tf.float64)
+    compiled_ops, plain_ops = (graph_op_types(fn.get_concrete_function(spec).graph)
+                               for fn in (compiled, plain))
+    self.assertEqual(3, compiled_ops.count("XlaOptimizationBarrier"))  # three masks
+    self.assertNotIn("XlaOptimizationBarrier", plain_ops)
+    self.assertEqual(3, compiled_ops.count("RngReadAndSkip"))
+    self.assertNotIn("StatelessRandomGetKeyCounter", compiled_ops)
+    self.assertAllClose(want, compiled(tf.constant(inputs)), atol=1e-12)
 
   @parameterized.product(how=["precompute", "presample"], dtype=[tf.float32, tf.bfloat16])
   def test_dropout_law_independent_per_step_and_row(self, how, dtype):

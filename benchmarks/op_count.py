@@ -56,7 +56,7 @@ def multi30k_step_graph(keep_prob=0.6, length=16, batch=64, vocab=14000, precisi
                                         label_smoothing=0.1, batch_size=batch)
   # The signature's batch is static (`pad_rows_to`), as in training with --batch_size.
   signature = train_step_lib._batch_signature(length, batch)  # pylint: disable=protected-access
-  function = tf.function(step._fn, input_signature=[signature],  # pylint: disable=protected-access
+  function = tf.function(step.fn, input_signature=[signature],
                          autograph=False)  # as BucketedFunction traces it
   return function.get_concrete_function().graph.as_graph_def()
 

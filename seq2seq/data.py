@@ -92,6 +92,11 @@ class BatchSchedule:
     self.batches_per_epoch = sum(
         math.ceil(n / self.batch_size) for n in collections.Counter(self._bucket_of).values())
 
+  @property
+  def bucket_of(self):
+    """The padded length (bucket) of each example, in the order of `examples`."""
+    return tuple(self._bucket_of)
+
   def _bucket(self, length):
     for boundary in self.boundaries:
       if length <= boundary:

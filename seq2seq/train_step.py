@@ -65,6 +65,11 @@ class BucketedFunction:
     self._pad_rows_to = int(pad_rows_to)
 
   @property
+  def fn(self):
+    """The Python function it traces: fn(batch, *extra)."""
+    return self._fn
+
+  @property
   def traced_lengths(self):
     return tuple(sorted({length for length, _ in self._functions}))
 

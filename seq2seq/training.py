@@ -2,6 +2,7 @@
 
 NumPy, logging and Python side effects stay here, outside the compiled step.
 """
+import contextlib
 import dataclasses
 import time
 from typing import Callable, Optional
@@ -21,6 +22,7 @@ from seq2seq import language_model
 from seq2seq import lm_run
 from seq2seq import model as model_lib
 from seq2seq import optimizers
+from seq2seq import resident_batches
 from seq2seq import summaries
 from seq2seq import train_step as train_step_lib
 from seq2seq import validation_record
@@ -163,6 +165,8 @@ class Trainee:
   device: where `step` reads its inputs (`_batch_device`); None: from the host.
   on_device: batch -> the batch as `step` takes it on `device`, made ahead of the step on a
     background thread (`device_prefetch`); None: `step` takes the NumPy batch.
+  resident: the schedule's batches kept on `device` (`resident_batches`); then `step` takes
+    a `resident_batches.Planned` and gathers its batch there, and `on_device` is not used.
   """
   model: tf.Module
   optimizer: optimizers.Optimizer
@@ -175,6 +179,24 @@ class Trainee:
   checkpointed: dict = dataclasses.field(default_factory=dict)
   device: Optional[str] = None
   on_device: Optional[Callable] = None
+  resident: Optional[resident_batches.ResidentBatches] = None
+
+
+# A single device reads the steps' outputs (loss, norm, finite) every this many steps, and
+# wherever the loop logs, saves or stops (see `_train`).
+SETTLE_EVERY = 32
+
+
+@contextlib.contextmanager
+def _epoch_feed(trainee, epoch, start):
+  """Iterates (target tokens, what `trainee.step` takes) over `epoch`'s batches from `start`
+  on: planned batches that the step gathers on the device, or batches moved ahead of it."""
+  if trainee.resident is not None:
+    yield ((planned.tokens, planned) for planned in trainee.resident.epoch(epoch, start))
+    return
+  with device_prefetch.Prefetcher(trainee.schedule.batches(epoch, start=start),
+                                  trainee.on_device) as batches:
+    yield ((trainee.tokens(batch), given) for batch, given in batches)
 
 
 def _batch_device(run_config, strategy, distributed):
@@ -215,15 +237,19 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
   validate = None
   if training_data.val is not None:
     validate = lambda: evaluate(eval_step, training_data.val)
-  on_device = None
+  on_device = resident = None
   device = _batch_device(run_config, strategy, distributed)
-  if device is not None:
+  if device is not None and not distributed:
+    resident = resident_batches.ResidentBatches(training_data.train, step.fn, device,
+                                                train_config.batch_size)
+    step = resident.step
+  elif device is not None:
     rows = train_config.batch_size
     on_device = lambda batch: train_step_lib.device_batch(
         train_step_lib.pad_rows(batch, rows), device)
   return Trainee(model, optimizer, training_data.vocabulary, training_data.train, step,
                  tokens=lambda batch: float(batch.target_weight.sum()), validate=validate,
-                 device=device, on_device=on_device)
+                 device=device, on_device=on_device, resident=resident)
 
 
 def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
@@ -383,16 +409,20 @@ def _train(run_config, strategy, distributed, worker, log):
           f"parameters. Try a lower --learning_rate or --max_grad_norm, or check the data.")
     return False
 
-  unsettled = None  # (step number, outputs) of the latest step whose outputs were not read
+  unsettled = []  # (step number, outputs) of the steps whose outputs were not yet read
+  # Reading a step's outputs waits for all the work queued on the device (TensorFlow's
+  # device-to-host copy waits for the compute stream), so the device idles while the loop
+  # then queues the next step. One device reads them every `SETTLE_EVERY` steps; workers
+  # read every step, to take in the stop votes after the step that carries them.
+  settle_every = 1 if distributed else SETTLE_EVERY
   votes_on_device = device_prefetch.ConstantsOnDevice(trainee.device)
   with interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy):
     while (step < total_steps and epoch < train_config.num_epochs and stopping is None
            and not early_stop):
       if position == 0:
         trainee.start_epoch()
-      with device_prefetch.Prefetcher(schedule.batches(epoch, start=position),
-                                      trainee.on_device) as batches:
-        for batch, given in batches:
+      with _epoch_feed(trainee, epoch, position) as feed:
+        for tokens, given in feed:
           if distributed:
             outputs = train_step(given, votes_on_device(stop.vote()))
           else:
@@ -403,20 +433,22 @@ def _train(run_config, strategy, distributed, worker, log):
           position += 1
           progress.step.assign(step)
           progress.position.assign(position)
-          meter.add_tokens(trainee.tokens(batch))
-          # A step's outputs are read once the next step is queued, so that the device never
-          # waits for the host between steps; where the loop logs, saves or stops, it reads
-          # the step's own outputs at once.
-          if unsettled is not None:
-            settle(*unsettled)
-          unsettled = (step, outputs)
+          meter.add_tokens(tokens)
+          unsettled.append((step, outputs))
           log_now = step % train_config.log_every == 0 or step == total_steps
           save_now = step % train_config.save_every == 0
           if not (log_now or save_now or stopping is not None or step >= total_steps
                   or position >= per_epoch):
+            # The latest step stays unread, so that the device never waits for the host.
+            if len(unsettled) > settle_every:
+              for unread in unsettled[:-1]:
+                settle(*unread)
+              del unsettled[:-1]
             continue
-          finite = settle(*unsettled)
-          unsettled = None
+          # Where the loop logs, saves or stops, it reads the step's own outputs at once.
+          for unread in unsettled:
+            finite = settle(*unread)
+          unsettled = []
           # A skipped step is neither logged as progress nor saved.
           if finite and log_now:
             loss, grad_norm = float(loss_t), float(outputs[1])
@@ -434,9 +466,9 @@ def _train(run_config, strategy, distributed, worker, log):
             checkpoint = save()
           if stopping is not None or step >= total_steps:
             break
-      if unsettled is not None:  # a schedule that ended before its batches_per_epoch
-        settle(*unsettled)
-        unsettled = None
+      for unread in unsettled:  # a schedule that ended before its batches_per_epoch
+        settle(*unread)
+      unsettled = []
       if position >= per_epoch:  # the epoch ran to its end
         val_loss, early_stop = validate()
         epoch += 1

@@ -1,5 +1,6 @@
 """Batches moved to the device ahead of the step: order, bounds, errors, shutdown, and the
-training loop that uses them."""
+training loops that use them (distributed, LM; a seq2seq step on one device gathers its
+batches there instead: tests/test_resident_batches.py)."""
 import os
 import threading
 import time
@@ -13,7 +14,6 @@ import tensorflow as tf
 from seq2seq import device_prefetch
 from seq2seq import distributed_step
 from seq2seq import language_model
-from seq2seq import train_step as train_step_lib
 from seq2seq import training
 from seq2seq import workdir as workdir_lib
 from tests import helpers
@@ -199,47 +199,6 @@ class TrainingLoopTest(tf.test.TestCase):
       reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(workdir))
       finals[moved] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
                        if key.startswith(("model/", "carried_state/"))}
-    self.assertEqual(sorted(finals[False]), sorted(finals[True]))
-    for key, value in finals[False].items():
-      np.testing.assert_allclose(finals[True][key], value, rtol=1e-6, atol=1e-7, err_msg=key)
-
-  def test_batches_moved_ahead_train_as_the_numpy_batches(self):
-    """The loop with every batch moved (padded, int64 ids) on the prefetch thread ends with
-    the parameters of the loop given NumPy batches, over an epoch's smaller last batch."""
-    tf.config.experimental.enable_op_determinism()
-    tmp = self.get_temp_dir()
-    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=40)
-    finals = {}
-    for moved in (False, True):
-      config = helpers.tiny_config(os.path.join(tmp, f"moved_{moved}"), data, max_steps=7,
-                                   keep_prob=0.8)
-      calls, given_dtypes = [], set()
-      real_move, real_make = train_step_lib.device_batch, train_step_lib.make_train_step
-
-      def spy(batch, device):
-        calls.append((threading.current_thread().name, batch.source.shape[0], device))
-        return real_move(batch, device)
-
-      def recording_step(*args, **kwargs):
-        step = real_make(*args, **kwargs)
-        return lambda batch: (given_dtypes.add(tf.as_dtype(batch.source.dtype)), step(batch))[1]
-
-      with mock.patch.object(training, "_batch_device",
-                             return_value="/CPU:0" if moved else None), \
-           mock.patch.object(train_step_lib, "device_batch", spy), \
-           mock.patch.object(train_step_lib, "make_train_step", recording_step):
-        training.train(config, log=helpers.quiet)
-      self.assertEqual(given_dtypes, {tf.int64 if moved else tf.int32})
-      reader = tf.train.load_checkpoint(
-          workdir_lib.checkpoint_dir(os.path.join(tmp, f"moved_{moved}")))
-      finals[moved] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-                       if key.startswith("model/")}
-      if moved:
-        self.assertGreaterEqual(len(calls), 7)
-        self.assertEqual({name for name, _, _ in calls}, {"device_prefetch"})
-        self.assertEqual({rows for _, rows, _ in calls}, {16})  # the last batch padded
-      else:
-        self.assertEqual(calls, [])
     self.assertEqual(sorted(finals[False]), sorted(finals[True]))
     for key, value in finals[False].items():
       np.testing.assert_allclose(finals[True][key], value, rtol=1e-6, atol=1e-7, err_msg=key)

@@ -118,20 +118,32 @@ def _recording(events):
 
 
 class PipelinedLoopTest(tf.test.TestCase):
-  """The loop queues step k+1 before it reads step k's outputs, and still counts every step."""
+  """The loop reads a step's outputs only after later steps are queued (every
+  `training.SETTLE_EVERY` steps, and at once where it logs, saves or stops), and still counts
+  every step."""
 
-  def test_outputs_are_read_after_the_next_step_is_queued(self):
+  def _events(self, max_steps):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=300)
-    config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=5)
+    config = helpers.tiny_config(os.path.join(tmp, f"run_{max_steps}"), data,
+                                 max_steps=max_steps)
     events = []
     with _recording(events):
       result = training.train(config, log=helpers.quiet)
-    self.assertEqual(result.step, 5)
-    # No log, save or epoch end before step 5 (log_every and save_every are 1000): each read
-    # waits for the step after it to be queued; the last step is read at once.
-    self.assertEqual(events, [("call", 1), ("call", 2), ("read", 1), ("call", 3), ("read", 2),
-                              ("call", 4), ("read", 3), ("call", 5), ("read", 4), ("read", 5)])
+    self.assertEqual(result.step, max_steps)
+    return events
+
+  def test_outputs_are_read_after_later_steps_are_queued(self):
+    # No log, save or epoch end before the last step (log_every and save_every are 1000):
+    # once more than SETTLE_EVERY steps are unread, all but the latest are read; the last
+    # step's are read at once.
+    with mock.patch.object(training, "SETTLE_EVERY", 2):
+      events = self._events(7)
+    self.assertEqual(events, [("call", 1), ("call", 2), ("call", 3), ("read", 1), ("read", 2),
+                              ("call", 4), ("call", 5), ("read", 3), ("read", 4),
+                              ("call", 6), ("call", 7), ("read", 5), ("read", 6), ("read", 7)])
+    self.assertEqual(self._events(5), [("call", n) for n in range(1, 6)]
+                     + [("read", n) for n in range(1, 6)])  # SETTLE_EVERY is 32
 
   def test_a_step_read_late_is_still_logged_counted_and_stops_the_run(self):
     tmp = self.get_temp_dir()

@@ -1,6 +1,9 @@
-"""Small builders shared by the tests: tiny configs and generated corpora."""
+"""Small builders shared by the tests: tiny configs, generated corpora, checkpoint values."""
 import os
 import random
+
+import numpy as np
+import tensorflow as tf
 
 from seq2seq import config as config_lib
 from seq2seq import optimizers
@@ -51,3 +54,18 @@ def one_sgd_step(model, batch, jit_compile, max_grad_norm=5.0, learning_rate=1.0
   loss, norm, _ = step(batch)
   return float(loss), float(norm), {v.name: before[v.name] - v.numpy()
                                     for v in model.trainable_variables}
+
+
+def checkpoint_values(path, prefixes=("model/",), slots=True):
+  """{key: value} of the variables under `prefixes` in the checkpoint at `path` (a file
+  prefix, or a folder: its latest); without optimizer slots unless `slots`."""
+  reader = tf.train.load_checkpoint(path)
+  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+          if key.startswith(tuple(prefixes)) and (slots or "OPTIMIZER_SLOT" not in key)}
+
+
+def assert_same_values(want, got, rtol, atol):
+  """`got` has the keys of `want` ({key: array}), each value close to want's."""
+  assert sorted(want) == sorted(got), (sorted(want), sorted(got))
+  for key, value in want.items():
+    np.testing.assert_allclose(got[key], value, rtol=rtol, atol=atol, err_msg=key)

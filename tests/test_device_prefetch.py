@@ -160,12 +160,8 @@ class TrainingLoopTest(tf.test.TestCase):
         training.train(config, log=helpers.quiet)
       self.assertEqual(given, {(tf.int64, "EagerTensor")} if moved else
                        {(tf.int32, "ndarray")})
-      reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(workdir))
-      finals[moved] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-                       if key.startswith("model/")}
-    self.assertEqual(sorted(finals[False]), sorted(finals[True]))
-    for key, value in finals[False].items():
-      np.testing.assert_allclose(finals[True][key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+      finals[moved] = helpers.checkpoint_values(workdir_lib.checkpoint_dir(workdir), ("model/",))
+    helpers.assert_same_values(finals[False], finals[True], rtol=1e-6, atol=1e-7)
 
   def test_lm_windows_moved_ahead_train_as_the_numpy_windows(self):
     """--model=lm: windows moved onto the device (int64 ids) give the parameters and carried
@@ -196,12 +192,8 @@ class TrainingLoopTest(tf.test.TestCase):
            mock.patch.object(language_model, "make_carried_step", recording_step):
         training.train(config, log=helpers.quiet)
       self.assertEqual(given, {(tf.int64, tf.int64)} if moved else {(tf.int32, tf.int32)})
-      reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(workdir))
-      finals[moved] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-                       if key.startswith(("model/", "carried_state/"))}
-    self.assertEqual(sorted(finals[False]), sorted(finals[True]))
-    for key, value in finals[False].items():
-      np.testing.assert_allclose(finals[True][key], value, rtol=1e-6, atol=1e-7, err_msg=key)
+      finals[moved] = helpers.checkpoint_values(workdir_lib.checkpoint_dir(workdir), ("model/", "carried_state/"))
+    helpers.assert_same_values(finals[False], finals[True], rtol=1e-6, atol=1e-7)
 
 
 if __name__ == "__main__":

@@ -31,9 +31,8 @@ def _config(workdir, text, **changes):
 
 def _checkpoint_values(workdir, prefix, path=None):
   """{key: value} of the checkpoint variables under `prefix` (latest checkpoint by default)."""
-  reader = tf.train.load_checkpoint(path or workdir_lib.checkpoint_dir(workdir))
-  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if key.startswith(prefix) and "OPTIMIZER_SLOT" not in key}
+  return helpers.checkpoint_values(path or workdir_lib.checkpoint_dir(workdir), (prefix,),
+                                   slots=False)
 
 
 class LMTrainingTest(tf.test.TestCase):

@@ -50,9 +50,7 @@ def _dead_pid():
 
 
 def _checkpoint_values(path, prefix="model/"):
-  reader = tf.train.load_checkpoint(path)
-  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if key.startswith(prefix)}
+  return helpers.checkpoint_values(path, (prefix,))
 
 
 def _checkpoint_step(path):

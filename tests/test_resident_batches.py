@@ -95,12 +95,8 @@ class ResidentTrainingTest(tf.test.TestCase):
       if resident:
         self.assertEqual({3, 6}, set(steps_taken))
         self.assertTrue(result.resumed_from)
-      reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(workdir))
-      finals[resident] = {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-                          if key.startswith("model/")}
-    self.assertEqual(sorted(finals[False]), sorted(finals[True]))
-    for key, value in finals[False].items():
-      np.testing.assert_allclose(finals[True][key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+      finals[resident] = helpers.checkpoint_values(workdir_lib.checkpoint_dir(workdir))
+    helpers.assert_same_values(finals[False], finals[True], rtol=1e-5, atol=1e-6)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ from tests import helpers
 
 def _final_variables(workdir):
   """{checkpoint key: value} of the model variables in the latest checkpoint of `workdir`."""
-  reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(workdir))
-  return {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-          if key.startswith("model/") and "OPTIMIZER_SLOT" not in key}
+  return helpers.checkpoint_values(workdir_lib.checkpoint_dir(workdir), slots=False)
 
 
 class TrainingTest(tf.test.TestCase):

@@ -410,6 +410,16 @@ def _train(run_config, strategy, distributed, worker, log):
     return False
 
   unsettled = []  # (step number, outputs) of the steps whose outputs were not yet read
+
+  def settle_unread(keep_latest=False):
+    """Settles the unread steps in order (all but the latest with `keep_latest`); returns
+    the last one's `settle`."""
+    finite = None
+    for unread in unsettled[:-1] if keep_latest else unsettled:
+      finite = settle(*unread)
+    del unsettled[:-1 if keep_latest else len(unsettled)]
+    return finite
+
   # Reading a step's outputs waits for all the work queued on the device (TensorFlow's
   # device-to-host copy waits for the compute stream), so the device idles while the loop
   # then queues the next step. One device reads them every `SETTLE_EVERY` steps; workers
@@ -441,14 +451,10 @@ def _train(run_config, strategy, distributed, worker, log):
                   or position >= per_epoch):
             # The latest step stays unread, so that the device never waits for the host.
             if len(unsettled) > settle_every:
-              for unread in unsettled[:-1]:
-                settle(*unread)
-              del unsettled[:-1]
+              settle_unread(keep_latest=True)
             continue
           # Where the loop logs, saves or stops, it reads the step's own outputs at once.
-          for unread in unsettled:
-            finite = settle(*unread)
-          unsettled = []
+          finite = settle_unread()
           # A skipped step is neither logged as progress nor saved.
           if finite and log_now:
             loss, grad_norm = float(loss_t), float(outputs[1])
@@ -466,9 +472,7 @@ def _train(run_config, strategy, distributed, worker, log):
             checkpoint = save()
           if stopping is not None or step >= total_steps:
             break
-      for unread in unsettled:  # a schedule that ended before its batches_per_epoch
-        settle(*unread)
-      unsettled = []
+      settle_unread()  # a schedule that ended before its batches_per_epoch
       if position >= per_epoch:  # the epoch ran to its end
         val_loss, early_stop = validate()
         epoch += 1

@@ -32,7 +32,12 @@ from seq2seq import xla_cache  # light too: it must run before TensorFlow reads 
 from seq2seq import xla_flags  # the same: before XLA reads XLA_FLAGS
 
 _HELP = {
-    "cell": "recurrent cell: lstm or gru",
+    "cell": "recurrent cell: lstm, gru, or package.module:ClassName, any class with "
+            "__call__(inputs, state) -> (output, new_state), initial_state(batch_size, dtype) "
+            "and output_size, built as ClassName(hidden_size) plus those of dtype, seed, name, "
+            "forget_bias that its __init__ names (e.g. seq2seq.contrib.mgu:MGUCell); the module "
+            "is imported from sys.path and the current directory, and the workdir records the "
+            "path for chat, decode, eval and export",
     "num_layers": "layers in the encoder and in the decoder",
     "hidden_size": "units per recurrent layer",
     "embedding_size": "embedding dimension",
@@ -172,8 +177,7 @@ _HELP = {
                    "words, for large vocabularies (0 = full softmax); must be below the "
                    "vocabulary size; evaluation, validation and decoding stay exact",
 }
-_CHOICES = {"model": config_lib.MODELS, "cell": config_lib.CELLS,
-            "encoder": config_lib.ENCODERS,
+_CHOICES = {"model": config_lib.MODELS, "encoder": config_lib.ENCODERS,
             "attention": config_lib.ATTENTIONS, "optimizer": config_lib.OPTIMIZERS,
             "precision": config_lib.PRECISIONS, "unroll": config_lib.UNROLLS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
@@ -300,6 +304,7 @@ def main(argv):
         f"({len(xla_cache.cached_executables(cache))} compiled steps there)")
   # Heavy imports after validation, so a bad flag is reported at once.
   from seq2seq import bleu  # pylint: disable=import-outside-toplevel
+  from seq2seq import cell_registry  # pylint: disable=import-outside-toplevel
   from seq2seq import chat  # pylint: disable=import-outside-toplevel
   from seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
   from seq2seq import corpus  # pylint: disable=import-outside-toplevel
@@ -314,10 +319,14 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
   try:
     if FLAGS.mode == "train":
+      _check_cell(run_config.model, run_config.train.precision)
       result = training.train(run_config, log)
       return result.exit_code
     plot = run_config.decode.plot_attention if FLAGS.mode in ("chat", "decode") else ""
     trained_config = workdir_lib.trained_settings(run_config)  # the workdir's model and data
+    saved = workdir_lib.config_path(run_config.train.workdir)
+    _check_cell(trained_config.model, run_config.train.precision,
+                saved if os.path.exists(saved) else "")
     if FLAGS.mode == "chat" and trained_config.model.model == "lm":
       try:
         generator = lm_run.make_generator(trained_config, log)
@@ -358,7 +367,7 @@ def main(argv):
     return 1
   except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
-          training.TrainingDiverged, trained.NoCheckpoint,
+          training.TrainingDiverged, trained.NoCheckpoint, cell_registry.CellError,
           distribution.StrategyError, bleu.BleuError, export.ExportError,
           ensemble.VocabularyMismatch) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -366,6 +375,14 @@ def main(argv):
   except distribution.PeerLost as e:  # retryable: restart every worker
     print(f"error: {e}", file=sys.stderr)
     return distribution.EXIT_PEER_LOST
+
+
+def _check_cell(model_config, precision, config_file=""):
+  """A custom --cell imported and run one step (`cell_registry.check`) before any work;
+  `config_file`: the workdir's config.json when the cell comes from it."""
+  from seq2seq import cell_registry  # pylint: disable=import-outside-toplevel
+  from seq2seq import model as model_lib  # pylint: disable=import-outside-toplevel
+  cell_registry.check(model_config, model_lib.COMPUTE_DTYPES[precision], config_file)
 
 
 def _evaluate(run_config, log):

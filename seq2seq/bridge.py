@@ -3,7 +3,8 @@ import tensorflow as tf
 
 
 class Bridge(tf.Module):
-  """For each layer and each state field (LSTM: hidden, cell): s' = [s_fw; s_bw] W + b.
+  """For each layer and each state field (LSTM: hidden, cell; any cell: each leaf of its state
+  nest): s' = [s_fw; s_bw] W + b.
 
   Linear, so that an LSTM cell state is not squashed.
 
@@ -30,17 +31,18 @@ class Bridge(tf.Module):
     """Per-layer state tuples of each direction -> one tuple of per-layer states.
 
     Args:
-      *directions: one or more tuples (one per direction) of L namedtuple states of [B, H].
+      *directions: one or more tuples (one per direction) of L states, each a nest
+        (namedtuple) of [B, H] leaves.
 
     Returns:
-      a tuple of L states of the same namedtuple type, each field [B, output_size].
+      a tuple of L states of the same structure, each leaf [B, output_size].
     """
     bridged = []
     for layer, states in enumerate(zip(*directions)):
       fields = []
-      for field, parts in enumerate(zip(*states)):
+      for field, parts in enumerate(zip(*(tf.nest.flatten(s) for s in states))):
         joined = tf.concat(parts, -1)
         kernel, bias = self.kernels[layer][field], self.biases[layer][field]
         fields.append(tf.matmul(joined, tf.cast(kernel, joined.dtype)) + tf.cast(bias, joined.dtype))
-      bridged.append(type(states[0])(*fields))
+      bridged.append(tf.nest.pack_sequence_as(states[0], fields))
     return tuple(bridged)

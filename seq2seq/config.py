@@ -6,9 +6,12 @@ Field names match flag names, so a `ConfigError` names the flag to change.
 import dataclasses
 import json
 import math
+import re
 
 MODELS = ("seq2seq", "lm")
-CELLS = ("lstm", "gru")
+CELLS = ("lstm", "gru")  # built in; --cell also takes "package.module:ClassName"
+# A custom cell's import path: dotted module name, a colon, a class name.
+CUSTOM_CELL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 ENCODERS = ("uni", "bi")
 ATTENTIONS = ("none", "luong", "luong_scaled", "bahdanau", "bahdanau_norm")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
@@ -45,6 +48,11 @@ def _positive(config, *names):
     _check(value > 0, name, f"must be > 0, got {value}")
 
 
+def is_custom_cell(cell):
+  """Whether `cell` (a --cell value) names a class by import path, "package.module:ClassName"."""
+  return cell not in CELLS and bool(CUSTOM_CELL.fullmatch(cell))
+
+
 def _choice(config, name, choices):
   value = getattr(config, name)
   _check(value in choices, name, f"must be one of {', '.join(choices)}; got {value!r}")
@@ -73,7 +81,9 @@ class ModelConfig:
   per_gate_hidden_gradient: bool = False  # each step's d(h) as a matmul per gate, summed
 
   def __post_init__(self):
-    _choice(self, "cell", CELLS)
+    _check(self.cell in CELLS or is_custom_cell(self.cell), "cell",
+           f"must be lstm, gru or package.module:ClassName (a class importable from sys.path "
+           f"or the current directory, e.g. seq2seq.contrib.mgu:MGUCell); got {self.cell!r}")
     _choice(self, "model", MODELS)
     _choice(self, "encoder", ENCODERS)
     _choice(self, "attention", ATTENTIONS)

@@ -8,20 +8,25 @@ import tensorflow as tf
 
 from seq2seq import attention as attention_lib
 from seq2seq import bridge as bridge_lib
+from seq2seq import cell_registry
 from seq2seq import cells
+from seq2seq import config as config_lib
 from seq2seq import embeddings
 from seq2seq import unroll
 
 
 def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None,
               per_gate_hidden_gradient=False):
-  """An `RNNCore` by name ("lstm" or "gru")."""
+  """An `RNNCore` by name: "lstm", "gru", or a class by import path, "package.module:ClassName"
+  (`cell_registry.make_custom_cell`, which raises `cell_registry.CellError`)."""
   options = dict(dtype=dtype, seed=seed, name=name,
                  per_gate_hidden_gradient=per_gate_hidden_gradient)
   if kind == "lstm":
     return cells.LSTMCell(num_units, forget_bias=forget_bias, **options)
   if kind == "gru":
     return cells.GRUCell(num_units, **options)
+  if config_lib.is_custom_cell(kind):
+    return cell_registry.make_custom_cell(kind, num_units, forget_bias=forget_bias, **options)
   raise ValueError(f"unknown cell {kind!r}")
 
 
@@ -101,7 +106,7 @@ class Seq2Seq(tf.Module):
       self.bidirectional = config.encoder == "bi"
       if self.bidirectional:
         self.encoder_backward_cells = stack("encoder_backward", 150)
-        num_fields = len(self.encoder_cells[0].initial_state(1))
+        num_fields = len(tf.nest.flatten(self.encoder_cells[0].initial_state(1)))
         self.bridge = bridge_lib.Bridge(config.num_layers, num_fields, 2 * hidden, hidden,
                                         dtype=dtype, seed=seed + 600, name="bridge")
       self.memory_size = 2 * hidden if self.bidirectional else hidden

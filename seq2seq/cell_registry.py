@@ -190,33 +190,47 @@ def check(model_config, compute_dtype, config_file=""):
     cell = _construct(spec, model_config.hidden_size, where,
                       dict(dtype=tf.float32, seed=0, name="check",
                            forget_bias=model_config.forget_bias))
-    name = type(cell).__name__
-    missing = _missing(cell)
-    if missing:
-      raise CellError(f"{where}: {name} has no {' or '.join(missing)}; a cell needs {CONTRACT}")
-    if (model_config.per_gate_hidden_gradient
-        and "per_gate_hidden_gradient" not in named_options(type(cell))):
-      raise CellError(f"--per_gate_hidden_gradient: {where} builds {name}, whose __init__ takes "
-                      "no per_gate_hidden_gradient; drop the flag (it is an LSTM and GRU option)")
+    _check_parts(cell, where, model_config)
     core = cell if isinstance(cell, cells.RNNCore) else CustomCell(cell)
-    units = model_config.hidden_size
-    _require(core.output_size == units, where,
-             f"{name}(num_units={units}).output_size is {core.output_size}, not {units}")
-    try:
-      state = core.initial_state(2, compute_dtype)
-      inputs = tf.fill([2, model_config.embedding_size], tf.constant(0.5, compute_dtype))
-      result = core(inputs, state)
-    except Exception as e:  # pylint: disable=broad-except
-      hint = ("; a cell computes in its inputs' dtype (bfloat16 under --precision=bf16: cast "
-              "the variables to inputs.dtype)" if compute_dtype != tf.float32 else "")
-      raise CellError(
-          f"{where}: one step of {name} on inputs [2, {model_config.embedding_size}] "
-          f"{compute_dtype.name} and initial_state(2, {compute_dtype.name}) raised "
-          f"{_summary(e)}{hint}") from None
-    _require(isinstance(result, tuple) and len(result) == 2, where,
-             f"one step of {name} returned a {type(result).__name__}, not (output, new_state)")
-    _check_step(name, where, units, compute_dtype, result[0], state, result[1],
-                bridged=model_config.encoder == "bi")
+    _check_one_step(core, type(cell).__name__, where, model_config, compute_dtype)
+
+
+def _check_parts(cell, where, model_config):
+  """The contract's methods, `output_size` == H, and the options the flags need."""
+  name, units = type(cell).__name__, model_config.hidden_size
+  missing = _missing(cell)
+  if missing:
+    raise CellError(f"{where}: {name} has no {' or '.join(missing)}; a cell needs {CONTRACT}")
+  if (model_config.per_gate_hidden_gradient
+      and "per_gate_hidden_gradient" not in named_options(type(cell))):
+    raise CellError(f"--per_gate_hidden_gradient: {where} builds {name}, whose __init__ takes "
+                    "no per_gate_hidden_gradient; drop the flag (it is an LSTM and GRU option)")
+  try:
+    size_ok = int(cell.output_size) == units
+  except (TypeError, ValueError):  # e.g. a TensorShape
+    size_ok = False
+  _require(size_ok, where, f"{name}(num_units={units}).output_size is {cell.output_size!r}, "
+                           f"not {units}")
+
+
+def _check_one_step(core, name, where, model_config, compute_dtype):
+  """One step of `core` (built, not run) on inputs [2, E] from `initial_state(2)`, both in
+  `compute_dtype`: an output [2, H] and a new state like the initial one."""
+  units, embedding = model_config.hidden_size, model_config.embedding_size
+  try:
+    state = core.initial_state(2, compute_dtype)
+    inputs = tf.fill([2, embedding], tf.constant(0.5, compute_dtype))
+    result = core(inputs, state)
+  except Exception as e:  # pylint: disable=broad-except
+    hint = ("; a cell computes in its inputs' dtype (bfloat16 under --precision=bf16: cast "
+            "the variables to inputs.dtype)" if compute_dtype != tf.float32 else "")
+    raise CellError(
+        f"{where}: one step of {name} on inputs [2, {embedding}] {compute_dtype.name} and "
+        f"initial_state(2, {compute_dtype.name}) raised {_summary(e)}{hint}") from None
+  _require(isinstance(result, tuple) and len(result) == 2, where,
+           f"one step of {name} returned a {type(result).__name__}, not (output, new_state)")
+  _check_step(name, where, units, compute_dtype, result[0], state, result[1],
+              bridged=model_config.encoder == "bi")
 
 
 def _missing(cell):
@@ -248,7 +262,8 @@ def _check_step(name, where, units, dtype, output, state, new_state, bridged):
                            f"initial_state's ({type(new_state).__name__} for "
                            f"{type(state).__name__})")
   for old, new in zip(tf.nest.flatten(state), tf.nest.flatten(new_state)):
-    _require(old.shape.rank and old.shape[0] == 2 and new.shape == old.shape
+    _require(isinstance(old, tf.Tensor) and isinstance(new, tf.Tensor)
+             and old.shape.rank and old.shape[0] == 2 and new.shape == old.shape
              and new.dtype == old.dtype == dtype, where,
              f"one step of {name} turned a state leaf {_describe(old)} into {_describe(new)} "
              f"(leaves are [B, ...] in the inputs' dtype {dtype.name})")

@@ -18,6 +18,7 @@ from seq2seq import model as model_lib
 from seq2seq import workdir as workdir_lib
 from seq2seq.contrib import mgu
 from tests import helpers
+from tests import test_train_step
 from tests.test_cli import ROOT, TINY, run_train
 
 MGU = "seq2seq.contrib.mgu:MGUCell"
@@ -63,6 +64,12 @@ BROKEN_CELLS = textwrap.dedent('''
         return State(tf.zeros([batch_size, 2 * self.output_size], dtype))
       def __call__(self, inputs, state):
         return state.hidden[:, :self.output_size], state
+
+    class NarrowSize(tf.Module):
+      output_size = tf.TensorShape([4])
+      initial_state, __call__ = Recorder.initial_state, Recorder.__call__
+      def __init__(self, num_units):
+        super().__init__()
 
     class Float32Only(Recorder):
       def __call__(self, inputs, state):
@@ -122,6 +129,27 @@ class MGUCellTest(parameterized.TestCase, tf.test.TestCase):
                       "BUILD.md's copy of the MGU differs from seq2seq/contrib/mgu.py")
 
 
+@pytest.mark.slow
+class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
+  """The wrappers around a custom cell: the compiled step against the plain one is in
+  test_model_options.py; here the options that change the time loop or the state."""
+
+  @parameterized.parameters(
+      dict(unroll="dynamic", variational_dropout=True, encoder="bi", attention="bahdanau"),
+      dict(residual=True, attention="luong_scaled"))
+  def test_train_step_runs_and_updates_the_cell(self, **options):
+    config = config_lib.ModelConfig(cell=MGU, num_layers=2, hidden_size=8, embedding_size=6,
+                                    **{"keep_prob": 0.8, **options})
+    model = model_lib.Seq2Seq(config, test_train_step.VOCAB, seed=1)
+    model.build()
+    loss, norm, changes = helpers.one_sgd_step(model, test_train_step._batch(), False)
+    self.assertTrue(np.isfinite(loss) and norm > 0)
+    for name, change in changes.items():
+      if "/w_" in name:
+        self.assertGreater(np.abs(change).max(), 0, name)
+    self.assertLen([n for n in changes if "decoder_1" in n and "/w_" in n], 2)
+
+
 class RegistryTest(parameterized.TestCase, tf.test.TestCase):
   """make_cell and cell_registry.check on cells from a module in a temp folder."""
 
@@ -168,12 +196,15 @@ class RegistryTest(parameterized.TestCase, tf.test.TestCase):
        r"'no_such_cells' on sys.path or in the current directory .*PYTHONPATH$"),
       ("no_class", "broken_cells:Missing", r"^--cell=broken_cells:Missing: module "
        r"'broken_cells' \(.*broken_cells.py\) has no 'Missing'; it defines Float32Only, "
-       r"NoInitialState, NotAModule, Recorder, Refuses, State, WideOutput, WideState$"),
+       r"NarrowSize, NoInitialState, NotAModule, Recorder, Refuses, State, WideOutput, "
+       r"WideState$"),
       ("not_a_class", "broken_cells:collections", r"broken_cells:collections is a module, "
        r"not a class; name a class with __call__\(inputs, state\)"),
       ("no_initial_state", "broken_cells:NoInitialState", r"^--cell=broken_cells:"
        r"NoInitialState: NoInitialState has no initial_state; a cell needs __call__"),
       ("not_a_module", "broken_cells:NotAModule", r"NotAModule has no tf.Module base"),
+      ("narrow_size", "broken_cells:NarrowSize", r"NarrowSize\(num_units=8\).output_size is "
+       r"TensorShape\(\[4\]\), not 8"),
       ("init_raises", "broken_cells:Refuses", r"^--cell=broken_cells:Refuses: Refuses\(8\) "
        r"raised ValueError: num_units must be even \(.*broken_cells.py, line \d+\)$"),
       ("wide_output", "broken_cells:WideOutput", r"one step of WideOutput returned an output "
@@ -228,9 +259,11 @@ class TrainPyTest(tf.test.TestCase):
     self.assertEqual(trained.returncode, 0, trained.stderr)
     self.assertIn(f"model: {MGU} 2x32", trained.stdout)
     self.assertIn(f'"cell": "{MGU}"', open(workdir_lib.config_path(workdir)).read())
-    resumed = run_train(*flags, "--max_steps=3", timeout=600)
+    # Without --jit_compile: a resume is the same in either, and skips another compile.
+    resumed = run_train(*[f for f in flags if f != "--jit_compile"], "--max_steps=3",
+                        timeout=600)
     self.assertEqual(resumed.returncode, 0, resumed.stderr)
-    self.assertRegex(resumed.stdout, r"resum\w+ .*step 2")
+    self.assertRegex(resumed.stdout, r"Resuming from .*ckpt-2 at step 2")
     self.assertIn("done at step 3", resumed.stdout)
 
     chat = run_train(f"--workdir={workdir}", "--mode=chat", "--beam_width=2",

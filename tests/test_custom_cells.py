@@ -129,19 +129,34 @@ class MGUCellTest(parameterized.TestCase, tf.test.TestCase):
                       "BUILD.md's copy of the MGU differs from seq2seq/contrib/mgu.py")
 
 
+def _mgu_model(**options):
+  """A built two-layer Seq2Seq of MGU cells; `options` as in ModelConfig."""
+  config = config_lib.ModelConfig(cell=MGU, num_layers=2, hidden_size=8, embedding_size=6,
+                                  **options)
+  model = model_lib.Seq2Seq(config, test_train_step.VOCAB, seed=1)
+  model.build()
+  return model
+
+
 @pytest.mark.slow
 class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
-  """The wrappers around a custom cell: the compiled step against the plain one is in
-  test_model_options.py; here the options that change the time loop or the state."""
+  """A custom cell inside Seq2Seq: the compiled step against the plain one, and the options
+  that change the time loop or the state."""
+
+  def test_compiled_step_matches_plain_step(self):
+    steps = [helpers.one_sgd_step(_mgu_model(encoder="bi", attention="luong"),
+                                  test_train_step._batch(), jit_compile)
+             for jit_compile in (False, True)]
+    (loss0, norm0, changes0), (loss1, norm1, changes1) = steps
+    self.assertAllClose(loss0, loss1, rtol=1e-5)
+    self.assertAllClose(norm0, norm1, rtol=1e-4)
+    helpers.assert_same_values(changes0, changes1, rtol=1e-4, atol=1e-5)
 
   @parameterized.parameters(
       dict(unroll="dynamic", variational_dropout=True, encoder="bi", attention="bahdanau"),
       dict(residual=True, attention="luong_scaled"))
   def test_train_step_runs_and_updates_the_cell(self, **options):
-    config = config_lib.ModelConfig(cell=MGU, num_layers=2, hidden_size=8, embedding_size=6,
-                                    **{"keep_prob": 0.8, **options})
-    model = model_lib.Seq2Seq(config, test_train_step.VOCAB, seed=1)
-    model.build()
+    model = _mgu_model(**{"keep_prob": 0.8, **options})
     loss, norm, changes = helpers.one_sgd_step(model, test_train_step._batch(), False)
     self.assertTrue(np.isfinite(loss) and norm > 0)
     for name, change in changes.items():

@@ -117,8 +117,7 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     names = {v.name for v in _model("uni", "none").trainable_variables}
     self.assertFalse([n for n in names if "attention" in n or "bridge" in n or "backward" in n])
 
-  @parameterized.parameters(("bi", "luong", "gru"), ("uni", "bahdanau_norm", "lstm"),
-                            ("bi", "luong", "seq2seq.contrib.mgu:MGUCell"))
+  @parameterized.parameters(("bi", "luong", "gru"), ("uni", "bahdanau_norm", "lstm"))
   def test_xla_step_matches_plain_step(self, encoder, attention, cell):
     results = []
     for jit_compile in (False, True):

@@ -54,7 +54,8 @@ def examples_digest(schedule):
         digest.update(np.asarray(ids, np.int64).tobytes() + b"|")
   elif hasattr(schedule, "windows"):
     for inputs, targets in schedule.windows:
-      digest.update(np.ascontiguousarray(inputs).tobytes() + np.ascontiguousarray(targets).tobytes())
+      for ids in (inputs, targets):
+        digest.update(np.ascontiguousarray(ids).tobytes())
   elif hasattr(schedule, "path"):
     with open(schedule.path, "rb") as f:
       for block in iter(lambda: f.read(1 << 20), b""):

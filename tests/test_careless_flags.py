@@ -33,8 +33,9 @@ NEGATIVE_ALLOWED = {"min_score", "parse_workers", "forget_bias"}
 
 def config_from_flags(*flags):
   """train.py's RunConfig for `flags`, parsed in this process (app.UsageError if refused)."""
+  parse = train._config_from_flags  # pylint: disable=protected-access
   try:
-    return train._config_from_flags(train.FLAGS(["train.py", *flags]))  # pylint: disable=protected-access
+    return parse(train.FLAGS(["train.py", *flags]))
   finally:
     train.FLAGS.unparse_flags()
 
@@ -107,10 +108,12 @@ class GivenFlagsAgainstWorkdirTest(tf.test.TestCase):
 
   def test_every_inference_mode_checks(self):
     decode = [f"--decode_input={__file__}", "--decode_output=out.txt"]
-    for flags in (["--mode=chat", "--model=lm"], ["--mode=eval", "--model=lm"],
-                  ["--mode=export", "--encoder=bi"], ["--mode=decode", "--max_vocab=9", *decode]):
-      self.assertIn(flags[1].replace("=", "=" if "vocab" in flags[1] else "='") +
-                    ("" if "vocab" in flags[1] else "'"), self._refused(*flags))
+    lm = "--model='lm' (the workdir's: 'seq2seq')"
+    for flags, named in (
+        (["--mode=chat", "--model=lm"], lm), (["--mode=eval", "--model=lm"], lm),
+        (["--mode=export", "--encoder=bi"], "--encoder='bi' (the workdir's: 'uni')"),
+        (["--mode=decode", "--max_vocab=9", *decode], "--max_vocab=9 (the workdir's: ")):
+      self.assertIn(named, self._refused(*flags))
 
   def test_data_flags_name_what_to_use_instead(self):
     self.assertIn("--decode_max_length sets", self._refused("--mode=chat", "--max_length=50"))

@@ -268,6 +268,9 @@ class ResumeWithOtherDataTest(tf.test.TestCase):
     self.assertLen(resumed, 1)
     self.assertIn("but NOT the data order of an uninterrupted run", resumed[0])
     self.assertIn(f"--data: {first!r} -> {second!r}", resumed[0])
+    messages.clear()
+    training.train(helpers.tiny_config(workdir, second, max_steps=6), log=messages.append)
+    self.assertIn(data_fingerprint.SAME_ORDER, "".join(messages))
 
 
 class PretrainedEmbeddingsTest(tf.test.TestCase):

@@ -239,6 +239,8 @@ def _config_from_flags(argv):
       if path and path != "chatterbot" and not glob.glob(path):
         raise app.UsageError(f"--{name}={value}: no such file or folder ({path})")
   _check_ensemble(run_config)
+  if FLAGS.mode in ("chat", "decode", "eval", "export"):
+    _check_given_flags(run_config)
   plot = run_config.decode.plot_attention
   if plot and FLAGS.mode in ("chat", "decode"):
     folder = os.path.dirname(os.path.abspath(plot))
@@ -257,6 +259,20 @@ def _config_from_flags(argv):
     except bleu.BleuError as e:
       raise app.UsageError(f"--decode_reference: {e}") from None
   return run_config
+
+
+def _check_given_flags(run_config):
+  """Model and data flags set on the command line must agree with the workdir's settings,
+  which inference uses (a damaged config.json is left to the mode's own load to report)."""
+  try:
+    saved = workdir_lib.load_run_config(run_config.train.workdir)
+  except (ValueError, TypeError, KeyError, OSError):
+    return
+  given = {name for name in config_lib.field_names() if FLAGS[name].present}
+  try:
+    workdir_lib.check_given_flags(run_config, saved, given)
+  except workdir_lib.WorkdirMismatch as e:
+    raise app.UsageError(str(e)) from None
 
 
 def _check_ensemble(run_config):

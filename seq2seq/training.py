@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from ops import losses
 from seq2seq import checkpoints
+from seq2seq import data_fingerprint
 from seq2seq import datasets
 from seq2seq import device_prefetch
 from seq2seq import distributed_step
@@ -215,6 +216,8 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
   """Pairs in buckets, the encoder-decoder, and its (possibly distributed) step."""
   train_config = run_config.train
   training_data = datasets.load_training_data(run_config, log)
+  # Its batch size, lowered to the number of pairs where it is larger (datasets.fit_batch_size).
+  train_config = dataclasses.replace(train_config, batch_size=training_data.train.batch_size)
   train_config.check_vocabulary_size(len(training_data.vocabulary))
   with strategy.scope():
     model = build_model(run_config, training_data.vocabulary, log)
@@ -323,6 +326,8 @@ def _train(run_config, strategy, distributed, worker, log):
   schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
   step, epoch, position = (int(v.numpy()) for v in (progress.step, progress.epoch,
                                                     progress.position))
+  order = data_fingerprint.resume_note(run_config, schedule, step if resumed_from else None,
+                                       train_config.workdir, run_config.train.workdir)
   per_epoch = schedule.batches_per_epoch
   total_steps = train_config.num_epochs * per_epoch
   if train_config.max_steps:
@@ -333,7 +338,7 @@ def _train(run_config, strategy, distributed, worker, log):
       f"{per_epoch} batches an epoch, {total_steps} steps in all")
   if resumed_from:
     log(f"Resuming from {resumed_from} at step {step} (epoch {epoch + 1}, batch {position} of "
-        f"{per_epoch}), with the same data order as an uninterrupted run")
+        f"{per_epoch}), {order}")
 
   train_step = trainee.step
   summary_dir = lambda split: workdir_lib.summary_dir(run_config.train.workdir, split)

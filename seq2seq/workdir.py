@@ -68,6 +68,54 @@ def trained_settings(run_config):
                              data=dataclasses.replace(saved.data, val_data=run_config.data.val_data))
 
 
+# What to use instead of a flag that chat, decode, eval and export take from the workdir.
+_INSTEAD = {
+    "max_length": "--decode_max_length sets the longest input read and reply written",
+    "data": "--mode=eval reads --val_data",
+}
+
+
+def check_given_flags(run_config, saved, given):
+  """Refuses flags set on the command line that inference would ignore.
+
+  chat, decode, eval and export rebuild the model and tokenise with the workdir's settings
+  (`trained_settings`), whatever the flags say; a flag the user set to another value would
+  otherwise be dropped without a word.
+
+  Args:
+    run_config: the flags' RunConfig.
+    saved: the workdir's RunConfig (`load_run_config`), or None.
+    given: names of the fields whose flags were set on the command line (or in a flagfile).
+
+  Raises:
+    WorkdirMismatch: naming each such flag, its value and the workdir's.
+  """
+  if saved is None:
+    return
+  differences = []
+  for section in ("model", "data"):
+    for field in dataclasses.fields(getattr(saved, section)):
+      name = field.name
+      value = getattr(getattr(run_config, section), name)
+      saved_value = getattr(getattr(saved, section), name)
+      if name in given and name != "val_data" and not _same(name, value, saved_value):
+        hint = f" ({_INSTEAD[name]})" if name in _INSTEAD else ""
+        differences.append(f"--{name}={value!r} (the workdir's: {saved_value!r}){hint}")
+  if differences:
+    raise WorkdirMismatch(
+        f"{config_path(run_config.train.workdir)}: chat, decode, eval and export use the model "
+        "and data settings this workdir was trained with, and these flags differ from them: "
+        + "; ".join(differences) + ". Drop them (the workdir's values apply), or give a "
+        "--workdir trained with them.")
+
+
+def _same(name, value, saved_value):
+  """Whether a flag's value is the workdir's; paths are compared as the files they name."""
+  if name in ("data", "pretrained_embeddings") and value and saved_value:
+    return os.path.realpath(value) == os.path.realpath(saved_value)
+  return value == saved_value
+
+
 def check_or_save_config(run_config):
   """Saves the config in a new workdir; in an existing one, fails on architecture changes.
 

@@ -315,11 +315,10 @@ def _train(run_config, strategy, distributed, worker, log):
       workdir_lib.checkpoint_dir(run_config.train.workdir), model, optimizer, progress,
       train_config.keep_checkpoints,
       restore_directory=workdir_lib.checkpoint_dir(train_config.workdir),
-      extras=trainee.checkpointed, optional_extras={"validation": record})
+      extras=trainee.checkpointed, optional_extras={"validation": record}, log=log)
   best = checkpoints.BestCheckpoint(checkpointer, keep=train_config.keep_best)
-  checkpointer.check_vocabulary_size(len(trainee.vocabulary),
-                                     workdir_lib.vocab_path(run_config.train.workdir))
-  resumed_from = checkpointer.restore_latest()
+  resumed_from = checkpointer.restore_latest(vocabulary=(
+      len(trainee.vocabulary), workdir_lib.vocab_path(run_config.train.workdir)))
   schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
   step, epoch, position = (int(v.numpy()) for v in (progress.step, progress.epoch,
                                                     progress.position))

@@ -12,11 +12,16 @@ class NoCheckpoint(FileNotFoundError):
 
 
 def load_vocabulary(workdir, train_command):
-  """The vocabulary of `workdir`; NoCheckpoint (naming `train_command`) if there is none."""
+  """The vocabulary of `workdir`; NoCheckpoint (naming `train_command`) if there is none.
+
+  Raises:
+    workdir.WorkdirError: it is missing but checkpoints trained with it remain.
+  """
   path = workdir_lib.vocab_path(workdir)
   try:
     return vocab_lib.Vocabulary.load(path)
   except FileNotFoundError:
+    workdir_lib.check_vocabulary_kept(workdir)
     raise NoCheckpoint(f"{path}: not found; train first ({train_command})") from None
 
 

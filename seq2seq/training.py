@@ -127,6 +127,8 @@ def train(run_config, log=print):
 
   Raises:
     workdir_lock.WorkdirLocked: another live run holds the workdir.
+    workdir.WorkdirError: the workdir is not a writable folder, its config.json is damaged,
+      or its vocabulary is missing while checkpoints remain.
     corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError,
     distribution.StrategyError, config.ConfigError (--num_sampled not below the vocabulary
     size): before any step.
@@ -136,6 +138,7 @@ def train(run_config, log=print):
     TrainingDiverged: too many consecutive non-finite steps.
   """
   train_config = run_config.train
+  workdir_lib.check_folder(train_config.workdir, writing=True)
   # First: multi_worker configures collectives, which must precede any other TF op.
   strategy = distribution.make_strategy(train_config.strategy, train_config.devices)
   distributed = train_config.strategy != "default"

@@ -269,6 +269,9 @@ def _check_workdirs(run_config):
   for flag, workdir in workdirs:
     workdir_lib.check_folder(workdir, writing=FLAGS.mode == "train", flag=flag)
     workdir_lib.load_run_config(workdir)
+  if FLAGS.mode == "export":
+    workdir_lib.check_loadable_export(
+        run_config.decode.export_dir or workdir_lib.export_dir(run_config.train.workdir))
 
 
 def _check_ensemble(run_config):

@@ -21,9 +21,10 @@ import time
 
 import tensorflow as tf
 
+from seq2seq.workdir import PATTERN_CHARACTERS as GLOB_CHARACTERS
+
 STATE_FILE = "checkpoint"
 DAMAGED = "damaged"
-GLOB_CHARACTERS = "*?[]\\"
 
 _links = {}  # real folder -> its link, for this process
 
@@ -120,8 +121,10 @@ class Folder:
     return sorted(set(steps) | {latest})
 
   def newest_first(self):
-    """tf paths of the checkpoints the state file names, newest first."""
-    return [self.tf_path(step) for step in reversed(self.state_steps() or [])]
+    """tf paths of the checkpoints the state file names, newest first; in a folder this
+    process may not repair, those on disk (its state file may be missing or behind)."""
+    steps = self.state_steps() if self.writable else None
+    return [self.tf_path(step) for step in reversed(steps or self.steps_on_disk())]
 
   def repair(self, log):
     """Rebuilds the state file from the checkpoint files on disk where it is missing or

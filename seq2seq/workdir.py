@@ -22,6 +22,8 @@ _SECTIONS = {"model": config_lib.ModelConfig, "data": config_lib.DataConfig,
              "train": config_lib.TrainConfig}
 _REQUIRED = {"model": tuple(config_lib.ModelConfig().architecture()),
              "data": ("max_vocab", "lowercase", "filters"), "train": ()}
+# TensorFlow reads checkpoint and SavedModel variable paths as glob patterns.
+PATTERN_CHARACTERS = "*?[]\\"
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
@@ -152,6 +154,22 @@ def _bad_config(path, problem):
       f"which chat, decode, export and a resumed run rebuild the model from; restore it from "
       f"a backup or correct that field (to the flag's value in training), or use a new "
       f"--workdir.")
+
+
+def check_loadable_export(export_dir, flag="export_dir"):
+  """Fails where `export_dir` holds characters that make `tf.saved_model.load` read its
+  variables' path as a pattern (the SavedModel would be written but never load).
+
+  Raises:
+    WorkdirError: naming the character and the flag to set.
+  """
+  found = sorted({c for c in os.path.abspath(export_dir) if c in PATTERN_CHARACTERS})
+  if found:
+    raise WorkdirError(
+        f"--{flag}={export_dir}: its path {os.path.abspath(export_dir)} holds "
+        f"{' '.join(found)}, which TensorFlow's SavedModel loader reads as a pattern, so the "
+        f"export could not be loaded; pass --export_dir=FOLDER with a path free of "
+        f"{' '.join(PATTERN_CHARACTERS)}")
 
 
 def check_folder(workdir, writing, flag="workdir"):

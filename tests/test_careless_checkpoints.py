@@ -114,10 +114,11 @@ class StateFileTest(tf.test.TestCase):
     os.remove(self.state)
     checkpointer = _fresh(self.directory, [])
     checkpointer.restore_latest()
+    self.assertEqual(int(checkpointer.progress.step.numpy()), 3)
     checkpointer.progress.step.assign(4)
     checkpointer.save()
-    self.assertEqual(checkpoint_folder.Folder(self.directory, "ckpt").steps_on_disk(),
-                     [1, 2, 3, 4])
+    self.assertEqual(tf.train.get_checkpoint_state(self.directory).all_model_checkpoint_paths,
+                     [os.path.join(self.directory, f"ckpt-{s}") for s in (1, 2, 3, 4)])
 
 
 class DamagedCheckpointTest(tf.test.TestCase, parameterized.TestCase):
@@ -194,9 +195,9 @@ class PatternFolderTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.parameters("run[1]", "run*", "run?", "a[b]*?c")
   def test_save_prune_and_restore(self, name):
     tmp = self.get_temp_dir()
-    # A neighbour that the name, read as a pattern, would match.
+    # A neighbour that the name, read as a pattern, would match, with the same steps.
     neighbour = os.path.join(tmp, "run1", "checkpoints")
-    _saved_steps(neighbour, steps=(7, 8, 9))
+    _saved_steps(neighbour)
     directory = os.path.join(tmp, name, "checkpoints")
     _saved_steps(directory, steps=(1, 2, 3), max_to_keep=2)
     self.assertEqual(sorted(os.listdir(directory)),
@@ -398,6 +399,13 @@ class WorkdirFolderTest(tf.test.TestCase):
                                   r"\(Permission denied\)"):
         workdir_lib.check_folder(os.path.join(folder, "new", "run"), writing=True)
 
+  def test_an_export_that_would_not_load_is_refused(self):
+    for path in ("run[1]/export", "/tmp/a*/export", "b?"):
+      with self.subTest(path=path), self.assertRaisesRegex(workdir_lib.WorkdirError,
+                                                           "--export_dir=FOLDER"):
+        workdir_lib.check_loadable_export(path)
+    workdir_lib.check_loadable_export(os.path.join(self.get_temp_dir(), "run_1", "export"))
+
   def test_train_py_refuses_before_loading_anything(self):
     workdir = self.get_temp_dir()
     with open(workdir_lib.config_path(workdir), "w", encoding="utf-8") as f:
@@ -409,7 +417,9 @@ class WorkdirFolderTest(tf.test.TestCase):
                            ([f"--workdir={workdir}", "--mode=chat", f"--ensemble={self.file}"],
                             'section "model"'),
                            ([f"--ensemble={self.file}", "--mode=chat", f"--workdir={self.file}x"],
-                            f"--ensemble={self.file} is a file")):
+                            f"--ensemble={self.file} is a file"),
+                           ([f"--workdir={workdir}/run[1]", "--mode=export"],
+                            "SavedModel loader reads as a pattern")):
       with self.subTest(flags=flags):
         result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *flags],
                                 cwd=ROOT, capture_output=True, text=True, env=env, timeout=120,

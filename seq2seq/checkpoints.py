@@ -110,7 +110,7 @@ class Checkpointer:
 
     With `partial`, values of the checkpoint that nothing here reads (an LM's carried state,
     for inference) are expected and not warned about. `vocabulary` (size, file) checks the
-    embedding tables' rows first (`check_vocabulary_size`).
+    embedding tables' rows first (`_check_vocabulary_size`).
 
     Raises:
       CheckpointError: a variable's shape differs, the checkpoint lacks some of them, or

@@ -344,9 +344,11 @@ class ConfigFileTest(tf.test.TestCase, parameterized.TestCase):
       workdir_lib.load_run_config(workdir)
 
   @parameterized.named_parameters(
-      ("wrong_type", "model", "hidden_size", "256", r'"model.hidden_size" is "256", not an integer'),
+      ("wrong_type", "model", "hidden_size", "256",
+       r'"model.hidden_size" is "256", not an integer'),
       ("bool_for_int", "model", "num_layers", True, r'"model.num_layers" is true, not an integer'),
-      ("string_for_bool", "data", "lowercase", "yes", r'"data.lowercase" is "yes", not true or false'),
+      ("string_for_bool", "data", "lowercase", "yes",
+       r'"data.lowercase" is "yes", not true or false'),
       ("out_of_range", "model", "cell", "rnn", r'"model.cell" is invalid'),
       ("unknown", "train", "learning_rat", 0.1, r'"train.learning_rat" is not a setting'),
       ("missing", "model", "cell", None, r'"model.cell" is missing'),

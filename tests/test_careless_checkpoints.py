@@ -266,6 +266,19 @@ class TrainedWorkdirTest(tf.test.TestCase):
     with open(vocab + ".sha256", encoding="utf-8") as f:
       self.assertEqual(f.read(), checksum)
 
+  def test_chat_with_no_readable_checkpoint_exits_1_naming_the_folder(self):
+    for step in (2, 4):
+      with open(os.path.join(self.directory, f"ckpt-{step}.data-00000-of-00001"), "r+b") as f:
+        f.truncate(7)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train.py"), f"--workdir={self.workdir}",
+         "--mode=chat"], cwd=ROOT, input="", capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), check=False)
+    self.assertEqual(result.returncode, 1, result.stderr)
+    self.assertIn(f"no checkpoint in {self.directory} can be read", result.stderr)
+    self.assertNotIn("Traceback", result.stderr)
+    self.assertEqual(len(os.listdir(self.directory)), 5)  # nothing moved
+
   def config(self):
     return workdir_lib.trained_settings(helpers.tiny_config(self.workdir, self.data))
 

@@ -232,6 +232,7 @@ def _config_from_flags(argv):
     raise app.UsageError(f"--{e}") from None
   if FLAGS.mode == "prepare":
     return run_config
+  _check_workdirs(run_config)
   for name in ("data", "val_data", "pretrained_embeddings", "decode_input", "decode_reference"):
     value = FLAGS[name].value
     parts = value.split("|") if "|" in value and not os.path.exists(value) else [value]
@@ -275,6 +276,20 @@ def _check_given_flags(run_config):
     raise app.UsageError(str(e)) from None
 
 
+def _check_workdirs(run_config):
+  """--workdir (and --ensemble's) are folders (writable, to train in) with a readable
+  config.json if they have one, before anything is loaded. Raises workdir.WorkdirError."""
+  workdirs = [("workdir", run_config.train.workdir)]
+  if FLAGS.mode != "train":
+    workdirs += [("ensemble", w) for w in config_lib.split_list(run_config.decode.ensemble)]
+  for flag, workdir in workdirs:
+    workdir_lib.check_folder(workdir, writing=FLAGS.mode == "train", flag=flag)
+    workdir_lib.load_run_config(workdir)
+  if FLAGS.mode == "export":
+    workdir_lib.check_loadable_export(
+        run_config.decode.export_dir or workdir_lib.export_dir(run_config.train.workdir))
+
+
 def _check_ensemble(run_config):
   """--ensemble: chat, decode and export of seq2seq models, from workdirs that exist."""
   workdirs = config_lib.split_list(run_config.decode.ensemble)
@@ -291,7 +306,11 @@ def _check_ensemble(run_config):
 
 
 def main(argv):
-  run_config = _config_from_flags(argv)
+  try:
+    run_config = _config_from_flags(argv)
+  except workdir_lib.WorkdirError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   log = lambda message: print(message, flush=True)
   if FLAGS.mode == "prepare":  # no TensorFlow on this path (about 600 MB of RSS)
     from seq2seq import corpus  # pylint: disable=import-outside-toplevel
@@ -372,7 +391,7 @@ def main(argv):
   except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
     print(f"error: --{e}", file=sys.stderr)
     return 1
-  except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
+  except (corpus.DataError, workdir_lib.WorkdirError, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
           training.TrainingDiverged, trained.NoCheckpoint,
           distribution.StrategyError, bleu.BleuError, export.ExportError,

@@ -20,7 +20,7 @@ TOKENIZERS = ("word", "sentencepiece")
 SENTENCEPIECE_TYPES = ("bpe", "unigram")
 INPUT_PIPELINES = ("auto", "memory", "tfdata")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-CHECKPOINTS = ("auto", "latest", "best")  # seq2seq.checkpoints.for_inference
+CHECKPOINTS = ("auto", "latest", "best")  # seq2seq.checkpoints.inference_folders
 # The punctuation filter of the tutorial's tokenizer (Keras' `Tokenizer` default); the
 # apostrophe is kept, so "don't" stays one word.
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'

@@ -88,12 +88,17 @@ def read_examples(spec, data_config, log, what):
 
 def load_or_build_vocabulary(sentences, data_config, workdir, log):
   """Reuses WORKDIR/vocab.txt when present; otherwise builds the top-K vocabulary of
-  `sentences` (token lists: both sides of the pairs, or an LM's lines) and saves it."""
+  `sentences` (token lists: both sides of the pairs, or an LM's lines) and saves it.
+
+  Raises:
+    workdir.WorkdirError: vocab.txt is missing but checkpoints trained with it remain.
+  """
   path = workdir_lib.vocab_path(workdir)
   if os.path.exists(path):
     vocabulary = vocab_lib.Vocabulary.load(path)
     log(f"vocabulary: reusing {path} ({len(vocabulary)} tokens)")
     return vocabulary
+  workdir_lib.check_vocabulary_kept(workdir)
   vocabulary, report = vocab_lib.build_vocabulary(sentences, data_config.max_vocab,
                                                   data_config.vocab_coverage)
   vocabulary.save(path)
@@ -132,6 +137,7 @@ def _prepared_vocabulary(directory, workdir, log):
       raise corpus.DataError(f"{path} differs from {prepared.vocab_path(directory)}: this "
                              "workdir was trained on other data; use a new --workdir")
   else:
+    workdir_lib.check_vocabulary_kept(workdir)
     os.makedirs(workdir, exist_ok=True)
     vocabulary.save(path)
   log(f"vocabulary: {len(vocabulary)} tokens from {prepared.vocab_path(directory)}")

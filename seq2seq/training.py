@@ -128,6 +128,8 @@ def train(run_config, log=print):
 
   Raises:
     workdir_lock.WorkdirLocked: another live run holds the workdir.
+    workdir.WorkdirError: the workdir is not a writable folder, its config.json is damaged,
+      or its vocabulary is missing while checkpoints remain.
     corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError,
     distribution.StrategyError, config.ConfigError (--num_sampled not below the vocabulary
     size): before any step.
@@ -137,6 +139,7 @@ def train(run_config, log=print):
     TrainingDiverged: too many consecutive non-finite steps.
   """
   train_config = run_config.train
+  workdir_lib.check_folder(train_config.workdir, writing=True)
   # First: multi_worker configures collectives, which must precede any other TF op.
   strategy = distribution.make_strategy(train_config.strategy, train_config.devices)
   distributed = train_config.strategy != "default"
@@ -318,11 +321,10 @@ def _train(run_config, strategy, distributed, worker, log):
       workdir_lib.checkpoint_dir(run_config.train.workdir), model, optimizer, progress,
       train_config.keep_checkpoints,
       restore_directory=workdir_lib.checkpoint_dir(train_config.workdir),
-      extras=trainee.checkpointed, optional_extras={"validation": record})
+      extras=trainee.checkpointed, optional_extras={"validation": record}, log=log)
   best = checkpoints.BestCheckpoint(checkpointer, keep=train_config.keep_best)
-  checkpointer.check_vocabulary_size(len(trainee.vocabulary),
-                                     workdir_lib.vocab_path(run_config.train.workdir))
-  resumed_from = checkpointer.restore_latest()
+  resumed_from = checkpointer.restore_latest(vocabulary=(
+      len(trainee.vocabulary), workdir_lib.vocab_path(run_config.train.workdir)))
   schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
   step, epoch, position = (int(v.numpy()) for v in (progress.step, progress.epoch,
                                                     progress.position))

@@ -12,6 +12,7 @@ import json
 import os
 
 from seq2seq import config as config_lib
+from seq2seq import outputs
 
 
 class WorkdirMismatch(ValueError):
@@ -38,11 +39,15 @@ def summary_dir(workdir, split):
   return os.path.join(workdir, "summaries", split)
 
 
-def _write_atomic(path, text):
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+def own_files(workdir):
+  """(what, path) of every file and folder a run keeps in `workdir`: no other output may
+  replace them, nor may training read one as data."""
+  names = ("config.json", "vocab.txt", "vocab.txt.sha256", "lock", "checkpoints", "best",
+           "summaries", "export")
+  return [(f"the workdir's {name}", os.path.join(workdir, name)) for name in names]
+
+
+_write_atomic = outputs.write_atomic  # config.json whole or not at all, no temporary file left
 
 
 def load_run_config(workdir):

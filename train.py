@@ -239,7 +239,7 @@ def _config_from_flags(argv):
     value = FLAGS[name].value
     parts = value.split("|") if "|" in value and not os.path.exists(value) else [value]
     for path in parts:  # "SOURCE|TARGET" names two parallel files
-      if path and path != "chatterbot" and not glob.glob(path):
+      if path and path != "chatterbot" and not (os.path.exists(path) or glob.glob(path)):
         raise app.UsageError(f"--{name}={value}: no such file or folder ({path})")
   _check_ensemble(run_config)
   try:

@@ -214,8 +214,11 @@ def test_decode_refusals_come_before_the_model_loads(tmp_path, decode_setup):
   with open(tmp_path / "binary.bin", "wb") as f:
     f.write(b"\x89PNG\r\n\x1a\n\x00\x00")
   os.symlink(source, tmp_path / "link.txt")
+  _write(tmp_path / "in[1].txt", "a b\n")  # a name that is also a glob pattern
   before = _listing(tmp_path)
   for flags, message in (
+      (["--decode_input=in[1].txt", "--decode_output=in[1].txt"],
+       r"--decode_output=in\[1\].txt is --decode_input \("),
       (["--decode_output=link.txt"], r"--decode_output=link.txt is --decode_input \("),
       ([f"--decode_reference={reference}", f"--decode_output={reference}"],
        "is --decode_reference"),

@@ -14,6 +14,7 @@ import os
 import tempfile
 
 from seq2seq import config as config_lib
+from seq2seq import outputs
 
 # The sections of config.json a run is rebuilt from, and the fields each must hold: those that
 # decide what the checkpoints' variables and the vocabulary's ids mean. Other fields missing
@@ -88,11 +89,16 @@ def check_vocabulary_kept(workdir):
         f"workdir; nothing was changed. To train anew instead, use a new --workdir.")
 
 
-def _write_atomic(path, text):
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-  os.replace(tmp, path)
+
+def own_files(workdir):
+  """(what, path) of every file and folder a run keeps in `workdir`: no other output may
+  replace them, nor may training read one as data."""
+  names = ("config.json", "vocab.txt", "vocab.txt.sha256", "lock", "checkpoints", "best",
+           "summaries", "export")
+  return [(f"the workdir's {name}", os.path.join(workdir, name)) for name in names]
+
+
+_write_atomic = outputs.write_atomic  # config.json whole or not at all, no temporary file left
 
 
 def load_run_config(workdir):

@@ -344,9 +344,13 @@ def _check_inference_paths(run_config):
 
 
 def main(argv):
-  """Runs `_run`; Ctrl-C, SIGTERM or a file error ends it with a line, not a traceback."""
+  """Runs `_run`; a bad flag, Ctrl-C, SIGTERM or a file error ends it with a line, not a
+  traceback."""
   try:
     return _run(argv)
+  except app.UsageError as e:  # a flag's mistake: its message alone, not the whole flag list
+    print(f"error: {e}\n(python train.py --helpfull lists every flag)", file=sys.stderr)
+    return e.exitcode
   except KeyboardInterrupt:
     print("\nstopped (Ctrl-C)", file=sys.stderr)
     return interrupts.EXIT_SIGINT

@@ -14,8 +14,9 @@ Flags are converted once into a validated `seq2seq.config.RunConfig`; a bad valu
 program, naming the flag, before any data is read. Exit status: 0 done; 1 bad flags or data, a
 workdir held by another live run, a checkpoint that could not be written (earlier ones stay
 valid), or --max_bad_steps consecutive non-finite steps; 130 / 143 stopped by SIGINT / SIGTERM
-after saving a checkpoint (under a strategy: received by any worker); 129 multi_worker lost a
-peer worker (restart every worker; see launch.py).
+after saving a checkpoint (under a strategy: received by any worker), or stopping another mode
+(a stopped decode leaves --decode_output as it was, its replies so far in OUTPUT.partial); 129
+multi_worker lost a peer worker (restart every worker; see launch.py).
 """
 import dataclasses
 import glob
@@ -27,6 +28,8 @@ from absl import flags
 from absl import logging
 
 from seq2seq import config as config_lib
+from seq2seq import interrupts  # light, like config
+from seq2seq import outputs  # light too: paths are checked before the heavy imports
 from seq2seq import workdir as workdir_lib  # light (no TensorFlow), like config
 from seq2seq import xla_cache  # light too: it must run before TensorFlow reads TF_XLA_FLAGS
 from seq2seq import xla_flags  # the same: before XLA reads XLA_FLAGS
@@ -236,18 +239,25 @@ def _config_from_flags(argv):
     raise app.UsageError(f"--{e}") from None
   if FLAGS.mode == "prepare":
     return run_config
+  _check_workdirs(run_config)
   for name in ("data", "val_data", "pretrained_embeddings", "decode_input", "decode_reference"):
     value = FLAGS[name].value
     parts = value.split("|") if "|" in value and not os.path.exists(value) else [value]
     for path in parts:  # "SOURCE|TARGET" names two parallel files
-      if path and path != "chatterbot" and not glob.glob(path):
+      if path and path != "chatterbot" and not (os.path.exists(path) or glob.glob(path)):
         raise app.UsageError(f"--{name}={value}: no such file or folder ({path})")
   _check_ensemble(run_config)
+  if FLAGS.mode in ("chat", "decode", "eval", "export"):
+    _check_given_flags(run_config)
+  try:
+    if FLAGS.mode == "train":
+      _check_training_inputs(run_config)
+    if FLAGS.mode in ("chat", "decode"):
+      _check_inference_paths(run_config)
+  except (outputs.OutputError, outputs.NotText) as e:
+    raise app.UsageError(str(e)) from None
   plot = run_config.decode.plot_attention
   if plot and FLAGS.mode in ("chat", "decode"):
-    folder = os.path.dirname(os.path.abspath(plot))
-    if not os.path.isdir(folder):
-      raise app.UsageError(f"--plot_attention={plot}: no such folder ({folder})")
     from seq2seq import attention_plot  # pylint: disable=import-outside-toplevel
     try:
       attention_plot.check_available()
@@ -261,6 +271,34 @@ def _config_from_flags(argv):
     except bleu.BleuError as e:
       raise app.UsageError(f"--decode_reference: {e}") from None
   return run_config
+
+
+def _check_given_flags(run_config):
+  """Model and data flags set on the command line must agree with the workdir's settings,
+  which inference uses (a damaged config.json is left to the mode's own load to report)."""
+  try:
+    saved = workdir_lib.load_run_config(run_config.train.workdir)
+  except (ValueError, TypeError, KeyError, OSError):
+    return
+  given = {name for name in config_lib.field_names() if FLAGS[name].present}
+  try:
+    workdir_lib.check_given_flags(run_config, saved, given)
+  except workdir_lib.WorkdirMismatch as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _check_workdirs(run_config):
+  """--workdir (and --ensemble's) are folders (writable, to train in) with a readable
+  config.json if they have one, before anything is loaded. Raises workdir.WorkdirError."""
+  workdirs = [("workdir", run_config.train.workdir)]
+  if FLAGS.mode != "train":
+    workdirs += [("ensemble", w) for w in config_lib.split_list(run_config.decode.ensemble)]
+  for flag, workdir in workdirs:
+    workdir_lib.check_folder(workdir, writing=FLAGS.mode == "train", flag=flag)
+    workdir_lib.load_run_config(workdir)
+  if FLAGS.mode == "export":
+    workdir_lib.check_loadable_export(
+        run_config.decode.export_dir or workdir_lib.export_dir(run_config.train.workdir))
 
 
 def _check_ensemble(run_config):
@@ -278,15 +316,69 @@ def _check_ensemble(run_config):
       raise app.UsageError(f"--ensemble={run_config.decode.ensemble}: no such workdir ({workdir})")
 
 
+def _check_training_inputs(run_config):
+  """Raises OutputError if a file training reads is one the run writes in its workdir."""
+  own = workdir_lib.own_files(run_config.train.workdir)
+  for name in ("data", "val_data", "pretrained_embeddings"):
+    value = FLAGS[name].value
+    for path in value.split("|") if value and value != "chatterbot" else []:
+      for what, written in own:
+        if os.path.lexists(path) and (outputs.same_file(path, written)
+                                      or outputs.inside(path, written)):
+          raise outputs.OutputError(f"--{name}={value}: {path} is {what} ({written}), which "
+                                    "training writes; copy it elsewhere or use another --workdir")
+
+
+def _check_inference_paths(run_config):
+  """Chat and decode: text inputs, and outputs that replace none of the run's inputs."""
+  options = run_config.decode
+  inputs = [("--decode_input", options.decode_input),
+            ("--decode_reference", options.decode_reference)]
+  for workdir in [run_config.train.workdir, *config_lib.split_list(options.ensemble)]:
+    inputs.extend(workdir_lib.own_files(workdir))
+  if FLAGS.mode == "decode":
+    for flag, path in inputs[:2]:
+      if path:
+        outputs.check_text(flag[2:], path)
+    outputs.check_file("decode_output", options.decode_output,
+                       inputs + [("--plot_attention", options.plot_attention)])
+    inputs.append(("--decode_output", options.decode_output))
+  if options.plot_attention:
+    outputs.check_file("plot_attention", options.plot_attention, inputs)
+
+
 def main(argv):
-  run_config = _config_from_flags(argv)
+  """Runs `_run`; a bad flag, Ctrl-C, SIGTERM or a file error ends it with a line, not a
+  traceback."""
+  try:
+    return _run(argv)
+  except app.UsageError as e:  # a flag's mistake: its message alone, not the whole flag list
+    print(f"error: {e}\n(python train.py --helpfull lists every flag)", file=sys.stderr)
+    return e.exitcode
+  except KeyboardInterrupt:
+    print("\nstopped (Ctrl-C)", file=sys.stderr)
+    return interrupts.EXIT_SIGINT
+  except interrupts.Terminated:
+    print("stopped (SIGTERM)", file=sys.stderr)
+    return interrupts.EXIT_SIGTERM
+  except OSError as e:
+    print(f"error: {outputs.os_error_message(e)}", file=sys.stderr)
+    return 1
+
+
+def _run(argv):
+  try:
+    run_config = _config_from_flags(argv)
+  except workdir_lib.WorkdirError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   log = lambda message: print(message, flush=True)
   if FLAGS.mode == "prepare":  # no TensorFlow on this path (about 600 MB of RSS)
     from seq2seq import corpus  # pylint: disable=import-outside-toplevel
     from seq2seq import prepare  # pylint: disable=import-outside-toplevel
     try:
       prepare.prepare(run_config.prepare, run_config.data, log)
-    except corpus.DataError as e:
+    except (corpus.DataError, outputs.OutputError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
     return 0
@@ -341,8 +433,9 @@ def main(argv):
     if FLAGS.mode == "decode":
       options = run_config.decode
       decoder = chat.make_decoder(trained_config, log)
-      count = decoder.decode_file(options.decode_input, options.decode_output,
-                                  run_config.train.batch_size)
+      with interrupts.sigterm_raises():  # a stopped decode keeps OUTPUT and OUTPUT.partial
+        count = decoder.decode_file(options.decode_input, options.decode_output,
+                                    run_config.train.batch_size, log)
       log(f"decoded {count} lines of {options.decode_input} into {options.decode_output}")
       if plot:
         with open(options.decode_input, encoding="utf-8") as f:
@@ -365,7 +458,7 @@ def main(argv):
   except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
     print(f"error: --{e}", file=sys.stderr)
     return 1
-  except (corpus.DataError, workdir_lib.WorkdirMismatch, checkpoints.CheckpointError,
+  except (corpus.DataError, workdir_lib.WorkdirError, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
           training.TrainingDiverged, trained.NoCheckpoint, cell_registry.CellError,
           distribution.StrategyError, bleu.BleuError, export.ExportError,

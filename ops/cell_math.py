@@ -66,15 +66,11 @@ def sigmoid(x):
 
   In an XLA-compiled graph (`in_xla_function`) it is the op SoftplusGrad(1, x) = 1 * sigmoid(x),
   with the gradient dy * y * (1 - y). TF 2.21's tf2xla lowers Sigmoid, Tanh and Exp one op at
-  a time through an MLIR pass pipeline of their own (`MlirXlaOpKernel`): 6-8 ms an op on the
-  2-core CPU, against 0.1-0.3 ms for SoftplusGrad or a Mul, which it lowers directly. A
-  `seed_b256` train step has 492 sigmoids (3 a step in the forward pass and 3 in the
-  recomputing gradient, 82 steps). XLA removes the multiplication by one, so the optimized
-  program is the same, instruction for instruction (22,564 on an H200). `seed_b256` first step
-  (trace and compile), H200, TF 2.21, 2026-11-30, one process each: 17.2-18.2 s -> 14.4-15.3 s
-  in one lease, 21.3-24.4 s -> 17.0-20.3 s in another (where XLA's dump times put the stage
-  before the HLO passes at 7.9-9.2 s -> 5.3-6.4 s); the step time is unchanged.
-  Elsewhere it is tf.sigmoid.
+  a time through an MLIR pass pipeline of their own (`MlirXlaOpKernel`), tens of times slower
+  than SoftplusGrad or a Mul, which it lowers directly; an unrolled train step has hundreds of
+  sigmoids, so this shortens the first step's compilation. XLA removes the multiplication by
+  one, so the optimized program and the step are the same (benchmarks/README.md has the
+  measurements). Elsewhere it is tf.sigmoid.
 
   `tanh` does the same for Tanh, through another op.
 
@@ -104,17 +100,13 @@ def tanh(x):
   In an XLA-compiled graph (`in_xla_function`) it is TensorFlow's `_UnaryOpsComposition` op
   with the one op "Tanh" (the op Grappler fuses chains of unary ops into), which the bridge
   lowers straight to XLA's tanh instead of through the per-op MLIR pipeline of `Tanh` (see
-  `sigmoid`): 200 chained tanh took 1.2-1.4 s to lower on the 2-core CPU, 0.3 s so. The op
-  takes float16, float32 and float64; bfloat16 goes through float32 (XLA:GPU computes a bf16
-  tanh in float32 anyway). The gradient is dy * (1 - y^2). Elsewhere it is tf.tanh.
+  `sigmoid`), which shortens the first step's compilation; XLA's optimized program and the
+  step are the same (benchmarks/README.md). The op takes float16, float32 and float64;
+  bfloat16 goes through float32 (XLA:GPU computes a bf16 tanh in float32 anyway). The
+  gradient is dy * (1 - y^2). Elsewhere it is tf.tanh.
 
-  `seed_b256` (328 tanh ops), H200, TF 2.21, 2026-11-30, one process each, alternated: tracing
-  and the bridge 5.8-7.5 s -> 3.3-3.8 s, first step 21.2-24.5 s -> 16.4-21.1 s; XLA's
-  optimized program is the same (22,603 instructions), and so is the step (5.45-5.47 ms
-  back to back).
-
-  Written with other ops the bridge lowers directly (through expm1) it added 6,000
-  instructions to the `seed_b256` program, whose HLO passes took 2 s longer, and a slower step.
+  Written with other ops the bridge lowers directly (through expm1) it would make the
+  compiled program larger and its step slower.
 
   Args:
     x: [...] floating point.
@@ -160,8 +152,7 @@ def lstm_gates_to_state(gates, cell, forget_bias=1.0, recompute=None):
       activations from them (`_lstm_gates_to_state_recomputing`) instead of keeping the six
       [B, H] activations and products that TensorFlow's derivation keeps. None: when traced
       in the body of a `tf.while_loop` (`unroll.dynamic_unroll`), whose gradient stacks every
-      kept tensor step by step, one GPU kernel each (seed_b256 with 2 steps a loop iteration,
-      XLA, H200: 1,114 -> 778 such kernels, 12.93 -> 12.17 ms a step), and in an
+      kept tensor step by step, one GPU kernel each (recomputing keeps fewer), and in an
       XLA-compiled function (`recompute_behind_barrier`). Elsewhere (a step without XLA runs
       op by op) the derivation has fewer ops to trace and run.
   """
@@ -192,9 +183,9 @@ def _traced_gates_to_state(forget_bias, recompute, barrier, for_xla):
   A static unroll calls the step's elementwise half at every step of every layer: traced
   inline, its forward and gradient ops are most of the unrolled train step's graph. As one
   function, traced once per shape and called at each step, the `seed_b256` train step
-  (2 + 2 layers, 20 + 21 steps, XLA) has 2,375 ops instead of 5,901 to build, and was traced
-  in 0.75 s instead of 1.54 s on the 2-core CPU. XLA inlines the calls: the optimized
-  program is the same, instruction for instruction.
+  (2 + 2 layers, 20 + 21 steps, XLA) has 2,375 ops instead of 5,901 to build, and traces in
+  about half the time. XLA inlines the calls: the optimized program is the same,
+  instruction for instruction.
   """
   del for_xla  # a cache key only: `sigmoid` reads the graph being traced
   return tf.function(
@@ -228,17 +219,14 @@ def recompute_behind_barrier():
   the recomputation with the forward pass's own activations (common subexpressions) and keep
   those, as TensorFlow's derivation does. Behind the barrier the forward kernel of a step
   writes only h' and c', and the gradient kernel recomputes the activations from the gates
-  it reads anyway. seed_b256, XLA, bf16, H200, 2026-11-29 (two processes each, steps
-  issued back to back): 6.61 and 6.55 ms a step without the barrier, 6.13 and 6.12 with it;
-  GPU busy 5.90 -> 5.46 ms. A loop body's gradient runs in a loop of its own, so nothing
-  there can merge with the forward pass.
+  it reads anyway: less memory traffic and a shorter step (benchmarks/README.md). A loop
+  body's gradient runs in a loop of its own, so nothing there can merge with the forward
+  pass.
 
   Only the forward values (gates, c) go behind it. The incoming d(h') and d(c') stay outside,
   so that XLA can fuse the ops that make them (e.g. the sum of the per-gate products of
-  `RecurrentMatmul(gate_blocks=4)`) into the gradient's kernel. H200, bf16, 2026-11-30, step
-  issued back to back, with `per_gate_hidden_gradient`: `ptb_large_b128` 525 -> 473 kernels,
-  4.78 -> 4.71 ms; `seed_b256` 644 -> 611 kernels, 6.22 -> 6.13 ms. With one d(h) matmul:
-  `seed_b256` 566 -> 561 kernels, 6.32 -> 6.36 ms (within the spread between runs).
+  `RecurrentMatmul(gate_blocks=4)`) into the gradient's kernel, which takes a kernel a step
+  off with `per_gate_hidden_gradient` and changes nothing with one d(h) matmul.
   """
   return in_xla_function() and not in_loop_body()
 

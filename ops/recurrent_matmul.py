@@ -18,12 +18,10 @@ or eagerly. Not inside a `tf.while_loop` body: there the body is traced once for
 Each step's d(h_t) = d_t W_h^T is one matmul, [B, G] x [G, H], or, with `gate_blocks` = k,
 k products of W_h's column blocks (an LSTM's 4 gates, a GRU's 3), [k, B, G/k] x [k, G/k, H] as
 one batched matmul, summed in float32. The same gradient up to rounding, in other GEMM
-shapes: cuBLAS (H200, bf16) ran `ptb_large_b128`'s [128, 6016] x [6016, 1504] as a split-K
-kernel and a reduction, slower than the gate products and their sum, which XLA fuses into the
-step's gradient kernel (4.95 -> 4.71-4.76 ms a step, 525 -> 473 kernels; seed_b20 3.11 ->
-3.02 ms). On `seed_b256` ([256, 4096] x [4096, 1024]) the GEMM gains 0.25 ms a step and the
-step's gradient, split into more kernels, loses it again (6.07-6.15 -> 6.13-6.28 ms).
-benchmarks/README.md has the runs.
+shapes: where cuBLAS runs the one matmul as a split-K kernel and a reduction (a large LM at a
+large batch), the gate products and their sum, which XLA fuses into the step's gradient
+kernel, are faster; where it does not, the step's gradient splits into more kernels and
+loses what the GEMM gains. benchmarks/README.md has the measurements.
 """
 import tensorflow as tf
 

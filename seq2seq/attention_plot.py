@@ -5,9 +5,10 @@ imported only when a plot is drawn. The figure is drawn on an Agg canvas of its 
 process-wide pyplot backend (a notebook's, say) is left alone.
 """
 import importlib.util
-import os
 
 import numpy as np
+
+from seq2seq import outputs
 
 INSTALL = 'pip install matplotlib (or pip install -e ".[plot]")'
 
@@ -71,14 +72,8 @@ def draw(path, source_words, output_words, weights, title=""):
   if title:
     axes.set_title(title)
   fig.colorbar(image, ax=axes, label="attention")
-  tmp = path + ".tmp"
-  try:
-    with open(tmp, "wb") as f:
-      fig.savefig(f, format="png", dpi=100)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with outputs.file_into(path, "wb") as f:  # a chat redraws it: never seen half-written
+    fig.savefig(f, format="png", dpi=100)
 
 
 def draw_alignment(path, alignment, title=""):

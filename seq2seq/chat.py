@@ -88,6 +88,8 @@ def chat_loop(decoder, stdin=sys.stdin, stdout=sys.stdout, plot_attention=""):
       stdout.write("> ")
     stdout.flush()
     line = stdin.readline()
+    if not line and interactive:
+      stdout.write("\n")  # Ctrl-D: end the prompt's line
     if not line or line.strip().lower() in ("quit", "exit"):
       break
     if not line.strip():

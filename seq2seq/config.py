@@ -23,7 +23,7 @@ TOKENIZERS = ("word", "sentencepiece")
 SENTENCEPIECE_TYPES = ("bpe", "unigram")
 INPUT_PIPELINES = ("auto", "memory", "tfdata")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-CHECKPOINTS = ("auto", "latest", "best")  # seq2seq.checkpoints.for_inference
+CHECKPOINTS = ("auto", "latest", "best")  # seq2seq.checkpoints.inference_folders
 # The punctuation filter of the tutorial's tokenizer (Keras' `Tokenizer` default); the
 # apostrophe is kept, so "don't" stays one word.
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
@@ -40,6 +40,25 @@ class ConfigError(ValueError):
 def _check(condition, field, message):
   if not condition:
     raise ConfigError(field, message)
+
+
+# The largest integer a flag may hold: sizes, counts and seeds become int32 tensor shapes and
+# seeds, so a larger value would fail deep inside TensorFlow instead of here.
+MAX_INT = 2 ** 31 - 1
+
+
+def _numbers(config):
+  """Checks that every float field is finite and every int field fits MAX_INT: the ranges of
+  the fields' own checks then hold for what they compare (NaN fails no comparison)."""
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if isinstance(value, bool):
+      continue
+    if isinstance(value, float):
+      _check(math.isfinite(value), field.name, f"must be a finite number, got {value}")
+    elif isinstance(value, int):
+      _check(abs(value) <= MAX_INT, field.name,
+             f"must be at {'most ' if value > 0 else 'least -'}{MAX_INT}, got {value}")
 
 
 def _positive(config, *names):
@@ -81,6 +100,7 @@ class ModelConfig:
   per_gate_hidden_gradient: bool = False  # each step's d(h) as a matmul per gate, summed
 
   def __post_init__(self):
+    _numbers(self)
     _check(self.cell in CELLS or is_custom_cell(self.cell), "cell",
            f"must be lstm, gru or package.module:ClassName (a class importable from sys.path "
            f"or the current directory, e.g. seq2seq.contrib.mgu:MGUCell); got {self.cell!r}")
@@ -122,6 +142,7 @@ class DataConfig:
   num_steps: int = 35  # --model=lm: tokens per window (truncated backpropagation length)
 
   def __post_init__(self):
+    _numbers(self)
     _check(bool(self.data), "data", "must name a corpus")
     _positive(self, "min_length", "max_length", "num_buckets", "shuffle_buffer", "num_steps")
     _check(self.max_vocab > 4, "max_vocab", f"must exceed the 4 special tokens, got {self.max_vocab}")
@@ -183,6 +204,7 @@ class TrainConfig:
   keep_best: int = 1  # checkpoints of the lowest validation losses kept in WORKDIR/best
 
   def __post_init__(self):
+    _numbers(self)
     _check(bool(self.workdir), "workdir", "must be a folder path")
     _choice(self, "optimizer", OPTIMIZERS)
     _choice(self, "precision", PRECISIONS)
@@ -193,6 +215,7 @@ class TrainConfig:
               "save_every", "keep_checkpoints", "log_every", "max_bad_steps", "keep_best")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+    _check(self.seed >= 0, "seed", f"must be in [0, {MAX_INT}], got {self.seed}")
     _check(self.num_sampled >= 0, "num_sampled",
            f"must be >= 0 (0 = full softmax), got {self.num_sampled}")
     _check(0.0 <= self.label_smoothing < 1.0, "label_smoothing",
@@ -238,6 +261,7 @@ class DecodeConfig:
   decode_max_length: int = 0
 
   def __post_init__(self):
+    _numbers(self)
     _choice(self, "checkpoint", CHECKPOINTS)
     _positive(self, "average_checkpoints")
     _positive(self, "beam_width", "n_best")
@@ -328,6 +352,7 @@ class PrepareConfig:
   parse_workers: int = -1  # reddit: parse processes; -1 = one per core (at most 4), 0 = none
 
   def __post_init__(self):
+    _numbers(self)
     _choice(self, "input_format", INPUT_FORMATS)
     _choice(self, "tokenizer", TOKENIZERS)
     _choice(self, "sentencepiece_type", SENTENCEPIECE_TYPES)
@@ -364,6 +389,7 @@ class LaunchConfig:
   gpus_per_worker: int = 0  # N: worker i sees only visible GPUs [i*N, (i+1)*N); 0: all of them
 
   def __post_init__(self):
+    _numbers(self)
     _positive(self, "num_workers")
     _check(self.gpus_per_worker >= 0, "gpus_per_worker",
            f"must be >= 0, got {self.gpus_per_worker}")

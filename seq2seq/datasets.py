@@ -5,6 +5,7 @@ Two paths give the same batches structure: small raw corpora are read into memor
 (`input_pipeline.DatasetSchedule`) and brings its own vocabulary.
 """
 import collections
+import dataclasses
 import os
 
 from seq2seq import corpus
@@ -87,12 +88,17 @@ def read_examples(spec, data_config, log, what):
 
 def load_or_build_vocabulary(sentences, data_config, workdir, log):
   """Reuses WORKDIR/vocab.txt when present; otherwise builds the top-K vocabulary of
-  `sentences` (token lists: both sides of the pairs, or an LM's lines) and saves it."""
+  `sentences` (token lists: both sides of the pairs, or an LM's lines) and saves it.
+
+  Raises:
+    workdir.WorkdirError: vocab.txt is missing but checkpoints trained with it remain.
+  """
   path = workdir_lib.vocab_path(workdir)
   if os.path.exists(path):
     vocabulary = vocab_lib.Vocabulary.load(path)
     log(f"vocabulary: reusing {path} ({len(vocabulary)} tokens)")
     return vocabulary
+  workdir_lib.check_vocabulary_kept(workdir)
   vocabulary, report = vocab_lib.build_vocabulary(sentences, data_config.max_vocab,
                                                   data_config.vocab_coverage)
   vocabulary.save(path)
@@ -131,10 +137,30 @@ def _prepared_vocabulary(directory, workdir, log):
       raise corpus.DataError(f"{path} differs from {prepared.vocab_path(directory)}: this "
                              "workdir was trained on other data; use a new --workdir")
   else:
+    workdir_lib.check_vocabulary_kept(workdir)
     os.makedirs(workdir, exist_ok=True)
     vocabulary.save(path)
   log(f"vocabulary: {len(vocabulary)} tokens from {prepared.vocab_path(directory)}")
   return vocabulary
+
+
+def fit_batch_size(run_config, pairs, log):
+  """run_config with --batch_size lowered to `pairs` (the training pairs, or an upper bound of
+  them) when it is larger, saying so; unchanged otherwise.
+
+  A bucket is cut into batches of --batch_size pairs, so with more rows than pairs each bucket
+  is one batch whatever the excess: the batches, their order and the loss (a mean over target
+  tokens) stay those of the requested size. Only the padding changes: each step pads its batch
+  to --batch_size rows (`train_step.BucketedFunction`), which for --batch_size=100000 would
+  fill the memory with rows of zero weight.
+  """
+  batch_size = run_config.train.batch_size
+  if batch_size <= pairs or pairs <= 0:  # no pairs: the readers say so
+    return run_config
+  log(f"--batch_size={batch_size} is more than the {pairs:,} training pairs: each bucket is "
+      f"one batch of all its pairs, padded to {pairs:,} rows (not {batch_size})")
+  return dataclasses.replace(run_config,
+                             train=dataclasses.replace(run_config.train, batch_size=pairs))
 
 
 def _streamed(path, vocabulary, run_config):
@@ -159,6 +185,7 @@ def load_training_data(run_config, log=print):
   word_pairs = read_examples(data_config.data, data_config, log, "train data")
   vocabulary = load_or_build_vocabulary((words for pair in word_pairs for words in pair),
                                         data_config, train_config.workdir, log)
+  train_config = fit_batch_size(run_config, len(word_pairs), log).train
 
   def schedule(pairs):
     return data.BatchSchedule(data.encode_pairs(pairs, vocabulary), train_config.batch_size,
@@ -172,9 +199,10 @@ def load_training_data(run_config, log=print):
 
 def _load_prepared(run_config, log):
   """Training data from a prepared folder: tf.data by default, in memory on request."""
+  directory = run_config.data.data
+  report = check_prepared(directory, run_config.data)
+  run_config = fit_batch_size(run_config, report["pairs_written"]["train"], log)
   data_config, train_config = run_config.data, run_config.train
-  directory = data_config.data
-  report = check_prepared(directory, data_config)
   vocabulary = _prepared_vocabulary(directory, train_config.workdir, log)
   val_spec = eval_spec(data_config)
   has_val = bool(data_config.val_data) or report["pairs_written"]["val"] > 0

@@ -6,6 +6,7 @@ import tensorflow as tf
 from seq2seq import beam_search
 from seq2seq import config as config_lib
 from seq2seq import ensemble as ensemble_lib
+from seq2seq import outputs
 from seq2seq import vocab as vocab_lib
 
 # The attention paid while decoding one sentence (`Decoder.align`): weights [len(output_words),
@@ -201,18 +202,22 @@ class Decoder:
     """[(reply, score)] for one `text`, best first."""
     return self.n_best_batch([text])[0]
 
-  def decode_file(self, input_path, output_path, batch_size=64):
+  def decode_file(self, input_path, output_path, batch_size=64, log=print):
     """Writes the best reply to each line of `input_path` to the same line of `output_path`.
+
+    `output_path` is replaced only when every line is decoded; if decoding stops early (an
+    error, Ctrl-C), it keeps its earlier content and the replies so far are in
+    OUTPUT_PATH.partial (`outputs.lines_into`), which `log` names.
 
     Returns:
       the number of lines decoded.
     """
     with open(input_path, encoding="utf-8") as f:
       lines = [line.rstrip("\n") for line in f]
-    with open(output_path, "w", encoding="utf-8") as out:
+    with outputs.lines_into(output_path, log) as write:
       for start in range(0, len(lines), batch_size):
         for replies in self.n_best_batch(lines[start:start + batch_size]):
-          out.write(replies[0][0] + "\n")
+          write(replies[0][0])
     return len(lines)
 
   def reply(self, text):

@@ -53,8 +53,9 @@ def make_strategy(name, devices=""):
   if name == "default":
     return tf.distribute.get_strategy()
   if name == "mirrored":
-    names = [d.strip() for d in devices.split(",") if d.strip()] or None
-    return mirrored_strategy(names)
+    names = [d.strip() for d in devices.split(",") if d.strip()]
+    check_devices(names)
+    return mirrored_strategy(names or None)
   if name == "multi_worker":
     # On GPUs, NCCL: with the default (AUTO) a worker's gradients went through a ring of host
     # copies over gRPC (seed_b256, 2 one-GPU workers on one host: 1.12 s a step).
@@ -78,6 +79,35 @@ def make_strategy(name, devices=""):
                           "--strategy=default, mirrored or multi_worker") from None
     return tf.distribute.TPUStrategy(resolver)
   raise StrategyError(f"unknown strategy {name!r}")
+
+
+def check_devices(names):
+  """Checks that each of `names` (--devices) is a device of this process, once each.
+
+  MirroredStrategy takes a device that does not exist without a word and places the work
+  on the CPU instead, so a typo or a GPU of another host would train on the CPU unnoticed.
+
+  Raises:
+    StrategyError: naming the entry and listing the devices that exist.
+  """
+  local = [tf.DeviceSpec.from_string(d.name) for d in tf.config.list_logical_devices()]
+  known = {(d.device_type, d.device_index) for d in local}
+  listing = ", ".join(f"/{t.lower()}:{i}" for t, i in sorted(known))
+  seen = set()
+  for name in names:
+    try:
+      spec = tf.DeviceSpec.from_string(name)
+    except ValueError:
+      spec = None
+    key = None if spec is None else ((spec.device_type or "").upper(), spec.device_index)
+    if key not in known or spec.job not in (None, "localhost"):
+      raise StrategyError(
+          f"--devices: {name!r} is not a device of this host; the devices here are "
+          f"{listing}. Name some of them (e.g. --devices=/gpu:0,/gpu:1), or leave --devices "
+          "empty for every GPU (the CPU if there is none)")
+    if key in seen:
+      raise StrategyError(f"--devices: {name!r} is named twice; name each device once")
+    seen.add(key)
 
 
 def mirrored_strategy(devices=None):

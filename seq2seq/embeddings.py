@@ -46,14 +46,16 @@ def load_pretrained(path, vocabulary, dim, seed=0):
 
   Words of the vocabulary found in the file take its vectors; the others (the special tokens
   among them) get fresh uniform(-0.1, 0.1) vectors. A word2vec header line ("count dim") is
-  skipped; lines with the wrong number of values are counted, not fatal.
+  skipped, and so are blank lines (counted as malformed). A line with more than `dim` values
+  is a word with spaces in it (glove.840B has some): its last `dim` fields are the vector.
 
   Returns:
     (table np.ndarray [V, dim] float32, PretrainedReport).
 
   Raises:
-    DataError: the file's vectors do not have `dim` values (named with file and line), or no
-      usable line is found.
+    DataError: naming the file, line and word: a vector with fewer than `dim` values (or, on
+      the first vector line, another count than `dim`), a value that is not a number, or a
+      NaN/Inf value (it would make every loss that reads the word NaN); or no usable line.
   """
   rng = np.random.default_rng(seed)
   table = rng.uniform(-0.1, 0.1, size=(len(vocabulary), dim)).astype(np.float32)
@@ -67,22 +69,35 @@ def load_pretrained(path, vocabulary, dim, seed=0):
       if len(parts) < 2:
         malformed += 1
         continue
-      if len(parts) - 1 != dim:
-        if usable == 0 and malformed == 0:
-          raise DataError(f"{path}:{line_number}: vectors have {len(parts) - 1} values but "
-                          f"--embedding_size is {dim}")
-        malformed += 1
-        continue
-      try:
-        vector = np.asarray(parts[1:], np.float32)
-      except ValueError:
-        malformed += 1
-        continue
+      word, vector = _parse_vector(parts, dim, usable == 0, f"{path}:{line_number}")
       usable += 1
-      index = vocabulary.id(parts[0])
-      if index != vocab_lib.UNK_ID or parts[0] == vocab_lib.UNK:
+      index = vocabulary.id(word)
+      if index != vocab_lib.UNK_ID or word == vocab_lib.UNK:
         table[index] = vector
         found[index] = True
   if usable == 0:
     raise DataError(f"{path}: no usable vector lines ({malformed} malformed)")
   return table, PretrainedReport(path, int(found.sum()), len(vocabulary), malformed, dim)
+
+
+def _parse_vector(parts, dim, first, where):
+  """(word, float32 vector [dim]) of a line split on spaces; `where` is "file:line".
+
+  Raises:
+    DataError: see `load_pretrained`.
+  """
+  values = len(parts) - 1
+  if values < dim or (first and values != dim):
+    raise DataError(f"{where}: vectors have {values} values but --embedding_size is {dim} "
+                    f"(the word {parts[0]!r}); every vector of the file must have "
+                    "--embedding_size values (a truncated file ends in a short line)")
+  word = " ".join(parts[:-dim])
+  try:
+    vector = np.asarray(parts[-dim:], np.float32)
+  except ValueError:
+    raise DataError(f"{where}: the vector of {word!r} holds a value that is not a number; "
+                    "fix or delete that line") from None
+  if not np.all(np.isfinite(vector)):
+    raise DataError(f"{where}: the vector of {word!r} holds NaN or Inf values, which would "
+                    "make the loss of every batch with that word NaN; fix or delete that line")
+  return word, vector

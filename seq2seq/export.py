@@ -15,14 +15,14 @@ the model reads (for checking a client's inputs). The search is `decoding.make_s
 settings of `DecodeConfig`, the one a `decoding.Decoder` on the checkpoint runs.
 """
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 
 from seq2seq import chat
+from seq2seq import config as config_lib
 from seq2seq import datasets
 from seq2seq import decoding
+from seq2seq import outputs
 from seq2seq import vocab as vocab_lib
 from seq2seq import workdir as workdir_lib
 
@@ -122,41 +122,32 @@ class ServingModule(tf.Module):
             "scores": scores[:, :self.num_best]}
 
 
-def _check_replaceable(export_dir):
-  """Raises ExportError unless `export_dir` is absent, empty or a SavedModel."""
-  if os.path.isfile(export_dir) or (
-      os.path.isdir(export_dir) and os.listdir(export_dir)
-      and not tf.saved_model.contains_saved_model(export_dir)):
-    raise ExportError(f"--export_dir={export_dir} exists and is not a SavedModel; remove it or "
-                      "choose another folder")
+def _check_replaceable(export_dir, workdirs=()):
+  """Raises ExportError unless `export_dir` is absent, empty or a SavedModel, and holds none
+  of `workdirs` (nor the current, home or root folder: `outputs.check_folder`)."""
+  def foreign(path):
+    return None if tf.saved_model.contains_saved_model(path) else "is not a SavedModel"
+
+  try:
+    outputs.check_folder("export_dir", export_dir, [("a workdir", w) for w in workdirs], foreign)
+  except outputs.OutputError as e:
+    raise ExportError(str(e)) from None
 
 
 def save(module, export_dir):
   """Writes `module` as a SavedModel at `export_dir`, whole or not at all.
 
-  The SavedModel is written to a hidden folder beside `export_dir`, then renamed into place;
-  an earlier export there is replaced (moved aside, then deleted).
+  The SavedModel is written to a hidden folder beside `export_dir`, then renamed into place
+  (`outputs.folder_into`); an earlier export there is replaced.
 
   Raises:
     ExportError: `export_dir` exists and is neither a SavedModel nor empty.
   """
   export_dir = os.path.abspath(export_dir)
   _check_replaceable(export_dir)
-  parent, name = os.path.split(export_dir)
-  os.makedirs(parent, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-  old = None
-  try:
+  with outputs.folder_into(export_dir) as staging:
     tf.saved_model.save(module, staging,
                         signatures={"serving_default": module.serve, "encode": module.encode})
-    if os.path.exists(export_dir):
-      old = staging + ".old"
-      os.rename(export_dir, old)
-    os.rename(staging, export_dir)
-  finally:
-    for leftover in (staging, old):
-      if leftover and os.path.exists(leftover):
-        shutil.rmtree(leftover, ignore_errors=True)
   return export_dir
 
 
@@ -178,7 +169,8 @@ def export_trained(run_config, log=print):
     raise ExportError(f"--data={data_config.data} was prepared with --tokenizer=sentencepiece; "
                       "--mode=export supports --tokenizer=word only so far (SentencePiece in a "
                       "SavedModel needs tensorflow-text)")
-  _check_replaceable(os.path.abspath(export_dir))  # before the slow part
+  workdirs = [run_config.train.workdir, *config_lib.split_list(options.ensemble)]
+  _check_replaceable(os.path.abspath(export_dir), workdirs)  # before the slow part
   model, vocabulary = chat.load_ensemble(run_config, log)  # with --ensemble, all the members
   module = ServingModule(model, vocabulary, datasets.tokenizer_for(data_config),
                          options.max_length_for(data_config), beam_width=options.beam_width,

@@ -4,6 +4,7 @@ Under a strategy the workers must stop at the same step (a worker that left earl
 leave the others waiting in a collective), so each step's all-reduce also sums every
 worker's `vote`, and all of them stop for the `agreed` signal after that step.
 """
+import contextlib
 import signal
 
 import numpy as np
@@ -13,6 +14,26 @@ EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 # The signals that stop a run, in rising priority: workers stopped by both exit for SIGTERM.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Terminated(BaseException):
+  """SIGTERM arrived inside `sigterm_raises` (a BaseException, like KeyboardInterrupt)."""
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+  """Within the block, SIGTERM raises `Terminated` as SIGINT raises KeyboardInterrupt, so the
+  block's cleanup runs (e.g. keeping a partial output) instead of the process just ending."""
+
+  def handle(signum, frame):
+    del signum, frame
+    raise Terminated
+
+  previous = signal.signal(signal.SIGTERM, handle)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGTERM, previous)
 
 
 class StopOnSignal:

@@ -38,8 +38,10 @@ def lm_windows(ids, batch_size, num_steps):
   row_length = len(ids) // batch_size
   count = (row_length - 1) // num_steps
   if count <= 0:
+    most = len(ids) // (num_steps + 1)  # each row needs num_steps + 1 tokens
     raise ValueError(f"{len(ids)} tokens are too few for one window of {batch_size} rows x "
-                     f"{num_steps} steps; lower --batch_size or --num_steps")
+                     f"{num_steps} steps; lower --batch_size (at most {most} rows with "
+                     f"--num_steps={num_steps}) or --num_steps")
   rows = ids[:batch_size * row_length].reshape(batch_size, row_length)
   return [(rows[:, i * num_steps:(i + 1) * num_steps],
            rows[:, i * num_steps + 1:(i + 1) * num_steps + 1]) for i in range(count)]

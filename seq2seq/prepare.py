@@ -17,6 +17,7 @@ over cleanly otherwise.
 import collections
 import csv
 import dataclasses
+import fnmatch
 import glob
 import hashlib
 import json
@@ -26,6 +27,7 @@ import time
 
 from seq2seq import config as config_lib
 from seq2seq import corpus
+from seq2seq import outputs
 from seq2seq import pairing
 from seq2seq import prepared
 from seq2seq import reddit
@@ -533,17 +535,60 @@ def _encode_subwords(processor, work_dir, out_dir, data_config, report, counter)
   return writer.counts
 
 
-def _finish_output(work_out, output_dir, log):
-  """Renames the finished folder into place, replacing an older prepared folder."""
-  if os.path.exists(output_dir):
-    old = output_dir.rstrip("/") + ".old"
-    shutil.rmtree(old, ignore_errors=True)
-    os.rename(output_dir, old)
-    os.rename(work_out, output_dir)
-    shutil.rmtree(old)
+# What --mode=prepare writes: in OUTPUT_DIR (see seq2seq.prepared), and in its work folder
+# OUTPUT_DIR.partial (the Reddit index, the word counts, SentencePiece's word splits, out/).
+_OUTPUT_NAMES = ("train.tsv", "val.tsv", "test.tsv", "vocab.txt", "vocab.txt.sha256",
+                 "report.json", "sentencepiece.model")
+_WORK_NAMES = ("out", "old", "*.sqlite", "*.sqlite-*", "*.words.tsv")
+
+
+def _foreign_output(path):
+  """What the folder `path` holds besides a complete prepared output, or None if nothing."""
+  names = set(os.listdir(path))
+  if names & {"checkpoints", "config.json", "best"}:
+    return "is a training workdir (it holds checkpoints/ or config.json)"
+  try:
+    prepared.load_report(path)
+  except (OSError, ValueError):
+    return f"was not written by --mode=prepare (it has no {prepared.report_path('')} from it)"
+  others = sorted(names - set(_OUTPUT_NAMES))
+  if others:
+    return f"holds files --mode=prepare does not write: {', '.join(others[:5])}"
+  return None
+
+
+def _foreign_work(path):
+  """What the folder `path` holds that --mode=prepare's work folder never does, or None."""
+  others = sorted(n for n in os.listdir(path)
+                  if not any(fnmatch.fnmatch(n, p) for p in _WORK_NAMES))
+  return (f"holds files --mode=prepare does not write: {', '.join(others[:5])}" if others
+          else None)
+
+
+def check_output_dir(prepare_config):
+  """Raises outputs.OutputError unless --output_dir may be replaced by prepare's output.
+
+  It may be absent, empty or a folder prepare wrote (its report.json and files only); never
+  one that is or holds an input file, the current, home or root folder, or the program's own.
+  The work folder OUTPUT_DIR.partial beside it obeys the same rules. Raises DataError if an
+  input glob matches nothing.
+  """
+  output_dir = prepare_config.output_dir
+  inputs = []
+  for flag, spec in (("input", prepare_config.input),
+                     ("target_input", prepare_config.target_input)):
+    if spec:
+      inputs.extend((f"the --{flag} file", path) for path in input_files(spec, flag))
+  outputs.check_folder("output_dir", output_dir, inputs, _foreign_output)
+  work_dir = os.path.realpath(output_dir) + ".partial"
+  outputs.check_folder("output_dir", work_dir, inputs, _foreign_work)
+
+
+def _finish_output(work_dir, work_out, output_dir, log):
+  """Renames the finished folder into place; an older prepared folder is moved into
+  `work_dir` (deleted with it after)."""
+  if outputs.replace_folder(work_out, output_dir, os.path.join(work_dir, "old")):
     log(f"prepare: replaced the earlier contents of {output_dir}")
-  else:
-    os.rename(work_out, output_dir)
 
 
 def prepare(prepare_config, data_config, log=print):
@@ -552,13 +597,15 @@ def prepare(prepare_config, data_config, log=print):
   Raises:
     DataError: no input file, or no usable pair (the message carries the skip counts).
     config.ConfigError: settings that do not fit together.
+    outputs.OutputError: --output_dir may not be replaced (`check_output_dir`); nothing written.
   """
   prepare_config.check_ready()
   if prepare_config.tokenizer == "sentencepiece" and data_config.vocab_coverage:
     raise config_lib.ConfigError("vocab_coverage", "cannot be used with --tokenizer="
                                  "sentencepiece (the subword model has exactly --max_vocab pieces)")
+  check_output_dir(prepare_config)
   start = time.perf_counter()
-  output_dir = prepare_config.output_dir.rstrip("/") or "/"
+  output_dir = os.path.realpath(prepare_config.output_dir)  # through a symlink, to its folder
   work_dir = output_dir + ".partial"
   if prepare_config.input_format != "reddit":
     shutil.rmtree(work_dir, ignore_errors=True)  # nothing worth resuming: start over
@@ -660,7 +707,7 @@ def prepare(prepare_config, data_config, log=print):
   }
   with open(prepared.report_path(work_out), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
-  _finish_output(work_out, output_dir, log)
+  _finish_output(work_dir, work_out, output_dir, log)
   shutil.rmtree(work_dir, ignore_errors=True)
   for line in summary_lines(result):
     log(line)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from ops import losses
 from seq2seq import checkpoints
+from seq2seq import data_fingerprint
 from seq2seq import datasets
 from seq2seq import device_prefetch
 from seq2seq import distributed_step
@@ -127,6 +128,8 @@ def train(run_config, log=print):
 
   Raises:
     workdir_lock.WorkdirLocked: another live run holds the workdir.
+    workdir.WorkdirError: the workdir is not a writable folder, its config.json is damaged,
+      or its vocabulary is missing while checkpoints remain.
     corpus.DataError, workdir.WorkdirMismatch, checkpoints.CheckpointError,
     distribution.StrategyError, config.ConfigError (--num_sampled not below the vocabulary
     size): before any step.
@@ -136,6 +139,7 @@ def train(run_config, log=print):
     TrainingDiverged: too many consecutive non-finite steps.
   """
   train_config = run_config.train
+  workdir_lib.check_folder(train_config.workdir, writing=True)
   # First: multi_worker configures collectives, which must precede any other TF op.
   strategy = distribution.make_strategy(train_config.strategy, train_config.devices)
   distributed = train_config.strategy != "default"
@@ -215,6 +219,8 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
   """Pairs in buckets, the encoder-decoder, and its (possibly distributed) step."""
   train_config = run_config.train
   training_data = datasets.load_training_data(run_config, log)
+  # Its batch size, lowered to the number of pairs where it is larger (datasets.fit_batch_size).
+  train_config = dataclasses.replace(train_config, batch_size=training_data.train.batch_size)
   train_config.check_vocabulary_size(len(training_data.vocabulary))
   with strategy.scope():
     model = build_model(run_config, training_data.vocabulary, log)
@@ -315,14 +321,15 @@ def _train(run_config, strategy, distributed, worker, log):
       workdir_lib.checkpoint_dir(run_config.train.workdir), model, optimizer, progress,
       train_config.keep_checkpoints,
       restore_directory=workdir_lib.checkpoint_dir(train_config.workdir),
-      extras=trainee.checkpointed, optional_extras={"validation": record})
+      extras=trainee.checkpointed, optional_extras={"validation": record}, log=log)
   best = checkpoints.BestCheckpoint(checkpointer, keep=train_config.keep_best)
-  checkpointer.check_vocabulary_size(len(trainee.vocabulary),
-                                     workdir_lib.vocab_path(run_config.train.workdir))
-  resumed_from = checkpointer.restore_latest()
+  resumed_from = checkpointer.restore_latest(vocabulary=(
+      len(trainee.vocabulary), workdir_lib.vocab_path(run_config.train.workdir)))
   schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
   step, epoch, position = (int(v.numpy()) for v in (progress.step, progress.epoch,
                                                     progress.position))
+  order = data_fingerprint.resume_note(run_config, schedule, step if resumed_from else None,
+                                       train_config.workdir, run_config.train.workdir)
   per_epoch = schedule.batches_per_epoch
   total_steps = train_config.num_epochs * per_epoch
   if train_config.max_steps:
@@ -333,7 +340,7 @@ def _train(run_config, strategy, distributed, worker, log):
       f"{per_epoch} batches an epoch, {total_steps} steps in all")
   if resumed_from:
     log(f"Resuming from {resumed_from} at step {step} (epoch {epoch + 1}, batch {position} of "
-        f"{per_epoch}), with the same data order as an uninterrupted run")
+        f"{per_epoch}), {order}")
 
   train_step = trainee.step
   summary_dir = lambda split: workdir_lib.summary_dir(run_config.train.workdir, split)

@@ -4,6 +4,7 @@ import hashlib
 import os
 
 from seq2seq.config import DEFAULT_FILTERS  # pylint: disable=unused-import (re-exported)
+from seq2seq import outputs
 from seq2seq.corpus import DataError
 
 PAD, GO, EOS, UNK = "<PAD>", "<GO>", "<EOS>", "<UNK>"
@@ -67,11 +68,8 @@ class Vocabulary:
   def save(self, path):
     """Writes one token a line (UTF-8), atomically, and its SHA-256 beside it (PATH.sha256)."""
     text = "\n".join(self.tokens) + "\n"
-    for target, content in ((path, text), (path + ".sha256", _sha256(text) + "\n")):
-      tmp = target + ".tmp"
-      with open(tmp, "w", encoding="utf-8") as f:
-        f.write(content)
-      os.replace(tmp, target)
+    outputs.write_atomic(path, text)
+    outputs.write_atomic(path + ".sha256", _sha256(text) + "\n")
 
   @classmethod
   def load(cls, path):

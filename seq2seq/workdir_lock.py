@@ -91,10 +91,14 @@ class WorkdirLock:
         except FileNotFoundError:
           pass
         continue
-      with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(me, f)
-        f.flush()
-        os.fsync(f.fileno())
+      try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+          json.dump(me, f)
+          f.flush()
+          os.fsync(f.fileno())
+      except BaseException:  # a full disk: an empty lock would keep the next run out for a while
+        os.remove(self.path)
+        raise
       self.holder = me
       _held_here.add(os.path.realpath(self.path))
       return self

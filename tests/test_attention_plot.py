@@ -179,7 +179,8 @@ class FlagTest(tf.test.TestCase):
     workdir = os.path.join(tmp, "untrained")
     workdir_lib.check_or_save_config(helpers.tiny_config(workdir, "chatterbot"))  # no attention
     for flags, message in [
-        ([f"--plot_attention={tmp}/no/such/a.png"], r"--plot_attention=\S+: no such folder"),
+        ([f"--plot_attention={tmp}/no/such/a.png"],
+         r"--plot_attention=\S+: the folder \S+ does not exist"),
         (["--plot_attention=a.png", "--beam_width=2"],
          r"--plot_attention: draws the attention of greedy and sampled replies; beam search"),
         ([f"--plot_attention={tmp}/a.png"],

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
@@ -13,6 +14,7 @@ from benchmarks import kernel_profile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 class TrainStepBenchmarkTest(tf.test.TestCase):
 
   def _run(self, *flags):
@@ -145,6 +147,7 @@ class CompileStagesTest(tf.test.TestCase):
         os.environ["XLA_FLAGS"] = saved
 
 
+@pytest.mark.slow
 class ScalingBenchmarkTest(tf.test.TestCase):
 
   def test_times_one_device_and_mirrored_replicas_on_logical_cpus(self):
@@ -303,6 +306,7 @@ class KernelProfileTest(tf.test.TestCase):
     self.assertAllClose(kernel_profile.summarize(logdir, steps=1)["gpus"][0]["busy_ms"], 4.0)
 
 
+@pytest.mark.slow
 class OpCountTest(tf.test.TestCase):
 
   def _ops(self, *flags):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import tensorflow as tf
 
 from seq2seq import workdir as workdir_lib
@@ -97,6 +98,7 @@ class BadFlagsTest(tf.test.TestCase):
     self._assert_refused("--n_best=3", r"--n_best: 3 is more than beam_width 1")
 
 
+@pytest.mark.slow
 class EndToEndTest(tf.test.TestCase):
 
   def test_default_corpus_train_then_chat_then_eval(self):

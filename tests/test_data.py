@@ -156,7 +156,7 @@ class PretrainedTest(tf.test.TestCase):
 
   def test_found_words_take_file_vectors(self):
     path = _write(os.path.join(self.get_temp_dir(), "glove.txt"),
-                  "3 2\ncat 1.0 2.0\nbird 5 5\nbroken 1\ndog 3 4\n")
+                  "3 2\ncat 1.0 2.0\nbird 5 5\n\ndog 3 4\nthe dog 7 8\n")
     table, report = embeddings.load_pretrained(path, self._vocabulary(), dim=2)
     self.assertAllClose(table[4], [1.0, 2.0])
     self.assertAllClose(table[5], [3.0, 4.0])

@@ -72,6 +72,7 @@ class ConfigTest(absltest.TestCase):
     self.assertTrue(distribution.is_chief(strategy))
 
 
+@pytest.mark.slow
 class MirroredTest(absltest.TestCase):
 
   @pytest.mark.slow
@@ -86,6 +87,7 @@ class MirroredTest(absltest.TestCase):
         self.assertLess(difference, 1e-5, f"{run}: {key}")
 
 
+@pytest.mark.slow
 class AllReduceInXlaTest(absltest.TestCase):
 
   @staticmethod
@@ -233,6 +235,7 @@ def _run_workers(flags, num_workers=2, env=None, gpu_each=False):
   return [(worker.returncode, output) for worker, output in zip(workers, outputs)]
 
 
+@pytest.mark.slow
 class MultiWorkerTest(absltest.TestCase):
 
   @pytest.mark.slow

@@ -198,7 +198,8 @@ class ExportTest(tf.test.TestCase):
     os.makedirs(taken)
     with open(os.path.join(taken, "notes.txt"), "w", encoding="utf-8") as f:
       f.write("mine\n")
-    with self.assertRaisesRegex(export.ExportError, r"--export_dir=.*taken exists and is not a "):
+    with self.assertRaisesRegex(export.ExportError,
+                                r"--export_dir=.*taken is not empty and is not a SavedModel"):
       export.export_trained(config_lib.replace(self.run_config, export_dir=taken), helpers.quiet)
     self.assertEqual(os.listdir(taken), ["notes.txt"])
 

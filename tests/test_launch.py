@@ -166,6 +166,7 @@ def _checkpoint_step(workdir):
   return int(reader.get_tensor("progress/step/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+@pytest.mark.slow
 class LaunchTrainTest(absltest.TestCase):
   """Two train.py workers under launch.py: stopped by SIGTERM, then the chief SIGKILLed."""
 

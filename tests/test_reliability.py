@@ -369,6 +369,7 @@ class MismatchTest(tf.test.TestCase):
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 class KillNineTest(tf.test.TestCase):
   """Promise 1: kill -9 at varying moments (around saves too), resume, same final parameters."""
 
@@ -437,6 +438,7 @@ if __name__ == "__main__":
   tf.test.main()
 
 
+@pytest.mark.slow
 class SignalResumeTest(tf.test.TestCase):
   """Promises 2 and 8: SIGTERM saves and exits 143; a run cut into three pieces by SIGINT ends
   with the parameters of an uninterrupted run."""

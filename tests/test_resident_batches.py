@@ -2,6 +2,7 @@
 import os
 from unittest import mock
 
+import pytest
 import numpy as np
 import tensorflow as tf
 
@@ -63,6 +64,7 @@ class ResidentBatchesTest(tf.test.TestCase):
       resident_batches.ResidentBatches(_schedule(), _as_batch, DEVICE, rows=3)
 
 
+@pytest.mark.slow
 class ResidentTrainingTest(tf.test.TestCase):
 
   def test_resident_batches_train_as_the_numpy_batches(self):

@@ -1,4 +1,5 @@
 """The staged backward pass (`seq2seq.staged_backward`) against the one-tape gradients."""
+import pytest
 from absl.testing import absltest
 from absl.testing import parameterized
 import numpy as np
@@ -22,6 +23,7 @@ def _batch(rows=4, source=5, target=6, vocab=20, seed=0):
       target_weight=tf.constant((rng.random([rows, target]) < 0.8).astype(np.float64)))
 
 
+@pytest.mark.slow
 class StagedBackwardTest(parameterized.TestCase):
 
   @parameterized.named_parameters(

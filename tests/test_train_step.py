@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -268,6 +269,7 @@ class TrainStepTest(tf.test.TestCase, parameterized.TestCase):
         self.assertAllEqual(table_delta[row], np.zeros(8))
 
 
+@pytest.mark.slow
 class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
   """The tf.while_loop unroll computes what the Python-loop unroll computes."""
 

@@ -1,6 +1,7 @@
 """Rows appended to align the per-step matmuls (`unroll.alignment_rows`) change no result."""
 from unittest import mock
 
+import pytest
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
@@ -49,6 +50,7 @@ def _pad_ops(concrete_function):
   return [op for op in concrete_function.graph.get_operations() if op.type in ("Pad", "PadV2")]
 
 
+@pytest.mark.slow
 class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
 
   def _rows(self, core, inputs, jit_compile=True):
@@ -172,6 +174,7 @@ class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllClose(tf.cast(a, tf.float32), tf.cast(p, tf.float32), atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.slow
 class AlignedTrainStepTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters(("lstm", 5, 16), ("gru", 5, 16), ("lstm", 8, 12), ("gru", 5, 12),

@@ -32,6 +32,7 @@ def test_needs_jit_compile(tmp_path):
   assert not workdir.exists() and not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_a_second_run_loads_the_compiled_step(tmp_path):
   cache = tmp_path / "cache"
   flags = [*TINY, "--jit_compile", f"--xla_cache_dir={cache}", "--min_length=1",

@@ -1,4 +1,5 @@
 """XLA's compiler options through the environment (seq2seq.xla_flags, train.py --xla_autotune)."""
+import pytest
 import os
 
 from seq2seq import xla_flags
@@ -52,6 +53,7 @@ def test_xla_autotune_needs_jit_compile(tmp_path):
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_a_compiled_run_skips_autotuning_unless_asked(tmp_path, monkeypatch):
   """XLA accepts the flags (an unknown one would abort the process) and the run trains;
   autotuning is skipped unless asked for, and loops go to CUDA graphs either way."""

@@ -27,12 +27,12 @@ import itertools
 
 import tensorflow as tf
 
-from ops import clipping
 from seq2seq import data
 from seq2seq import distribution
 from seq2seq import interrupts
 from seq2seq import optimizers
 from seq2seq import staged_backward
+from seq2seq import step_pipeline
 from seq2seq import train_step as train_step_lib
 
 
@@ -171,26 +171,27 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
 
   def clip_and_apply(loss, dense, rows, copies, slots, iterations, learning_rate):
     """On one device, from the reduced gradients: the global norm, and the clipped update of
-    that device's copies if the loss and norm are finite. -> (grad_norm, finite)."""
+    that device's copies if the loss and norm are finite (`step_pipeline.clipped_update`).
+    -> (grad_norm, finite, None)."""
     if jit_compile:  # the rows written densely, as the compiled one-device step does
       table_gradients = [optimizers.TouchedRows(gradient, lookups > 0)
                          for gradient, lookups in rows]
-      grad_norm = tf.linalg.global_norm(dense + [g.gradient for g in table_gradients])
     else:
-      table_gradients = [tf.IndexedSlices(values, indices, table.shape)
+      table_gradients = [step_pipeline.Rows(values, indices, table.shape)
                          for table, (values, indices) in zip(tables, rows)]
-      grad_norm = clipping.global_norm_with_rows(
-          dense, [(values, indices, table.shape[0]) for table, (values, indices) in
-                  zip(tables, rows)])
-    scale = clipping.clip_scale(grad_norm, max_grad_norm)
-    gradient_of = {t.ref(): g for t, g in zip(tables, table_gradients)}
-    dense_iter = iter(dense)  # in the order of `variables`, tables left out
-    gradients = [gradient_of[v.ref()] if v.ref() in gradient_of else next(dense_iter)
-                 for v in variables]
-    finite = train_step_lib.is_finite_step(loss, grad_norm)
-    optimizer.update_copies(train_step_lib.scale_gradients(gradients, scale), copies, slots,
-                            iterations, learning_rate, condition=finite)
-    return grad_norm, finite
+
+    def update(clipped, finite):
+      gradient_of = {t.ref(): g.slices() if isinstance(g, step_pipeline.Rows) else g
+                     for t, g in zip(tables, clipped.tables)}
+      dense_iter = iter(clipped.dense)  # in the order of `variables`, tables left out
+      gradients = [gradient_of[v.ref()] if v.ref() in gradient_of else next(dense_iter)
+                   for v in variables]
+      optimizer.update_copies(gradients, copies, slots, iterations, learning_rate,
+                              condition=finite)
+
+    return step_pipeline.clipped_update(
+        max_grad_norm, update, loss,
+        step_pipeline.Gradients(dense, table_gradients, as_rows=not jit_compile))
 
   compiled_clip_and_apply = tf.function(clip_and_apply, jit_compile=True, autograph=False)
 
@@ -221,24 +222,34 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
     global_weight = tf.reduce_sum(batch.target_weight)  # of the global batch
     local = _replica_slice(batch, context.replica_id_in_sync_group,
                            context.num_replicas_in_sync)
-    embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
-    loss, dense, rows = (compiled_forward_backward if jit_compile else forward_backward)(
-        local, embedded, global_weight,
-        train_step_lib.sampling_seed(seed, optimizer.iterations) if num_sampled else None)
-    if not jit_compile:
-      # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows. (Compiled,
-      # the tables' dense sums and counts are all-reduced instead: the gather of rows of
-      # varying count pads and unpads them, which waits on the device twice a step.)
-      rows = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
-              for table, (values, indices) in zip(tables, rows)]
-    # (The votes, an input of the step, are copied into the replica first: a multi-worker
-    # all-reduce reads its destination from where each value lives.)
-    dense, rows, loss, stop_votes = context.all_reduce(
-        tf.distribute.ReduceOp.SUM, (dense, rows, loss, tf.identity(stop_votes)))
-    if not jit_compile:
-      rows = [(g.values, g.indices) for g in rows]
-    grad_norm, finite = context.merge_call(apply_on_each_device, args=(loss, dense, rows))
-    return loss, grad_norm, finite, stop_votes
+
+    def compute():
+      embedded = [embedding(ids_fn(local)) for embedding, ids_fn in lookups]
+      loss, dense, rows = (compiled_forward_backward if jit_compile else forward_backward)(
+          local, embedded, global_weight,
+          train_step_lib.sampling_seed(seed, optimizer.iterations) if num_sampled else None)
+      if not jit_compile:
+        # Embedding rows as IndexedSlices: the all-reduce gathers every replica's rows.
+        # (Compiled, the tables' dense sums and counts are all-reduced instead: the gather of
+        # rows of varying count pads and unpads them, which waits on the device twice a step.)
+        rows = [tf.IndexedSlices(values, indices, tf.shape(table, out_type=tf.int64))
+                for table, (values, indices) in zip(tables, rows)]
+      # (The votes, an input of the step, are copied into the replica first: a multi-worker
+      # all-reduce reads its destination from where each value lives.)
+      return loss, (dense, rows), tf.identity(stop_votes)
+
+    def all_reduce(loss, gradients, stop_votes):
+      dense, rows, loss, stop_votes = context.all_reduce(
+          tf.distribute.ReduceOp.SUM, (*gradients, loss, stop_votes))
+      if not jit_compile:
+        rows = [(g.values, g.indices) for g in rows]
+      return loss, (dense, rows), stop_votes
+
+    outputs = step_pipeline.run(
+        compute, all_reduce,
+        lambda loss, gradients: context.merge_call(apply_on_each_device,
+                                                   args=(loss, *gradients)))
+    return outputs.loss, outputs.grad_norm, outputs.finite, outputs.extra
 
   group_key = next(_xla_group_keys)
   # Replica r of the job is local copy r mod (this worker's devices): workers number their
@@ -277,34 +288,42 @@ def make_distributed_train_step(model, optimizer, max_grad_norm, strategy, jit_c
         return optimizers.summed_rows(*summed[:2], tables[index].shape[0], summed[2])
       return summed
 
-    if staged_all_reduce or (staged_all_reduce is None and replicas > 1):
-      loss, stages = staged_backward.staged_loss_and_gradients(
-          model, local, embedded, lookups, dense_variables,
-          lambda outputs: replica_loss(local, outputs, global_weight, sampling_seed))
-    else:
-      loss, dense, rows = forward_backward(local, embedded, global_weight, sampling_seed,
-                                           sum_rows=False)
-      stages = [staged_backward.Stage(dict(enumerate(dense)), dict(enumerate(rows)))]
-    dense, rows = [None] * len(dense_variables), [None] * len(tables)
-    instance_keys = itertools.count(1)
-    summed = ()
-    for number, stage in enumerate(stages):
-      sending = (stage.dense,
-                 {k: rows_sent(k, *r) for k, r in stage.rows.items()},
-                 (loss, stop_votes) if number == 0 else ())
-      # Each part's all-reduce after the one before (XLA would otherwise combine parts
-      # into an all-reduce that waits for the last of them).
-      summed = _summed_in_xla(staged_backward.in_order(summed, sending), replicas, group_key,
-                              instance_keys)
-      for i, g in summed[0].items():
-        dense[i] = g
-      for k, r in summed[1].items():
-        rows[k] = rows_received(k, r)
-      if number == 0:
-        loss, stop_votes = summed[2]
-    grad_norm, finite = clip_and_apply(loss, dense, rows, copies, slot_copies, iterations,
-                                       learning_rate)
-    return loss, grad_norm, finite, stop_votes
+    def compute():
+      if staged_all_reduce or (staged_all_reduce is None and replicas > 1):
+        loss, stages = staged_backward.staged_loss_and_gradients(
+            model, local, embedded, lookups, dense_variables,
+            lambda outputs: replica_loss(local, outputs, global_weight, sampling_seed))
+      else:
+        loss, dense, rows = forward_backward(local, embedded, global_weight, sampling_seed,
+                                             sum_rows=False)
+        stages = [staged_backward.Stage(dict(enumerate(dense)), dict(enumerate(rows)))]
+      return loss, stages, stop_votes
+
+    def all_reduce(loss, stages, stop_votes):
+      dense, rows = [None] * len(dense_variables), [None] * len(tables)
+      instance_keys = itertools.count(1)
+      summed = ()
+      for number, stage in enumerate(stages):
+        sending = (stage.dense,
+                   {k: rows_sent(k, *r) for k, r in stage.rows.items()},
+                   (loss, stop_votes) if number == 0 else ())
+        # Each part's all-reduce after the one before (XLA would otherwise combine parts
+        # into an all-reduce that waits for the last of them).
+        summed = _summed_in_xla(staged_backward.in_order(summed, sending), replicas, group_key,
+                                instance_keys)
+        for i, g in summed[0].items():
+          dense[i] = g
+        for k, r in summed[1].items():
+          rows[k] = rows_received(k, r)
+        if number == 0:
+          loss, stop_votes = summed[2]
+      return loss, (dense, rows), stop_votes
+
+    outputs = step_pipeline.run(
+        compute, all_reduce,
+        lambda loss, gradients: clip_and_apply(loss, *gradients, copies, slot_copies,
+                                               iterations, learning_rate))
+    return outputs.loss, outputs.grad_norm, outputs.finite, outputs.extra
 
   def one_program_replica_step(batch, stop_votes):
     context = tf.distribute.get_replica_context()

@@ -1,11 +1,13 @@
 """The compiled train and eval steps, traced once per padded length (bucket)."""
+import functools
+
 import numpy as np
 import tensorflow as tf
 
-from ops import clipping
 from ops import losses
 from seq2seq import data
 from seq2seq import optimizers
+from seq2seq import step_pipeline
 
 
 def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
@@ -113,22 +115,6 @@ def pad_rows(batch, rows):
                     target_weight=grow(batch.target_weight))
 
 
-def scale_gradients(gradients, scale):
-  """Each gradient (a tensor, `optimizers.TouchedRows` or `tf.IndexedSlices`) times `scale`."""
-  def scaled(gradient):
-    if isinstance(gradient, optimizers.TouchedRows):
-      return optimizers.TouchedRows(gradient.gradient * scale, gradient.touched)
-    if isinstance(gradient, tf.IndexedSlices):
-      return tf.IndexedSlices(gradient.values * scale, gradient.indices, gradient.dense_shape)
-    return gradient * scale
-  return [scaled(g) for g in gradients]
-
-
-def is_finite_step(loss, grad_norm):
-  """True when both the loss and the global gradient norm are finite."""
-  return tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
-
-
 def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0, seed=None,
                   average=True, label_smoothing=0.0):
   """The teacher-forced training loss of a batch, from looked-up vectors (`model.embed`).
@@ -230,7 +216,8 @@ def table_rows(lookups, inputs, embedded_gradients):
 
 
 def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False):
-  """The machinery every train step shares: forward, backward, clip by global norm, update.
+  """The one-device train step: `step_pipeline.run` (forward, backward, global norm, clip,
+  gated update) over any loss of looked-up vectors.
 
   With the tables pinned to the host (--embedding_device=cpu, the default), the embedding
   lookups and the embedding updates run outside the optional XLA region, on the CPU;
@@ -245,10 +232,8 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
 
   A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: every write of
   the dense and embedding updates and of the optimizer's step counter keeps the old value when
-  `finite` is false (`Optimizer.update(condition=finite)`), inside the step, so a bad batch
-  never reaches the variables, the Adam / RMSProp slots, or a checkpoint. There is no branch:
-  an XLA conditional or a `tf.cond` on a device value makes the host wait for its predicate,
-  so that it could not queue the next step while this one runs.
+  `finite` is false, inside the step (`step_pipeline`), so a bad batch never reaches the
+  variables, the Adam / RMSProp slots, or a checkpoint.
 
   Args:
     loss_fn: (inputs, embedded) -> (loss, extra): the training forward pass from `embedded`,
@@ -275,41 +260,46 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   def lookup(inputs):
     return [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
 
-  def clipped_update(loss, grad_norm, gradients, variables, finish_step):
-    """Applies `gradients` (tensors or TouchedRows), clipped to max_grad_norm, if the loss and
-    the norm are finite; returns (finite, the clipping scale)."""
-    finite = is_finite_step(loss, grad_norm)
-    scale = clipping.clip_scale(grad_norm, max_grad_norm)
-
-    optimizer.update(scale_gradients(gradients, scale), variables, condition=finite)
-    if finish_step:
-      optimizer.finish_step(condition=finite)
-    return finite, scale
+  def compute(inputs, embedded, as_rows):
+    """() -> (loss, `step_pipeline.Gradients`, extra) of `step_pipeline.run`; the tables'
+    gradients as `Rows` or, written densely, as `TouchedRows`."""
+    loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
+                                                            dense_variables)
+    if as_rows:
+      table_gradients = [step_pipeline.Rows(values, indices, table.shape)
+                         for table, (values, indices) in zip(tables, rows)]
+    else:
+      table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
+                         for table, (values, indices) in zip(tables, rows)]
+    return loss, step_pipeline.Gradients(dense_gradients, table_gradients, as_rows), extra
 
   if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
+    def update_all(clipped, finite):
+      optimizer.update(clipped.dense + clipped.tables, dense_variables + tables,
+                       condition=finite)
+      optimizer.finish_step(condition=finite)
+
     @tf.function(jit_compile=True, autograph=False)
     def whole_step(inputs):
       inputs = int32_ids(inputs)
-      loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, lookup(inputs),
-                                                              lookups, dense_variables)
-      table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
-                         for table, (values, indices) in zip(tables, rows)]
-      grad_norm = tf.linalg.global_norm(dense_gradients + [g.gradient for g in table_gradients])
-      finite, _ = clipped_update(loss, grad_norm, dense_gradients + table_gradients,
-                                 dense_variables + tables, finish_step=True)
-      return loss, grad_norm, finite, extra
+      outputs = step_pipeline.run(
+          lambda: compute(inputs, lookup(inputs), as_rows=False), step_pipeline.identity,
+          functools.partial(step_pipeline.clipped_update, max_grad_norm, update_all))
+      return outputs.loss, outputs.grad_norm, outputs.finite, outputs.extra
 
     return whole_step
 
+  def update_dense(clipped, finite):
+    """Updates the dense variables; hands back the tables' clipped rows, to be applied where
+    the tables live."""
+    optimizer.update(clipped.dense, dense_variables, condition=finite)
+    return [(rows.values, rows.indices) for rows in clipped.tables]
+
   def dense_part(inputs, embedded):
-    loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
-                                                            dense_variables)
-    grad_norm = clipping.global_norm_with_rows(
-        dense_gradients,
-        [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])
-    finite, scale = clipped_update(loss, grad_norm, dense_gradients, dense_variables,
-                                   finish_step=False)
-    return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows], extra
+    outputs = step_pipeline.run(
+        lambda: compute(inputs, embedded, as_rows=True), step_pipeline.identity,
+        functools.partial(step_pipeline.clipped_update, max_grad_norm, update_dense))
+    return outputs.loss, outputs.grad_norm, outputs.finite, outputs.kept, outputs.extra
 
   if jit_compile:
     dense_part = tf.function(dense_part, jit_compile=True, autograph=False)
@@ -317,10 +307,10 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   def step(inputs):
     inputs = int32_ids(inputs)
     loss, grad_norm, finite, rows, extra = dense_part(inputs, lookup(inputs))
-
+    # The rest of the gated update: the tables' rows, on the tables' device.
     for table, (values, indices) in zip(tables, rows):
       with tf.device(table.device):
-        optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table],
+        optimizer.update([step_pipeline.Rows(values, indices, table.shape).slices()], [table],
                          condition=finite)
     optimizer.finish_step(condition=finite)
     return loss, grad_norm, finite, extra

@@ -20,7 +20,7 @@
                                    pass in stages                           the replica's copies
 
 The language model's step is the one-device step with another loss
-(`language_model.make_lm_train_step`).
+(`train_step.make_lm_train_step`).
 
 A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: `update` keeps
 every old value where `finite` is false, inside the step, with no branch (an XLA conditional or

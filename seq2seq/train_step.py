@@ -1,4 +1,5 @@
-"""The compiled train and eval steps, traced once per padded length (bucket)."""
+"""The compiled train and eval steps of both models; a seq2seq step is traced once per padded
+length (bucket)."""
 import functools
 
 import numpy as np
@@ -256,39 +257,56 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   tables = trainable_tables(lookups)
   dense_variables = [v for v in variables if v.ref() not in {t.ref() for t in tables}]
   optimizer.build(variables)  # slots for all of them, before the two partial updates
-
-  def lookup(inputs):
-    return [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
-
-  def compute(inputs, embedded, as_rows):
-    """() -> (loss, `step_pipeline.Gradients`, extra) of `step_pipeline.run`; the tables'
-    gradients as `Rows` or, written densely, as `TouchedRows`."""
-    loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
-                                                            dense_variables)
-    if as_rows:
-      table_gradients = [step_pipeline.Rows(values, indices, table.shape)
-                         for table, (values, indices) in zip(tables, rows)]
-    else:
-      table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
-                         for table, (values, indices) in zip(tables, rows)]
-    return loss, step_pipeline.Gradients(dense_gradients, table_gradients, as_rows), extra
-
+  gradients = functools.partial(_gradients, loss_fn, lookups, tables, dense_variables)
   if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
-    def update_all(clipped, finite):
-      optimizer.update(clipped.dense + clipped.tables, dense_variables + tables,
-                       condition=finite)
-      optimizer.finish_step(condition=finite)
+    return _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm)
+  return _split_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm,
+                     jit_compile)
 
-    @tf.function(jit_compile=True, autograph=False)
-    def whole_step(inputs):
-      inputs = int32_ids(inputs)
-      outputs = step_pipeline.run(
-          lambda: compute(inputs, lookup(inputs), as_rows=False), step_pipeline.identity,
-          functools.partial(step_pipeline.clipped_update, max_grad_norm, update_all))
-      return outputs.loss, outputs.grad_norm, outputs.finite, outputs.extra
 
-    return whole_step
+def _lookup(lookups, inputs):
+  """The looked-up vectors of `inputs`, one per lookup (`make_update_step`)."""
+  return [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
 
+
+def _gradients(loss_fn, lookups, tables, dense_variables, inputs, embedded, as_rows):
+  """The first stage of `step_pipeline.run`: -> (loss, `step_pipeline.Gradients`, extra), the
+  tables' gradients as `Rows` or, written densely, as `TouchedRows`."""
+  loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
+                                                          dense_variables)
+  if as_rows:
+    table_gradients = [step_pipeline.Rows(values, indices, table.shape)
+                       for table, (values, indices) in zip(tables, rows)]
+  else:
+    table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
+                       for table, (values, indices) in zip(tables, rows)]
+  return loss, step_pipeline.Gradients(dense_gradients, table_gradients, as_rows), extra
+
+
+def _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm):
+  """`make_update_step` with every table on the accelerator: one XLA program, lookups and
+  row updates included."""
+  def update_all(clipped, finite):
+    optimizer.update(clipped.dense + clipped.tables, dense_variables + tables,
+                     condition=finite)
+    optimizer.finish_step(condition=finite)
+
+  @tf.function(jit_compile=True, autograph=False)
+  def whole_step(inputs):
+    inputs = int32_ids(inputs)
+    outputs = step_pipeline.run(
+        lambda: gradients(inputs, _lookup(lookups, inputs), as_rows=False),
+        step_pipeline.identity,
+        functools.partial(step_pipeline.clipped_update, max_grad_norm, update_all))
+    return outputs.loss, outputs.grad_norm, outputs.finite, outputs.extra
+
+  return whole_step
+
+
+def _split_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm,
+                jit_compile):
+  """`make_update_step` with the lookups and the tables' row updates where the tables live,
+  around the rest (`dense_part`), XLA-compiled with `jit_compile`."""
   def update_dense(clipped, finite):
     """Updates the dense variables; hands back the tables' clipped rows, to be applied where
     the tables live."""
@@ -297,7 +315,7 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
 
   def dense_part(inputs, embedded):
     outputs = step_pipeline.run(
-        lambda: compute(inputs, embedded, as_rows=True), step_pipeline.identity,
+        lambda: gradients(inputs, embedded, as_rows=True), step_pipeline.identity,
         functools.partial(step_pipeline.clipped_update, max_grad_norm, update_dense))
     return outputs.loss, outputs.grad_norm, outputs.finite, outputs.kept, outputs.extra
 
@@ -306,7 +324,7 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
 
   def step(inputs):
     inputs = int32_ids(inputs)
-    loss, grad_norm, finite, rows, extra = dense_part(inputs, lookup(inputs))
+    loss, grad_norm, finite, rows, extra = dense_part(inputs, _lookup(lookups, inputs))
     # The rest of the gated update: the tables' rows, on the tables' device.
     for table, (values, indices) in zip(tables, rows):
       with tf.device(table.device):
@@ -355,6 +373,51 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
   update = make_update_step(loss_fn, seq2seq_lookups(model), model.trainable_variables,
                             optimizer, max_grad_norm, jit_compile)
   return BucketedFunction(lambda batch: update(batch)[:3], pad_rows_to=batch_size)
+
+
+def make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=False):
+  """The language model's train step: `make_update_step` over one window of running text
+  (`language_model.LanguageModel`, its state carried in from the window before).
+
+  The embedding lookup and its sparse row update stay outside the optional XLA region, and
+  the clipping by global norm (embedding rows included), the NaN/Inf gating and bf16 (the
+  model's compute dtype) are the seq2seq step's, shared. The incoming state is an input of
+  the step, so backpropagation is truncated at the window's start.
+
+  Returns:
+    step(inputs [B, T], targets [B, T], state) -> (loss, grad_norm, finite, final state): the
+    mean loss per token before the update, the global norm before clipping, whether the
+    update was applied, and the state the next window starts from.
+  """
+  def loss_fn(window, embedded):
+    _, targets, state = window
+    logits, final_state = model.logits_from_embedded(embedded[0], state, training=True)
+    loss = losses.sequence_loss(logits, targets, tf.ones(tf.shape(targets), tf.float32))
+    return loss, final_state
+
+  update = make_update_step(
+      loss_fn, [(model.embedding, lambda window: window[0])], model.trainable_variables,
+      optimizer, max_grad_norm, jit_compile)
+
+  @tf.function(autograph=False)
+  def step(inputs, targets, state):
+    return update((inputs, targets, state))
+  return step
+
+
+def make_carried_step(step, carried):
+  """step(inputs, targets) -> (loss, grad_norm, finite) that reads and writes `carried` (a
+  `language_model.CarriedState`); `step` is `make_lm_train_step`'s.
+
+  After a skipped (non-finite) step the carried state is reset to zeros: that window's final
+  state may itself be NaN, and would poison the rest of the epoch.
+  """
+  @tf.function(autograph=False)
+  def carried_step(inputs, targets):
+    loss, grad_norm, finite, final_state = step(inputs, targets, carried.read())
+    carried.assign(final_state, keep=finite)
+    return loss, grad_norm, finite
+  return carried_step
 
 
 def make_eval_step(model, batch_size=0):

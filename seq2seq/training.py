@@ -81,6 +81,48 @@ def evaluate(eval_step, schedule):
   return loss, losses.perplexity(loss)
 
 
+def run_epoch(step, windows, initial_state):
+  """Runs `step` over the windows of one epoch, carrying the state from each to the next.
+
+  Args:
+    step: (inputs, targets, state) -> (loss, ..., final state), e.g.
+      `train_step.make_lm_train_step`'s.
+    windows: from `language_model.lm_windows`.
+    initial_state: the state of the first window (zeros: each epoch starts afresh).
+
+  Returns:
+    (mean loss per token over the epoch, perplexity, the final state).
+  """
+  state = initial_state
+  total = 0.0
+  for inputs, targets in windows:
+    loss, *_, state = step(tf.constant(inputs), tf.constant(targets), state)
+    total += float(loss)
+  mean = total / len(windows)
+  return mean, losses.perplexity(mean), state
+
+
+def train_lm(model, optimizer, ids, batch_size, num_steps, num_epochs, max_grad_norm=5.0,
+             log=print):
+  """The bare loop, for library use: trains on the token stream `ids`, the state reset to
+  zeros at every epoch. (train.py runs LM mode through `train`, with checkpoints, resume,
+  summaries, signals and validation.)
+
+  Returns:
+    the list of per-epoch mean training losses.
+  """
+  windows = language_model.lm_windows(ids, batch_size, num_steps)
+  model.build()
+  optimizer.build(model.trainable_variables)
+  step = train_step_lib.make_lm_train_step(model, optimizer, max_grad_norm)
+  history = []
+  for epoch in range(num_epochs):
+    loss, ppl, _ = run_epoch(step, windows, model.initial_state(batch_size))
+    log(f"epoch {epoch + 1}/{num_epochs}: loss={loss:.4f} ppl={ppl:.2f}")
+    history.append(loss)
+  return history
+
+
 def _format_duration(seconds):
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
@@ -268,8 +310,8 @@ def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None
   optimizer = optimizers.make_optimizer(train_config, model.trainable_variables,
                                         learning_rate_scale)
   carried = language_model.CarriedState(model, train_config.batch_size)
-  step = language_model.make_carried_step(
-      language_model.make_lm_train_step(model, optimizer, train_config.max_grad_norm,
+  step = train_step_lib.make_carried_step(
+      train_step_lib.make_lm_train_step(model, optimizer, train_config.max_grad_norm,
                                         jit_compile=train_config.jit_compile), carried)
   eval_step = language_model.make_lm_eval_step(model)
   validate = None

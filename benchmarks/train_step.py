@@ -19,7 +19,7 @@ attentional layer (3H * H) and, once per source step, the keys (2H * H).
 
 The seq2seq workloads time `train_step.make_train_step` on a fixed padded batch; the LM
 workloads (`ptb_large*`, the PTB "large" model of Zaremba et al.) time
-`language_model.make_lm_train_step` on a fixed window, the final state carried into the next
+`train_step.make_lm_train_step` on a fixed window, the final state carried into the next
 step as in training. Both are `train_step.make_update_step`, so the variants mean the same.
 """
 import collections
@@ -235,8 +235,8 @@ def engine_step(workload, variant):
     return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
                                           jit_compile=jit_compile, batch_size=batch)
   # As in training: the final state of each step is the initial state of the next.
-  step = language_model.make_carried_step(
-      language_model.make_lm_train_step(model, optimizer, max_grad_norm=5.0,
+  step = train_step_lib.make_carried_step(
+      train_step_lib.make_lm_train_step(model, optimizer, max_grad_norm=5.0,
                                         jit_compile=jit_compile),
       language_model.CarriedState(model, batch))
   return lambda window: step(window.inputs, window.targets)

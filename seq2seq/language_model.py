@@ -5,7 +5,7 @@ As in the TensorFlow tutorial's PTB model: the token stream is cut into B parall
 each row into windows of `num_steps` tokens; window i+1 of row b continues window i of row
 b, so the final state of one batch is the initial state of the next. Gradients stop at the
 window boundary (the carried state enters the step as a constant). The state is reset to
-zeros at the start of each epoch. The train step is the engine's (`train_step.make_update_step`):
+zeros at the start of each epoch. The train step is the engine's (`train_step.make_lm_train_step`):
 the same clipping, sparse embedding update, NaN/Inf gating, XLA and bf16 options as seq2seq.
 """
 import numpy as np
@@ -15,7 +15,6 @@ from ops import losses
 from seq2seq import cells
 from seq2seq import embeddings
 from seq2seq import model as model_lib
-from seq2seq import train_step as train_step_lib
 from seq2seq import unroll
 
 
@@ -143,49 +142,6 @@ class CarriedState(tf.Module):
       variable.assign(tf.zeros_like(variable))
 
 
-def make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=False):
-  """The engine's step (`train_step.make_update_step`) over one window of running text.
-
-  The embedding lookup and its sparse row update stay outside the optional XLA region, and
-  the clipping by global norm (embedding rows included), the NaN/Inf gating and bf16 (the
-  model's compute dtype) are the seq2seq step's, shared. The incoming state is an input of
-  the step, so backpropagation is truncated at the window's start.
-
-  Returns:
-    step(inputs [B, T], targets [B, T], state) -> (loss, grad_norm, finite, final state): the
-    mean loss per token before the update, the global norm before clipping, whether the
-    update was applied, and the state the next window starts from.
-  """
-  def loss_fn(window, embedded):
-    _, targets, state = window
-    logits, final_state = model.logits_from_embedded(embedded[0], state, training=True)
-    loss = losses.sequence_loss(logits, targets, tf.ones(tf.shape(targets), tf.float32))
-    return loss, final_state
-
-  update = train_step_lib.make_update_step(
-      loss_fn, [(model.embedding, lambda window: window[0])], model.trainable_variables,
-      optimizer, max_grad_norm, jit_compile)
-
-  @tf.function(autograph=False)
-  def step(inputs, targets, state):
-    return update((inputs, targets, state))
-  return step
-
-
-def make_carried_step(step, carried):
-  """step(inputs, targets) -> (loss, grad_norm, finite) that reads and writes `carried`.
-
-  After a skipped (non-finite) step the carried state is reset to zeros: that window's final
-  state may itself be NaN, and would poison the rest of the epoch.
-  """
-  @tf.function(autograph=False)
-  def carried_step(inputs, targets):
-    loss, grad_norm, finite, final_state = step(inputs, targets, carried.read())
-    carried.assign(final_state, keep=finite)
-    return loss, grad_norm, finite
-  return carried_step
-
-
 def make_lm_eval_step(model):
   """step(inputs, targets, state) -> (summed token cross entropy, tokens, final state)."""
   @tf.function(autograph=False)
@@ -211,44 +167,3 @@ def evaluate(eval_step, windows, initial_state):
     total_tokens += float(tokens)
   loss = total_loss / max(total_tokens, 1.0)
   return loss, losses.perplexity(loss)
-
-
-def run_epoch(step, windows, initial_state):
-  """Runs `step` over the windows of one epoch, carrying the state from each to the next.
-
-  Args:
-    step: (inputs, targets, state) -> (loss, ..., final state), e.g. `make_lm_train_step`'s.
-    windows: from `lm_windows`.
-    initial_state: the state of the first window (zeros: each epoch starts afresh).
-
-  Returns:
-    (mean loss per token over the epoch, perplexity, the final state).
-  """
-  state = initial_state
-  total = 0.0
-  for inputs, targets in windows:
-    loss, *_, state = step(tf.constant(inputs), tf.constant(targets), state)
-    total += float(loss)
-  mean = total / len(windows)
-  return mean, losses.perplexity(mean), state
-
-
-def train_lm(model, optimizer, ids, batch_size, num_steps, num_epochs, max_grad_norm=5.0,
-             log=print):
-  """The bare loop, for library use: trains on the token stream `ids`, the state reset to
-  zeros at every epoch. (train.py runs LM mode through `training.train`, with checkpoints,
-  resume, summaries, signals and validation.)
-
-  Returns:
-    the list of per-epoch mean training losses.
-  """
-  windows = lm_windows(ids, batch_size, num_steps)
-  model.build()
-  optimizer.build(model.trainable_variables)
-  step = make_lm_train_step(model, optimizer, max_grad_norm)
-  history = []
-  for epoch in range(num_epochs):
-    loss, ppl, _ = run_epoch(step, windows, model.initial_state(batch_size))
-    log(f"epoch {epoch + 1}/{num_epochs}: loss={loss:.4f} ppl={ppl:.2f}")
-    history.append(loss)
-  return history

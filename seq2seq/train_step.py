@@ -1,11 +1,14 @@
-"""The compiled train and eval steps, traced once per padded length (bucket)."""
+"""The compiled train and eval steps of both models; a seq2seq step is traced once per padded
+length (bucket)."""
+import functools
+
 import numpy as np
 import tensorflow as tf
 
-from ops import clipping
 from ops import losses
 from seq2seq import data
 from seq2seq import optimizers
+from seq2seq import step_pipeline
 
 
 def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
@@ -113,22 +116,6 @@ def pad_rows(batch, rows):
                     target_weight=grow(batch.target_weight))
 
 
-def scale_gradients(gradients, scale):
-  """Each gradient (a tensor, `optimizers.TouchedRows` or `tf.IndexedSlices`) times `scale`."""
-  def scaled(gradient):
-    if isinstance(gradient, optimizers.TouchedRows):
-      return optimizers.TouchedRows(gradient.gradient * scale, gradient.touched)
-    if isinstance(gradient, tf.IndexedSlices):
-      return tf.IndexedSlices(gradient.values * scale, gradient.indices, gradient.dense_shape)
-    return gradient * scale
-  return [scaled(g) for g in gradients]
-
-
-def is_finite_step(loss, grad_norm):
-  """True when both the loss and the global gradient norm are finite."""
-  return tf.math.logical_and(tf.math.is_finite(loss), tf.math.is_finite(grad_norm))
-
-
 def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0, seed=None,
                   average=True, label_smoothing=0.0):
   """The teacher-forced training loss of a batch, from looked-up vectors (`model.embed`).
@@ -230,7 +217,8 @@ def table_rows(lookups, inputs, embedded_gradients):
 
 
 def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False):
-  """The machinery every train step shares: forward, backward, clip by global norm, update.
+  """The one-device train step: `step_pipeline.run` (forward, backward, global norm, clip,
+  gated update) over any loss of looked-up vectors.
 
   With the tables pinned to the host (--embedding_device=cpu, the default), the embedding
   lookups and the embedding updates run outside the optional XLA region, on the CPU;
@@ -245,10 +233,8 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
 
   A step whose loss or gradient norm is not finite (NaN or Inf) changes nothing: every write of
   the dense and embedding updates and of the optimizer's step counter keeps the old value when
-  `finite` is false (`Optimizer.update(condition=finite)`), inside the step, so a bad batch
-  never reaches the variables, the Adam / RMSProp slots, or a checkpoint. There is no branch:
-  an XLA conditional or a `tf.cond` on a device value makes the host wait for its predicate,
-  so that it could not queue the next step while this one runs.
+  `finite` is false, inside the step (`step_pipeline`), so a bad batch never reaches the
+  variables, the Adam / RMSProp slots, or a checkpoint.
 
   Args:
     loss_fn: (inputs, embedded) -> (loss, extra): the training forward pass from `embedded`,
@@ -271,56 +257,78 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   tables = trainable_tables(lookups)
   dense_variables = [v for v in variables if v.ref() not in {t.ref() for t in tables}]
   optimizer.build(variables)  # slots for all of them, before the two partial updates
-
-  def lookup(inputs):
-    return [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
-
-  def clipped_update(loss, grad_norm, gradients, variables, finish_step):
-    """Applies `gradients` (tensors or TouchedRows), clipped to max_grad_norm, if the loss and
-    the norm are finite; returns (finite, the clipping scale)."""
-    finite = is_finite_step(loss, grad_norm)
-    scale = clipping.clip_scale(grad_norm, max_grad_norm)
-
-    optimizer.update(scale_gradients(gradients, scale), variables, condition=finite)
-    if finish_step:
-      optimizer.finish_step(condition=finite)
-    return finite, scale
-
+  gradients = functools.partial(_gradients, loss_fn, lookups, tables, dense_variables)
   if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
-    @tf.function(jit_compile=True, autograph=False)
-    def whole_step(inputs):
-      inputs = int32_ids(inputs)
-      loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, lookup(inputs),
-                                                              lookups, dense_variables)
-      table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
-                         for table, (values, indices) in zip(tables, rows)]
-      grad_norm = tf.linalg.global_norm(dense_gradients + [g.gradient for g in table_gradients])
-      finite, _ = clipped_update(loss, grad_norm, dense_gradients + table_gradients,
-                                 dense_variables + tables, finish_step=True)
-      return loss, grad_norm, finite, extra
+    return _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm)
+  return _split_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm,
+                     jit_compile)
 
-    return whole_step
+
+def _lookup(lookups, inputs):
+  """The looked-up vectors of `inputs`, one per lookup (`make_update_step`)."""
+  return [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
+
+
+def _gradients(loss_fn, lookups, tables, dense_variables, inputs, embedded, as_rows):
+  """The first stage of `step_pipeline.run`: -> (loss, `step_pipeline.Gradients`, extra), the
+  tables' gradients as `Rows` or, written densely, as `TouchedRows`."""
+  loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
+                                                          dense_variables)
+  if as_rows:
+    table_gradients = [step_pipeline.Rows(values, indices, table.shape)
+                       for table, (values, indices) in zip(tables, rows)]
+  else:
+    table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
+                       for table, (values, indices) in zip(tables, rows)]
+  return loss, step_pipeline.Gradients(dense_gradients, table_gradients, as_rows), extra
+
+
+def _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm):
+  """`make_update_step` with every table on the accelerator: one XLA program, lookups and
+  row updates included."""
+  def update_all(clipped, finite):
+    optimizer.update(clipped.dense + clipped.tables, dense_variables + tables,
+                     condition=finite)
+    optimizer.finish_step(condition=finite)
+
+  @tf.function(jit_compile=True, autograph=False)
+  def whole_step(inputs):
+    inputs = int32_ids(inputs)
+    outputs = step_pipeline.run(
+        lambda: gradients(inputs, _lookup(lookups, inputs), as_rows=False),
+        step_pipeline.identity,
+        functools.partial(step_pipeline.clipped_update, max_grad_norm, update_all))
+    return outputs.loss, outputs.grad_norm, outputs.finite, outputs.extra
+
+  return whole_step
+
+
+def _split_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm,
+                jit_compile):
+  """`make_update_step` with the lookups and the tables' row updates where the tables live,
+  around the rest (`dense_part`), XLA-compiled with `jit_compile`."""
+  def update_dense(clipped, finite):
+    """Updates the dense variables; hands back the tables' clipped rows, to be applied where
+    the tables live."""
+    optimizer.update(clipped.dense, dense_variables, condition=finite)
+    return [(rows.values, rows.indices) for rows in clipped.tables]
 
   def dense_part(inputs, embedded):
-    loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
-                                                            dense_variables)
-    grad_norm = clipping.global_norm_with_rows(
-        dense_gradients,
-        [(values, indices, table.shape[0]) for table, (values, indices) in zip(tables, rows)])
-    finite, scale = clipped_update(loss, grad_norm, dense_gradients, dense_variables,
-                                   finish_step=False)
-    return loss, grad_norm, finite, [(values * scale, indices) for values, indices in rows], extra
+    outputs = step_pipeline.run(
+        lambda: gradients(inputs, embedded, as_rows=True), step_pipeline.identity,
+        functools.partial(step_pipeline.clipped_update, max_grad_norm, update_dense))
+    return outputs.loss, outputs.grad_norm, outputs.finite, outputs.kept, outputs.extra
 
   if jit_compile:
     dense_part = tf.function(dense_part, jit_compile=True, autograph=False)
 
   def step(inputs):
     inputs = int32_ids(inputs)
-    loss, grad_norm, finite, rows, extra = dense_part(inputs, lookup(inputs))
-
+    loss, grad_norm, finite, rows, extra = dense_part(inputs, _lookup(lookups, inputs))
+    # The rest of the gated update: the tables' rows, on the tables' device.
     for table, (values, indices) in zip(tables, rows):
       with tf.device(table.device):
-        optimizer.update([tf.IndexedSlices(values, indices, table.shape)], [table],
+        optimizer.update([step_pipeline.Rows(values, indices, table.shape).slices()], [table],
                          condition=finite)
     optimizer.finish_step(condition=finite)
     return loss, grad_norm, finite, extra
@@ -365,6 +373,51 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
   update = make_update_step(loss_fn, seq2seq_lookups(model), model.trainable_variables,
                             optimizer, max_grad_norm, jit_compile)
   return BucketedFunction(lambda batch: update(batch)[:3], pad_rows_to=batch_size)
+
+
+def make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=False):
+  """The language model's train step: `make_update_step` over one window of running text
+  (`language_model.LanguageModel`, its state carried in from the window before).
+
+  The embedding lookup and its sparse row update stay outside the optional XLA region, and
+  the clipping by global norm (embedding rows included), the NaN/Inf gating and bf16 (the
+  model's compute dtype) are the seq2seq step's, shared. The incoming state is an input of
+  the step, so backpropagation is truncated at the window's start.
+
+  Returns:
+    step(inputs [B, T], targets [B, T], state) -> (loss, grad_norm, finite, final state): the
+    mean loss per token before the update, the global norm before clipping, whether the
+    update was applied, and the state the next window starts from.
+  """
+  def loss_fn(window, embedded):
+    _, targets, state = window
+    logits, final_state = model.logits_from_embedded(embedded[0], state, training=True)
+    loss = losses.sequence_loss(logits, targets, tf.ones(tf.shape(targets), tf.float32))
+    return loss, final_state
+
+  update = make_update_step(
+      loss_fn, [(model.embedding, lambda window: window[0])], model.trainable_variables,
+      optimizer, max_grad_norm, jit_compile)
+
+  @tf.function(autograph=False)
+  def step(inputs, targets, state):
+    return update((inputs, targets, state))
+  return step
+
+
+def make_carried_step(step, carried):
+  """step(inputs, targets) -> (loss, grad_norm, finite) that reads and writes `carried` (a
+  `language_model.CarriedState`); `step` is `make_lm_train_step`'s.
+
+  After a skipped (non-finite) step the carried state is reset to zeros: that window's final
+  state may itself be NaN, and would poison the rest of the epoch.
+  """
+  @tf.function(autograph=False)
+  def carried_step(inputs, targets):
+    loss, grad_norm, finite, final_state = step(inputs, targets, carried.read())
+    carried.assign(final_state, keep=finite)
+    return loss, grad_norm, finite
+  return carried_step
 
 
 def make_eval_step(model, batch_size=0):

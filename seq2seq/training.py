@@ -82,6 +82,48 @@ def evaluate(eval_step, schedule):
   return loss, losses.perplexity(loss)
 
 
+def run_epoch(step, windows, initial_state):
+  """Runs `step` over the windows of one epoch, carrying the state from each to the next.
+
+  Args:
+    step: (inputs, targets, state) -> (loss, ..., final state), e.g.
+      `train_step.make_lm_train_step`'s.
+    windows: from `language_model.lm_windows`.
+    initial_state: the state of the first window (zeros: each epoch starts afresh).
+
+  Returns:
+    (mean loss per token over the epoch, perplexity, the final state).
+  """
+  state = initial_state
+  total = 0.0
+  for inputs, targets in windows:
+    loss, *_, state = step(tf.constant(inputs), tf.constant(targets), state)
+    total += float(loss)
+  mean = total / len(windows)
+  return mean, losses.perplexity(mean), state
+
+
+def train_lm(model, optimizer, ids, batch_size, num_steps, num_epochs, max_grad_norm=5.0,
+             log=print):
+  """The bare loop, for library use: trains on the token stream `ids`, the state reset to
+  zeros at every epoch. (train.py runs LM mode through `train`, with checkpoints, resume,
+  summaries, signals and validation.)
+
+  Returns:
+    the list of per-epoch mean training losses.
+  """
+  windows = language_model.lm_windows(ids, batch_size, num_steps)
+  model.build()
+  optimizer.build(model.trainable_variables)
+  step = train_step_lib.make_lm_train_step(model, optimizer, max_grad_norm)
+  history = []
+  for epoch in range(num_epochs):
+    loss, ppl, _ = run_epoch(step, windows, model.initial_state(batch_size))
+    log(f"epoch {epoch + 1}/{num_epochs}: loss={loss:.4f} ppl={ppl:.2f}")
+    history.append(loss)
+  return history
+
+
 def _format_duration(seconds):
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
@@ -147,8 +189,8 @@ def train(run_config, log=print):
   try:
     # Each worker locks the folder it writes to: the chief the workdir, others their own.
     with workdir_lock.WorkdirLock(worker.path, log):
-      return _train(run_config, strategy, distributed, worker,
-                    distribution.worker_log(log, strategy))
+      return TrainingRun(run_config, strategy, distributed, worker,
+                         distribution.worker_log(log, strategy)).run()
   finally:
     worker.cleanup()
 
@@ -187,7 +229,7 @@ class Trainee:
 
 
 # A single device reads the steps' outputs (loss, norm, finite) every this many steps, and
-# wherever the loop logs, saves or stops (see `_train`).
+# wherever the loop logs, saves or stops (`TrainingRun.run_step`).
 SETTLE_EVERY = 32
 
 
@@ -274,8 +316,8 @@ def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None
   optimizer = optimizers.make_optimizer(train_config, model.trainable_variables,
                                         learning_rate_scale)
   carried = language_model.CarriedState(model, train_config.batch_size)
-  step = language_model.make_carried_step(
-      language_model.make_lm_train_step(model, optimizer, train_config.max_grad_norm,
+  step = train_step_lib.make_carried_step(
+      train_step_lib.make_lm_train_step(model, optimizer, train_config.max_grad_norm,
                                         jit_compile=train_config.jit_compile), carried)
   eval_step = language_model.make_lm_eval_step(model)
   validate = None
@@ -295,209 +337,261 @@ def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None
                  device=device, on_device=on_device)
 
 
-def _train(run_config, strategy, distributed, worker, log):
-  """`train` under `strategy`; this worker writes under `worker.path`."""
-  train_config = run_config.train
-  if train_config.deterministic:
-    tf.config.experimental.enable_op_determinism()
-  if distributed:
-    # Every variable, the embedding tables included, is mirrored on the replicas' devices
-    # (see seq2seq/distribution.py); "gpu" placement means the replica's own device.
-    run_config = dataclasses.replace(
-        run_config, model=dataclasses.replace(run_config.model, embedding_device="gpu"),
-        train=dataclasses.replace(train_config, workdir=worker.path))
-    log(f"strategy: {train_config.strategy}, {strategy.num_replicas_in_sync} replicas in sync, "
-        f"global batch {train_config.batch_size}"
-        + ("" if worker.chief else f"; writing to the temporary {worker.path}"))
-  workdir_lib.check_or_save_config(run_config)
-  build = _lm_trainee if run_config.model.model == "lm" else _seq2seq_trainee
-  with strategy.scope():
-    record = validation_record.ValidationRecord()
-  trainee = build(run_config, strategy, distributed, log, record.learning_rate_scale)
-  model, optimizer, schedule = trainee.model, trainee.optimizer, trainee.schedule
-  with strategy.scope():
-    progress = checkpoints.Progress(data_seed=train_config.seed)
-  checkpointer = checkpoints.Checkpointer(
-      workdir_lib.checkpoint_dir(run_config.train.workdir), model, optimizer, progress,
-      train_config.keep_checkpoints,
-      restore_directory=workdir_lib.checkpoint_dir(train_config.workdir),
-      extras=trainee.checkpointed, optional_extras={"validation": record}, log=log)
-  best = checkpoints.BestCheckpoint(checkpointer, keep=train_config.keep_best)
-  resumed_from = checkpointer.restore_latest(vocabulary=(
-      len(trainee.vocabulary), workdir_lib.vocab_path(run_config.train.workdir)))
-  schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
-  step, epoch, position = (int(v.numpy()) for v in (progress.step, progress.epoch,
-                                                    progress.position))
-  order = data_fingerprint.resume_note(run_config, schedule, step if resumed_from else None,
-                                       train_config.workdir, run_config.train.workdir)
-  per_epoch = schedule.batches_per_epoch
-  total_steps = train_config.num_epochs * per_epoch
-  if train_config.max_steps:
-    total_steps = min(total_steps, train_config.max_steps)
-  parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
-  log(f"model: {run_config.model.cell} {run_config.model.num_layers}x{run_config.model.hidden_size}"
-      f", vocab {model.vocab_size}, {parameters:,} trainable parameters; "
-      f"{per_epoch} batches an epoch, {total_steps} steps in all")
-  if resumed_from:
-    log(f"Resuming from {resumed_from} at step {step} (epoch {epoch + 1}, batch {position} of "
-        f"{per_epoch}), {order}")
+class TrainingRun:
+  """`train` under `strategy`; this worker writes under `worker.path`.
 
-  train_step = trainee.step
-  summary_dir = lambda split: workdir_lib.summary_dir(run_config.train.workdir, split)
-  train_writer = summaries.ScalarWriter(summary_dir("train"))
-  val_writer = summaries.ScalarWriter(summary_dir("val"))
+  `__init__` builds the trainee and restores the latest checkpoint; `run` trains until the
+  last step, a signal or early stopping, and returns the `TrainResult`. The loop's state
+  lives on the object: the counters (`step`, `epoch`, `position`, also in `progress`, which
+  checkpoints hold), the stop signal (`stopping`), the skipped-step counts and the steps whose
+  outputs were not read yet (`unsettled`).
+  """
 
-  saved_step = step if resumed_from else -1
+  def __init__(self, run_config, strategy, distributed, worker, log):
+    self.strategy, self.distributed, self.log = strategy, distributed, log
+    self.train_config = train_config = run_config.train
+    if train_config.deterministic:
+      tf.config.experimental.enable_op_determinism()
+    if distributed:
+      # Every variable, the embedding tables included, is mirrored on the replicas' devices
+      # (see seq2seq/distribution.py); "gpu" placement means the replica's own device.
+      run_config = dataclasses.replace(
+          run_config, model=dataclasses.replace(run_config.model, embedding_device="gpu"),
+          train=dataclasses.replace(train_config, workdir=worker.path))
+      log(f"strategy: {train_config.strategy}, {strategy.num_replicas_in_sync} replicas in "
+          f"sync, global batch {train_config.batch_size}"
+          + ("" if worker.chief else f"; writing to the temporary {worker.path}"))
+    self.run_config = run_config
+    workdir_lib.check_or_save_config(run_config)
+    self._restore(self._build_trainee())
+    self._announce()
+    summary_dir = lambda split: workdir_lib.summary_dir(run_config.train.workdir, split)
+    self.train_writer = summaries.ScalarWriter(summary_dir("train"))
+    self.val_writer = summaries.ScalarWriter(summary_dir("val"))
+    self.loss_t, self.loss, self.val_loss = None, float("nan"), float("nan")
+    self.meter = _RateMeter(self.step)
+    self.bad_in_a_row = self.bad_total = 0
+    self.stopping = None  # the signal the run stops for: this process's, or any worker's
+    self.stop = None  # the `interrupts.StopOnSignal` while `run` runs
+    self.unsettled = []  # (step number, outputs) of the steps whose outputs were not yet read
+    # Reading a step's outputs waits for all the work queued on the device (TensorFlow's
+    # device-to-host copy waits for the compute stream), so the device idles while the loop
+    # then queues the next step. One device reads them every `SETTLE_EVERY` steps; workers
+    # read every step, to take in the stop votes after the step that carries them.
+    self.settle_every = 1 if distributed else SETTLE_EVERY
+    self.votes_on_device = device_prefetch.ConstantsOnDevice(self.trainee.device)
 
-  def save():
-    nonlocal saved_step
-    saved_step = step
-    return checkpointer.save()
+  def _build_trainee(self):
+    """Builds the model, optimizer, data and step (`Trainee`); -> the validation record."""
+    run_config = self.run_config
+    build = _lm_trainee if run_config.model.model == "lm" else _seq2seq_trainee
+    with self.strategy.scope():
+      record = validation_record.ValidationRecord()
+    self.trainee = build(run_config, self.strategy, self.distributed, self.log,
+                         record.learning_rate_scale)
+    return record
 
-  def validate():
+  def _restore(self, record):
+    """Makes the checkpointer and restores the latest checkpoint, if any, with the loop's
+    counters (`progress`) and the data order."""
+    train_config, run_config, trainee = self.train_config, self.run_config, self.trainee
+    with self.strategy.scope():
+      progress = checkpoints.Progress(data_seed=train_config.seed)
+    checkpointer = checkpoints.Checkpointer(
+        workdir_lib.checkpoint_dir(run_config.train.workdir), trainee.model, trainee.optimizer,
+        progress, train_config.keep_checkpoints,
+        restore_directory=workdir_lib.checkpoint_dir(train_config.workdir),
+        extras=trainee.checkpointed, optional_extras={"validation": record}, log=self.log)
+    self.best = checkpoints.BestCheckpoint(checkpointer, keep=train_config.keep_best)
+    resumed_from = checkpointer.restore_latest(vocabulary=(
+        len(trainee.vocabulary), workdir_lib.vocab_path(run_config.train.workdir)))
+    trainee.schedule.seed = int(progress.data_seed.numpy())  # a resumed run keeps its data order
+    self.step, self.epoch, self.position = (int(v.numpy()) for v in (
+        progress.step, progress.epoch, progress.position))
+    self.order = data_fingerprint.resume_note(
+        run_config, trainee.schedule, self.step if resumed_from else None, train_config.workdir,
+        run_config.train.workdir)
+    self.per_epoch = trainee.schedule.batches_per_epoch
+    self.total_steps = train_config.num_epochs * self.per_epoch
+    if train_config.max_steps:
+      self.total_steps = min(self.total_steps, train_config.max_steps)
+    self.record, self.progress, self.checkpointer = record, progress, checkpointer
+    self.resumed_from = self.checkpoint = resumed_from
+    self.saved_step = self.step if resumed_from else -1
+    self.early_stop = bool(train_config.early_stopping) and (
+        int(record.stale_epochs.numpy()) >= train_config.early_stopping)
+
+  def _announce(self):
+    """Logs the model, the run's length, where it resumes and whether it already stopped."""
+    model, model_config = self.trainee.model, self.run_config.model
+    parameters = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    self.log(f"model: {model_config.cell} {model_config.num_layers}x{model_config.hidden_size}"
+             f", vocab {model.vocab_size}, {parameters:,} trainable parameters; "
+             f"{self.per_epoch} batches an epoch, {self.total_steps} steps in all")
+    if self.resumed_from:
+      self.log(f"Resuming from {self.resumed_from} at step {self.step} (epoch {self.epoch + 1}"
+               f", batch {self.position} of {self.per_epoch}), {self.order}")
+    if self.early_stop:
+      self.log(f"early stopping: this run already stopped after "
+               f"{int(self.record.stale_epochs.numpy())} epochs without a new best validation "
+               f"loss (--early_stopping={self.train_config.early_stopping}); raise it to train on")
+
+  def save(self):
+    """Writes a checkpoint of the current step; -> its path."""
+    self.saved_step = self.step
+    return self.checkpointer.save()
+
+  def validate(self):
     """The validation loss (NaN without --val_data), and whether early stopping ends the run.
 
     A new best loss saves WORKDIR/best; plateaus scale the learning rate (validation_record).
     """
-    if trainee.validate is None:
+    if self.trainee.validate is None:
       return float("nan"), False
-    val_loss, val_ppl = trainee.validate()
-    verdict = record.observe(val_loss, step, train_config.plateau_patience,
+    train_config, record = self.train_config, self.record
+    val_loss, val_ppl = self.trainee.validate()
+    verdict = record.observe(val_loss, self.step, train_config.plateau_patience,
                              train_config.plateau_factor, train_config.early_stopping)
     if verdict.improved:
-      note = f"; new best, saved {best.save()}"
+      note = f"; new best, saved {self.best.save()}"
     else:
       note = (f"; best {float(record.best_loss.numpy()):.4f} at step "
               f"{int(record.best_step.numpy())}, {verdict.stale_epochs} epoch(s) ago")
     if verdict.learning_rate_cut:
       note += (f"; learning rate scaled by {train_config.plateau_factor} (now x"
                f"{float(record.learning_rate_scale.numpy()):.3g})")
-    log(f"validation after epoch {epoch + 1}: loss={val_loss:.4f} ppl={val_ppl:.2f}{note}")
-    val_writer.write(step, {"loss": val_loss, "perplexity": val_ppl,
-                            "best_loss": float(record.best_loss.numpy())})
+    self.log(f"validation after epoch {self.epoch + 1}: loss={val_loss:.4f} ppl={val_ppl:.2f}"
+             f"{note}")
+    self.val_writer.write(self.step, {"loss": val_loss, "perplexity": val_ppl,
+                                      "best_loss": float(record.best_loss.numpy())})
     if verdict.stop:
-      log(f"early stopping: {verdict.stale_epochs} epochs without a new best validation loss "
-          f"(--early_stopping={train_config.early_stopping})")
+      self.log(f"early stopping: {verdict.stale_epochs} epochs without a new best validation "
+               f"loss (--early_stopping={train_config.early_stopping})")
     return val_loss, verdict.stop
 
-  loss, loss_t = float("nan"), None
-  val_loss = float("nan")
-  early_stop = bool(train_config.early_stopping) and (
-      int(record.stale_epochs.numpy()) >= train_config.early_stopping)
-  if early_stop:
-    log(f"early stopping: this run already stopped after {int(record.stale_epochs.numpy())} "
-        f"epochs without a new best validation loss (--early_stopping="
-        f"{train_config.early_stopping}); raise it to train on")
-  checkpoint = resumed_from
-  meter = _RateMeter(step)
-  bad_in_a_row = bad_total = 0
-  stopping = None  # the signal the run stops for: this process's, or any worker's
-
-  def settle(number, outputs):
+  def settle(self, number, outputs):
     """Reads step `number`'s outputs (waiting for it): counts a skipped step, raises
     TrainingDiverged after too many in a row, and takes in the workers' stop votes.
     Returns whether its update was applied."""
-    nonlocal bad_in_a_row, bad_total, stopping
     loss_t, norm_t, finite_t = outputs[:3]
-    if distributed:  # every worker stops after the same step (see seq2seq/interrupts.py)
-      stopping = stopping or stop.agreed(outputs[3].numpy())
+    if self.distributed:  # every worker stops after the same step (see seq2seq/interrupts.py)
+      self.stopping = self.stopping or self.stop.agreed(outputs[3].numpy())
     if bool(finite_t):
-      bad_in_a_row = 0
+      self.bad_in_a_row = 0
       return True
-    bad_in_a_row += 1
-    bad_total += 1
-    log(f"step {number}: non-finite loss={float(loss_t)} grad_norm={float(norm_t)}; update "
-        f"skipped ({bad_in_a_row} in a row, {bad_total} in this run)")
-    if bad_in_a_row >= train_config.max_bad_steps:
+    self.bad_in_a_row += 1
+    self.bad_total += 1
+    self.log(f"step {number}: non-finite loss={float(loss_t)} grad_norm={float(norm_t)}; "
+             f"update skipped ({self.bad_in_a_row} in a row, {self.bad_total} in this run)")
+    max_bad_steps = self.train_config.max_bad_steps
+    if self.bad_in_a_row >= max_bad_steps:
       raise TrainingDiverged(
-          f"stopped at step {number}: {bad_in_a_row} consecutive steps had a non-finite "
-          f"loss or gradient norm (--max_bad_steps={train_config.max_bad_steps}); the "
-          f"latest checkpoint, {checkpointer.latest or 'none'}, holds the last good "
-          f"parameters. Try a lower --learning_rate or --max_grad_norm, or check the data.")
+          f"stopped at step {number}: {self.bad_in_a_row} consecutive steps had a non-finite "
+          f"loss or gradient norm (--max_bad_steps={max_bad_steps}); the latest checkpoint, "
+          f"{self.checkpointer.latest or 'none'}, holds the last good parameters. Try a "
+          f"lower --learning_rate or --max_grad_norm, or check the data.")
     return False
 
-  unsettled = []  # (step number, outputs) of the steps whose outputs were not yet read
-
-  def settle_unread(keep_latest=False):
+  def settle_unread(self, keep_latest=False):
     """Settles the unread steps in order (all but the latest with `keep_latest`); returns
     the last one's `settle`."""
     finite = None
+    unsettled = self.unsettled
     for unread in unsettled[:-1] if keep_latest else unsettled:
-      finite = settle(*unread)
+      finite = self.settle(*unread)
     del unsettled[:-1 if keep_latest else len(unsettled)]
     return finite
 
-  # Reading a step's outputs waits for all the work queued on the device (TensorFlow's
-  # device-to-host copy waits for the compute stream), so the device idles while the loop
-  # then queues the next step. One device reads them every `SETTLE_EVERY` steps; workers
-  # read every step, to take in the stop votes after the step that carries them.
-  settle_every = 1 if distributed else SETTLE_EVERY
-  votes_on_device = device_prefetch.ConstantsOnDevice(trainee.device)
-  with interrupts.StopOnSignal() as stop, distribution.peer_loss_raises(strategy):
-    while (step < total_steps and epoch < train_config.num_epochs and stopping is None
-           and not early_stop):
-      if position == 0:
-        trainee.start_epoch()
-      with _epoch_feed(trainee, epoch, position) as feed:
-        for tokens, given in feed:
-          if distributed:
-            outputs = train_step(given, votes_on_device(stop.vote()))
-          else:
-            outputs = train_step(given)
-            stopping = stop.requested
-          loss_t = outputs[0]
-          step += 1
-          position += 1
-          progress.step.assign(step)
-          progress.position.assign(position)
-          meter.add_tokens(tokens)
-          unsettled.append((step, outputs))
-          log_now = step % train_config.log_every == 0 or step == total_steps
-          save_now = step % train_config.save_every == 0
-          if not (log_now or save_now or stopping is not None or step >= total_steps
-                  or position >= per_epoch):
-            # The latest step stays unread, so that the device never waits for the host.
-            if len(unsettled) > settle_every:
-              settle_unread(keep_latest=True)
-            continue
-          # Where the loop logs, saves or stops, it reads the step's own outputs at once.
-          finite = settle_unread()
-          # A skipped step is neither logged as progress nor saved.
-          if finite and log_now:
-            loss, grad_norm = float(loss_t), float(outputs[1])
-            lr = float(optimizer.current_learning_rate())
-            tokens_per_sec, per_batch, eta = meter.report(step, total_steps)
-            log(f"{step}/{total_steps} (epoch {epoch + 1}/{train_config.num_epochs}) "
-                f"loss={loss:.4f} ppl={losses.perplexity(loss):.2f} grad_norm={grad_norm:.3f} "
-                f"lr={lr:.3g} tok/s={tokens_per_sec:.0f} time/batch={per_batch:.3f}s "
-                f"ETA={_format_duration(eta)}")
-            train_writer.write(step, {
-                "loss": loss, "perplexity": losses.perplexity(loss), "grad_norm": grad_norm,
-                "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
-                "seconds_per_batch": per_batch})
-          if finite and save_now:
-            checkpoint = save()
-          if stopping is not None or step >= total_steps:
-            break
-      settle_unread()  # a schedule that ended before its batches_per_epoch
-      if position >= per_epoch:  # the epoch ran to its end
-        val_loss, early_stop = validate()
-        epoch += 1
-        position = 0
-        progress.epoch.assign(epoch)
-        progress.position.assign(0)
-    if loss_t is not None:
-      loss = float(loss_t)
-    if checkpoint is None or step != saved_step:
-      checkpoint = save()  # after skipped steps too: their parameters are the last good ones
-  stopping = stopping or stop.requested  # or a signal during the last step or the save
-  train_writer.flush()
-  val_writer.flush()
-  if stopping:
-    by = "" if stop.requested == stopping else " (received by another worker)"
-    log(f"stopped by signal {stopping}{by} at step {step}; saved {checkpoint}")
-  else:
-    log(f"done at step {step}; saved {checkpoint}")
-  return TrainResult(step=step, epoch=epoch, last_loss=loss, checkpoint=checkpoint,
-                     resumed_from=resumed_from or "", stopped_by_signal=stopping or 0,
-                     val_loss=val_loss)
+  def run(self):
+    """Trains to the end, a signal or early stopping; saves and returns the `TrainResult`."""
+    train_config = self.train_config
+    with interrupts.StopOnSignal() as self.stop, \
+         distribution.peer_loss_raises(self.strategy):
+      while (self.step < self.total_steps and self.epoch < train_config.num_epochs
+             and self.stopping is None and not self.early_stop):
+        if self.position == 0:
+          self.trainee.start_epoch()
+        with _epoch_feed(self.trainee, self.epoch, self.position) as feed:
+          for tokens, given in feed:
+            if self.run_step(tokens, given):
+              break
+        self.settle_unread()  # a schedule that ended before its batches_per_epoch
+        if self.position >= self.per_epoch:  # the epoch ran to its end
+          self.end_epoch()
+      if self.loss_t is not None:
+        self.loss = float(self.loss_t)
+      if self.checkpoint is None or self.step != self.saved_step:
+        # After skipped steps too: their parameters are the last good ones.
+        self.checkpoint = self.save()
+    return self.finish()
+
+  def run_step(self, tokens, given):
+    """Runs one step on `given` (`tokens` target tokens); reads its outputs where the loop
+    logs, saves or stops, and logs and saves there. -> whether the epoch's loop ends here."""
+    train_config, progress = self.train_config, self.progress
+    if self.distributed:
+      outputs = self.trainee.step(given, self.votes_on_device(self.stop.vote()))
+    else:
+      outputs = self.trainee.step(given)
+      self.stopping = self.stop.requested
+    self.loss_t = outputs[0]
+    self.step += 1
+    self.position += 1
+    progress.step.assign(self.step)
+    progress.position.assign(self.position)
+    self.meter.add_tokens(tokens)
+    self.unsettled.append((self.step, outputs))
+    log_now = self.step % train_config.log_every == 0 or self.step == self.total_steps
+    save_now = self.step % train_config.save_every == 0
+    if not (log_now or save_now or self.stopping is not None or self.step >= self.total_steps
+            or self.position >= self.per_epoch):
+      # The latest step stays unread, so that the device never waits for the host.
+      if len(self.unsettled) > self.settle_every:
+        self.settle_unread(keep_latest=True)
+      return False
+    # Where the loop logs, saves or stops, it reads the step's own outputs at once.
+    finite = self.settle_unread()
+    # A skipped step is neither logged as progress nor saved.
+    if finite and log_now:
+      self.log_progress(outputs)
+    if finite and save_now:
+      self.checkpoint = self.save()
+    return self.stopping is not None or self.step >= self.total_steps
+
+  def log_progress(self, outputs):
+    """Logs and summarises the loss, norm, learning rate and pace of a settled step."""
+    loss, grad_norm = float(outputs[0]), float(outputs[1])
+    lr = float(self.trainee.optimizer.current_learning_rate())
+    tokens_per_sec, per_batch, eta = self.meter.report(self.step, self.total_steps)
+    self.log(f"{self.step}/{self.total_steps} (epoch {self.epoch + 1}/"
+             f"{self.train_config.num_epochs}) loss={loss:.4f} "
+             f"ppl={losses.perplexity(loss):.2f} grad_norm={grad_norm:.3f} lr={lr:.3g} "
+             f"tok/s={tokens_per_sec:.0f} time/batch={per_batch:.3f}s "
+             f"ETA={_format_duration(eta)}")
+    self.train_writer.write(self.step, {
+        "loss": loss, "perplexity": losses.perplexity(loss), "grad_norm": grad_norm,
+        "learning_rate": lr, "tokens_per_sec": tokens_per_sec,
+        "seconds_per_batch": per_batch})
+
+  def end_epoch(self):
+    """Validates after a whole epoch and moves the counters to the next epoch's start."""
+    self.val_loss, self.early_stop = self.validate()
+    self.epoch += 1
+    self.position = 0
+    self.progress.epoch.assign(self.epoch)
+    self.progress.position.assign(0)
+
+  def finish(self):
+    """Flushes the summaries, logs how the run ended; -> the `TrainResult`."""
+    # Or a signal during the last step or the save:
+    self.stopping = stopping = self.stopping or self.stop.requested
+    self.train_writer.flush()
+    self.val_writer.flush()
+    if stopping:
+      by = "" if self.stop.requested == stopping else " (received by another worker)"
+      self.log(f"stopped by signal {stopping}{by} at step {self.step}; saved {self.checkpoint}")
+    else:
+      self.log(f"done at step {self.step}; saved {self.checkpoint}")
+    return TrainResult(step=self.step, epoch=self.epoch, last_loss=self.loss,
+                       checkpoint=self.checkpoint, resumed_from=self.resumed_from or "",
+                       stopped_by_signal=stopping or 0, val_loss=self.val_loss)

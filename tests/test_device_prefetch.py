@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from seq2seq import device_prefetch
 from seq2seq import distributed_step
-from seq2seq import language_model
+from seq2seq import train_step as train_step_lib
 from seq2seq import training
 from seq2seq import workdir as workdir_lib
 from tests import helpers
@@ -178,7 +178,7 @@ class TrainingLoopTest(tf.test.TestCase):
       config = helpers.tiny_config(workdir, text, model="lm", num_steps=5, batch_size=4,
                                    hidden_size=16, embedding_size=8, max_steps=6)
       given = set()
-      real_carried = language_model.make_carried_step
+      real_carried = train_step_lib.make_carried_step
 
       def recording_step(*args, **kwargs):
         step = real_carried(*args, **kwargs)
@@ -189,7 +189,7 @@ class TrainingLoopTest(tf.test.TestCase):
 
       with mock.patch.object(training, "_batch_device",
                              return_value="/CPU:0" if moved else None), \
-           mock.patch.object(language_model, "make_carried_step", recording_step):
+           mock.patch.object(train_step_lib, "make_carried_step", recording_step):
         training.train(config, log=helpers.quiet)
       self.assertEqual(given, {(tf.int64, tf.int64)} if moved else {(tf.int32, tf.int32)})
       finals[moved] = helpers.checkpoint_values(workdir_lib.checkpoint_dir(workdir), ("model/", "carried_state/"))

@@ -8,6 +8,8 @@ from ops import losses
 from seq2seq import config as config_lib
 from seq2seq import language_model as lm
 from seq2seq import optimizers
+from seq2seq import train_step
+from seq2seq import training
 
 V = 12
 
@@ -60,7 +62,7 @@ class StateCarryingTest(tf.test.TestCase):
       return tf.reduce_mean(logits), final
 
     zeros = model.initial_state(2)
-    _, _, last = lm.run_epoch(step, windows, zeros)
+    _, _, last = training.run_epoch(step, windows, zeros)
     tf.nest.map_structure(self.assertAllEqual, seen[0], zeros)
     expected = zeros
     for (inputs, _), state in zip(windows, seen):
@@ -77,7 +79,7 @@ class StateCarryingTest(tf.test.TestCase):
       loss = tf.reduce_sum(logits)
     grads = tape.gradient(loss, tf.nest.flatten(state))
     self.assertTrue(all(g is not None for g in grads))  # it reads the carried state ...
-    step = lm.make_lm_train_step(model, optimizers.SGD(0.1), 5.0)
+    step = train_step.make_lm_train_step(model, optimizers.SGD(0.1), 5.0)
     loss, norm, finite, _ = step(ids, ids, model.initial_state(2))  # ... which is an input
     self.assertTrue(np.isfinite(float(loss)) and np.isfinite(float(norm)) and bool(finite))
 
@@ -85,7 +87,7 @@ class StateCarryingTest(tf.test.TestCase):
     """A period-7 text can only be predicted past its first token with the carried state."""
     model = _model(tf.float32, hidden=32)
     text = np.tile([4, 5, 6, 7, 8, 9, 10], 60)
-    history = lm.train_lm(model, optimizers.Adam(0.02), text, batch_size=4, num_steps=5, num_epochs=15,
+    history = training.train_lm(model, optimizers.Adam(0.02), text, batch_size=4, num_steps=5, num_epochs=15,
                           log=lambda _: None)
     self.assertLess(history[-1], 0.1)
     self.assertLess(history[-1], history[0] / 10)
@@ -117,7 +119,7 @@ def _start_state(model, batch=3, seed=1):
 def _one_sgd_step(model, jit_compile, max_grad_norm=5.0):
   """(loss, grad_norm, final state, {variable name: change after one SGD step of rate 1})."""
   optimizer = optimizers.SGD(1.0)
-  step = lm.make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=jit_compile)
+  step = train_step.make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=jit_compile)
   before = {v.name: v.numpy() for v in model.trainable_variables}
   inputs, targets = _window()
   loss, norm, finite, final = step(inputs, targets, _start_state(model))
@@ -172,7 +174,7 @@ class LMTrainStepTest(tf.test.TestCase, parameterized.TestCase):
     optimizer = optimizers.Adam(0.1)
     carried = lm.CarriedState(model, 3)
     carried.assign(_start_state(model))
-    step = lm.make_carried_step(lm.make_lm_train_step(model, optimizer, 5.0), carried)
+    step = train_step.make_carried_step(train_step.make_lm_train_step(model, optimizer, 5.0), carried)
     model.cells[0].bias.assign(tf.fill(model.cells[0].bias.shape, np.nan))  # NaN state, loss
     before = [v.numpy() for v in model.trainable_variables]
     slots = [v.numpy() for v in tf.nest.flatten(optimizer.slots)]
@@ -190,8 +192,8 @@ class LMTrainStepTest(tf.test.TestCase, parameterized.TestCase):
   def test_carried_step_carries_the_final_state(self):
     model = _lm()
     carried = lm.CarriedState(model, 3)
-    step = lm.make_lm_train_step(model, optimizers.SGD(0.0), 5.0)
-    carrying = lm.make_carried_step(step, carried)
+    step = train_step.make_lm_train_step(model, optimizers.SGD(0.0), 5.0)
+    carrying = train_step.make_carried_step(step, carried)
     inputs, targets = _window()
     _, _, _, expected = step(inputs, targets, model.initial_state(3))
     carrying(inputs, targets)

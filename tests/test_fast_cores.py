@@ -75,8 +75,8 @@ class LSTMElementwiseGradientTest(tf.test.TestCase, parameterized.TestCase):
   def test_recomputing_gradient_only_inside_a_loop(self, how):
     """Without XLA, the written-out gradient (a custom-gradient `IdentityN`) is used in the
     body of a `tf.while_loop`, and only there. (Outside, each static step's recurrent product
-    has its own `IdentityN`, of a MatMul: `seq2seq.fast.recurrent_matmul`.) The elementwise step is one
-    function, traced once and called at every step."""
+    has its own `IdentityN`, of a MatMul: `seq2seq.fast.recurrent_matmul`.) The elementwise
+    step is one function, traced once and called at every step."""
     core = make_cell("lstm", dtype=tf.float32)
     core(tf.zeros([2, I]), core.initial_state(2))
     run_unroll = fast_unroll.static_unroll if how == "static" else fast_unroll.dynamic_unroll
@@ -204,8 +204,8 @@ class BridgeFriendlyActivationTest(tf.test.TestCase, parameterized.TestCase):
 
 
 class StepWeightsTest(tf.test.TestCase, parameterized.TestCase):
-  """A fast cell's `precompute` reads the weights of the steps once, before a loop over time (when no cast
-  is needed)."""
+  """A fast cell's `precompute` reads the weights of the steps once, before a loop over time
+  (when no cast is needed)."""
 
   @parameterized.product(kind=["lstm", "gru"], dtype=["float32", "bfloat16"])
   def test_loop_body_reads_no_variable(self, kind, dtype):

@@ -271,7 +271,7 @@ class Seq2Seq(tf.Module):
       outputs, _ = fast_unroll.unroll_from_config(self.config)(core, inputs, state)
       if training and self.config.keep_prob < 1.0:  # the attentional vectors, before softmax
         outputs *= fast_masks.keep_mask(self.dropout_generator, tf.shape(outputs),
-                                   self.config.keep_prob, outputs.dtype)
+                                        self.config.keep_prob, outputs.dtype)
     return outputs
 
   def logits_from_embedded(self, source_embedded, source_length, target_embedded,

@@ -182,15 +182,16 @@ def run_dynamic(step, sequence, inputs, initial_state, sequence_length, steps_pe
 def layerwise_unroll(cores, inputs, initial_states, sequence_length=None, unroll=static_unroll):
   """Unrolls a stack layer by layer: the same result as `static_unroll(StackedCells(cores))`.
 
-  Running each layer over all T steps before the next lets every layer (not only the first)
-  precompute its input projection for the whole sequence.
+  Each layer sees its whole input sequence [B, T, I] at once, so an unroll that works on
+  whole sequences (the fast one projects the inputs of all steps in one matmul) does so in
+  every layer, not only the first.
 
   Args:
     cores: the layers, bottom first.
     inputs: [B, T, I].
     initial_states: a tuple with one state per layer.
     sequence_length: optional [B] lengths, applied in every layer.
-    unroll: `static_unroll` or `dynamic_unroll`.
+    unroll: `static_unroll` or `dynamic_unroll` (or another unroll with their signature).
 
   Returns:
     (outputs [B, T, H] of the top layer, tuple of per-layer final states).

@@ -1,23 +1,16 @@
 """One time step of the LSTM and GRU recurrences, as plain functions.
 
-The cells in `seq2seq.cells` own the variables and call these functions; a fused or
-device-specific variant can reuse them unchanged.
+The cells in `seq2seq.cells` own the variables and call these functions. The fast layer
+(`seq2seq.fast`) reuses them unchanged, passing its own spellings of the activations (or of
+the LSTM's elementwise half) where the defaults are `tf.sigmoid` and `tf.tanh`.
 
 Shapes: B = batch, I = input size, H = hidden size.
 """
-import functools
-
 import tensorflow as tf
-# TensorFlow-internal names: XLA's optimization barrier, the builder of an op without a Python
-# wrapper, and the tests that tell a while loop's body and an XLA-compiled function from other
-# graphs.
-from tensorflow.compiler.tf2xla.python import xla as tf2xla  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.python.framework import op_def_library  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.python.ops import control_flow_util  # pylint: disable=g-direct-tensorflow-import
-from tensorflow.python.ops import control_flow_util_v2  # pylint: disable=g-direct-tensorflow-import
 
 
-def lstm_step(inputs, hidden, cell, w_input, w_hidden, bias, forget_bias=1.0):
+def lstm_step(inputs, hidden, cell, w_input, w_hidden, bias, forget_bias=1.0,
+              gates_to_state=None):
   """One LSTM step (Hochreiter & Schmidhuber 1997, with a forget gate; no peepholes).
 
       [i, g, f, o] = x W_x + h W_h + b          gates, each [B, H]
@@ -32,12 +25,14 @@ def lstm_step(inputs, hidden, cell, w_input, w_hidden, bias, forget_bias=1.0):
     w_hidden: [H, 4H], hidden-to-hidden kernel, same block order.
     bias: [4H].
     forget_bias: added to the forget gate pre-activation, so a new cell remembers by default.
+    gates_to_state: the elementwise half, (gates, cell, forget_bias) -> (h', c'); default
+      `lstm_gates_to_state`.
 
   Returns:
     (new_hidden [B, H], new_cell [B, H]).
   """
   gates = tf.matmul(inputs, w_input) + tf.matmul(hidden, w_hidden) + bias
-  return lstm_gates_to_state(gates, cell, forget_bias)
+  return (gates_to_state or lstm_gates_to_state)(gates, cell, forget_bias)
 
 
 def input_projection(inputs, kernel, bias):
@@ -54,220 +49,23 @@ def input_projection(inputs, kernel, bias):
   return projected
 
 
-def _lstm_activations(gates, forget_bias):
+def lstm_activations(gates, forget_bias, sigmoid=tf.sigmoid, tanh=tf.tanh):
   """Gate pre-activations [B, 4H] -> the activated gates (i, g, f, o), each [B, H]."""
   # i = input, g = candidate, f = forget, o = output.
   i, g, f, o = tf.split(gates, 4, axis=-1)
   return sigmoid(i), tanh(g), sigmoid(f + forget_bias), sigmoid(o)
 
 
-def sigmoid(x):
-  """tf.sigmoid(x), gradient included, in a form XLA's TensorFlow bridge lowers quickly.
-
-  In an XLA-compiled graph (`in_xla_function`) it is the op SoftplusGrad(1, x) = 1 * sigmoid(x),
-  with the gradient dy * y * (1 - y). TF 2.21's tf2xla lowers Sigmoid, Tanh and Exp one op at
-  a time through an MLIR pass pipeline of their own (`MlirXlaOpKernel`), tens of times slower
-  than SoftplusGrad or a Mul, which it lowers directly; an unrolled train step has hundreds of
-  sigmoids, so this shortens the first step's compilation. XLA removes the multiplication by
-  one, so the optimized program and the step are the same (benchmarks/README.md has the
-  measurements). Elsewhere it is tf.sigmoid.
-
-  `tanh` does the same for Tanh, through another op.
-
-  Args:
-    x: [...] floating point.
-
-  Returns:
-    sigmoid(x), [...] of x's dtype.
-  """
-  if not in_xla_function():
-    return tf.sigmoid(x)
-  return _sigmoid_as_softplus_grad(x)
-
-
-@tf.custom_gradient
-def _sigmoid_as_softplus_grad(x):
-  """`sigmoid` in an XLA-compiled graph: y = SoftplusGrad(1, x), d(x) = SigmoidGrad(y, dy)."""
-  # OnesLike, not tf.ones_like: the ones of a static shape would be folded into one constant
-  # [...] per call by the bridge's constant folding, 1 MB each at seed_b256.
-  y = tf.raw_ops.SoftplusGrad(gradients=tf.raw_ops.OnesLike(x=x), features=x)
-  return y, lambda dy: _sigmoid_grad(y, dy)
-
-
-def tanh(x):
-  """tf.tanh(x), gradient included, in a form XLA's TensorFlow bridge lowers quickly.
-
-  In an XLA-compiled graph (`in_xla_function`) it is TensorFlow's `_UnaryOpsComposition` op
-  with the one op "Tanh" (the op Grappler fuses chains of unary ops into), which the bridge
-  lowers straight to XLA's tanh instead of through the per-op MLIR pipeline of `Tanh` (see
-  `sigmoid`), which shortens the first step's compilation; XLA's optimized program and the
-  step are the same (benchmarks/README.md). The op takes float16, float32 and float64;
-  bfloat16 goes through float32 (XLA:GPU computes a bf16 tanh in float32 anyway). The
-  gradient is dy * (1 - y^2). Elsewhere it is tf.tanh.
-
-  Written with other ops the bridge lowers directly (through expm1) it would make the
-  compiled program larger and its step slower.
-
-  Args:
-    x: [...] floating point.
-
-  Returns:
-    tanh(x), [...] of x's dtype.
-  """
-  if not in_xla_function():
-    return tf.tanh(x)
-  return _tanh_as_unary_composition(x)
-
-
-# The dtypes `_UnaryOpsComposition` takes.
-_UNARY_COMPOSITION_DTYPES = (tf.float16, tf.float32, tf.float64)
-
-
-@tf.custom_gradient
-def _tanh_as_unary_composition(x):
-  """`tanh` in an XLA-compiled graph: y = _UnaryOpsComposition(x, ["Tanh"]), d(x) = TanhGrad."""
-  computed = x if x.dtype in _UNARY_COMPOSITION_DTYPES else tf.cast(x, tf.float32)
-  y = tf.cast(_unary_ops_composition(computed, ["Tanh"]), x.dtype)
-  return y, lambda dy: _tanh_grad(y, dy)
-
-
-def _unary_ops_composition(x, op_names):
-  """TensorFlow's `_UnaryOpsComposition(x, op_names)`: the unary ops `op_names` applied in
-  turn. A graph-only op without a Python wrapper (its name starts with an underscore)."""
-  _, _, op, _ = op_def_library._apply_op_helper(  # pylint: disable=protected-access
-      "_UnaryOpsComposition", x=x, op_names=op_names, name="UnaryOpsComposition")
-  return op.outputs[0]
-
-
-def lstm_gates_to_state(gates, cell, forget_bias=1.0, recompute=None):
-  """The elementwise half of `lstm_step`: gate pre-activations [B, 4H] to (h', c').
-
-  In a graph (a `tf.function` being traced) the ops are those of one `tf.function` per
-  setting, traced once and called at every step (`_traced_gates_to_state`); eagerly they run
-  one by one.
-
-  Args:
-    gates: [B, 4H]; cell: [B, H]; forget_bias: as `lstm_step`.
-    recompute: whether the gradient keeps only the gates and c and recomputes the
-      activations from them (`_lstm_gates_to_state_recomputing`) instead of keeping the six
-      [B, H] activations and products that TensorFlow's derivation keeps. None: when traced
-      in the body of a `tf.while_loop` (`unroll.dynamic_unroll`), whose gradient stacks every
-      kept tensor step by step, one GPU kernel each (recomputing keeps fewer), and in an
-      XLA-compiled function (`recompute_behind_barrier`). Elsewhere (a step without XLA runs
-      op by op) the derivation has fewer ops to trace and run.
-  """
-  for_xla = in_xla_function()
-  if recompute is None:
-    recompute = in_loop_body() or for_xla
-  barrier = bool(recompute) and recompute_behind_barrier()
-  if tf.executing_eagerly() or not isinstance(forget_bias, (int, float)):
-    return _gates_to_state(gates, cell, forget_bias, recompute, barrier)
-  return _traced_gates_to_state(float(forget_bias), bool(recompute), barrier,
-                                for_xla)(gates, cell)
-
-
-def _gates_to_state(gates, cell, forget_bias, recompute, barrier):
-  if recompute:
-    return _lstm_gates_to_state_recomputing(gates, cell, forget_bias, barrier)
-  return _lstm_state(gates, cell, forget_bias)
-
-
-@functools.lru_cache(maxsize=None)
-def _traced_gates_to_state(forget_bias, recompute, barrier, for_xla):
-  """`lstm_gates_to_state` of one setting as a `tf.function` (gates, cell) -> (h', c').
-
-  `for_xla`: whether the caller's graph is XLA-compiled. The ops differ (`sigmoid`), and a
-  function is traced where it is first called, so a function traced for one must not be
-  called from the other.
-
-  A static unroll calls the step's elementwise half at every step of every layer: traced
-  inline, its forward and gradient ops are most of the unrolled train step's graph. As one
-  function, traced once per shape and called at each step, the `seed_b256` train step
-  (2 + 2 layers, 20 + 21 steps, XLA) has 2,375 ops instead of 5,901 to build, and traces in
-  about half the time. XLA inlines the calls: the optimized program is the same,
-  instruction for instruction.
-  """
-  del for_xla  # a cache key only: `sigmoid` reads the graph being traced
-  return tf.function(
-      lambda gates, cell: _gates_to_state(gates, cell, forget_bias, recompute, barrier),
-      autograph=False)
-
-
-def _lstm_state(gates, cell, forget_bias):
-  """(h', c') from the gate pre-activations [B, 4H] and c [B, H]."""
-  i, g, f, o = _lstm_activations(gates, forget_bias)
+def lstm_gates_to_state(gates, cell, forget_bias=1.0, sigmoid=tf.sigmoid, tanh=tf.tanh):
+  """The elementwise half of `lstm_step`: gate pre-activations [B, 4H] and c [B, H] to
+  (h' [B, H], c' [B, H])."""
+  i, g, f, o = lstm_activations(gates, forget_bias, sigmoid, tanh)
   new_cell = f * cell + i * g
   return o * tanh(new_cell), new_cell
 
 
-def in_loop_body():
-  """Whether the graph being built is the body (or condition) of a `tf.while_loop`."""
-  return control_flow_util_v2.in_while_loop_defun(tf.compat.v1.get_default_graph())
-
-
-def in_xla_function():
-  """Whether the graph being built is compiled with XLA (`tf.function(jit_compile=True)`, or a
-  function or loop body inside one)."""
-  return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
-def recompute_behind_barrier():
-  """Whether a written-out gradient that recomputes forward values should hide its inputs
-  from XLA behind an optimization barrier: in an XLA-compiled function, outside loop bodies.
-
-  There XLA sees the forward pass and its gradient as one program, and would otherwise merge
-  the recomputation with the forward pass's own activations (common subexpressions) and keep
-  those, as TensorFlow's derivation does. Behind the barrier the forward kernel of a step
-  writes only h' and c', and the gradient kernel recomputes the activations from the gates
-  it reads anyway: less memory traffic and a shorter step (benchmarks/README.md). A loop
-  body's gradient runs in a loop of its own, so nothing there can merge with the forward
-  pass.
-
-  Only the forward values (gates, c) go behind it. The incoming d(h') and d(c') stay outside,
-  so that XLA can fuse the ops that make them (e.g. the sum of the per-gate products of
-  `RecurrentMatmul(gate_blocks=4)`) into the gradient's kernel, which takes a kernel a step
-  off with `per_gate_hidden_gradient` and changes nothing with one d(h) matmul.
-  """
-  return in_xla_function() and not in_loop_body()
-
-
-def _lstm_gates_to_state_recomputing(gates, cell, forget_bias, barrier):
-  """`lstm_gates_to_state` with a written-out gradient that keeps only `gates` and `cell`
-  (behind an XLA optimization barrier when `barrier`: see `recompute_behind_barrier`)."""
-
-  @tf.custom_gradient
-  def gates_to_state(gates, cell):
-
-    def gradient(d_hidden, d_cell):
-      """d(h'), d(c') [B, H] -> d(gates) [B, 4H], d(c) [B, H]."""
-      kept_gates, kept_cell = gates, cell
-      if barrier:  # the forward values only: see `recompute_behind_barrier`
-        kept_gates, kept_cell = tf2xla.optimization_barrier(gates, cell)
-      i, g, f, o = _lstm_activations(kept_gates, forget_bias)
-      tanh_cell = tanh(f * kept_cell + i * g)
-      d_new_cell = d_cell + _tanh_grad(tanh_cell, d_hidden * o)
-      d_gates = tf.concat([_sigmoid_grad(i, d_new_cell * g),
-                           _tanh_grad(g, d_new_cell * i),
-                           _sigmoid_grad(f, d_new_cell * kept_cell),
-                           _sigmoid_grad(o, d_hidden * tanh_cell)], axis=-1)
-      return d_gates, d_new_cell * f
-
-    return _lstm_state(gates, cell, forget_bias), gradient
-
-  return gates_to_state(gates, cell)
-
-
-def _sigmoid_grad(y, dy):
-  """dy * y * (1 - y), the gradient through y = sigmoid(x), as one op."""
-  return tf.raw_ops.SigmoidGrad(y=y, dy=dy)
-
-
-def _tanh_grad(y, dy):
-  """dy * (1 - y^2), the gradient through y = tanh(x), as one op."""
-  return tf.raw_ops.TanhGrad(y=y, dy=dy)
-
-
-def gru_step(inputs, hidden, w_input, w_hidden, bias_input, bias_hidden):
+def gru_step(inputs, hidden, w_input, w_hidden, bias_input, bias_hidden, sigmoid=tf.sigmoid,
+             tanh=tf.tanh):
   """One GRU step (Cho et al. 2014), with the reset gate applied after the matmul.
 
       [z_x, r_x, n_x] = x W_x + b_x             each [B, H]
@@ -287,21 +85,17 @@ def gru_step(inputs, hidden, w_input, w_hidden, bias_input, bias_hidden):
     w_hidden: [H, 3H], blocks z, r, n.
     bias_input: [3H].
     bias_hidden: [3H].
+    sigmoid, tanh: the activations (elementwise, shape-preserving).
 
   Returns:
     new_hidden [B, H].
   """
-  return gru_step_projected(tf.matmul(inputs, w_input) + bias_input, hidden, w_hidden,
-                            bias_hidden)
+  return gru_gates_to_state(tf.matmul(inputs, w_input) + bias_input,
+                            tf.matmul(hidden, w_hidden) + bias_hidden, hidden, sigmoid, tanh)
 
 
-def gru_step_projected(projected_input, hidden, w_hidden, bias_hidden):
-  """`gru_step` given projected_input = x W_x + b_x [B, 3H] (see `input_projection`)."""
-  return gru_gates_to_state(projected_input, tf.matmul(hidden, w_hidden) + bias_hidden,
-                            hidden)
-
-
-def gru_gates_to_state(projected_input, projected_hidden, hidden):
+def gru_gates_to_state(projected_input, projected_hidden, hidden, sigmoid=tf.sigmoid,
+                       tanh=tf.tanh):
   """`gru_step` given both projections, x W_x + b_x and h W_h + b_h, each [B, 3H]."""
   z_x, r_x, n_x = tf.split(projected_input, 3, axis=-1)
   z_h, r_h, n_h = tf.split(projected_hidden, 3, axis=-1)

@@ -153,13 +153,13 @@ class AttentionWrapper(cells.RNNCore):
   def output_size(self):
     return self.attention.output_size
 
-  def _check_memory(self):
+  def check_memory(self):
     if self.memory is None:
       raise ValueError("AttentionWrapper has no memory: construct it with one or use with_memory")
 
   def initial_state(self, batch_size, dtype=None):
     """Zero attention and alignments; the core's own zero state (replace it with a bridge's)."""
-    self._check_memory()
+    self.check_memory()
     dtype = dtype or self.memory.dtype
     return AttentionState(
         cell_state=self.core.initial_state(batch_size, dtype),
@@ -167,32 +167,13 @@ class AttentionWrapper(cells.RNNCore):
         alignments=tf.zeros([batch_size, tf.shape(self.memory)[1]], dtype))
 
   def __call__(self, inputs, state):
-    return self._step(inputs, state, self.core)
+    """inputs [B, I], `AttentionState` -> (a_t [B, A], the new `AttentionState`)."""
+    return self.step_with(inputs, state, self.core)
 
-  def precompute(self, inputs):
-    """[B, T, I] -> (the inputs, the core's `presample` for T steps of [x_t; a_{t-1}]): the
-    core's input depends on the previous step, so only its draws (dropout masks) are made
-    for all steps at once."""
-    self._check_memory()
-    return inputs, self.presample(cells.dim(inputs, 0), cells.dim(inputs, 1),
-                                  inputs.shape[-1], inputs.dtype)
-
-  def step(self, precomputed, state):
-    inputs, presampled = precomputed
-    return self.step_presampled(inputs, state, presampled)
-
-  def presample(self, batch_size, num_steps, input_size, dtype):
-    """The core's presample, for its inputs of I + A features."""
-    return self.core.presample(batch_size, num_steps, input_size + self.attention.output_size,
-                               dtype)
-
-  def step_presampled(self, inputs, state, presampled):
-    return self._step(inputs, state,
-                      lambda x, s: self.core.step_presampled(x, s, presampled))
-
-  def _step(self, inputs, state, run_core):
-    """One step, the core run by `run_core(inputs, state)`."""
-    self._check_memory()
+  def step_with(self, inputs, state, run_core):
+    """`__call__` with the core run by `run_core(inputs [B, I + A], core state)` (another
+    implementation of the same core: `seq2seq.fast` passes its own)."""
+    self.check_memory()
     cell_input = tf.concat([inputs, state.attention], -1)
     query, cell_state = run_core(cell_input, state.cell_state)
     memory = tf.cast(self.memory, query.dtype)

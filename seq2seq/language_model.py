@@ -16,6 +16,7 @@ from seq2seq import cells
 from seq2seq import embeddings
 from seq2seq import model as model_lib
 from seq2seq import unroll
+from seq2seq.fast import unroll as fast_unroll
 
 
 def lm_windows(ids, batch_size, num_steps):
@@ -100,7 +101,7 @@ class LanguageModel(tf.Module):
                                           output_keep_prob=self.config.keep_prob)
                      for c in layer_cells]
     outputs, state = unroll.layerwise_unroll(layer_cells, tf.cast(embedded, self.dtype), state,
-                                             unroll=unroll.unroll_from_config(self.config))
+                                             unroll=fast_unroll.unroll_from_config(self.config))
     return model_lib.project(outputs, self.projection_kernel, self.projection_bias), state
 
   def __call__(self, inputs, state, training=False):

@@ -13,6 +13,8 @@ from seq2seq import cells
 from seq2seq import config as config_lib
 from seq2seq import embeddings
 from seq2seq import unroll
+from seq2seq.fast import masks as fast_masks
+from seq2seq.fast import unroll as fast_unroll
 
 
 def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None,
@@ -181,7 +183,7 @@ class Seq2Seq(tf.Module):
     if not self.bidirectional:
       outputs, final_states = unroll.layerwise_unroll(
           core.cores, inputs, initial_state, source_length,
-          unroll=unroll.unroll_from_config(self.config))
+          unroll=fast_unroll.unroll_from_config(self.config))
       return outputs, _without_masks(final_states)
     backward = self.encoder(training, backward=True).cores
     forward_finals, backward_finals = [], []
@@ -190,7 +192,7 @@ class Seq2Seq(tf.Module):
         core.cores, backward, initial_state, backward_initial):
       inputs, (forward_final, backward_final) = unroll.bidirectional_unroll(
           forward_core, backward_core, inputs, forward_state, backward_state, source_length,
-          unroll=unroll.unroll_from_config(self.config))
+          unroll=fast_unroll.unroll_from_config(self.config))
       forward_finals.append(forward_final)
       backward_finals.append(backward_final)
     return inputs, self.bridge(_without_masks(forward_finals), _without_masks(backward_finals))
@@ -267,14 +269,14 @@ class Seq2Seq(tf.Module):
     inputs = tf.cast(target_embedded, self.dtype)
     # No decoder masking: PAD positions come after the targets and only the loss reads them.
     if isinstance(core, cells.StackedCells):
-      outputs, _ = unroll.layerwise_unroll(core.cores, inputs, state,
-                                           unroll=unroll.unroll_from_config(self.config))
+      outputs, _ = unroll.layerwise_unroll(
+          core.cores, inputs, state, unroll=fast_unroll.unroll_from_config(self.config))
     else:
       # Input feeding makes every layer's step t depend on the attention at t-1: step-major.
-      outputs, _ = unroll.unroll_from_config(self.config)(core, inputs, state)
+      outputs, _ = fast_unroll.unroll_from_config(self.config)(core, inputs, state)
       if training and self.config.keep_prob < 1.0:  # the attentional vectors, before softmax
-        outputs *= cells.keep_mask(self.dropout_generator, tf.shape(outputs),
-                                   self.config.keep_prob, outputs.dtype)
+        outputs *= fast_masks.keep_mask(self.dropout_generator, tf.shape(outputs),
+                                        self.config.keep_prob, outputs.dtype)
     return outputs
 
   def logits_from_embedded(self, source_embedded, source_length, target_embedded,

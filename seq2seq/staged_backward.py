@@ -17,7 +17,7 @@ thunk order of a 2-GPU step, `benchmarks/README.md`), and nothing hides the all-
 import collections
 
 import tensorflow as tf
-# TensorFlow-internal name: XLA's optimization barrier (as `ops.cell_math`).
+# TensorFlow-internal name: XLA's optimization barrier (as `seq2seq.fast.activations`).
 from tensorflow.compiler.tf2xla.python import xla as tf2xla  # pylint: disable=g-direct-tensorflow-import
 
 from seq2seq import train_step as train_step_lib

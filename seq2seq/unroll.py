@@ -1,10 +1,12 @@
-"""Unrolling a core over time, with masking of padded steps. Cores never see lengths."""
-import contextlib
-import functools
+"""Unrolling a core over time, with masking of padded steps. Cores never see lengths.
 
+The reference unroll: each step is the core's `__call__`, so any object with the cell
+contract (`seq2seq.cells`) runs here. `seq2seq.fast` unrolls the built-in cores faster on the
+same loops (`run_static`, `run_dynamic`), giving each step precomputed slices instead of the
+inputs.
+"""
 import tensorflow as tf
 
-from ops import cell_math
 from seq2seq import cells
 
 
@@ -12,12 +14,10 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   """Runs `core` over T steps with a Python loop (T must be known when tracing).
 
   Past a sequence's length the output is zero, and the final state is each sequence's state
-  at its last valid step (the initial state for an empty one). In an XLA-compiled function on
-  a GPU, 16-bit steps may run on zero rows and units appended to align their matmuls
-  (`alignment_rows`, `alignment_units`); they are dropped after the last step.
+  at its last valid step (the initial state for an empty one).
 
   Args:
-    core: an `RNNCore`.
+    core: an `RNNCore` (or any object with its contract).
     inputs: [B, T, I].
     initial_state: the core's state structure, batch B.
     sequence_length: optional [B] int lengths (0 <= length <= T); None means all are T.
@@ -28,44 +28,30 @@ def static_unroll(core, inputs, initial_state, sequence_length=None):
   inputs = tf.convert_to_tensor(inputs)
   if inputs.shape[1] is None:
     raise ValueError("static_unroll needs a static number of time steps (inputs.shape[1])")
-  extra_rows, extra_units = alignment_rows(core, inputs), alignment_units(core, inputs)
-  if not (extra_rows or extra_units):
-    return _static_unroll(core, inputs, initial_state, sequence_length)
-  rows, units = inputs.shape[0], core.output_size
-  initial_state = tf.nest.map_structure(
-      lambda leaf: _append_zeros(_append_zeros(leaf, 0, extra_rows), -1, extra_units),
-      initial_state)
-  if sequence_length is not None:
-    sequence_length = _append_zeros(tf.convert_to_tensor(sequence_length), 0, extra_rows)
-  with core.padded_units(extra_units) if extra_units else contextlib.nullcontext():
-    outputs, final_state = _static_unroll(core, inputs, initial_state, sequence_length,
-                                          extra_rows)
-  return (outputs[:rows, :, :units],
-          tf.nest.map_structure(lambda leaf: leaf[:rows, ..., :units], final_state))
+  return run_static(core, inputs, initial_state, sequence_length, inputs.shape[1])
 
 
-def _static_unroll(core, inputs, initial_state, sequence_length, extra_rows=0):
-  """`static_unroll` without its alignment; the precomputed leaves get `extra_rows` rows of
-  zeros (the batch of `initial_state` and `sequence_length` already has them)."""
-  num_steps = inputs.shape[1]
+def run_static(step, sequence, initial_state, sequence_length, num_steps, time_axis=1):
+  """The loop of `static_unroll`: `step(slice t of sequence, state) -> (output [B, H], state)`
+  for t < `num_steps`, masked as `static_unroll`.
+
+  Args:
+    step: the step function (a core).
+    sequence: a nest of [B, T, ...] tensors (of [T, B, ...] when `time_axis` is 0); step t
+      gets every leaf's slice t, [B, ...].
+    initial_state, sequence_length: as `static_unroll`.
+    num_steps: T, static.
+    time_axis: the time axis of `sequence`'s leaves, 1 or 0.
+
+  Returns:
+    (outputs [B, T, H], final_state).
+  """
   state = initial_state
   outputs, states = [], []
-  # The core's state-independent work (e.g. x W_x for every step, dropout masks) runs once,
-  # outside the loop; step t gets every leaf's slice t. Time-major when the core can: the
-  # slices (and their gradients' stack) are then contiguous, with no transposes of the wide
-  # precomputed tensors; the inputs and outputs are transposed instead, and between two
-  # layers those transposes cancel.
-  time_axis = 0 if core.time_major_precompute else 1
-  precomputed = (core.precompute_time_major(cells.time_major(inputs)) if time_axis == 0
-                 else core.precompute(inputs))
-  # Rows appended after the precomputation, so that it draws what an unaligned one draws.
-  precomputed = tf.nest.map_structure(
-      lambda leaf: _append_zeros(leaf, 1 - time_axis, extra_rows), precomputed)
-  leaves = [tf.unstack(leaf, num_steps, axis=time_axis)
-            for leaf in tf.nest.flatten(precomputed)]
+  leaves = [tf.unstack(leaf, num_steps, axis=time_axis) for leaf in tf.nest.flatten(sequence)]
   for t in range(num_steps):
-    step_input = tf.nest.pack_sequence_as(precomputed, [leaf[t] for leaf in leaves])
-    output, state = core.step(step_input, state)
+    output, state = step(tf.nest.pack_sequence_as(sequence, [leaf[t] for leaf in leaves]),
+                         state)
     outputs.append(output)
     states.append(state)
   outputs = tf.stack(outputs, axis=time_axis)
@@ -82,80 +68,6 @@ def _static_unroll(core, inputs, initial_state, sequence_length, extra_rows=0):
   if sequence_length is None:
     return outputs, state
   return outputs, _state_at_lengths(initial_state, states, sequence_length)
-
-
-# XLA:GPU pads every bf16 and fp16 matmul to multiples of this many rows and columns
-# (cuBLAS tensor-core alignment).
-GEMM_ALIGNMENT = 8
-
-
-def alignment_rows(core, inputs):
-  """Zero rows a static unroll appends to the batch, so that its per-step matmuls are aligned.
-
-  XLA:GPU pads a [B, H] x [H, G] bf16 or fp16 matmul whose B is not a multiple of 8 to the
-  next multiple (a copy kernel), and slices the product back (another): two more kernels and
-  launches at every step of every layer, forward and backward. `seed_b20` (B = 20) launched 869
-  kernels a step against 566 at B = 256, 335 of them such pads and slices. Appended once per
-  layer instead (and dropped once after the last step), the steps run on aligned rows. The
-  appended rows start from a zero state and read zero inputs; their outputs and final states
-  are dropped, so they add nothing to any result or gradient.
-
-  Nonzero only where XLA:GPU aligns (`_matmuls_aligned_by_xla`), for a static batch size
-  that is not a multiple of 8, and for cores whose rows are independent
-  (`RNNCore.independent_rows`).
-
-  Args:
-    core: the `RNNCore` being unrolled; inputs: its inputs [B, T, I].
-  """
-  rows = inputs.shape[0]
-  if (rows is None or rows % GEMM_ALIGNMENT == 0 or not core.independent_rows
-      or not _matmuls_aligned_by_xla(inputs)):
-    return 0
-  return -rows % GEMM_ALIGNMENT
-
-
-def alignment_units(core, inputs):
-  """Zero hidden units a static unroll appends to the state, so that its per-step matmuls are
-  aligned.
-
-  With H not a multiple of 8 (the 1500 units of `ptb_large`), XLA:GPU pads each step's
-  h [B, H] to the next multiple for h W_h, and slices d(h) = d(gates) W_h^T back: on
-  `ptb_large_b128`, 148 kernels of a 659-kernel step. (Without that padding, the unaligned bf16
-  matmuls ran 3.6x slower: `--xla_disable_hlo_passes=cublas-pad-for-gemms` took the step from
-  5.17 to 12.37 ms.) Inside `core.padded_units(extra)` the core computes on H + extra units
-  whose weights are zeros, so those units stay 0 and the first H are unchanged; the unroll
-  drops them after the last step.
-
-  Nonzero only where XLA:GPU aligns (`_matmuls_aligned_by_xla`), for H not a multiple of 8,
-  and for cores that can pad their units (`RNNCore.padded_units`: the LSTM and GRU cells,
-  bare or with dropout).
-  """
-  units = core.output_size
-  if units % GEMM_ALIGNMENT == 0 or not _matmuls_aligned_by_xla(inputs):
-    return 0
-  extra = -units % GEMM_ALIGNMENT
-  return extra if core.padded_units(extra) is not None else 0
-
-
-def _matmuls_aligned_by_xla(inputs):
-  """Whether the steps over `inputs` are 16-bit matmuls that XLA:GPU will align: in an
-  XLA-compiled function, on a machine with a GPU (XLA's CPU backend does not pad)."""
-  return (inputs.dtype in (tf.bfloat16, tf.float16) and cell_math.in_xla_function()
-          and _gpu_present())
-
-
-def _gpu_present():
-  """Whether TensorFlow sees a GPU."""
-  return bool(tf.config.list_logical_devices("GPU"))
-
-
-def _append_zeros(tensor, axis, count):
-  """`tensor` with `count` zeros appended along `axis` (itself when `count` is 0)."""
-  if not count:
-    return tensor
-  padding = [[0, 0]] * tensor.shape.rank
-  padding[axis] = [0, count]
-  return tf.pad(tensor, padding)
 
 
 def _state_at_lengths(initial_state, states, sequence_length):
@@ -184,8 +96,8 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   A compiler (XLA) then sees the cell `steps_per_iteration` times instead of T times, which
   cuts compile time; each loop iteration costs a launch sequence that the compiler cannot
   overlap with the next, so a few steps per iteration buy most of the static unroll's speed
-  back. The core must be built before the loop (variables cannot be created inside it):
-  `precompute` builds the engine's cells.
+  back. In a graph, the core must be built before the loop (variables cannot be created
+  inside it): call it once, e.g. eagerly.
 
   Args:
     core, inputs, initial_state, sequence_length: as `static_unroll`.
@@ -199,14 +111,30 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   Returns: as `static_unroll`.
   """
   inputs = tf.convert_to_tensor(inputs)
-  precomputed = core.precompute(inputs)
+  return run_dynamic(core, inputs, inputs, initial_state, sequence_length,
+                     steps_per_iteration, core.output_size)
+
+
+def run_dynamic(step, sequence, inputs, initial_state, sequence_length, steps_per_iteration,
+                output_size):
+  """The loop of `dynamic_unroll`: `step(slice t of sequence, state)` for each step t.
+
+  Args:
+    step: the step function (a core).
+    sequence: a nest of [B, T, ...] tensors; step t gets every leaf's slice t, [B, ...].
+    inputs: the [B, T, I] inputs, for B, T and the outputs' dtype.
+    initial_state, sequence_length, steps_per_iteration: as `dynamic_unroll`.
+    output_size: H.
+
+  Returns: as `static_unroll`.
+  """
   k = int(steps_per_iteration)
   static_steps = inputs.shape[1]
   if k > 1 and static_steps is None:
     raise ValueError("dynamic_unroll with steps_per_iteration > 1 needs a static T")
   # The steps each row runs, [B] or a scalar; None: all of them (nothing masked).
   valid_steps = None if sequence_length is None else tf.convert_to_tensor(sequence_length)
-  leaves = tf.nest.flatten(precomputed)
+  leaves = tf.nest.flatten(sequence)
   padding = -static_steps % k if k > 1 else 0
   if padding:
     # Pad T to a multiple of k so that every step runs inside the loop (see above); the
@@ -216,16 +144,16 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
     valid_steps = (tf.constant(static_steps) if valid_steps is None
                    else tf.minimum(valid_steps, static_steps))
   num_steps = tf.shape(inputs)[1] + padding
-  # One TensorArray per leaf of the precomputed nest, each in its own dtype.
+  # One TensorArray per leaf of the sequence nest, each in its own dtype.
   step_inputs = [tf.TensorArray(leaf.dtype, size=num_steps).unstack(cells.time_major(leaf))
                  for leaf in leaves]
   # Cores compute in the dtype of their inputs (see cells.py), so outputs share it.
   outputs = tf.TensorArray(inputs.dtype, size=num_steps,
-                           element_shape=[inputs.shape[0], core.output_size])
+                           element_shape=[inputs.shape[0], output_size])
 
   def run_step(t, state, outputs):
-    step_input = tf.nest.pack_sequence_as(precomputed, [ta.read(t) for ta in step_inputs])
-    output, new_state = core.step(step_input, state)
+    step_input = tf.nest.pack_sequence_as(sequence, [ta.read(t) for ta in step_inputs])
+    output, new_state = step(step_input, state)
     if valid_steps is not None:
       valid = t < valid_steps
       if valid.shape.rank:  # [B] -> [B, 1]; a scalar broadcasts over the batch as it is
@@ -247,29 +175,23 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
   stacked = tf.transpose(outputs.stack(), [1, 0, 2])
   if padding:
     stacked = stacked[:, :static_steps]
-  stacked.set_shape([inputs.shape[0], static_steps, core.output_size])  # keep static T
+  stacked.set_shape([inputs.shape[0], static_steps, output_size])  # keep static T
   return stacked, state
-
-
-def unroll_from_config(model_config):
-  """The unroll function a `ModelConfig` asks for (`unroll`, `unroll_steps`)."""
-  if model_config.unroll == "static":
-    return static_unroll
-  return functools.partial(dynamic_unroll, steps_per_iteration=model_config.unroll_steps)
 
 
 def layerwise_unroll(cores, inputs, initial_states, sequence_length=None, unroll=static_unroll):
   """Unrolls a stack layer by layer: the same result as `static_unroll(StackedCells(cores))`.
 
-  Running each layer over all T steps before the next lets every layer (not only the first)
-  precompute its input projection for the whole sequence.
+  Each layer sees its whole input sequence [B, T, I] at once, so an unroll that works on
+  whole sequences (the fast one projects the inputs of all steps in one matmul) does so in
+  every layer, not only the first.
 
   Args:
     cores: the layers, bottom first.
     inputs: [B, T, I].
     initial_states: a tuple with one state per layer.
     sequence_length: optional [B] lengths, applied in every layer.
-    unroll: `static_unroll` or `dynamic_unroll`.
+    unroll: `static_unroll` or `dynamic_unroll` (or another unroll with their signature).
 
   Returns:
     (outputs [B, T, H] of the top layer, tuple of per-layer final states).

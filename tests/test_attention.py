@@ -9,6 +9,8 @@ from ops import attention as attention_ops
 from seq2seq import attention
 from seq2seq import cells
 from seq2seq import unroll
+from seq2seq.fast import cores as fast_cores
+from seq2seq.fast import unroll as fast_unroll
 from tests.test_cells import np_lstm_step
 
 B, TS, Q, M, A, I = 3, 5, 4, 6, 7, 2
@@ -144,8 +146,8 @@ class WrapperTest(parameterized.TestCase, tf.test.TestCase):
       self.assertAllEqual(state.alignments.numpy()[1, 2:], np.zeros(3))
 
   @parameterized.parameters(
-      (unroll.static_unroll,), (unroll.dynamic_unroll,),
-      (functools.partial(unroll.dynamic_unroll, steps_per_iteration=3),))
+      (fast_unroll.static_unroll,), (fast_unroll.dynamic_unroll,),
+      (functools.partial(fast_unroll.dynamic_unroll, steps_per_iteration=3),))
   def test_dropout_masks_of_all_steps_drawn_before_the_loop(self, unroll_fn):
     rng = np.random.default_rng(4)
     core, module, variables = self._setup("luong", rng)
@@ -158,7 +160,7 @@ class WrapperTest(parameterized.TestCase, tf.test.TestCase):
 
     drawn = tf.random.Generator.from_seed(6)
     masks = tf.nest.map_structure(lambda m: m.numpy(),
-                                  wrapper(drawn).presample(B, 4, I, tf.float64))
+                                  fast_cores.adapt(wrapper(drawn)).presample(B, 4, I, tf.float64))
     self.assertEqual(masks.input.shape, (B, 4, I + A))
     want, _ = self._np_unroll("luong", core, variables, inputs, memory, LENGTHS, masks)
     unrolled = tf.random.Generator.from_seed(6)

@@ -1,11 +1,15 @@
-"""`ops.recurrent_matmul`: the recurrent weight's gradient as one matmul over the steps."""
+"""`seq2seq.fast.recurrent_matmul`: the recurrent weight's gradient as one matmul over the
+steps."""
+from unittest import mock
+
 from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from ops import recurrent_matmul
 from seq2seq import cells
-from seq2seq import unroll
+from seq2seq.fast import cores as fast_cores
+from seq2seq.fast import recurrent_matmul
+from seq2seq.fast import unroll
 
 B, T, I, H = 3, 5, 4, 6
 
@@ -156,8 +160,19 @@ class GateBlocksTest(tf.test.TestCase, parameterized.TestCase):
                         atol=tolerance)
 
 
+def _recording_adapt(adapted):
+  """A patch of `fast_cores.adapt` that appends each fast view it makes to `adapted`."""
+  original = fast_cores.adapt
+
+  def adapt(core):
+    fast = original(core)
+    adapted.append(fast)
+    return fast
+  return mock.patch.object(fast_cores, "adapt", adapt)
+
+
 class CellsUseItTest(tf.test.TestCase, parameterized.TestCase):
-  """The LSTM and GRU steps of a static unroll in a graph go through `RecurrentMatmul`."""
+  """The fast LSTM and GRU steps of a static unroll in a graph go through `RecurrentMatmul`."""
 
   def _gradients(self, kind, dtype, compiled, how, per_gate=False):
     cell = (cells.LSTMCell if kind == "lstm" else cells.GRUCell)(
@@ -180,19 +195,22 @@ class CellsUseItTest(tf.test.TestCase, parameterized.TestCase):
     if how == "graph":
       gradients = tf.function(gradients, jit_compile=compiled)
     names = [v.name for v in cell.trainable_variables]
-    return dict(zip(names, gradients())), cell
+    adapted = []
+    with _recording_adapt(adapted):
+      result = dict(zip(names, gradients()))
+    return result, adapted[0]
 
   @parameterized.product(kind=["lstm", "gru"], dtype=["float32", "bfloat16"],
                          compiled=[False, True], per_gate=[False, True])
   def test_graph_gradients_match_the_eager_ones(self, kind, dtype, compiled, per_gate):
     """Eagerly the steps multiply plainly, each with its own weight gradient; in a graph
     through `RecurrentMatmul`, with d(h) one matmul or one per gate."""
-    eager, cell = self._gradients(kind, dtype, False, "eager")
-    self.assertIsNone(getattr(cell, "_recurrent", None))
-    graph, cell = self._gradients(kind, dtype, compiled, "graph", per_gate)
-    matmul = cell._recurrent.matmul  # pylint: disable=protected-access
+    eager, fast = self._gradients(kind, dtype, False, "eager")
+    self.assertIsNone(fast._recurrent)  # pylint: disable=protected-access
+    graph, fast = self._gradients(kind, dtype, compiled, "graph", per_gate)
+    _, matmul, _ = fast._recurrent  # pylint: disable=protected-access
     self.assertEqual(T, matmul.num_steps)
-    self.assertEqual(cell._num_gates if per_gate else 1,  # pylint: disable=protected-access
+    self.assertEqual(fast.reference._num_gates if per_gate else 1,  # pylint: disable=protected-access
                      matmul.gate_blocks)
     tolerance = 1e-5 if dtype == "float32" else 2e-2
     for name, want in eager.items():
@@ -202,27 +220,30 @@ class CellsUseItTest(tf.test.TestCase, parameterized.TestCase):
   def test_steps_past_the_precompute_multiply_plainly(self):
     """A step called after the T steps of the latest `precompute` (here: a T + 1st) does not
     go through its `RecurrentMatmul`."""
-    cell = cells.LSTMCell(H, seed=2)
+    fast = fast_cores.adapt(cells.LSTMCell(H, seed=2))
     inputs = tf.random.stateless_uniform([B, T, I], seed=[1, 1])
 
     @tf.function
     def run():
-      precomputed = cell.precompute(inputs)
-      state = cell.initial_state(B)
+      precomputed = fast.precompute(inputs)
+      state = fast.initial_state(B)
       for t in range(T + 1):
-        _, state = cell.step(precomputed[:, min(t, T - 1)], state)
-      return cell._recurrent.matmul.num_steps  # pylint: disable=protected-access
+        _, state = fast.step(precomputed[:, min(t, T - 1)], state)
+      return fast._recurrent[1].num_steps  # pylint: disable=protected-access
     self.assertEqual(T, int(run()))
 
   def test_a_while_loop_unroll_multiplies_plainly(self):
     cell = cells.LSTMCell(H, seed=2)
     inputs = tf.random.stateless_uniform([B, T, I], seed=[1, 1])
 
+    adapted = []
+
     @tf.function
     def run():
       unroll.dynamic_unroll(cell, inputs, cell.initial_state(B))
-      return cell._recurrent.matmul.num_steps  # pylint: disable=protected-access
-    self.assertEqual(0, int(run()))
+    with _recording_adapt(adapted):
+      run()
+    self.assertEqual(0, adapted[0]._recurrent[1].num_steps)  # pylint: disable=protected-access
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Rows appended to align the per-step matmuls (`unroll.alignment_rows`) change no result."""
+"""Rows and units appended to align the fast unroll's per-step matmuls
+(`seq2seq.fast.unroll.alignment_rows`, `alignment_units`) change no result."""
 from unittest import mock
 
 import pytest
@@ -12,6 +13,8 @@ from seq2seq import config as config_lib
 from seq2seq import data
 from seq2seq import model as model_lib
 from seq2seq import unroll
+from seq2seq.fast import cores as fast_cores
+from seq2seq.fast import unroll as fast_unroll
 from tests import helpers
 
 B, T, I, H = 5, 6, 7, 8
@@ -21,7 +24,7 @@ LENGTHS = [6, 0, 3, 1, 6]
 def _gpu(present):
   """Pretends (or denies) that TensorFlow sees a GPU: XLA's CPU backend does not align rows,
   so the tests turn the alignment on where they run."""
-  return mock.patch.object(unroll, "_gpu_present", return_value=present)
+  return mock.patch.object(fast_unroll, "gpu_present", return_value=present)
 
 
 def _stack(kind, units, seed=0):
@@ -33,13 +36,13 @@ def _stack(kind, units, seed=0):
 
 
 def _answer_when_traced(alignment, core, inputs, jit_compile):
-  """`alignment(core, inputs)` (`unroll.alignment_rows` or `_units`) asked while a function
-  is traced, compiled with XLA or not."""
+  """`alignment(fast view of core, inputs)` (`fast_unroll.alignment_rows` or `_units`) asked
+  while a function is traced, compiled with XLA or not."""
   seen = []
 
   @tf.function(jit_compile=jit_compile, autograph=False)
   def trace(x):
-    seen.append(alignment(core, x))
+    seen.append(alignment(fast_cores.adapt(core), x))
     return x
 
   trace(inputs)
@@ -54,10 +57,10 @@ def _pad_ops(concrete_function):
 class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
 
   def _rows(self, core, inputs, jit_compile=True):
-    return _answer_when_traced(unroll.alignment_rows, core, inputs, jit_compile)
+    return _answer_when_traced(fast_unroll.alignment_rows, core, inputs, jit_compile)
 
   def _units(self, core, inputs, jit_compile=True):
-    return _answer_when_traced(unroll.alignment_units, core, inputs, jit_compile)
+    return _answer_when_traced(fast_unroll.alignment_units, core, inputs, jit_compile)
 
   def test_when_rows_are_appended(self):
     core = model_lib.make_cell("lstm", H)
@@ -70,20 +73,20 @@ class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertEqual(self._rows(core, tf.zeros([5, T, I], tf.float32)), 0)  # not 16-bit
       self.assertEqual(self._rows(core, bf16(5), jit_compile=False), 0)  # no XLA
       wrapped = attention.AttentionWrapper(core, attention.Attention("luong", H, H, H))
-      self.assertFalse(wrapped.independent_rows)  # holds its memory's rows
+      self.assertFalse(fast_cores.adapt(wrapped).independent_rows)  # holds its memory's rows
       self.assertEqual(self._rows(wrapped, bf16(5)), 0)
     with _gpu(False):
       self.assertEqual(self._rows(core, bf16(5)), 0)
 
   def test_wrappers_and_stacks_take_their_cores_answer(self):
     lstm = model_lib.make_cell("lstm", H)
-    self.assertTrue(cells.DropoutWrapper(lstm, tf.random.Generator.from_seed(0)).independent_rows)
-    self.assertTrue(cells.ResidualWrapper(lstm).independent_rows)
-    self.assertTrue(cells.StackedCells([lstm, model_lib.make_cell("gru", H)]).independent_rows)
+    rows = lambda core: fast_cores.adapt(core).independent_rows
+    self.assertTrue(rows(cells.DropoutWrapper(lstm, tf.random.Generator.from_seed(0))))
+    self.assertTrue(rows(cells.ResidualWrapper(lstm)))
+    self.assertTrue(rows(cells.StackedCells([lstm, model_lib.make_cell("gru", H)])))
     wrapped = attention.AttentionWrapper(lstm, attention.Attention("luong", H, H, H))
-    self.assertFalse(cells.StackedCells([lstm, wrapped]).independent_rows)
-    self.assertFalse(cells.DropoutWrapper(wrapped, tf.random.Generator.from_seed(0))
-                     .independent_rows)
+    self.assertFalse(rows(cells.StackedCells([lstm, wrapped])))
+    self.assertFalse(rows(cells.DropoutWrapper(wrapped, tf.random.Generator.from_seed(0))))
 
   def test_when_units_are_appended(self):
     bf16 = tf.zeros([B, T, I], tf.bfloat16)
@@ -101,17 +104,18 @@ class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
 
   @parameterized.parameters("lstm", "gru")
   def test_padded_units_are_zero_and_the_others_unchanged(self, kind):
-    """float64, exact: inside `padded_units(3)` a cell's precompute and steps give the
+    """float64, exact: inside `padded_units(3)` a fast cell's precompute and steps give the
     unpadded outputs and state in the first H units and zeros in the 3 appended."""
     units, extra = 5, 3
     rng = np.random.default_rng(2)
-    cell = model_lib.make_cell(kind, units, dtype=tf.float64, seed=3)
+    reference = model_lib.make_cell(kind, units, dtype=tf.float64, seed=3)
+    cell = fast_cores.adapt(reference)
     inputs = tf.constant(rng.normal(size=(B, T, I)))
-    cell.build(I)
-    for v in cell.trainable_variables:  # nonzero biases too
+    reference.build(I)
+    for v in reference.trainable_variables:  # nonzero biases too
       v.assign(rng.normal(0, 0.5, v.shape))
     state = tf.nest.map_structure(lambda x: tf.constant(rng.normal(size=x.shape)),
-                                  cell.initial_state(B))
+                                  reference.initial_state(B))
 
     def run():
       precomputed = cell.precompute(inputs)
@@ -126,7 +130,6 @@ class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
     plain_outputs, plain_state = run()
     with cell.padded_units(extra):
       self.assertEqual(cell.output_size, units + extra)
-      self.assertEqual(cell.initial_state(B)[0].shape, (B, units + extra))
       padded_outputs, padded_state = run()
     self.assertEqual(cell.output_size, units)  # restored on leaving
     self.assertEqual(padded_outputs.shape, (B, T, units + extra))
@@ -155,7 +158,8 @@ class AlignmentRowsTest(tf.test.TestCase, parameterized.TestCase):
       def forward_backward(x):
         with tf.GradientTape() as tape:
           tape.watch(x)
-          outputs, finals = unroll.layerwise_unroll(cores, x, states, lengths)
+          outputs, finals = unroll.layerwise_unroll(cores, x, states, lengths,
+                                                    unroll=fast_unroll.static_unroll)
           loss = tf.reduce_sum(tf.cast(outputs, tf.float32) * weights)
           for final in tf.nest.flatten(finals):
             loss += tf.reduce_sum(tf.cast(final, tf.float32)) * 0.5
@@ -204,8 +208,10 @@ class AlignedTrainStepTest(tf.test.TestCase, parameterized.TestCase):
         return answer
 
       with _gpu(gpu), \
-           mock.patch.object(unroll, "alignment_rows", recording(unroll.alignment_rows)), \
-           mock.patch.object(unroll, "alignment_units", recording(unroll.alignment_units)):
+           mock.patch.object(fast_unroll, "alignment_rows",
+                             recording(fast_unroll.alignment_rows)), \
+           mock.patch.object(fast_unroll, "alignment_units",
+                             recording(fast_unroll.alignment_units)):
         results.append(helpers.one_sgd_step(model, batch, jit_compile=True,
                                             batch_size=rows))  # static, as training has it
       # Rows (B = 5) or units (H = 12) were appended where the GPU is pretended, never else.

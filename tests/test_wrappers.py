@@ -7,7 +7,9 @@ import tensorflow as tf
 
 from seq2seq import cells
 from seq2seq import unroll
-from tests import test_cells
+from seq2seq.fast import cores as fast_cores
+from seq2seq.fast import unroll as fast_unroll
+from tests import test_fast_cores
 from tests.test_cells import IdentityCore, build_and_randomize, np_lstm_step
 
 B, T, H = 4, 5, 6
@@ -83,12 +85,13 @@ class VariationalDropoutTest(tf.test.TestCase):
       cells.VariationalDropoutWrapper(cells.LSTMCell(H), None, 3, state_keep_prob=0.0)
 
 
-UNROLLS = {"static": unroll.static_unroll, "dynamic": unroll.dynamic_unroll,
-           "dynamic_k2": functools.partial(unroll.dynamic_unroll, steps_per_iteration=2)}
+UNROLLS = {"static": fast_unroll.static_unroll, "dynamic": fast_unroll.dynamic_unroll,
+           "dynamic_k2": functools.partial(fast_unroll.dynamic_unroll, steps_per_iteration=2)}
 
 
 class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
-  """Unrolled, a `DropoutWrapper` draws the masks of all steps at once; step t applies slice t."""
+  """Unrolled fast, a `DropoutWrapper` draws the masks of all steps at once; step t applies
+  slice t."""
 
   def _stack(self, seed=0):
     """(cells, stack(generator)): a dropout stack as the model builds it, over shared cells."""
@@ -125,7 +128,7 @@ class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
     inputs = np.random.default_rng(1).normal(size=(B, T, 3))
     # The same generator state draws the same masks, by precompute or by presample.
     masks = tf.nest.map_structure(
-        lambda m: m.numpy(), stack(tf.random.Generator.from_seed(5)).presample(
+        lambda m: m.numpy(), fast_cores.adapt(stack(tf.random.Generator.from_seed(5))).presample(
             B, T, 3, tf.float64))
     want, want_states = self._np_stack(layer_cells, inputs, masks)
     fn, core = UNROLLS[how], stack(tf.random.Generator.from_seed(5))
@@ -152,7 +155,7 @@ class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
     behind an optimization barrier, once; a plain graph has no barrier."""
     layer_cells, stack = self._stack()
     inputs = np.random.default_rng(1).normal(size=(B, T, 3))
-    drawing = stack(tf.random.Generator.from_seed(5))
+    drawing = fast_cores.adapt(stack(tf.random.Generator.from_seed(5)))
     masks = tf.nest.map_structure(lambda m: m.numpy(), tf.function(
         lambda: drawing.presample(B, T, 3, tf.float64), jit_compile=True)())
     want, _ = self._np_stack(layer_cells, inputs, masks)
@@ -161,7 +164,7 @@ class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
     compiled = tf.function(run, jit_compile=True, autograph=False)
     plain = tf.function(run, autograph=False)
     spec = tf.TensorSpec([B, T, 3], tf.float64)
-    compiled_ops, plain_ops = (sum(test_cells.LSTMElementwiseGradientTest._op_types(  # pylint: disable=protected-access
+    compiled_ops, plain_ops = (sum(test_fast_cores.LSTMElementwiseGradientTest._op_types(  # pylint: disable=protected-access
         fn.get_concrete_function(spec).graph), []) for fn in (compiled, plain))
     self.assertEqual(3, compiled_ops.count("XlaOptimizationBarrier"))  # three masks
     self.assertNotIn("XlaOptimizationBarrier", plain_ops)
@@ -172,7 +175,8 @@ class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
   @parameterized.product(how=["precompute", "presample"], dtype=[tf.float32, tf.bfloat16])
   def test_dropout_law_independent_per_step_and_row(self, how, dtype):
     batch, steps, size, keep = 400, 6, 8, (0.75, 0.6)
-    wrapper = cells.DropoutWrapper(IdentityCore(size), tf.random.Generator.from_seed(7), *keep)
+    reference = cells.DropoutWrapper(IdentityCore(size), tf.random.Generator.from_seed(7), *keep)
+    wrapper = fast_cores.FastDropout(reference, fast_cores.FastCore(reference.core))
     if how == "precompute":  # the identity core's precomputation is its dropped-out input
       input_mask, output_mask = wrapper.precompute(tf.ones([batch, steps, size], dtype))
     else:
@@ -199,7 +203,7 @@ class DropoutUnrollTest(tf.test.TestCase, parameterized.TestCase):
     unrolled, drawn = tf.random.Generator.from_seed(2), tf.random.Generator.from_seed(2)
     core = stack(unrolled)
     UNROLLS[how](core, tf.zeros([B, T, 3], tf.float64), core.initial_state(B), LENGTHS)
-    stack(drawn).presample(B, T, 3, tf.float64)  # three masks
+    fast_cores.adapt(stack(drawn)).presample(B, T, 3, tf.float64)  # three masks
     self.assertAllEqual(unrolled.state, drawn.state)
 
   def test_call_draws_fresh_masks_each_step(self):

@@ -6,8 +6,8 @@ from seq2seq import config as config_lib
 from seq2seq import datasets
 from seq2seq import decoding
 from seq2seq import ensemble
+from seq2seq import model as model_lib
 from seq2seq import trained
-from seq2seq import training
 from seq2seq import workdir as workdir_lib
 
 
@@ -16,7 +16,7 @@ def load_trained(run_config, log=print):
   --checkpoint picks (auto: the best by validation loss if the run kept one, else the latest)."""
   workdir = run_config.train.workdir
   vocabulary = trained.load_vocabulary(workdir, f"python train.py --workdir={workdir}")
-  model = training.build_model(run_config, vocabulary, log, initialize_pretrained=False)
+  model = model_lib.build_model(run_config, vocabulary, log, initialize_pretrained=False)
   trained.restore(model, run_config, log)
   return model, vocabulary
 

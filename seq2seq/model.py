@@ -303,3 +303,20 @@ class Seq2Seq(tf.Module):
     """Creates every variable (cells build lazily) with one tiny eager forward pass."""
     ids = tf.ones([1, 1], tf.int32)
     self(ids, tf.ones([1], tf.int32), ids)
+
+
+def build_model(run_config, vocabulary, log=print, initialize_pretrained=True):
+  """A built `Seq2Seq` for `vocabulary`, initialised from pretrained vectors if configured."""
+  model_config = run_config.model
+  table = None
+  if model_config.pretrained_embeddings and initialize_pretrained:
+    table, report = embeddings.load_pretrained(
+        model_config.pretrained_embeddings, vocabulary, model_config.embedding_size,
+        seed=run_config.train.seed)
+    log(f"pretrained embeddings: {report.found} of {report.vocab_size} vocabulary words found in "
+        f"{report.path} ({report.malformed_lines} malformed lines skipped); the rest start random"
+        + (" (frozen)" if model_config.freeze_embeddings else ""))
+  model = Seq2Seq(model_config, len(vocabulary), seed=run_config.train.seed,
+                  pretrained_table=table, compute_dtype=COMPUTE_DTYPES[run_config.train.precision])
+  model.build()
+  return model

@@ -17,7 +17,6 @@ from seq2seq import datasets
 from seq2seq import device_prefetch
 from seq2seq import distributed_step
 from seq2seq import distribution
-from seq2seq import embeddings
 from seq2seq import interrupts
 from seq2seq import language_model
 from seq2seq import lm_run
@@ -48,27 +47,6 @@ class TrainResult:
 
 class TrainingDiverged(RuntimeError):
   """--max_bad_steps consecutive steps had a non-finite loss or gradient norm."""
-
-
-COMPUTE_DTYPES = model_lib.COMPUTE_DTYPES
-
-
-def build_model(run_config, vocabulary, log=print, initialize_pretrained=True):
-  """A built `Seq2Seq` for `vocabulary`, initialised from pretrained vectors if configured."""
-  model_config = run_config.model
-  table = None
-  if model_config.pretrained_embeddings and initialize_pretrained:
-    table, report = embeddings.load_pretrained(
-        model_config.pretrained_embeddings, vocabulary, model_config.embedding_size,
-        seed=run_config.train.seed)
-    log(f"pretrained embeddings: {report.found} of {report.vocab_size} vocabulary words found in "
-        f"{report.path} ({report.malformed_lines} malformed lines skipped); the rest start random"
-        + (" (frozen)" if model_config.freeze_embeddings else ""))
-  model = model_lib.Seq2Seq(model_config, len(vocabulary), seed=run_config.train.seed,
-                            pretrained_table=table,
-                            compute_dtype=COMPUTE_DTYPES[run_config.train.precision])
-  model.build()
-  return model
 
 
 def evaluate(eval_step, schedule):
@@ -265,7 +243,7 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
   train_config = dataclasses.replace(train_config, batch_size=training_data.train.batch_size)
   train_config.check_vocabulary_size(len(training_data.vocabulary))
   with strategy.scope():
-    model = build_model(run_config, training_data.vocabulary, log)
+    model = model_lib.build_model(run_config, training_data.vocabulary, log)
     optimizer = optimizers.make_optimizer(train_config, model.trainable_variables,
                                           learning_rate_scale)
   if distributed:
@@ -311,7 +289,7 @@ def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None
   training_data = lm_run.load_data(run_config, log)
   model = language_model.LanguageModel(run_config.model, len(training_data.vocabulary),
                                        seed=train_config.seed,
-                                       compute_dtype=COMPUTE_DTYPES[train_config.precision])
+                                       compute_dtype=model_lib.COMPUTE_DTYPES[train_config.precision])
   model.build()
   optimizer = optimizers.make_optimizer(train_config, model.trainable_variables,
                                         learning_rate_scale)

@@ -13,8 +13,8 @@ from seq2seq import chat
 from seq2seq import checkpoints
 from seq2seq import config as config_lib
 from seq2seq import export
+from seq2seq import model as model_lib
 from seq2seq import optimizers
-from seq2seq import training
 from seq2seq import vocab as vocab_lib
 from seq2seq import workdir as workdir_lib
 from tests import helpers
@@ -75,7 +75,7 @@ def _write_trained_workdir(workdir, **changes):
   workdir_lib.check_or_save_config(run_config)
   vocabulary = vocab_lib.Vocabulary(list(vocab_lib.SPECIAL_TOKENS) + WORDS)
   vocabulary.save(workdir_lib.vocab_path(workdir))
-  model = training.build_model(run_config, vocabulary, helpers.quiet)
+  model = model_lib.build_model(run_config, vocabulary, helpers.quiet)
   # Sharper distributions than the initial near-uniform ones: no near-tie between replies.
   model.projection_kernel.assign(model.projection_kernel * 30.0)
   optimizer = optimizers.make_optimizer(run_config.train, model.trainable_variables)

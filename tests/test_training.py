@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq import checkpoints
+from seq2seq import model as model_lib
 from seq2seq import optimizers
 from seq2seq import training
 from seq2seq import vocab as vocab_lib
@@ -104,7 +105,7 @@ class TrainingTest(tf.test.TestCase):
     vocabulary = vocab_lib.Vocabulary.load(
         workdir_lib.vocab_path(config.train.workdir))
     for number, path in zip((2, 4, 6), state.all_model_checkpoint_paths):
-      model = training.build_model(config, vocabulary, log=helpers.quiet)
+      model = model_lib.build_model(config, vocabulary, log=helpers.quiet)
       optimizer = optimizers.make_optimizer(config.train)
       optimizer.build(model.trainable_variables)
       progress = checkpoints.Progress()

@@ -52,7 +52,7 @@ def main(argv):
     if not flag.startswith("--"):
       raise app.UsageError(f"{flag}: train.py flags after -- take --name=value")
   command = [sys.executable, TRAIN_PY, *train_flags, "--strategy=multi_worker"]
-  from seq2seq import supervisor  # pylint: disable=import-outside-toplevel
+  from seq2seq.distributed import supervisor  # pylint: disable=import-outside-toplevel
   try:
     return supervisor.supervise(command, launch_config,
                                 log=lambda message: print(message, flush=True))

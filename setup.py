@@ -10,7 +10,7 @@ setuptools.setup(
     name="seq2seq-engine",
     version=VERSION,
     description="A low-level TensorFlow 2 training engine for recurrent sequence models",
-    packages=["seq2seq", "seq2seq.contrib", "seq2seq.fast", "ops", "benchmarks"],
+    packages=setuptools.find_packages(include=["seq2seq", "seq2seq.*", "ops", "benchmarks"]),
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21",

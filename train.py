@@ -28,11 +28,11 @@ from absl import flags
 from absl import logging
 
 from seq2seq import config as config_lib
-from seq2seq import interrupts  # light, like config
-from seq2seq import outputs  # light too: paths are checked before the heavy imports
-from seq2seq import workdir as workdir_lib  # light (no TensorFlow), like config
-from seq2seq import xla_cache  # light too: it must run before TensorFlow reads TF_XLA_FLAGS
-from seq2seq import xla_flags  # the same: before XLA reads XLA_FLAGS
+from seq2seq.runtime import interrupts  # light, like config
+from seq2seq.runtime import outputs  # light too: paths are checked before the heavy imports
+from seq2seq.runtime import workdir as workdir_lib  # light (no TensorFlow), like config
+from seq2seq.runtime import xla_cache  # light too: it must run before TensorFlow reads TF_XLA_FLAGS
+from seq2seq.runtime import xla_flags  # the same: before XLA reads XLA_FLAGS
 
 _HELP = {
     "cell": "recurrent cell: lstm, gru, or package.module:ClassName, any class with "
@@ -258,14 +258,14 @@ def _config_from_flags(argv):
     raise app.UsageError(str(e)) from None
   plot = run_config.decode.plot_attention
   if plot and FLAGS.mode in ("chat", "decode"):
-    from seq2seq import attention_plot  # pylint: disable=import-outside-toplevel
+    from seq2seq.infer import attention_plot  # pylint: disable=import-outside-toplevel
     try:
       attention_plot.check_available()
       config_lib.check_attention(workdir_lib.trained_settings(run_config).model)
     except (attention_plot.MatplotlibMissing, config_lib.NoAttention) as e:
       raise app.UsageError(f"--plot_attention: {e}") from None
   if FLAGS.mode == "decode" and run_config.decode.decode_reference:
-    from seq2seq import bleu  # pylint: disable=import-outside-toplevel
+    from seq2seq.infer import bleu  # pylint: disable=import-outside-toplevel
     try:
       bleu.check_ready(run_config.decode.decode_input, run_config.decode.decode_reference)
     except bleu.BleuError as e:
@@ -374,10 +374,10 @@ def _run(argv):
     return 1
   log = lambda message: print(message, flush=True)
   if FLAGS.mode == "prepare":  # no TensorFlow on this path (about 600 MB of RSS)
-    from seq2seq import corpus  # pylint: disable=import-outside-toplevel
-    from seq2seq import prepare  # pylint: disable=import-outside-toplevel
+    from seq2seq.data import corpus  # pylint: disable=import-outside-toplevel
+    from seq2seq.data.prepare import pipeline  # pylint: disable=import-outside-toplevel
     try:
-      prepare.prepare(run_config.prepare, run_config.data, log)
+      pipeline.prepare(run_config.prepare, run_config.data, log)
     except (corpus.DataError, outputs.OutputError) as e:
       print(f"error: {e}", file=sys.stderr)
       return 1
@@ -395,24 +395,24 @@ def _run(argv):
     log(f"XLA compilation cache: {cache} "
         f"({len(xla_cache.cached_executables(cache))} compiled steps there)")
   # Heavy imports after validation, so a bad flag is reported at once.
-  from seq2seq import bleu  # pylint: disable=import-outside-toplevel
-  from seq2seq import cell_registry  # pylint: disable=import-outside-toplevel
-  from seq2seq import chat  # pylint: disable=import-outside-toplevel
-  from seq2seq import checkpoints  # pylint: disable=import-outside-toplevel
-  from seq2seq import corpus  # pylint: disable=import-outside-toplevel
-  from seq2seq import distribution  # pylint: disable=import-outside-toplevel
-  from seq2seq import ensemble  # pylint: disable=import-outside-toplevel
-  from seq2seq import export  # pylint: disable=import-outside-toplevel
-  from seq2seq import lm_run  # pylint: disable=import-outside-toplevel
-  from seq2seq import trained  # pylint: disable=import-outside-toplevel
-  from seq2seq import training  # pylint: disable=import-outside-toplevel
-  from seq2seq import workdir_lock  # pylint: disable=import-outside-toplevel
+  from seq2seq.infer import bleu  # pylint: disable=import-outside-toplevel
+  from seq2seq.nn import cell_registry  # pylint: disable=import-outside-toplevel
+  from seq2seq.infer import chat  # pylint: disable=import-outside-toplevel
+  from seq2seq.runtime import checkpoints  # pylint: disable=import-outside-toplevel
+  from seq2seq.data import corpus  # pylint: disable=import-outside-toplevel
+  from seq2seq.distributed import distribution  # pylint: disable=import-outside-toplevel
+  from seq2seq.infer import ensemble  # pylint: disable=import-outside-toplevel
+  from seq2seq.infer import export  # pylint: disable=import-outside-toplevel
+  from seq2seq.train import lm_run  # pylint: disable=import-outside-toplevel
+  from seq2seq.infer import restore  # pylint: disable=import-outside-toplevel
+  from seq2seq.train import loop  # pylint: disable=import-outside-toplevel
+  from seq2seq.runtime import workdir_lock  # pylint: disable=import-outside-toplevel
 
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
   try:
     if FLAGS.mode == "train":
       _check_cell(run_config.model, run_config.train.precision)
-      result = training.train(run_config, log)
+      result = loop.train(run_config, log)
       return result.exit_code
     plot = run_config.decode.plot_attention if FLAGS.mode in ("chat", "decode") else ""
     trained_config = workdir_lib.trained_settings(run_config)  # the workdir's model and data
@@ -460,7 +460,7 @@ def _run(argv):
     return 1
   except (corpus.DataError, workdir_lib.WorkdirError, checkpoints.CheckpointError,
           checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
-          training.TrainingDiverged, trained.NoCheckpoint, cell_registry.CellError,
+          loop.TrainingDiverged, restore.NoCheckpoint, cell_registry.CellError,
           distribution.StrategyError, bleu.BleuError, export.ExportError,
           ensemble.VocabularyMismatch) as e:
     print(f"error: {e}", file=sys.stderr)
@@ -473,24 +473,24 @@ def _run(argv):
 def _check_cell(model_config, precision, config_file=""):
   """A custom --cell imported and run one step (`cell_registry.check`) before any work;
   `config_file`: the workdir's config.json when the cell comes from it."""
-  from seq2seq import cell_registry  # pylint: disable=import-outside-toplevel
-  from seq2seq import model as model_lib  # pylint: disable=import-outside-toplevel
+  from seq2seq.nn import cell_registry  # pylint: disable=import-outside-toplevel
+  from seq2seq.models import encoder_decoder as model_lib  # pylint: disable=import-outside-toplevel
   cell_registry.check(model_config, model_lib.COMPUTE_DTYPES[precision], config_file)
 
 
 def _evaluate(run_config, log):
-  from seq2seq import chat  # pylint: disable=import-outside-toplevel
-  from seq2seq import data  # pylint: disable=import-outside-toplevel
-  from seq2seq import datasets  # pylint: disable=import-outside-toplevel
-  from seq2seq import train_step  # pylint: disable=import-outside-toplevel
-  from seq2seq import training  # pylint: disable=import-outside-toplevel
+  from seq2seq.infer import chat  # pylint: disable=import-outside-toplevel
+  from seq2seq.data import batches  # pylint: disable=import-outside-toplevel
+  from seq2seq.data import datasets  # pylint: disable=import-outside-toplevel
+  from seq2seq.step import train_step  # pylint: disable=import-outside-toplevel
+  from seq2seq.train import loop  # pylint: disable=import-outside-toplevel
   model, vocabulary = chat.load_trained(run_config, log)
   spec = datasets.eval_spec(run_config.data)
   pairs = datasets.read_examples(spec, run_config.data, log, "eval data")
-  schedule = data.BatchSchedule(
-      data.encode_pairs(pairs, vocabulary), run_config.train.batch_size,
+  schedule = batches.BatchSchedule(
+      batches.encode_pairs(pairs, vocabulary), run_config.train.batch_size,
       run_config.data.boundaries(), seed=0)
-  loss, ppl = training.evaluate(train_step.make_eval_step(model), schedule)
+  loss, ppl = loop.evaluate(train_step.make_eval_step(model), schedule)
   log(f"eval on {spec}: loss={loss:.4f} ppl={ppl:.2f} over {len(pairs)} pairs")
   return 0
 

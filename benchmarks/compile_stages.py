@@ -24,7 +24,7 @@ import glob
 import os
 import tempfile
 
-from seq2seq import xla_flags
+from seq2seq.runtime import xla_flags
 
 STAGES = ("trace_and_bridge", "hlo_passes", "to_llvm_ir", "codegen", "load_and_run")
 _BEFORE = ".before_optimizations.txt"

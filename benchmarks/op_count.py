@@ -18,9 +18,9 @@ from absl import flags
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq import model as model_lib
-from seq2seq import optimizers
-from seq2seq import train_step as train_step_lib
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("keep_prob", 0.6, "dropout keep probability")

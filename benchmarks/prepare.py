@@ -106,10 +106,10 @@ def run_one(path, output_dir, parse_workers=-1):
   """Runs prepare in this process and prints one JSON line of measurements."""
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from seq2seq import config as config_lib  # pylint: disable=import-outside-toplevel
-  from seq2seq import prepare  # pylint: disable=import-outside-toplevel
+  from seq2seq.data.prepare import pipeline  # pylint: disable=import-outside-toplevel
   rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   start = time.perf_counter()
-  report = prepare.prepare(
+  report = pipeline.prepare(
       config_lib.PrepareConfig(input=path, input_format="reddit", output_dir=output_dir,
                                progress_seconds=30, parse_workers=parse_workers),
       config_lib.DataConfig(), log=lambda m: print(m, file=sys.stderr, flush=True))
@@ -122,7 +122,7 @@ def run_one(path, output_dir, parse_workers=-1):
       "mb_per_s": round(report["decompressed_bytes"] / 2 ** 20 / seconds, 2),
       "pairs_per_s": round(pairs / seconds, 1),
       "rss_after_imports_mb": round(rss_after_imports, 1),
-      "parse_workers": prepare.parse_workers(parse_workers),
+      "parse_workers": pipeline.parse_workers(parse_workers),
       "cpu_main_s": round(_cpu_seconds(resource.RUSAGE_SELF), 2),
       "cpu_workers_s": round(_cpu_seconds(resource.RUSAGE_CHILDREN), 2),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

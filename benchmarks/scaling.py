@@ -16,7 +16,7 @@ With a compiled variant on GPUs each replica's whole step, all-reduce included, 
 program (`distributed_step.all_reduce_in_xla_possible`); `--all_reduce=auto,between` also
 times the all-reduce between two compiled programs, as on CPUs. In the one program the
 gradients of more than one replica are all-reduced stage by stage under the backward pass
-(`seq2seq.staged_backward`); `--staged=on,off` times them so and all at its end.
+(`seq2seq.distributed.staged_backward`); `--staged=on,off` times them so and all at its end.
 With `--processes=N` it also times N worker processes on this host, one device each (one
 GPU each, or each its CPU), under `MultiWorkerMirroredStrategy` (`train.py
 --strategy=multi_worker` with a localhost `TF_CONFIG`): every process launches only its own
@@ -40,13 +40,13 @@ import tensorflow as tf
 
 from benchmarks import train_step as bench
 from seq2seq import config as config_lib
-from seq2seq import distributed_step
-from seq2seq import distribution
-from seq2seq import interrupts
-from seq2seq import model as model_lib
-from seq2seq import optimizers
-from seq2seq import supervisor
-from seq2seq import xla_flags
+from seq2seq.distributed import distributed_step
+from seq2seq.distributed import distribution
+from seq2seq.runtime import interrupts
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.step import optimizers
+from seq2seq.distributed import supervisor
+from seq2seq.runtime import xla_flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("replicas", ["1", "2"], "replica counts to time (devices of this host); "

@@ -43,14 +43,14 @@ from benchmarks import kernel_profile
 from ops import clipping
 from ops import losses
 from seq2seq import config as config_lib
-from seq2seq import data
-from seq2seq import device_prefetch
-from seq2seq import language_model
-from seq2seq import model as model_lib
-from seq2seq import optimizers
-from seq2seq import train_step as train_step_lib
-from seq2seq import xla_cache
-from seq2seq import xla_flags
+from seq2seq.data import batches
+from seq2seq.step import device_prefetch
+from seq2seq.models import language_model
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
+from seq2seq.runtime import xla_cache
+from seq2seq.runtime import xla_flags
 
 WORKLOADS = {
     # name: (kind, B, T, E, H, V, layers)
@@ -91,7 +91,7 @@ flags.DEFINE_bool("device_batch", True,
                   "the steps whose lookups run on the device (the engine's gpuemb variants, "
                   "keras; in benchmarks.scaling the one-device and worker-process steps) are "
                   "given the batch (or LM window) already there, ids as int64 "
-                  "(`seq2seq.train_step.device_batch`), as an input pipeline that prefetches "
+                  "(`seq2seq.step.train_step.device_batch`), as an input pipeline that prefetches "
                   "to the GPU gives it; false: int32 ids from host memory, which every step "
                   "copies in after the step before has finished")
 flags.DEFINE_string("output", "", "also append the JSON lines to this file")
@@ -108,12 +108,12 @@ flags.DEFINE_bool("first_step_stages", False, "split each XLA-compiled first ste
 flags.DEFINE_string("profile_dir", "", "where the traces go (one subfolder per workload and "
                     "variant, readable by TensorBoard's profile plugin); default: a temporary "
                     "folder, removed after")
-flags.DEFINE_string("xla_cache_dir", "", "XLA's persistent compilation cache (seq2seq.xla_cache): "
+flags.DEFINE_string("xla_cache_dir", "", "XLA's persistent compilation cache (seq2seq.runtime.xla_cache): "
                     "compiled steps are saved there, and a second run loads them (its first "
                     "step then times the trace and the load, not the compile)")
 SIZES = ("batch", "steps", "embed", "hidden", "vocab", "layers")  # WORKLOADS' B, T, E, H, V, layers
 flags.DEFINE_bool("xla_autotune", False, "XLA:GPU's Triton GEMM and fusion-emitter autotuning, "
-                  "as train.py --xla_autotune (off: seq2seq.xla_flags.NO_AUTOTUNING is added to "
+                  "as train.py --xla_autotune (off: seq2seq.runtime.xla_flags.NO_AUTOTUNING is added to "
                   "XLA_FLAGS, unless XLA_FLAGS sets those flags; xla_flags.COMMAND_BUFFERS "
                   "is added either way)")
 flags.DEFINE_list("override", [], f"SIZE=N pairs (SIZE among {', '.join(SIZES)}) that replace "
@@ -169,7 +169,7 @@ def synthetic_batch(batch, steps, vocab, seed=0):
   examples = [(list(rng.integers(4, vocab, n)), list(rng.integers(4, vocab, m)))
               for n, m in zip(lengths, rng.permutation(lengths))]
   # The seq2seq decoder runs T + 1 steps (<GO> .. / .. <EOS>); trim so both sides have T.
-  return data.pad_batch([(s, t[:steps - 1]) for s, t in examples], steps)
+  return batches.pad_batch([(s, t[:steps - 1]) for s, t in examples], steps)
 
 
 def synthetic_window(batch, steps, vocab, seed=0):
@@ -183,7 +183,7 @@ def synthetic_input(kind, batch, steps, vocab):
   if kind == "lm":
     window = LMWindow(*(tf.constant(x) for x in synthetic_window(batch, steps, vocab)))
     return window, float(batch * steps)
-  b = data.Batch(*(tf.constant(x) for x in synthetic_batch(batch, steps, vocab)))
+  b = batches.Batch(*(tf.constant(x) for x in synthetic_batch(batch, steps, vocab)))
   return b, float(tf.reduce_sum(b.target_weight))
 
 
@@ -327,7 +327,7 @@ def peak_memory_mb():
 
 def batch_on_device(b, variant, device):
   """(the seq2seq batch or LM window `b` as a step of `variant` is given it, whether it was
-  moved): with --device_batch, on `device` with int64 ids (`seq2seq.train_step.device_batch`)
+  moved): with --device_batch, on `device` with int64 ids (`seq2seq.step.train_step.device_batch`)
   where the variant's lookups run on the device (variant None: a distributed step, whose
   tables are there); otherwise `b` as it is."""
   if FLAGS.device_batch and (variant in (None, "keras") or ENGINE_VARIANTS[variant][2] == "gpu"):

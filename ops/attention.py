@@ -1,6 +1,6 @@
 """Attention scores and the masked softmax over source positions, as plain functions.
 
-`seq2seq.attention` owns the variables and calls these; they are the whole of the math.
+`seq2seq.nn.attention` owns the variables and calls these; they are the whole of the math.
 
 Shapes: B = batch, Ts = source (memory) length, U = attention units, M = memory depth.
 """

@@ -1,6 +1,6 @@
 """One time step of the LSTM and GRU recurrences, as plain functions.
 
-The cells in `seq2seq.cells` own the variables and call these functions. The fast layer
+The cells in `seq2seq.nn.cells` own the variables and call these functions. The fast layer
 (`seq2seq.fast`) reuses them unchanged, passing its own spellings of the activations (or of
 the LSTM's elementwise half) where the defaults are `tf.sigmoid` and `tf.tanh`.
 

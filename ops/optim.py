@@ -1,6 +1,6 @@
 """Optimizer update rules as pure functions: (parameter, gradient, slots) -> new values.
 
-`seq2seq.optimizers` owns the slot variables and assigns what these return. Keeping the
+`seq2seq.step.optimizers` owns the slot variables and assigns what these return. Keeping the
 rules here lets a test compare them with NumPy and lets a fused variant reuse them.
 """
 import tensorflow as tf

@@ -23,7 +23,7 @@ TOKENIZERS = ("word", "sentencepiece")
 SENTENCEPIECE_TYPES = ("bpe", "unigram")
 INPUT_PIPELINES = ("auto", "memory", "tfdata")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
-CHECKPOINTS = ("auto", "latest", "best")  # seq2seq.checkpoints.inference_folders
+CHECKPOINTS = ("auto", "latest", "best")  # seq2seq.runtime.checkpoints.inference_folders
 # The punctuation filter of the tutorial's tokenizer (Keras' `Tokenizer` default); the
 # apostrophe is kept, so "don't" stays one word.
 DEFAULT_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
@@ -382,7 +382,7 @@ class PrepareConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LaunchConfig:
-  """launch.py: local multi_worker processes, all restarted when one dies (seq2seq.supervisor)."""
+  """launch.py: local multi_worker processes, all restarted when one dies (seq2seq.distributed.supervisor)."""
   num_workers: int = 2
   max_restarts: int = 3  # group restarts before giving up, so that a crash loop ends
   grace_s: float = 30.0  # seconds workers get to exit after SIGTERM before SIGKILL

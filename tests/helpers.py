@@ -6,8 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq import optimizers
-from seq2seq import train_step as train_step_lib
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
 
 
 def write_reverse_task(path, num_pairs=400, symbols="abcdefgh", min_len=3, max_len=5, seed=0):

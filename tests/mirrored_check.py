@@ -51,8 +51,8 @@ def main(tmp, devices="cpus"):
                                                [tf.config.LogicalDeviceConfiguration()] * 2)
   else:
     tf.config.experimental.enable_tensor_float_32_execution(False)
-  from seq2seq import distributed_step  # pylint: disable=import-outside-toplevel
-  from seq2seq import training  # pylint: disable=import-outside-toplevel
+  from seq2seq.distributed import distributed_step  # pylint: disable=import-outside-toplevel
+  from seq2seq.train import loop  # pylint: disable=import-outside-toplevel
   from tests import helpers  # pylint: disable=import-outside-toplevel
   data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=60)
   # 15 rows a batch: replicas get 8 and 7 rows. A clip norm below the gradient norm, so the
@@ -64,28 +64,28 @@ def main(tmp, devices="cpus"):
                                **changes)
   if devices == "gpus":
     mirrored = dict(strategy="mirrored", devices="/gpu:0,/gpu:1", jit_compile=True)
-    training.train(config("single_jit", 5, jit_compile=True), log=helpers.quiet)
-    training.train(config("mirrored_jit", 5, **mirrored), log=helpers.quiet)
+    loop.train(config("single_jit", 5, jit_compile=True), log=helpers.quiet)
+    loop.train(config("mirrored_jit", 5, **mirrored), log=helpers.quiet)
     for stop in (3, 5):
-      training.train(config("resumed_jit", stop, **mirrored), log=helpers.quiet)
+      loop.train(config("resumed_jit", stop, **mirrored), log=helpers.quiet)
     # The tiny tables are smaller than the looked-up rows, so the runs above all-reduce their
     # dense row sums; this one all-reduces the rows themselves, in uneven slots (8 and 7 rows).
     distributed_step.gathers_rows = lambda replicas, slot, num_rows: True
-    training.train(config("mirrored_jit_rows", 5, **mirrored), log=helpers.quiet)
+    loop.train(config("mirrored_jit_rows", 5, **mirrored), log=helpers.quiet)
     print(json.dumps(_differences(tmp, [("mirrored_jit", "single_jit"),
                                         ("resumed_jit", "single_jit"),
                                         ("mirrored_jit_rows", "single_jit")])))
     return
   mirrored = dict(strategy="mirrored", devices="/cpu:0,/cpu:1")
-  val_losses = {"single": training.train(config("single", 5), log=helpers.quiet).val_loss,
-                "mirrored": training.train(config("mirrored", 5, **mirrored),
+  val_losses = {"single": loop.train(config("single", 5), log=helpers.quiet).val_loss,
+                "mirrored": loop.train(config("mirrored", 5, **mirrored),
                                            log=helpers.quiet).val_loss}
   for stop in (3, 5):
-    training.train(config("resumed", stop, **mirrored), log=helpers.quiet)
+    loop.train(config("resumed", stop, **mirrored), log=helpers.quiet)
   # Sampled softmax: every replica draws the step's candidates, so the sums still match.
   for name, changes in (("single_sampled", {}), ("mirrored_sampled", mirrored)):
-    training.train(config(name, 5, num_sampled=6, **changes), log=helpers.quiet)
-  training.train(config("mirrored_jit", 5, jit_compile=True, **mirrored), log=helpers.quiet)
+    loop.train(config(name, 5, num_sampled=6, **changes), log=helpers.quiet)
+  loop.train(config("mirrored_jit", 5, jit_compile=True, **mirrored), log=helpers.quiet)
   report = {"val_loss": {"mirrored": abs(val_losses["mirrored"] - val_losses["single"])}}
   report.update(_differences(tmp, [("mirrored", "single"), ("resumed", "single"),
                                    ("mirrored_jit", "single"),

@@ -4,7 +4,7 @@ import json
 import os
 
 from seq2seq import config as config_lib
-from seq2seq import prepare
+from seq2seq.data.prepare import pipeline
 
 
 def comment(cid, parent, body, score=5, **extra):
@@ -38,7 +38,7 @@ def run(tmp_path, input_spec, data_overrides=None, log=None, **prepare_overrides
   data_config = config_lib.DataConfig(**dict(dict(min_length=1, max_length=20),
                                              **(data_overrides or {})))
   messages = []
-  report = prepare.prepare(config_lib.PrepareConfig(**settings), data_config,
+  report = pipeline.prepare(config_lib.PrepareConfig(**settings), data_config,
                            log or messages.append)
   return report, settings["output_dir"]
 

@@ -9,14 +9,14 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import attention_plot
-from seq2seq import cells
-from seq2seq import chat
-from seq2seq import decoding
-from seq2seq import training
-from seq2seq import unroll
-from seq2seq import vocab as vocab_lib
-from seq2seq import workdir as workdir_lib
+from seq2seq.infer import attention_plot
+from seq2seq.nn import cells
+from seq2seq.infer import chat
+from seq2seq.infer import decoding
+from seq2seq.train import loop
+from seq2seq.nn import unroll
+from seq2seq.data import vocab as vocab_lib
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 from tests.test_cli import run_train
 from tests.test_model_options import _model
@@ -152,7 +152,7 @@ class FlagTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=64)
     workdir = os.path.join(tmp, "run")
-    training.train(helpers.tiny_config(workdir, data, attention="luong", max_steps=1),
+    loop.train(helpers.tiny_config(workdir, data, attention="luong", max_steps=1),
                    helpers.quiet)  # in this process: a third subprocess would take 10 s more
 
     source, target = os.path.join(tmp, "in.txt"), os.path.join(tmp, "out.txt")

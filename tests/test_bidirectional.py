@@ -2,9 +2,9 @@
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import bridge
-from seq2seq import cells
-from seq2seq import unroll
+from seq2seq.nn import bridge
+from seq2seq.nn import cells
+from seq2seq.nn import unroll
 from tests.test_cells import build_and_randomize, np_lstm_step
 
 B, T, I, H = 3, 5, 2, 4

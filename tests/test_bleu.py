@@ -7,7 +7,7 @@ import sys
 
 import tensorflow as tf
 
-from seq2seq import bleu
+from seq2seq.infer import bleu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

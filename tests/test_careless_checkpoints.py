@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seq2seq import chat
-from seq2seq import checkpoint_folder
-from seq2seq import checkpoints
+from seq2seq.infer import chat
+from seq2seq.runtime import checkpoint_folder
+from seq2seq.runtime import checkpoints
 from seq2seq import config as config_lib
-from seq2seq import datasets
-from seq2seq import trained
-from seq2seq import training
-from seq2seq import workdir as workdir_lib
+from seq2seq.data import datasets
+from seq2seq.infer import restore
+from seq2seq.train import loop
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -212,7 +212,7 @@ class PatternFolderTest(tf.test.TestCase, parameterized.TestCase):
 
 
 def _train(workdir, data, steps, log=helpers.quiet):
-  return training.train(helpers.tiny_config(workdir, data, max_steps=steps, save_every=2), log)
+  return loop.train(helpers.tiny_config(workdir, data, max_steps=steps, save_every=2), log)
 
 
 @pytest.mark.slow
@@ -321,11 +321,11 @@ class VocabularyKeptTest(tf.test.TestCase):
     self.assertEqual(len(self._build()), 6)
 
   def test_inference_names_the_missing_file_not_train_first(self):
-    with self.assertRaisesRegex(trained.NoCheckpoint, "train first"):
-      trained.load_vocabulary(self.workdir, "python train.py")
+    with self.assertRaisesRegex(restore.NoCheckpoint, "train first"):
+      restore.load_vocabulary(self.workdir, "python train.py")
     self._checkpoint_file("checkpoints", "ckpt-2.index")
     with self.assertRaisesRegex(workdir_lib.WorkdirError, "Restore vocab.txt"):
-      trained.load_vocabulary(self.workdir, "python train.py")
+      restore.load_vocabulary(self.workdir, "python train.py")
 
 
 class ConfigFileTest(tf.test.TestCase, parameterized.TestCase):

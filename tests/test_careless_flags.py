@@ -14,16 +14,16 @@ from absl.testing import parameterized
 
 import train
 from seq2seq import config as config_lib
-from seq2seq import corpus
-from seq2seq import data
-from seq2seq import data_fingerprint
-from seq2seq import datasets
-from seq2seq import distribution
-from seq2seq import embeddings
-from seq2seq import lm_run
-from seq2seq import training
-from seq2seq import vocab as vocab_lib
-from seq2seq import workdir as workdir_lib
+from seq2seq.data import corpus
+from seq2seq.data import batches
+from seq2seq.data import fingerprint
+from seq2seq.data import datasets
+from seq2seq.distributed import distribution
+from seq2seq.nn import embeddings
+from seq2seq.train import lm_run
+from seq2seq.train import loop
+from seq2seq.data import vocab as vocab_lib
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,7 +139,7 @@ class BatchSizeAbovePairsTest(tf.test.TestCase):
 
   def test_batches_are_those_of_the_pair_count(self):
     pairs = [([1] * (1 + i % 5), [2] * (1 + i % 3)) for i in range(40)]
-    huge, fitted = (data.BatchSchedule(pairs, size, (2, 5), seed=3) for size in (100000, 40))
+    huge, fitted = (batches.BatchSchedule(pairs, size, (2, 5), seed=3) for size in (100000, 40))
     self.assertEqual(huge.epoch_plan(0), fitted.epoch_plan(0))
 
   def test_training_pads_to_the_pair_count_and_says_so(self):
@@ -148,7 +148,7 @@ class BatchSizeAbovePairsTest(tf.test.TestCase):
     config = helpers.tiny_config(os.path.join(tmp, "run"), path, batch_size=100000,
                                  max_steps=2, val_data=path)
     messages = []
-    result = training.train(config, log=messages.append)
+    result = loop.train(config, log=messages.append)
     self.assertEqual(result.step, 2)
     self.assertIn("--batch_size=100000 is more than the 40 training pairs: each bucket is one "
                   "batch of all its pairs, padded to 40 rows (not 100000)", messages)
@@ -189,18 +189,18 @@ class DataFingerprintTest(tf.test.TestCase):
     self._write("a b c\tc b a\n")
 
   def _write(self, text):
-    with open(self.data, "w", encoding="utf-8") as f:
+    with open(self.batches, "w", encoding="utf-8") as f:
       f.write(text)
 
   def _note(self, resumed_at=10, schedule=None, **changes):
     config = helpers.tiny_config(self.workdir, self.data, **changes)
-    return data_fingerprint.resume_note(config, schedule or _Schedule(self.data), resumed_at,
+    return fingerprint.resume_note(config, schedule or _Schedule(self.data), resumed_at,
                                         self.workdir, self.workdir)
 
   def test_fresh_run_records_and_an_unchanged_resume_says_same_order(self):
     self.assertEqual(self._note(resumed_at=None), "")
-    self.assertTrue(os.path.exists(data_fingerprint.path(self.workdir)))
-    self.assertEqual(self._note(), data_fingerprint.SAME_ORDER)
+    self.assertTrue(os.path.exists(fingerprint.path(self.workdir)))
+    self.assertEqual(self._note(), fingerprint.SAME_ORDER)
 
   def test_changed_flags_are_named_with_both_values(self):
     self._note(resumed_at=None)
@@ -217,19 +217,19 @@ class DataFingerprintTest(tf.test.TestCase):
                   self._note(schedule=_Schedule(self.data, 4)))
 
   def test_pairs_in_memory_are_hashed(self):
-    schedule = lambda pairs: data.BatchSchedule(pairs, 2, (5,), seed=0)
-    self.assertNotEqual(data_fingerprint.examples_digest(schedule([([4, 5], [6])])),
-                        data_fingerprint.examples_digest(schedule([([4], [5, 6])])))
+    schedule = lambda pairs: batches.BatchSchedule(pairs, 2, (5,), seed=0)
+    self.assertNotEqual(fingerprint.examples_digest(schedule([([4, 5], [6])])),
+                        fingerprint.examples_digest(schedule([([4], [5, 6])])))
 
   def test_seed_alone_keeps_the_order(self):
     self._note(resumed_at=None)
     note = self._note(seed=9)
-    self.assertStartsWith(note, data_fingerprint.SAME_ORDER)
+    self.assertStartsWith(note, fingerprint.SAME_ORDER)
     self.assertIn("--seed=9 differs from that run's 3", note)
 
   def test_no_record_says_what_must_match(self):
     self.assertIn("kept no record", self._note())
-    with open(data_fingerprint.path(self.workdir), "w", encoding="utf-8") as f:
+    with open(fingerprint.path(self.workdir), "w", encoding="utf-8") as f:
       f.write('{"flags": {}}')  # not a record of runs
     self.assertIn("kept no record", self._note())
 
@@ -239,18 +239,18 @@ class DataFingerprintTest(tf.test.TestCase):
     self.assertStartsWith(self._note(resumed_at=10, max_length=5), "but NOT")
     # The next resume is again at step 10: that checkpoint holds the first run's steps.
     self.assertIn("--max_length: 6 -> 5", self._note(resumed_at=10, max_length=5))
-    self.assertEqual(self._note(resumed_at=10), data_fingerprint.SAME_ORDER)
+    self.assertEqual(self._note(resumed_at=10), fingerprint.SAME_ORDER)
     # A checkpoint at step 12 holds steps of the run that started at 10 (max_length 6).
     self.assertStartsWith(self._note(resumed_at=12, max_length=5), "but NOT")
-    self.assertEqual(self._note(resumed_at=0), data_fingerprint.SAME_ORDER)
+    self.assertEqual(self._note(resumed_at=0), fingerprint.SAME_ORDER)
 
   def test_the_same_data_in_a_moved_folder_keeps_the_order(self):
     self._note(resumed_at=None)
     moved = os.path.join(self.workdir, "moved.tsv")
     os.rename(self.data, moved)
     config = helpers.tiny_config(self.workdir, moved)
-    self.assertEqual(data_fingerprint.resume_note(config, _Schedule(moved), 10, self.workdir,
-                                                  self.workdir), data_fingerprint.SAME_ORDER)
+    self.assertEqual(fingerprint.resume_note(config, _Schedule(moved), 10, self.workdir,
+                                                  self.workdir), fingerprint.SAME_ORDER)
 
 
 @pytest.mark.slow
@@ -261,16 +261,16 @@ class ResumeWithOtherDataTest(tf.test.TestCase):
     first = helpers.write_reverse_task(os.path.join(tmp, "a.tsv"), num_pairs=60)
     second = helpers.write_reverse_task(os.path.join(tmp, "b.tsv"), num_pairs=60, seed=1)
     workdir = os.path.join(tmp, "run")
-    training.train(helpers.tiny_config(workdir, first, max_steps=2), log=helpers.quiet)
+    loop.train(helpers.tiny_config(workdir, first, max_steps=2), log=helpers.quiet)
     messages = []
-    training.train(helpers.tiny_config(workdir, second, max_steps=4), log=messages.append)
+    loop.train(helpers.tiny_config(workdir, second, max_steps=4), log=messages.append)
     resumed = [m for m in messages if m.startswith("Resuming from")]
     self.assertLen(resumed, 1)
     self.assertIn("but NOT the data order of an uninterrupted run", resumed[0])
     self.assertIn(f"--data: {first!r} -> {second!r}", resumed[0])
     messages.clear()
-    training.train(helpers.tiny_config(workdir, second, max_steps=6), log=messages.append)
-    self.assertIn(data_fingerprint.SAME_ORDER, "".join(messages))
+    loop.train(helpers.tiny_config(workdir, second, max_steps=6), log=messages.append)
+    self.assertIn(fingerprint.SAME_ORDER, "".join(messages))
 
 
 class PretrainedEmbeddingsTest(tf.test.TestCase):

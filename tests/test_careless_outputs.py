@@ -13,10 +13,10 @@ from unittest import mock
 import pytest
 
 from seq2seq import config as config_lib
-from seq2seq import outputs
-from seq2seq import prepare
-from seq2seq import workdir as workdir_lib
-from seq2seq import workdir_lock
+from seq2seq.runtime import outputs
+from seq2seq.data.prepare import pipeline
+from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.runtime import workdir_lock
 from tests import helpers
 from tests import prepare_helpers
 
@@ -72,7 +72,7 @@ def test_prepare_refuses_the_folder_of_its_input(tmp_path, monkeypatch, spelling
   before = _listing(tmp_path / "data")
   output_dir = str(tmp_path / "data") if spelling == "abs" else spelling
   with pytest.raises(outputs.OutputError, match=r"--output_dir=\S+ holds the --input file "):
-    prepare.prepare(_prepare_config(data, output_dir), config_lib.DataConfig(), helpers.quiet)
+    pipeline.prepare(_prepare_config(data, output_dir), config_lib.DataConfig(), helpers.quiet)
   assert _listing(tmp_path / "data") == before
   assert sorted(os.listdir(tmp_path)) == ["data", "link"]  # no .partial folder either
 
@@ -90,10 +90,10 @@ def test_prepare_refuses_a_workdir_and_a_foreign_folder(tmp_path):
                          (mine, r"was not written by --mode=prepare")):
     before = _listing(folder)
     with pytest.raises(outputs.OutputError, match=f"is not empty and {reason}"):
-      prepare.prepare(_prepare_config(data, folder), config_lib.DataConfig(), helpers.quiet)
+      pipeline.prepare(_prepare_config(data, folder), config_lib.DataConfig(), helpers.quiet)
     assert _listing(folder) == before
   with pytest.raises(outputs.OutputError, match=r"pairs.tsv is a file, not a folder"):
-    prepare.check_output_dir(_prepare_config(data, data))
+    pipeline.check_output_dir(_prepare_config(data, data))
 
 
 def test_prepare_refuses_the_current_home_root_and_source_folders(tmp_path, monkeypatch):
@@ -107,7 +107,7 @@ def test_prepare_refuses_the_current_home_root_and_source_folders(tmp_path, monk
   for output_dir, what in cases.items():
     # check_output_dir only: if the guard failed, prepare() would replace these folders.
     with pytest.raises(outputs.OutputError, match=f"is {what}"):
-      prepare.check_output_dir(_prepare_config(data, output_dir))
+      pipeline.check_output_dir(_prepare_config(data, output_dir))
 
 
 def test_prepare_replaces_only_a_folder_it_wrote(tmp_path):
@@ -263,7 +263,7 @@ def test_lines_into_keeps_the_earlier_output_and_a_partial_file(tmp_path):
 
 
 def test_decode_file_stopped_midway_keeps_the_earlier_output(tmp_path):
-  from seq2seq import decoding  # pylint: disable=import-outside-toplevel
+  from seq2seq.infer import decoding  # pylint: disable=import-outside-toplevel
   from tests import test_decoding  # pylint: disable=import-outside-toplevel
   model = test_decoding._model("uni", "none")  # pylint: disable=protected-access
   decoder = decoding.Decoder(model, test_decoding.FakeVocabulary(), str.split, 5)
@@ -344,7 +344,7 @@ def test_lock_that_cannot_be_written_is_not_left_behind(tmp_path):
 
 @pytest.mark.parametrize("failing", ["config.json", "vocab.txt"])
 def test_full_disk_at_start_names_the_path_and_frees_the_lock(tmp_path, failing):
-  from seq2seq import training  # pylint: disable=import-outside-toplevel
+  from seq2seq.train import loop  # pylint: disable=import-outside-toplevel
   data = helpers.write_reverse_task(str(tmp_path / "pairs.tsv"), num_pairs=30)
   workdir = str(tmp_path / "run")
   original = outputs.write_atomic
@@ -357,7 +357,7 @@ def test_full_disk_at_start_names_the_path_and_frees_the_lock(tmp_path, failing)
   with mock.patch.object(outputs, "write_atomic", no_space), \
       mock.patch.object(workdir_lib, "_write_atomic", no_space):
     with pytest.raises(OSError) as raised:
-      training.train(helpers.tiny_config(workdir, data, max_steps=1), helpers.quiet)
+      loop.train(helpers.tiny_config(workdir, data, max_steps=1), helpers.quiet)
   message = outputs.os_error_message(raised.value)
   assert message.startswith(os.path.join(workdir, failing) + ": No space left on device; "
                             "the disk is full")

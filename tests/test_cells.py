@@ -4,8 +4,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import cells
-from seq2seq import unroll
+from seq2seq.nn import cells
+from seq2seq.nn import unroll
 
 B, I, H = 3, 5, 4  # batch, input size, hidden size (small: keeps finite differences fast)
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from seq2seq import workdir as workdir_lib
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,10 +4,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import corpus
-from seq2seq import data
-from seq2seq import embeddings
-from seq2seq import vocab as vocab_lib
+from seq2seq.data import corpus
+from seq2seq.data import batches
+from seq2seq.nn import embeddings
+from seq2seq.data import vocab as vocab_lib
 
 
 def _write(path, text, mode="w"):
@@ -113,7 +113,7 @@ class VocabularyTest(tf.test.TestCase):
 class BatchingTest(tf.test.TestCase):
 
   def test_pad_batch_teacher_forcing_layout(self):
-    batch = data.pad_batch([([5, 6, 7], [8, 9]), ([5], [8, 9, 10, 11])], length=4)
+    batch = batches.pad_batch([([5, 6, 7], [8, 9]), ([5], [8, 9, 10, 11])], length=4)
     go, eos = vocab_lib.GO_ID, vocab_lib.EOS_ID
     self.assertAllEqual(batch.source, [[5, 6, 7, 0], [5, 0, 0, 0]])
     self.assertAllEqual(batch.source_length, [3, 1])
@@ -122,15 +122,15 @@ class BatchingTest(tf.test.TestCase):
     self.assertAllEqual(batch.target_weight, [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
 
   def test_bucket_boundaries(self):
-    self.assertEqual(data.bucket_boundaries(20, 4), (5, 10, 15, 20))
-    self.assertEqual(data.bucket_boundaries(6, 1), (6,))
-    self.assertEqual(data.bucket_boundaries(3, 10), (1, 2, 3))
+    self.assertEqual(batches.bucket_boundaries(20, 4), (5, 10, 15, 20))
+    self.assertEqual(batches.bucket_boundaries(6, 1), (6,))
+    self.assertEqual(batches.bucket_boundaries(3, 10), (1, 2, 3))
 
   def test_schedule_covers_each_example_once_in_a_seeded_order(self):
     rng = np.random.default_rng(0)
     examples = [(list(rng.integers(4, 20, rng.integers(1, 11))),
                  list(rng.integers(4, 20, rng.integers(1, 11)))) for _ in range(103)]
-    schedule = data.BatchSchedule(examples, batch_size=8, boundaries=(5, 10), seed=7)
+    schedule = batches.BatchSchedule(examples, batch_size=8, boundaries=(5, 10), seed=7)
     plan = schedule.epoch_plan(0)
     self.assertLen(plan, schedule.batches_per_epoch)
     seen = sorted(i for _, indices in plan for i in indices)
@@ -140,7 +140,7 @@ class BatchingTest(tf.test.TestCase):
       longest = max(max(len(examples[i][0]), len(examples[i][1])) for i in indices)
       self.assertLessEqual(longest, length)
       self.assertGreater(longest, 5 if length == 10 else 0)  # smallest bucket that fits
-    self.assertEqual(plan, data.BatchSchedule(examples, 8, (5, 10), seed=7).epoch_plan(0))
+    self.assertEqual(plan, batches.BatchSchedule(examples, 8, (5, 10), seed=7).epoch_plan(0))
     self.assertNotEqual(plan, schedule.epoch_plan(1))
     resumed = list(schedule.batches(0, start=3))
     straight = list(schedule.batches(0))[3:]

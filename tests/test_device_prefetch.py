@@ -11,11 +11,11 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import device_prefetch
-from seq2seq import distributed_step
-from seq2seq import train_step as train_step_lib
-from seq2seq import training
-from seq2seq import workdir as workdir_lib
+from seq2seq.step import device_prefetch
+from seq2seq.distributed import distributed_step
+from seq2seq.step import train_step as train_step_lib
+from seq2seq.train import loop
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 
@@ -124,13 +124,13 @@ class TrainingLoopTest(tf.test.TestCase):
         worker_devices=(gpu, gpu[:-1] + "1")))
     cpu = types.SimpleNamespace(extended=types.SimpleNamespace(
         worker_devices=("/job:worker/replica:0/task:0/device:CPU:0",)))
-    self.assertEqual(training._batch_device(run_config(), one_gpu, True), gpu)
-    self.assertIsNone(training._batch_device(run_config(), two_gpus, True))
-    self.assertIsNone(training._batch_device(run_config(), cpu, True))
-    self.assertIsNone(training._batch_device(run_config(jit_compile=False), one_gpu, True))
-    self.assertIsNone(training._batch_device(run_config(embedding_device="cpu"), one_gpu, True))
+    self.assertEqual(loop._batch_device(run_config(), one_gpu, True), gpu)
+    self.assertIsNone(loop._batch_device(run_config(), two_gpus, True))
+    self.assertIsNone(loop._batch_device(run_config(), cpu, True))
+    self.assertIsNone(loop._batch_device(run_config(jit_compile=False), one_gpu, True))
+    self.assertIsNone(loop._batch_device(run_config(embedding_device="cpu"), one_gpu, True))
     if not tf.config.list_physical_devices("GPU"):
-      self.assertIsNone(training._batch_device(run_config(), None, False))
+      self.assertIsNone(loop._batch_device(run_config(), None, False))
 
   def test_a_distributed_step_is_given_its_batch_and_votes_on_the_device(self):
     """Under a strategy (mirrored over one CPU), the loop with the batches and the stop votes
@@ -153,11 +153,11 @@ class TrainingLoopTest(tf.test.TestCase):
           return step(batch, votes)
         return recorded
 
-      with mock.patch.object(training, "_batch_device",
+      with mock.patch.object(loop, "_batch_device",
                              return_value="/job:localhost/replica:0/task:0/device:CPU:0"
                              if moved else None), \
            mock.patch.object(distributed_step, "make_distributed_train_step", recording_step):
-        training.train(config, log=helpers.quiet)
+        loop.train(config, log=helpers.quiet)
       self.assertEqual(given, {(tf.int64, "EagerTensor")} if moved else
                        {(tf.int32, "ndarray")})
       finals[moved] = helpers.checkpoint_values(workdir_lib.checkpoint_dir(workdir), ("model/",))
@@ -187,10 +187,10 @@ class TrainingLoopTest(tf.test.TestCase):
           return step(inputs, targets)
         return recorded
 
-      with mock.patch.object(training, "_batch_device",
+      with mock.patch.object(loop, "_batch_device",
                              return_value="/CPU:0" if moved else None), \
            mock.patch.object(train_step_lib, "make_carried_step", recording_step):
-        training.train(config, log=helpers.quiet)
+        loop.train(config, log=helpers.quiet)
       self.assertEqual(given, {(tf.int64, tf.int64)} if moved else {(tf.int32, tf.int32)})
       finals[moved] = helpers.checkpoint_values(workdir_lib.checkpoint_dir(workdir), ("model/", "carried_state/"))
     helpers.assert_same_values(finals[False], finals[True], rtol=1e-6, atol=1e-7)

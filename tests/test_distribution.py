@@ -15,14 +15,14 @@ import pytest
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq import data
-from seq2seq import distributed_step
-from seq2seq import distribution
-from seq2seq import interrupts
-from seq2seq import model as model_lib
-from seq2seq import optimizers
-from seq2seq import supervisor
-from seq2seq import train_step as train_step_lib
+from seq2seq.data import batches
+from seq2seq.distributed import distributed_step
+from seq2seq.distributed import distribution
+from seq2seq.runtime import interrupts
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.step import optimizers
+from seq2seq.distributed import supervisor
+from seq2seq.step import train_step as train_step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -138,7 +138,7 @@ class AllReduceInXlaTest(absltest.TestCase):
     same losses and variables after 3 steps. The learning rate decays every step and is
     scaled by a variable that changes between steps (the one program computes it itself).
     Both steps also take the batch with int64 ids (`train_step.device_batch`) alike."""
-    batches = [data.Batch(*(tf.constant(x) for x in _synthetic_batch(seed)))
+    batches = [batches.Batch(*(tf.constant(x) for x in _synthetic_batch(seed)))
                for seed in range(3)]
 
     def train(all_reduce_in_xla, gather_rows=None, placed=False, **options):
@@ -201,7 +201,7 @@ def _synthetic_batch(seed, rows=5, length=4, vocab=30):
   source = rng.integers(4, vocab, [rows, length]).astype(np.int32)
   target = rng.integers(4, vocab, [rows, length + 1]).astype(np.int32)
   weight = (rng.random([rows, length + 1]) < 0.8).astype(np.float32)
-  return data.Batch(source=source, source_length=np.full([rows], length, np.int32),
+  return batches.Batch(source=source, source_length=np.full([rows], length, np.int32),
                     decoder_input=np.roll(target, 1, axis=1), target=target,
                     target_weight=weight)
 

@@ -4,12 +4,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import beam_search
-from seq2seq import chat
-from seq2seq import decoding
-from seq2seq import ensemble
-from seq2seq import training
-from seq2seq import workdir as workdir_lib
+from seq2seq.infer import beam_search
+from seq2seq.infer import chat
+from seq2seq.infer import decoding
+from seq2seq.infer import ensemble
+from seq2seq.train import loop
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 from tests.test_model_options import _model
 from tests.test_train_step import _batch
@@ -93,9 +93,9 @@ class LoadEnsembleTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
     first, second = os.path.join(tmp, "first"), os.path.join(tmp, "second")
-    training.train(helpers.tiny_config(first, data, max_steps=2), log=helpers.quiet)
+    loop.train(helpers.tiny_config(first, data, max_steps=2), log=helpers.quiet)
     # Another architecture and seed: each member is built from its own workdir's config.
-    training.train(helpers.tiny_config(second, data, hidden_size=24, seed=9, max_steps=3),
+    loop.train(helpers.tiny_config(second, data, hidden_size=24, seed=9, max_steps=3),
                    log=helpers.quiet)
     messages = []
     config = helpers.tiny_config(first, data, ensemble=second)
@@ -119,8 +119,8 @@ class LoadEnsembleTest(tf.test.TestCase):
     other = helpers.write_reverse_task(os.path.join(tmp, "other.tsv"), num_pairs=50,
                                       symbols="pqrstuvw")
     first, second = os.path.join(tmp, "first"), os.path.join(tmp, "second")
-    training.train(helpers.tiny_config(first, data, max_steps=1), log=helpers.quiet)
-    training.train(helpers.tiny_config(second, other, max_steps=1),
+    loop.train(helpers.tiny_config(first, data, max_steps=1), log=helpers.quiet)
+    loop.train(helpers.tiny_config(second, other, max_steps=1),
                    log=helpers.quiet)
     with self.assertRaisesRegex(ensemble.VocabularyMismatch,
                                 rf"^{second}/vocab.txt: .*{first}/vocab.txt"):
@@ -130,7 +130,7 @@ class LoadEnsembleTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
     first, empty = os.path.join(tmp, "first"), os.path.join(tmp, "empty")
-    training.train(helpers.tiny_config(first, data, max_steps=1), log=helpers.quiet)
+    loop.train(helpers.tiny_config(first, data, max_steps=1), log=helpers.quiet)
     os.makedirs(empty)
     with self.assertRaisesRegex(FileNotFoundError, rf"{empty}/vocab.txt: not found"):
       chat.load_ensemble(helpers.tiny_config(first, data, ensemble=empty), log=helpers.quiet)

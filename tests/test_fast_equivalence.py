@@ -3,7 +3,7 @@
 One SGD train step of a seq2seq model (stacked cells, residual, a bidirectional encoder,
 attention with input feeding) is run twice from the same seed: with the model's unroll, which
 takes the fast path for the built-in cores, and with the reference unroll
-(`seq2seq.unroll`, each step the core's `__call__`). The loss, the gradient norm and every
+(`seq2seq.nn.unroll`, each step the core's `__call__`). The loss, the gradient norm and every
 variable's update (minus its clipped gradient) must agree, eagerly and compiled with XLA.
 Dropout is off: the fast layer draws the masks of all steps at once, a different (equally
 distributed) draw, which `tests/test_wrappers.py` checks against NumPy.
@@ -20,9 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq import data
-from seq2seq import model as model_lib
-from seq2seq import unroll
+from seq2seq.data import batches
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.nn import unroll
 from seq2seq.fast import cores as fast_cores
 from tests import helpers
 
@@ -40,7 +40,7 @@ def _batch():
   rng = np.random.default_rng(1)
   examples = [(list(rng.integers(4, VOCAB, rng.integers(1, 6))),
                list(rng.integers(4, VOCAB, rng.integers(1, 6)))) for _ in range(ROWS)]
-  return data.pad_batch(examples, 5)
+  return batches.pad_batch(examples, 5)
 
 
 def _train_step(model_config, fast, jit_compile):

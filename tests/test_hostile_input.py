@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from seq2seq import corpus
+from seq2seq.data import corpus
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASE_SECONDS = 60

@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq import data
-from seq2seq import datasets
-from seq2seq import input_pipeline
-from seq2seq import prepare
-from seq2seq import training
-from seq2seq import vocab as vocab_lib
+from seq2seq.data import batches
+from seq2seq.data import datasets
+from seq2seq.data import input_pipeline
+from seq2seq.data.prepare import pipeline
+from seq2seq.train import loop
+from seq2seq.data import vocab as vocab_lib
 
 WORDS = [f"w{i}" for i in range(40)]
 BOUNDARIES = (5, 10, 15, 20)
@@ -50,7 +50,7 @@ def test_bucketing_shapes_and_weights_match_pad_batch(split_file):
   for s, t in kept:
     examples.setdefault(tuple(vocabulary.encode(s.split())), []).append(vocabulary.encode(t.split()))
   for batch in batches:
-    assert isinstance(batch, data.Batch)
+    assert isinstance(batch, batches.Batch)
     length = batch.source.shape[1]
     assert length in BOUNDARIES
     assert batch.decoder_input.shape == batch.target.shape == batch.target_weight.shape == (
@@ -64,8 +64,8 @@ def test_bucketing_shapes_and_weights_match_pad_batch(split_file):
       longest = max(n, int(batch.target_weight[row].sum()) - 1)
       assert next(b for b in BOUNDARIES if longest <= b) == length  # the smallest bucket fits
       target = examples[source][0]
-      expected = data.pad_batch([(list(source), target)], length)  # the in-memory path
-      for name in data.Batch._fields:
+      expected = batches.pad_batch([(list(source), target)], length)  # the in-memory path
+      for name in batches.Batch._fields:
         np.testing.assert_array_equal(getattr(batch, name)[row], getattr(expected, name)[0])
 
 
@@ -98,7 +98,7 @@ def _prepared(tmp_path):
   source = tmp_path / "raw.tsv"
   source.write_text("\n".join(lines) + "\n", encoding="utf-8")
   out = str(tmp_path / "prepared")
-  prepare.prepare(config_lib.PrepareConfig(input=str(source), input_format="pairs",
+  pipeline.prepare(config_lib.PrepareConfig(input=str(source), input_format="pairs",
                                            output_dir=out, val_fraction=0.2, test_fraction=0.0,
                                            progress_seconds=0),
                   config_lib.DataConfig(max_length=8), log=lambda m: None)
@@ -112,11 +112,11 @@ def test_prepared_folder_feeds_training_with_tf_data(tmp_path):
   assert isinstance(training_data.train, input_pipeline.DatasetSchedule)
   assert isinstance(training_data.val, input_pipeline.DatasetSchedule)
   assert training_data.vocabulary == vocab_lib.Vocabulary.load(os.path.join(out, "vocab.txt"))
-  result = training.train(run_config, log=lambda m: None)
+  result = loop.train(run_config, log=lambda m: None)
   assert result.step == 3 and np.isfinite(result.last_loss)
   memory = datasets.load_training_data(
       config_lib.replace(run_config, input_pipeline="memory"), log=lambda m: None)
-  assert isinstance(memory.train, data.BatchSchedule)
+  assert isinstance(memory.train, batches.BatchSchedule)
   assert memory.train.batches_per_epoch == training_data.train.batches_per_epoch
   assert datasets.eval_spec(run_config.data) == os.path.join(out, "val.tsv")
 
@@ -124,7 +124,7 @@ def test_prepared_folder_feeds_training_with_tf_data(tmp_path):
 def test_prepared_folder_with_other_tokenisation_is_refused(tmp_path):
   out = _prepared(tmp_path)
   run_config = config_lib.replace(_tiny_run_config(out, str(tmp_path / "work")), lowercase=False)
-  with pytest.raises(prepare.DataError, match="prepared with --lowercase=True"):
+  with pytest.raises(pipeline.DataError, match="prepared with --lowercase=True"):
     datasets.load_training_data(run_config, log=lambda m: None)
 
 
@@ -133,7 +133,7 @@ def test_tfdata_needs_a_prepared_folder(tmp_path):
   raw.write_text("a b c\td e f\n", encoding="utf-8")
   run_config = config_lib.replace(_tiny_run_config(str(raw), str(tmp_path / "w")),
                                   input_pipeline="tfdata")
-  with pytest.raises(prepare.DataError, match="--input_pipeline=tfdata reads a folder"):
+  with pytest.raises(pipeline.DataError, match="--input_pipeline=tfdata reads a folder"):
     datasets.load_training_data(run_config, log=lambda m: None)
 
 
@@ -161,7 +161,7 @@ def test_memory_and_tf_data_read_a_subword_folder_alike(tmp_path):
   source.write_text("\n".join(lines) + "\n", encoding="utf-8")
   out = str(tmp_path / "pieces")
   data_config = config_lib.DataConfig(max_length=30, max_vocab=40, bucket_boundaries="10,20,30")
-  prepare.prepare(config_lib.PrepareConfig(input=str(source), input_format="pairs",
+  pipeline.prepare(config_lib.PrepareConfig(input=str(source), input_format="pairs",
                                            output_dir=out, val_fraction=0.2, test_fraction=0.0,
                                            tokenizer="sentencepiece", progress_seconds=0),
                   data_config, log=lambda m: None)
@@ -171,7 +171,7 @@ def test_memory_and_tf_data_read_a_subword_folder_alike(tmp_path):
   streamed = datasets.load_training_data(run_config, log=lambda m: None)
   memory = datasets.load_training_data(config_lib.replace(run_config, input_pipeline="memory"),
                                        log=lambda m: None)
-  assert isinstance(memory.train, data.BatchSchedule)
+  assert isinstance(memory.train, batches.BatchSchedule)
   assert _epoch_pairs(memory.train) == _epoch_pairs(streamed.train)
   assert _epoch_pairs(memory.val) == _epoch_pairs(streamed.val)
   # Eval mode reads the prepared val split the same way.

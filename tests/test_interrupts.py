@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-from seq2seq import interrupts
+from seq2seq.runtime import interrupts
 
 
 def _send(signum):

@@ -6,10 +6,10 @@ import tensorflow as tf
 
 from ops import losses
 from seq2seq import config as config_lib
-from seq2seq import language_model as lm
-from seq2seq import optimizers
-from seq2seq import train_step
-from seq2seq import training
+from seq2seq.models import language_model as lm
+from seq2seq.step import optimizers
+from seq2seq.step import train_step
+from seq2seq.train import loop
 
 V = 12
 
@@ -62,7 +62,7 @@ class StateCarryingTest(tf.test.TestCase):
       return tf.reduce_mean(logits), final
 
     zeros = model.initial_state(2)
-    _, _, last = training.run_epoch(step, windows, zeros)
+    _, _, last = loop.run_epoch(step, windows, zeros)
     tf.nest.map_structure(self.assertAllEqual, seen[0], zeros)
     expected = zeros
     for (inputs, _), state in zip(windows, seen):
@@ -87,7 +87,7 @@ class StateCarryingTest(tf.test.TestCase):
     """A period-7 text can only be predicted past its first token with the carried state."""
     model = _model(tf.float32, hidden=32)
     text = np.tile([4, 5, 6, 7, 8, 9, 10], 60)
-    history = training.train_lm(model, optimizers.Adam(0.02), text, batch_size=4, num_steps=5, num_epochs=15,
+    history = loop.train_lm(model, optimizers.Adam(0.02), text, batch_size=4, num_steps=5, num_epochs=15,
                           log=lambda _: None)
     self.assertLess(history[-1], 0.1)
     self.assertLess(history[-1], history[0] / 10)

@@ -1,4 +1,4 @@
-"""launch.py and seq2seq.supervisor: a dead worker restarts the whole group, which resumes.
+"""launch.py and seq2seq.distributed.supervisor: a dead worker restarts the whole group, which resumes.
 
 The supervisor tests run small Python commands as the "workers" (no TensorFlow, about a
 second each); `LaunchTrainTest` runs train.py under launch.py and stops workers with SIGTERM
@@ -21,7 +21,7 @@ from absl.testing import absltest
 import pytest
 
 from seq2seq import config as config_lib
-from seq2seq import supervisor
+from seq2seq.distributed import supervisor
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -7,9 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq import lm_run
-from seq2seq import training
-from seq2seq import workdir as workdir_lib
+from seq2seq.train import lm_run
+from seq2seq.train import loop
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 WORDS = "the cat dog sat on a mat log and ran".split()
@@ -45,7 +45,7 @@ class LMTrainingTest(tf.test.TestCase):
     text = _write_text(os.path.join(tmp, "text.txt"))
     straight = _config(os.path.join(tmp, "straight"), text, keep_prob=0.7, max_steps=36)
     messages = []
-    training.train(straight, log=messages.append)
+    loop.train(straight, log=messages.append)
     per_epoch = int([m for m in messages if m.startswith("model:")][0].split(" batches")[0]
                     .split()[-1])
     self.assertBetween(per_epoch, 20, 35)
@@ -53,7 +53,7 @@ class LMTrainingTest(tf.test.TestCase):
     pieces = os.path.join(tmp, "pieces")
     messages = []
     for stop in (10, per_epoch, 36):
-      result = training.train(_config(pieces, text, keep_prob=0.7, max_steps=stop),
+      result = loop.train(_config(pieces, text, keep_prob=0.7, max_steps=stop),
                               log=messages.append)
       if stop == 10:  # mid-epoch: a non-zero state was saved to carry on from
         carried = _checkpoint_values(pieces, "carried_state/")
@@ -74,17 +74,17 @@ class LMTrainingTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     text = _write_text(os.path.join(tmp, "text.txt"))
     workdir = os.path.join(tmp, "run")
-    training.train(_config(workdir, text, max_steps=2), log=helpers.quiet)
+    loop.train(_config(workdir, text, max_steps=2), log=helpers.quiet)
     for name, value in (("batch_size", 8), ("num_steps", 7)):
       with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, f"--{name}={value}"):
-        training.train(_config(workdir, text, max_steps=4, **{name: value}), log=helpers.quiet)
+        loop.train(_config(workdir, text, max_steps=4, **{name: value}), log=helpers.quiet)
 
   def test_decode_max_length_is_the_longest_continuation(self):
     tmp = self.get_temp_dir()
     text = _write_text(os.path.join(tmp, "text.txt"))
     config = _config(os.path.join(tmp, "run"), text, max_steps=2)
     self.assertEqual(config.data.max_length, 6)
-    training.train(config, log=helpers.quiet)
+    loop.train(config, log=helpers.quiet)
     for decode_max_length, want in ((0, 6), (9, 9)):
       generator = lm_run.make_generator(
           config_lib.replace(config, decode_max_length=decode_max_length), helpers.quiet)
@@ -100,7 +100,7 @@ class LMTrainingTest(tf.test.TestCase):
     val = _write_text(os.path.join(tmp, "val.txt"), num_lines=30, seed=1)
     config = _config(os.path.join(tmp, "run"), text, val_data=val, num_epochs=1, log_every=5)
     messages = []
-    result = training.train(config, log=messages.append)
+    result = loop.train(config, log=messages.append)
     self.assertTrue(any(m.startswith(f"{result.step}/{result.step} (epoch 1/1) loss=")
                         and " ppl=" in m and " tok/s=" in m and " ETA=" in m for m in messages),
                     messages)

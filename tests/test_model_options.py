@@ -6,14 +6,14 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import cells
+from seq2seq.nn import cells
 from seq2seq import config as config_lib
-from seq2seq import decoding
-from seq2seq import language_model
-from seq2seq import model as model_lib
-from seq2seq import optimizers
-from seq2seq import train_step as train_step_lib
-from seq2seq import training
+from seq2seq.infer import decoding
+from seq2seq.models import language_model
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
+from seq2seq.train import loop
 from tests import helpers
 from tests.test_train_step import VOCAB, _batch
 
@@ -187,7 +187,7 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
     config = helpers.tiny_config(os.path.join(tmp, "run"), data, hidden_size=32, max_steps=200,
                                  encoder="bi", attention="luong", log_every=10)
     lines = []
-    training.train(config, log=lines.append)
+    loop.train(config, log=lines.append)
     losses = [float(m.group(1)) for m in map(re.compile(r"\) loss=([0-9.]+)").search, lines) if m]
     self.assertLen(losses, 20)
     # Uniform guessing costs ln(12) = 2.5 nats. The median of the last 10 logged batch losses:

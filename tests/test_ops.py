@@ -9,7 +9,7 @@ from ops import clipping
 from ops import losses
 from ops import optim
 from seq2seq import config
-from seq2seq import optimizers
+from seq2seq.step import optimizers
 
 BOTH_FLAGS = [(True, True), (True, False), (False, True), (False, False)]
 

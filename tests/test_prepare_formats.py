@@ -4,10 +4,10 @@ import os
 import pytest
 
 from seq2seq import config as config_lib
-from seq2seq import corpus
-from seq2seq import prepare
-from seq2seq import vocab as vocab_lib
-from seq2seq import wordcount
+from seq2seq.data import corpus
+from seq2seq.data.prepare import pipeline
+from seq2seq.data import vocab as vocab_lib
+from seq2seq.data import wordcount
 from tests import prepare_helpers
 from tests.prepare_helpers import read_split
 
@@ -118,7 +118,7 @@ def test_split_is_stable_when_data_grows(tmp_path):
   counts = report_big["pairs_written"]
   assert counts["train"] + counts["val"] + counts["test"] == 3000
   assert 200 < counts["val"] < 400 and 90 < counts["test"] < 220
-  assert prepare.split_of(["a"], ["b"], 0.1, 0.05) == prepare.split_of(["a"], ["b"], 0.1, 0.05)
+  assert pipeline.split_of(["a"], ["b"], 0.1, 0.05) == pipeline.split_of(["a"], ["b"], 0.1, 0.05)
 
 
 def test_vocabulary_coverage_against_a_hand_count(tmp_path):
@@ -172,8 +172,8 @@ def test_sentencepiece(tmp_path):
   assert report["vocabulary"]["kept_words"] == len(used) <= report["vocabulary"]["unique_words"]
   assert report["vocabulary"]["token_coverage"] == 1.0
   # Replies are detokenised: the pieces of a sentence decode back to its words.
-  from seq2seq import datasets  # pylint: disable=import-outside-toplevel
-  from seq2seq import decoding  # pylint: disable=import-outside-toplevel
+  from seq2seq.data import datasets  # pylint: disable=import-outside-toplevel
+  from seq2seq.infer import decoding  # pylint: disable=import-outside-toplevel
   tokenizer = datasets.tokenizer_for(config_lib.DataConfig(data=out, max_vocab=120, max_length=40))
   pieces = tokenizer("The cat number 7 sat on the mat!")
   assert len(pieces) > 8 and any(p.startswith("▁") for p in pieces)
@@ -183,7 +183,7 @@ def test_sentencepiece(tmp_path):
 
 def test_sentencepiece_rejects_coverage():
   with pytest.raises(config_lib.ConfigError, match="vocab_coverage"):
-    prepare.prepare(config_lib.PrepareConfig(input="x", input_format="pairs",
+    pipeline.prepare(config_lib.PrepareConfig(input="x", input_format="pairs",
                                              tokenizer="sentencepiece"),
                     config_lib.DataConfig(vocab_coverage=0.9))
 

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from seq2seq import corpus
-from seq2seq import pairing
-from seq2seq import prepare
-from seq2seq import reddit
+from seq2seq.data import corpus
+from seq2seq.data.prepare import pairing
+from seq2seq.data.prepare import pipeline
+from seq2seq.data.prepare import reddit
 from tests.prepare_helpers import comment, read_split, run, write_dump
 
 Q = "what do you think about this plan"
@@ -197,7 +197,7 @@ def test_changed_filters_start_the_index_over(tmp_path, monkeypatch):
 @pytest.mark.parametrize("suffix", ["", ".bz2", ".zst"])
 @pytest.mark.parametrize("final_newline", [True, False])
 def test_read_blocks_matches_read_lines(tmp_path, suffix, final_newline):
-  from seq2seq import streams
+  from seq2seq.data import streams
   lines = [b"", b"x" * 3000] + [b"line %d" % i for i in range(5000)] + [b"", b"last"]
   data = b"\n".join(lines) + (b"\n" if final_newline else b"")
   path = str(tmp_path / f"f{suffix}")
@@ -217,7 +217,7 @@ def test_read_blocks_matches_read_lines(tmp_path, suffix, final_newline):
 
 @pytest.mark.parametrize("suffix", [".bz2", ".zst"])
 def test_read_blocks_truncated_like_read_lines(tmp_path, suffix):
-  from seq2seq import streams
+  from seq2seq.data import streams
   records = [comment(f"p{i}", "t3_x", f"question number {i} is here") for i in range(20000)]
   path = write_dump(str(tmp_path / f"RC_1{suffix}"), records)
   with open(path, "rb") as f:
@@ -241,8 +241,8 @@ def test_read_blocks_truncated_like_read_lines(tmp_path, suffix):
 
 def test_parse_workers_give_the_same_result(tmp_path, monkeypatch):
   import functools
-  from seq2seq import streams
-  monkeypatch.setattr(prepare.streams, "read_blocks",
+  from seq2seq.data import streams
+  monkeypatch.setattr(pipeline.streams, "read_blocks",
                       functools.partial(streams.read_blocks, block_bytes=2000))
   records = [b"{not json", b"\xff\xfe", comment("d1", "t3_x", "[deleted]")]
   for i in range(1500):

@@ -6,7 +6,7 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import cells
+from seq2seq.nn import cells
 from seq2seq.fast import cores as fast_cores
 from seq2seq.fast import recurrent_matmul
 from seq2seq.fast import unroll

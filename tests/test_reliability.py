@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seq2seq import checkpoints
-from seq2seq import optimizers
-from seq2seq import train_step as train_step_lib
-from seq2seq import training
-from seq2seq import workdir as workdir_lib
-from seq2seq import workdir_lock
+from seq2seq.runtime import checkpoints
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
+from seq2seq.train import loop
+from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.runtime import workdir_lock
 from tests import helpers
 from tests import test_train_step
 
@@ -117,7 +117,7 @@ def _recording(events):
 
 class PipelinedLoopTest(tf.test.TestCase):
   """The loop reads a step's outputs only after later steps are queued (every
-  `training.SETTLE_EVERY` steps, and at once where it logs, saves or stops), and still counts
+  `loop.SETTLE_EVERY` steps, and at once where it logs, saves or stops), and still counts
   every step."""
 
   def _events(self, max_steps):
@@ -127,7 +127,7 @@ class PipelinedLoopTest(tf.test.TestCase):
                                  max_steps=max_steps)
     events = []
     with _recording(events):
-      result = training.train(config, log=helpers.quiet)
+      result = loop.train(config, log=helpers.quiet)
     self.assertEqual(result.step, max_steps)
     return events
 
@@ -135,7 +135,7 @@ class PipelinedLoopTest(tf.test.TestCase):
     # No log, save or epoch end before the last step (log_every and save_every are 1000):
     # once more than SETTLE_EVERY steps are unread, all but the latest are read; the last
     # step's are read at once.
-    with mock.patch.object(training, "SETTLE_EVERY", 2):
+    with mock.patch.object(loop, "SETTLE_EVERY", 2):
       events = self._events(7)
     self.assertEqual(events, [("call", 1), ("call", 2), ("call", 3), ("read", 1), ("read", 2),
                               ("call", 4), ("call", 5), ("read", 3), ("read", 4),
@@ -149,9 +149,9 @@ class PipelinedLoopTest(tf.test.TestCase):
     config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=20, max_bad_steps=3)
     messages = []
     with _poisoning(lambda n: n >= 4):
-      with self.assertRaisesRegex(training.TrainingDiverged,
+      with self.assertRaisesRegex(loop.TrainingDiverged,
                                   r"stopped at step 6: 3 consecutive steps"):
-        training.train(config, log=messages.append)
+        loop.train(config, log=messages.append)
     skipped = [m for m in messages if "non-finite" in m]
     self.assertLen(skipped, 3)
     self.assertRegex(skipped[0], r"^step 4: non-finite loss=nan .*\(1 in a row, 1 in this run\)")
@@ -203,7 +203,7 @@ class WorkdirLockTest(tf.test.TestCase):
     with open(workdir_lock.lock_path(workdir), "w", encoding="utf-8") as f:
       json.dump({"pid": dead, "host": socket.gethostname(), "started": "then"}, f)
     messages = []
-    result = training.train(helpers.tiny_config(workdir, data, max_steps=2), log=messages.append)
+    result = loop.train(helpers.tiny_config(workdir, data, max_steps=2), log=messages.append)
     self.assertEqual(result.step, 2)
     self.assertTrue(any(f"stale lock" in m and f"pid {dead}" in m for m in messages), messages)
     self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)))
@@ -233,9 +233,9 @@ class WorkdirLockTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
     workdir = os.path.join(tmp, "run")
-    training.train(helpers.tiny_config(workdir, data, max_steps=1), log=helpers.quiet)
+    loop.train(helpers.tiny_config(workdir, data, max_steps=1), log=helpers.quiet)
     with self.assertRaises(workdir_lib.WorkdirMismatch):
-      training.train(helpers.tiny_config(workdir, data, hidden_size=48), log=helpers.quiet)
+      loop.train(helpers.tiny_config(workdir, data, hidden_size=48), log=helpers.quiet)
     self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)))
 
 
@@ -287,7 +287,7 @@ class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
                                  keep_checkpoints=10)
     messages = []
     with _poisoning(lambda n: n == 3):
-      result = training.train(config, log=messages.append)
+      result = loop.train(config, log=messages.append)
     self.assertEqual(result.step, 6)
     self.assertTrue(any(re.match(r"step 3: non-finite loss=nan .*skipped \(1 in a row, 1 in this "
                                  r"run\)", m) for m in messages), messages)
@@ -305,10 +305,10 @@ class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
     config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=20, save_every=1,
                                  max_bad_steps=3)
     with _poisoning(lambda n: n >= 4):
-      with self.assertRaisesRegex(training.TrainingDiverged,
+      with self.assertRaisesRegex(loop.TrainingDiverged,
                                   r"stopped at step 6: 3 consecutive steps .*--max_bad_steps=3"
                                   r".*ckpt-3, holds the last good"):
-        training.train(config, log=helpers.quiet)
+        loop.train(config, log=helpers.quiet)
     latest = tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(config.train.workdir))
     self.assertEqual(_checkpoint_step(latest), 3)
     for key, value in _checkpoint_values(latest).items():
@@ -339,12 +339,12 @@ class CheckpointWriteFailureTest(parameterized.TestCase, tf.test.TestCase):
       with self.assertRaisesRegex(checkpoints.CheckpointWriteError,
                                   rf"step 4 to {re.escape(directory)} .*No space left.*"
                                   r"earlier checkpoints are intact \(latest: .*ckpt-2\)"):
-        training.train(config, log=helpers.quiet)
+        loop.train(config, log=helpers.quiet)
     latest = tf.train.latest_checkpoint(directory)
     self.assertEqual(_checkpoint_step(latest), 2)  # loads, and is the one before the failure
 
     messages = []  # space is back: the same command resumes from step 2
-    result = training.train(config, log=messages.append)
+    result = loop.train(config, log=messages.append)
     self.assertEqual(result.step, 8)
     self.assertTrue(any(m.startswith("Resuming from") and "at step 2" in m for m in messages))
 
@@ -356,7 +356,7 @@ class MismatchTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
     workdir = os.path.join(tmp, "run")
-    training.train(helpers.tiny_config(workdir, data, max_steps=2), log=helpers.quiet)
+    loop.train(helpers.tiny_config(workdir, data, max_steps=2), log=helpers.quiet)
     with open(workdir_lib.vocab_path(workdir), "a", encoding="utf-8") as f:
       f.write("zebra\nyak\n")  # 12 + 2 tokens: not the vocabulary the checkpoint learned
     # The file's own checksum would catch this first (test_data.VocabularyChecksumTest);
@@ -365,7 +365,7 @@ class MismatchTest(tf.test.TestCase):
     with self.assertRaisesRegex(
         checkpoints.CheckpointError,
         r"ckpt-2 was trained with a vocabulary of 12 tokens, but .*vocab.txt has 14"):
-      training.train(helpers.tiny_config(workdir, data, max_steps=4), log=helpers.quiet)
+      loop.train(helpers.tiny_config(workdir, data, max_steps=4), log=helpers.quiet)
 
 
 @pytest.mark.slow

@@ -6,11 +6,11 @@ import pytest
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import data
-from seq2seq import resident_batches
-from seq2seq import train_step as train_step_lib
-from seq2seq import training
-from seq2seq import workdir as workdir_lib
+from seq2seq.data import batches
+from seq2seq.step import resident_batches
+from seq2seq.step import train_step as train_step_lib
+from seq2seq.train import loop
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 DEVICE = "/CPU:0"
@@ -21,11 +21,11 @@ def _schedule(batch_size=4, seed=5):
   rng = np.random.default_rng(0)
   examples = [(list(rng.integers(4, 30, rng.integers(2, 8))),
                list(rng.integers(4, 30, rng.integers(2, 8)))) for _ in range(23)]
-  return data.BatchSchedule(examples, batch_size, boundaries=(4, 8), seed=seed)
+  return batches.BatchSchedule(examples, batch_size, boundaries=(4, 8), seed=seed)
 
 
 def _as_batch(batch):
-  return data.Batch(*batch)
+  return batches.Batch(*batch)
 
 
 class ResidentBatchesTest(tf.test.TestCase):
@@ -46,7 +46,7 @@ class ResidentBatchesTest(tf.test.TestCase):
         want = train_step_lib.pad_rows(want, 5)
         self.assertEqual(plan.length, want.source.shape[1])
         self.assertEqual(plan.tokens, want.target_weight.sum())
-        for field, got_field, want_field in zip(data.Batch._fields, got, want):
+        for field, got_field, want_field in zip(batches.Batch._fields, got, want):
           self.assertEqual(got_field.dtype, tf.int64 if field != "target_weight" else tf.float32)
           self.assertAllEqual(want_field, got_field, msg=field)
 
@@ -87,11 +87,11 @@ class ResidentTrainingTest(tf.test.TestCase):
         steps_taken.append(planned.length)
         return real_step(self, planned)
 
-      with mock.patch.object(training, "_batch_device",
+      with mock.patch.object(loop, "_batch_device",
                              return_value=DEVICE if resident else None), \
            mock.patch.object(resident_batches.ResidentBatches, "step", counted):
         for steps in ((4, 9) if resident else (9,)):  # resumed at step 4, mid-epoch
-          result = training.train(config(steps), log=helpers.quiet)
+          result = loop.train(config(steps), log=helpers.quiet)
       self.assertEqual(9, result.step)
       self.assertEqual(9 if resident else 0, len(steps_taken))
       if resident:

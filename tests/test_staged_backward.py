@@ -1,4 +1,4 @@
-"""The staged backward pass (`seq2seq.staged_backward`) against the one-tape gradients."""
+"""The staged backward pass (`seq2seq.distributed.staged_backward`) against the one-tape gradients."""
 import pytest
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -6,16 +6,16 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq import data
-from seq2seq import model as model_lib
-from seq2seq import staged_backward
-from seq2seq import train_step as train_step_lib
+from seq2seq.data import batches
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.distributed import staged_backward
+from seq2seq.step import train_step as train_step_lib
 
 
 def _batch(rows=4, source=5, target=6, vocab=20, seed=0):
   rng = np.random.default_rng(seed)
   target_ids = rng.integers(4, vocab, [rows, target]).astype(np.int32)
-  return data.Batch(
+  return batches.Batch(
       source=tf.constant(rng.integers(4, vocab, [rows, source]).astype(np.int32)),
       source_length=tf.constant([source, source - 2, source, 3][:rows], tf.int32),
       decoder_input=tf.constant(np.roll(target_ids, 1, axis=1)),

@@ -11,10 +11,10 @@ import tensorflow as tf
 
 from ops import losses
 from seq2seq import config as config_lib
-from seq2seq import data
-from seq2seq import model as model_lib
-from seq2seq import optimizers
-from seq2seq import train_step as train_step_lib
+from seq2seq.data import batches
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
 from tests import helpers
 
 VOCAB = 40
@@ -24,7 +24,7 @@ def _batch(size=6, length=5, seed=0):
   rng = np.random.default_rng(seed)
   examples = [(list(rng.integers(4, VOCAB, rng.integers(1, length + 1))),
                list(rng.integers(4, VOCAB, rng.integers(1, length + 1)))) for _ in range(size)]
-  return data.pad_batch(examples, length)
+  return batches.pad_batch(examples, length)
 
 
 def _model(share=True, compute_dtype=None, keep_prob=1.0, cell="lstm", embedding_device="cpu"):
@@ -277,7 +277,7 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
                          with_lengths=[True, False])
   def test_same_outputs_and_final_state_with_masking(self, cell, steps_per_iteration,
                                                      with_lengths):
-    from seq2seq import unroll  # pylint: disable=import-outside-toplevel
+    from seq2seq.nn import unroll  # pylint: disable=import-outside-toplevel
     core = model_lib.make_cell(cell, 6, dtype=tf.float64, seed=1)
     rng = np.random.default_rng(0)
     inputs = tf.constant(rng.normal(size=(4, 5, 3)))
@@ -352,11 +352,15 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     # a hang into a failure. Source T = 3 < k = 4: no full iteration, three steps left over.
     script = textwrap.dedent("""
         import numpy as np
-        from seq2seq import config, data, model, optimizers, train_step
+        from seq2seq import config
+        from seq2seq.data import batches
+        from seq2seq.models import encoder_decoder
+        from seq2seq.step import optimizers
+        from seq2seq.step import train_step
         rng = np.random.default_rng(0)
-        batch = data.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
+        batch = batches.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
                                 for _ in range(4)], 3)
-        m = model.Seq2Seq(config.ModelConfig(num_layers=1, hidden_size=4, embedding_size=4,
+        m = encoder_decoder.Seq2Seq(config.ModelConfig(num_layers=1, hidden_size=4, embedding_size=4,
                                              unroll="dynamic", unroll_steps=4), 40, seed=1)
         m.build()
         opt = optimizers.SGD(0.1)
@@ -384,11 +388,15 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     script = textwrap.dedent(f"""
         import glob, os, sys
         import numpy as np
-        from seq2seq import config, data, model, optimizers, train_step
+        from seq2seq import config
+        from seq2seq.data import batches
+        from seq2seq.models import encoder_decoder
+        from seq2seq.step import optimizers
+        from seq2seq.step import train_step
         rng = np.random.default_rng(0)
-        batch = data.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
+        batch = batches.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
                                 for _ in range(4)], 3)
-        m = model.Seq2Seq(config.ModelConfig(cell="{cell}", num_layers=2, hidden_size=4,
+        m = encoder_decoder.Seq2Seq(config.ModelConfig(cell="{cell}", num_layers=2, hidden_size=4,
                                              embedding_size=4, keep_prob=0.8), 40, seed=1)
         m.build()
         opt = optimizers.Adam(0.01)

@@ -4,12 +4,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import checkpoints
-from seq2seq import model as model_lib
-from seq2seq import optimizers
-from seq2seq import training
-from seq2seq import vocab as vocab_lib
-from seq2seq import workdir as workdir_lib
+from seq2seq.runtime import checkpoints
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.step import optimizers
+from seq2seq.train import loop
+from seq2seq.data import vocab as vocab_lib
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 
@@ -24,7 +24,7 @@ class TrainingTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"))
     config = helpers.tiny_config(os.path.join(tmp, "run"), data, hidden_size=64, max_steps=300)
-    result = training.train(config, log=helpers.quiet)
+    result = loop.train(config, log=helpers.quiet)
     self.assertEqual(result.step, 300)
     # Uniform guessing over 12 tokens costs ln(12) = 2.5 nats; reversal must be learned.
     self.assertLess(result.last_loss, 0.5)
@@ -37,12 +37,12 @@ class TrainingTest(tf.test.TestCase):
     # position inside the epoch, not only the weights.
     straight = helpers.tiny_config(os.path.join(tmp, "straight"), data, keep_prob=0.7,
                                    max_steps=17)
-    training.train(straight, log=helpers.quiet)
+    loop.train(straight, log=helpers.quiet)
 
     pieces = os.path.join(tmp, "pieces")
     messages = []
     for stop in (5, 11, 17):
-      training.train(helpers.tiny_config(pieces, data, keep_prob=0.7, max_steps=stop),
+      loop.train(helpers.tiny_config(pieces, data, keep_prob=0.7, max_steps=stop),
                      log=messages.append)
     self.assertTrue(any(m.startswith("Resuming from") and "batch 5 of 7" in m for m in messages),
                     messages)
@@ -57,7 +57,7 @@ class TrainingTest(tf.test.TestCase):
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100)
     config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=9, save_every=4,
                                  log_every=3, keep_checkpoints=2, val_data=data)
-    training.train(config, log=helpers.quiet)
+    loop.train(config, log=helpers.quiet)
     reader = tf.train.load_checkpoint(workdir_lib.checkpoint_dir(config.train.workdir))
     keys = reader.get_variable_to_shape_map()
     step_key = [k for k in keys if k.startswith("progress/step")][0]
@@ -79,19 +79,19 @@ class TrainingTest(tf.test.TestCase):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
     workdir = os.path.join(tmp, "run")
-    training.train(helpers.tiny_config(workdir, data, max_steps=2), log=helpers.quiet)
+    loop.train(helpers.tiny_config(workdir, data, max_steps=2), log=helpers.quiet)
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, r"--hidden_size=48.*32"):
-      training.train(helpers.tiny_config(workdir, data, hidden_size=48, max_steps=4),
+      loop.train(helpers.tiny_config(workdir, data, hidden_size=48, max_steps=4),
                      log=helpers.quiet)
 
   def test_checkpoint_of_other_shape_gives_clear_error(self):
     tmp = self.get_temp_dir()
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
     workdir = os.path.join(tmp, "run")
-    training.train(helpers.tiny_config(workdir, data, max_steps=2), log=helpers.quiet)
+    loop.train(helpers.tiny_config(workdir, data, max_steps=2), log=helpers.quiet)
     os.remove(workdir_lib.config_path(workdir))  # bypass the config check: the checkpoint decides
     with self.assertRaisesRegex(checkpoints.CheckpointError, "does not fit the configured model"):
-      training.train(helpers.tiny_config(workdir, data, hidden_size=48, max_steps=4),
+      loop.train(helpers.tiny_config(workdir, data, hidden_size=48, max_steps=4),
                      log=helpers.quiet)
 
   def test_every_kept_checkpoint_loads_into_a_fresh_model(self):
@@ -99,7 +99,7 @@ class TrainingTest(tf.test.TestCase):
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=50)
     config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=6, save_every=2,
                                  keep_checkpoints=3)
-    training.train(config, log=helpers.quiet)
+    loop.train(config, log=helpers.quiet)
     state = tf.train.get_checkpoint_state(workdir_lib.checkpoint_dir(config.train.workdir))
     self.assertLen(state.all_model_checkpoint_paths, 3)
     vocabulary = vocab_lib.Vocabulary.load(
@@ -124,7 +124,7 @@ class TrainingTest(tf.test.TestCase):
     config = helpers.tiny_config(os.path.join(tmp, "run"), data, max_steps=3,
                                  pretrained_embeddings=glove, freeze_embeddings=True)
     messages = []
-    training.train(config, log=messages.append)
+    loop.train(config, log=messages.append)
     self.assertTrue(any("4 of 12 vocabulary words found" in m for m in messages), messages)
     variables = _final_variables(config.train.workdir)
     table = [v for k, v in variables.items() if "source_embedding" in k][0]

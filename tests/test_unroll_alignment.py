@@ -7,12 +7,12 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import attention
-from seq2seq import cells
+from seq2seq.nn import attention
+from seq2seq.nn import cells
 from seq2seq import config as config_lib
-from seq2seq import data
-from seq2seq import model as model_lib
-from seq2seq import unroll
+from seq2seq.data import batches
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.nn import unroll
 from seq2seq.fast import cores as fast_cores
 from seq2seq.fast import unroll as fast_unroll
 from tests import helpers
@@ -191,7 +191,7 @@ class AlignedTrainStepTest(tf.test.TestCase, parameterized.TestCase):
     rng = np.random.default_rng(1)
     examples = [(list(rng.integers(4, 40, rng.integers(1, 6))),
                  list(rng.integers(4, 40, rng.integers(1, 6)))) for _ in range(rows)]
-    batch = data.pad_batch(examples, 5)
+    batch = batches.pad_batch(examples, 5)
     results = []
     for gpu in (True, False):
       config = config_lib.ModelConfig(cell=cell, num_layers=2, hidden_size=hidden,

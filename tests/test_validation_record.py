@@ -6,13 +6,13 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import chat
-from seq2seq import checkpoints
+from seq2seq.infer import chat
+from seq2seq.runtime import checkpoints
 from seq2seq import config as config_lib
-from seq2seq import optimizers
-from seq2seq import training
-from seq2seq import validation_record
-from seq2seq import workdir as workdir_lib
+from seq2seq.step import optimizers
+from seq2seq.train import loop
+from seq2seq.train import validation_record
+from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 
@@ -54,7 +54,7 @@ class JudgeTest(tf.test.TestCase):
 
 
 class ValidatedTrainingTest(tf.test.TestCase):
-  """The loop with a scripted validation loss (training.evaluate replaced)."""
+  """The loop with a scripted validation loss (loop.evaluate replaced)."""
 
   LOSSES = [3.0, 2.0, 2.5, 2.6, 2.7, 2.8]
 
@@ -69,8 +69,8 @@ class ValidatedTrainingTest(tf.test.TestCase):
 
     messages = []
     config = helpers.tiny_config(workdir, data, val_data=data, **changes)
-    with mock.patch.object(training, "evaluate", scripted):
-      result = training.train(config, log=messages.append)
+    with mock.patch.object(loop, "evaluate", scripted):
+      result = loop.train(config, log=messages.append)
     return result, messages
 
   def setUp(self):
@@ -156,7 +156,7 @@ class ValidatedTrainingTest(tf.test.TestCase):
 
   def test_without_validation_latest_is_read_and_best_is_refused(self):
     config = helpers.tiny_config(self.workdir, self.data, max_steps=3)
-    training.train(config, log=helpers.quiet)
+    loop.train(config, log=helpers.quiet)
     self.assertFalse(os.path.exists(os.path.join(self.workdir, "best")))
     lines = []
     chat.load_trained(config, log=lines.append)
@@ -167,7 +167,7 @@ class ValidatedTrainingTest(tf.test.TestCase):
   def test_checkpoints_from_before_the_record_still_resume(self):
     """A checkpoint without the "validation" object (older runs) restores the rest."""
     config = helpers.tiny_config(self.workdir, self.data, max_steps=3)
-    training.train(config, log=helpers.quiet)
+    loop.train(config, log=helpers.quiet)
     latest = tf.train.latest_checkpoint(workdir_lib.checkpoint_dir(self.workdir))
     # Rewrite it without the record, as a run of an earlier version wrote it.
     model, _ = chat.load_trained(config, log=helpers.quiet)

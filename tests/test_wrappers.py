@@ -5,8 +5,8 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq import cells
-from seq2seq import unroll
+from seq2seq.nn import cells
+from seq2seq.nn import unroll
 from seq2seq.fast import cores as fast_cores
 from seq2seq.fast import unroll as fast_unroll
 from tests import test_fast_cores

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from seq2seq import xla_cache
+from seq2seq.runtime import xla_cache
 from tests.test_cli import TINY, run_train
 
 

@@ -1,8 +1,8 @@
-"""XLA's compiler options through the environment (seq2seq.xla_flags, train.py --xla_autotune)."""
+"""XLA's compiler options through the environment (seq2seq.runtime.xla_flags, train.py --xla_autotune)."""
 import pytest
 import os
 
-from seq2seq import xla_flags
+from seq2seq.runtime import xla_flags
 from tests.test_cli import TINY, run_train
 
 

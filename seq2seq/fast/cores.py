@@ -1,7 +1,7 @@
 """Fast views of the built-in cores: the same step on the same variables, split for speed.
 
 `adapt(core)` returns a `FastCore` for a core built only from the built-in classes of
-`seq2seq.cells` and `seq2seq.attention` (exact types: a subclass may change the step), else
+`seq2seq.nn.cells` and `seq2seq.nn.attention` (exact types: a subclass may change the step), else
 None. A `FastCore` reads the reference core's variables and owns none, so checkpoints see only
 the reference tree; it is made for one unroll and keeps, for that unroll, the weights it read
 and its `RecurrentMatmul`.
@@ -13,8 +13,8 @@ import functools
 import tensorflow as tf
 
 from ops import cell_math
-from seq2seq import attention as attention_lib
-from seq2seq import cells
+from seq2seq.nn import attention as attention_lib
+from seq2seq.nn import cells
 from seq2seq.fast import activations
 from seq2seq.fast import masks
 from seq2seq.fast import recurrent_matmul

@@ -1,4 +1,4 @@
-"""The fast unroll: the reference unroll's loops (`seq2seq.unroll.run_static`,
+"""The fast unroll: the reference unroll's loops (`seq2seq.nn.unroll.run_static`,
 `run_dynamic`) fed a `FastCore`'s precomputed slices, with its matmuls aligned on a GPU.
 
 `static_unroll`, `dynamic_unroll` and `unroll_from_config` take reference cores: a core that
@@ -9,14 +9,14 @@ import functools
 
 import tensorflow as tf
 
-from seq2seq import cells
-from seq2seq import unroll as reference
+from seq2seq.nn import cells
+from seq2seq.nn import unroll as reference
 from seq2seq.fast import activations
 from seq2seq.fast import cores
 
 
 def static_unroll(core, inputs, initial_state, sequence_length=None):
-  """`seq2seq.unroll.static_unroll`, fast when `cores.adapt(core)` knows the core.
+  """`seq2seq.nn.unroll.static_unroll`, fast when `cores.adapt(core)` knows the core.
 
   In an XLA-compiled function on a GPU, 16-bit steps may run on zero rows and units appended
   to align their matmuls (`alignment_rows`, `alignment_units`); they are dropped after the
@@ -64,7 +64,7 @@ def _static_unroll(fast, inputs, initial_state, sequence_length, extra_rows=0):
 
 
 def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_iteration=1):
-  """`seq2seq.unroll.dynamic_unroll`, fast when `cores.adapt(core)` knows the core. The
+  """`seq2seq.nn.unroll.dynamic_unroll`, fast when `cores.adapt(core)` knows the core. The
   precomputation builds the cells before the loop."""
   fast = cores.adapt(core)
   if fast is None:

@@ -1,0 +1,1 @@
+"""Reading text, tokenising, the vocabulary, batching (no TensorFlow model code)."""

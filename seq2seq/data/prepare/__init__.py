@@ -1,0 +1,1 @@
+"""--mode=prepare: raw dumps and files -> a prepared data folder."""

@@ -1,0 +1,1 @@
+"""tf.distribute: strategies, the replicated step, the multi-worker supervisor."""

@@ -1,0 +1,1 @@
+"""Inference from a trained workdir: restore, decode, beam search, chat, export."""

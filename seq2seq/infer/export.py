@@ -1,0 +1,182 @@
+"""A trained run as a SavedModel: strings in, replies and scores out (--mode=export).
+
+The SavedModel holds the model's variables, the vocabulary (a lookup table) and the text
+normalisation of `vocab.Tokenizer` written in TensorFlow ops, so serving needs neither this
+package nor the workdir:
+
+    loaded = tf.saved_model.load(EXPORT_DIR)
+    out = loaded.signatures["serving_default"](text=tf.constant(["Hello, how are you?"]))
+    out["replies"]  # string [B, N]: the replies, best first; words joined by single spaces
+    out["scores"]   # float32 [B, N]: beam search scores (log P / length penalty); 0 otherwise
+
+N is `n_best` for beam search and 1 for greedy decoding and sampling. A second signature,
+`encode(text) -> {"ids": int32 [B, max_length], "lengths": int32 [B]}`, gives the source ids
+the model reads (for checking a client's inputs). The search is `decoding.make_search` with the
+settings of `DecodeConfig`, the one a `decoding.Decoder` on the checkpoint runs.
+"""
+import os
+
+import tensorflow as tf
+
+from seq2seq.infer import chat
+from seq2seq import config as config_lib
+from seq2seq.data import datasets
+from seq2seq.infer import decoding
+from seq2seq.runtime import outputs
+from seq2seq.data import vocab as vocab_lib
+from seq2seq.runtime import workdir as workdir_lib
+
+# The characters `str.split()` splits on (Unicode White_Space and the ASCII separators
+# \x1c..\x1f), so the TensorFlow normalisation splits exactly where `vocab.Tokenizer` does.
+WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
+
+_TEXT = tf.TensorSpec([None], tf.string, name="text")
+
+
+class ExportError(ValueError):
+  """The run cannot be exported as asked; the message says what to change."""
+
+
+def _character_class(characters):
+  """An RE2 class matching any of `characters`, each escaped by code point (no metacharacters)."""
+  return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(set(characters))) + "]"
+
+
+def normalize(text, lowercase=True, filters=vocab_lib.DEFAULT_FILTERS):
+  """`vocab.Tokenizer(lowercase, filters)` on each string, in TensorFlow ops.
+
+  Invalid UTF-8 becomes U+FFFD first; then the text is lowercased (full Unicode case mapping,
+  as `str.lower`), each character of `filters` is replaced by a space, and the result is split
+  on whitespace.
+
+  Args:
+    text: string [B].
+
+  Returns:
+    words: string RaggedTensor [B, (words)].
+  """
+  text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace")
+  if lowercase:
+    text = tf.strings.lower(text, encoding="utf-8")
+  text = tf.strings.regex_replace(text, _character_class(filters + WHITESPACE), " ")
+  return tf.strings.split(text)
+
+
+class ServingModule(tf.Module):
+  """The model, its vocabulary, tokenisation and reply search, as one saveable module.
+
+  Takes the arguments of `decoding.Decoder` and decodes the same way: sources cut to
+  `max_length` words and padded to it, the same search, replies stopped at <EOS>.
+
+  Raises:
+    ExportError: `tokenizer` is not a word `vocab.Tokenizer` (SentencePiece is not supported).
+  """
+
+  def __init__(self, model, vocabulary, tokenizer, max_length, beam_width=1, length_penalty=0.0,
+               temperature=0.0, top_k=0, n_best=1, seed=0):
+    super().__init__(name="serving")
+    if not isinstance(tokenizer, vocab_lib.Tokenizer):
+      raise ExportError(f"only the word tokenizer can be exported, not {type(tokenizer).__name__}")
+    self.model = model
+    self.max_length = max_length
+    self.num_best = max(1, min(n_best, beam_width))
+    self._lowercase, self._filters = tokenizer.lowercase, tokenizer.filters or ""
+    self._ids = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(vocabulary.tokens, tf.string),
+            tf.range(len(vocabulary), dtype=tf.int64)),
+        default_value=vocab_lib.UNK_ID)
+    self._words = tf.constant(vocabulary.tokens, tf.string)
+    self._search = decoding.make_search(model, max_length, beam_width, length_penalty,
+                                        temperature, top_k, seed)
+
+  def _encode(self, text):
+    """text [B] -> (source ids [B, max_length] int32, <PAD> after each, lengths [B] int32)."""
+    words = normalize(text, self._lowercase, self._filters)[:, :self.max_length]
+    ids = tf.cast(tf.ragged.map_flat_values(self._ids.lookup, words), tf.int32)
+    source = ids.to_tensor(default_value=vocab_lib.PAD_ID, shape=[None, self.max_length])
+    return source, tf.cast(ids.row_lengths(), tf.int32)
+
+  def _join(self, ids):
+    """ids [B, N, T] -> string [B, N]: the words before the first <EOS>, <PAD> and <GO> dropped
+    (as `Vocabulary.decode`), joined by single spaces."""
+    before_eos = tf.equal(tf.cumsum(tf.cast(tf.equal(ids, vocab_lib.EOS_ID), tf.int32), -1), 0)
+    keep = before_eos & tf.not_equal(ids, vocab_lib.PAD_ID) & tf.not_equal(ids, vocab_lib.GO_ID)
+    words = tf.ragged.boolean_mask(tf.gather(self._words, ids), keep)
+    joined = tf.strings.reduce_join(words, axis=-1, separator=" ")
+    if isinstance(joined, tf.RaggedTensor):
+      joined = joined.to_tensor()
+    return tf.reshape(joined, [-1, self.num_best])
+
+  @tf.function(input_signature=[_TEXT])
+  def encode(self, text):
+    """text [B] -> {"ids": int32 [B, max_length], "lengths": int32 [B]}."""
+    source, lengths = self._encode(text)
+    return {"ids": source, "lengths": lengths}
+
+  @tf.function(input_signature=[_TEXT])
+  def serve(self, text):
+    """text [B] -> {"replies": string [B, N], "scores": float32 [B, N]}, best first."""
+    ids, scores = self._search(*self._encode(text))
+    return {"replies": self._join(ids[:, :self.num_best]),
+            "scores": scores[:, :self.num_best]}
+
+
+def _check_replaceable(export_dir, workdirs=()):
+  """Raises ExportError unless `export_dir` is absent, empty or a SavedModel, and holds none
+  of `workdirs` (nor the current, home or root folder: `outputs.check_folder`)."""
+  def foreign(path):
+    return None if tf.saved_model.contains_saved_model(path) else "is not a SavedModel"
+
+  try:
+    outputs.check_folder("export_dir", export_dir, [("a workdir", w) for w in workdirs], foreign)
+  except outputs.OutputError as e:
+    raise ExportError(str(e)) from None
+
+
+def save(module, export_dir):
+  """Writes `module` as a SavedModel at `export_dir`, whole or not at all.
+
+  The SavedModel is written to a hidden folder beside `export_dir`, then renamed into place
+  (`outputs.folder_into`); an earlier export there is replaced.
+
+  Raises:
+    ExportError: `export_dir` exists and is neither a SavedModel nor empty.
+  """
+  export_dir = os.path.abspath(export_dir)
+  _check_replaceable(export_dir)
+  with outputs.folder_into(export_dir) as staging:
+    tf.saved_model.save(module, staging,
+                        signatures={"serving_default": module.serve, "encode": module.encode})
+  return export_dir
+
+
+def export_trained(run_config, log=print):
+  """Exports the checkpoint --checkpoint picks in run_config.train.workdir (with --ensemble,
+  the ensemble of it and the other workdirs' models); returns the export folder.
+
+  The folder is --export_dir, or WORKDIR/export; the search follows run_config.decode, and
+  input is cut to, and replies stop at, --decode_max_length tokens (0: the trained
+  --max_length).
+
+  Raises:
+    ExportError: the data was tokenised with SentencePiece, or the folder is taken.
+    trained.NoCheckpoint: nothing to export yet.
+  """
+  data_config, options = run_config.data, run_config.decode
+  export_dir = options.export_dir or workdir_lib.export_dir(run_config.train.workdir)
+  if datasets.uses_sentencepiece(data_config):
+    raise ExportError(f"--data={data_config.data} was prepared with --tokenizer=sentencepiece; "
+                      "--mode=export supports --tokenizer=word only so far (SentencePiece in a "
+                      "SavedModel needs tensorflow-text)")
+  workdirs = [run_config.train.workdir, *config_lib.split_list(options.ensemble)]
+  _check_replaceable(os.path.abspath(export_dir), workdirs)  # before the slow part
+  model, vocabulary = chat.load_ensemble(run_config, log)  # with --ensemble, all the members
+  module = ServingModule(model, vocabulary, datasets.tokenizer_for(data_config),
+                         options.max_length_for(data_config), beam_width=options.beam_width,
+                         length_penalty=options.length_penalty, temperature=options.temperature,
+                         top_k=options.top_k, n_best=options.n_best, seed=run_config.train.seed)
+  path = save(module, export_dir)
+  log(f"exported to {path}: serving_default(text: string [B]) -> replies: string "
+      f"[B, {module.num_best}], scores: float32 [B, {module.num_best}]")
+  return path

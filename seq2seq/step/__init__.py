@@ -1,0 +1,1 @@
+"""The compiled train and eval steps and the optimizers they apply."""

@@ -1,0 +1,1 @@
+"""The training loop: resume, step, log, validate, checkpoint, stop."""

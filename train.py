@@ -57,10 +57,8 @@ _HELP = {
     "per_gate_hidden_gradient": "static unroll: compute each step's hidden-state gradient "
                                 "d(gates) W_h^T as one matmul per gate (a batched matmul) and "
                                 "their float32 sum, not one matmul; other GEMM shapes, the same "
-                                "gradient up to rounding. On an H200 with --jit_compile "
-                                "--precision=bf16, 4-5% faster for the ptb_large_b128 LM and "
-                                "1-2% slower for seed_b256, with 4-15 s more compilation (see "
-                                "benchmarks/README.md)",
+                                "gradient up to rounding; faster for a large LM at a large "
+                                "batch, slower elsewhere (benchmarks/README.md)",
     "data": "training pairs: 'chatterbot' (embedded corpus), a .yml/.tsv file, folder or glob, "
             "or 'SOURCE|TARGET', two line-aligned text files (e.g. train.en|train.de)",
     "val_data": "validation pairs, same formats (--model=lm: text); reported at each epoch end "
@@ -147,7 +145,7 @@ _HELP = {
                      "configuration again), which then skip the compilation; '' = off",
     "xla_autotune": "with --jit_compile: let XLA:GPU search Triton GEMM tilings and fusion "
                     "emitters (about half of the first step's compilation; off, GEMMs go to "
-                    "cuBLAS: measured as fast a step at half the compile time on an H200); "
+                    "cuBLAS: as fast a step at half the compile time); "
                     "XLA_FLAGS that set these win",
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
     "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "

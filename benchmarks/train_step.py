@@ -365,8 +365,8 @@ def measure(workload, variant, ceiling, dump_folder=None):
       "workload": workload, "variant": variant, "step_ms": 1e3 * median,
       "pipelined_step_ms": 1e3 * pipelined,
       "target_tokens_per_sec": target_tokens / median,
-      # Issue 5's reference table measures B·T positions a second (unpadded batches), and the
-      # training loop runs at the back-to-back rate.
+      # Positions a second count B·T (as for unpadded batches, every position a token), at the
+      # back-to-back rate the training loop runs at.
       "positions_per_sec_pipelined": batch * steps / pipelined,
       **({"prefetched_step_ms": 1e3 * prefetched,
           "positions_per_sec_prefetched": batch * steps / prefetched} if placed else {}),

@@ -2,10 +2,9 @@
 # The first step (trace + XLA compile) of the fastest seed_b256 variant under XLA's autotuning
 # options and compile parallelism, one process per setting (XLA reads XLA_FLAGS once per
 # process), then with the persistent compilation cache (--xla_cache_dir), cold and warm.
-# Issue 5's goal is a first step under 15 s; it took 66 s on the H200 (benchmarks/README.md).
 # The traced first step (benchmarks.train_step --profile_first_step) put about half of it in
-# XLA's autotuning: Triton GEMM tile search and fusion-emitter autotuning ("autotuner" 53 s,
-# "autotune-fusion-emitters" 33 s of a 144 s profiled first step, H200, 2026-11-29). Turning
+# XLA's autotuning: Triton GEMM tile search and fusion-emitter autotuning ("autotuner" and
+# "autotune-fusion-emitters" in the profile). Turning
 # them off may cost step time, which the same lines report.
 #
 #   bash benchmarks/xla_compile_flags.sh [WORKLOAD] [VARIANT]   # defaults: seed_b256,
@@ -28,8 +27,8 @@ SETTINGS=(
   "--xla_gpu_enable_triton_gemm=false"  # GEMMs to cuBLAS: no Triton tile search
   "--xla_gpu_experimental_enable_fusion_autotuner=false"  # no fusion-emitter autotuning
   "--xla_gpu_enable_triton_gemm=false --xla_gpu_experimental_enable_fusion_autotuner=false"
-  # "--xla_gpu_autotune_level=0" compiled in 66 s but ran 9x slower (92 ms a step, H200,
-  # 2026-11-29): its untuned GEMM tiles are far off; not worth a process here.
+  # "--xla_gpu_autotune_level=0" is left out: its untuned GEMM tiles run the step many
+  # times slower.
 )
 measure() {  # TAG [BENCHMARK FLAGS...]: one process; its JSON line tagged xla_flags=TAG
   local tag=$1

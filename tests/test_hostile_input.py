@@ -1,4 +1,4 @@
-"""Hostile data (issue 7, promise 6): every case ends in a counted skip or a clean error that
+"""Hostile data (BUILD.md, "Reliability"): every case ends in a counted skip or a clean error that
 names the file; never a traceback, never a hang.
 
 Each case runs `train.py --mode=prepare` in a subprocess with a time limit (prepare does not

@@ -1,7 +1,5 @@
-"""Issue 7: the engine's promises under faults. Each test tries to break one promise.
-
-Promise numbers follow issue 7 and BUILD.md's "Reliability" section.
-"""
+"""The engine's promises under faults (BUILD.md, "Reliability"). Each test tries to break one
+promise."""
 import json
 import os
 import random
@@ -158,7 +156,7 @@ class PipelinedLoopTest(tf.test.TestCase):
 
 
 class WorkdirLockTest(tf.test.TestCase):
-  """Promise 5: one run per workdir."""
+  """One run per workdir."""
 
   def test_second_train_py_is_refused_naming_the_live_holder(self):
     tmp = self.get_temp_dir()
@@ -240,7 +238,7 @@ class WorkdirLockTest(tf.test.TestCase):
 
 
 class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
-  """Promise 3: a NaN or Inf never reaches the parameters, the optimizer or a checkpoint."""
+  """A NaN or Inf never reaches the parameters, the optimizer or a checkpoint."""
 
   @parameterized.parameters((False, "cpu"), (True, "cpu"), (True, "gpu"))
   def test_non_finite_step_changes_no_variable_or_slot(self, jit_compile, embedding_device):
@@ -317,7 +315,7 @@ class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
 
 
 class CheckpointWriteFailureTest(parameterized.TestCase, tf.test.TestCase):
-  """Promise 4: a failed checkpoint write stops the run clearly; earlier ones stay valid."""
+  """A failed checkpoint write stops the run clearly; earlier ones stay valid."""
 
   @parameterized.named_parameters(
       ("disk_full_os", OSError(28, "No space left on device")),
@@ -350,7 +348,7 @@ class CheckpointWriteFailureTest(parameterized.TestCase, tf.test.TestCase):
 
 
 class MismatchTest(tf.test.TestCase):
-  """Promise 7 (the rest is in test_training.py)."""
+  """Mismatched flags, shapes and vocabularies (the rest is in test_training.py)."""
 
   def test_vocabulary_differing_from_the_checkpoint_is_named(self):
     tmp = self.get_temp_dir()
@@ -371,7 +369,7 @@ class MismatchTest(tf.test.TestCase):
 @pytest.mark.slow
 @pytest.mark.slow
 class KillNineTest(tf.test.TestCase):
-  """Promise 1: kill -9 at varying moments (around saves too), resume, same final parameters."""
+  """Kill -9 at varying moments (around saves too), resume, same final parameters."""
 
   MAX_STEPS = 100
   SAVE_EVERY = 2

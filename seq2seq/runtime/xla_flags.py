@@ -7,17 +7,16 @@ import os
 
 # XLA:GPU spends about half of an unrolled step's compilation searching Triton GEMM tilings
 # and fusion emitters. Without them the GEMMs go to cuBLAS, whose algorithm choice is quick.
-# One H200, TF 2.21, 2026-11-29, benchmarks.train_step seed_b256 engine_xla_bf16_gpuemb:
-# first step 172 s -> 83 s, step 10.99 -> 10.50 ms (within the run-to-run spread).
+# Turning them off halves the first step of seed_b256 and leaves the step time as it was
+# (benchmarks/README.md).
 NO_AUTOTUNING = ("--xla_gpu_enable_triton_gemm=false",
                  "--xla_gpu_experimental_enable_fusion_autotuner=false")
 
 
 # XLA:GPU replays runs of kernels as CUDA graphs ("command buffers"), by default not across
 # while loops and conditionals: every iteration of a `tf.while_loop` (`--unroll=dynamic`)
-# then returns to the host. With them, seed_b256 `engine_xla_bf16_gpuemb_dyn` ran at
-# 14.75 ms a step instead of 18.72 (H200, TF 2.21, 2026-11-29); the static unroll's step was
-# unchanged (8.76 against 8.48 ms, within the spread between runs).
+# then returns to the host. With them the dynamic unroll's step is about a fifth shorter, and
+# the static unroll's is unchanged (benchmarks/README.md).
 COMMAND_BUFFERS = (
     "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL",
     "--xla_gpu_graph_min_graph_size=1")
@@ -27,9 +26,8 @@ def parallel_compilation(threads=None):
   """Flags that split the compiled step's LLVM module by kernel and generate the pieces' PTX
   and cubins on `threads` threads (default: the CPUs this process may run on). Without them
   XLA:GPU compiles one module on one thread under TensorFlow, which passes it no thread pool.
-  One H200 (16 CPUs), TF 2.21, 2026-11-29, benchmarks.train_step seed_b256
-  engine_xla_bf16_gpuemb, processes alternated: first step 32.4 and 27.8 s without, 24.8 and
-  20.2 s with; the step is the same (6.99 and 6.83 against 7.08 and 6.82 ms back to back)."""
+  With them the first step of seed_b256 on a 16-CPU host is about a quarter shorter and the
+  step is the same (benchmarks/README.md)."""
   if threads is None:
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
   return ("--xla_gpu_enable_llvm_module_compilation_parallelism=true",

@@ -4,10 +4,10 @@ On a GPU, XLA runs the compiled step as a recorded CUDA graph (command buffer), 
 must update whenever the buffers the step uses move. Any tensor the loop makes or frees on
 the GPU between two steps (a batch copied in, or dropped after its step) can make the
 allocator place the step's working memory elsewhere, and the step then pays for that update.
-One H200, `seed_b256`, 2026-11-30, steps issued back to back: 5.5 ms with one fixed batch,
-7.2-9.0 ms with a fresh batch copied in ahead of each step (`device_prefetch`), 9.4 ms with
-just one 40 KB tensor made and dropped between steps, and 5.35 ms with the batches gathered
-here, inside the step's own program.
+At `seed_b256`, with steps issued back to back, a fresh batch copied in ahead of each step
+(`device_prefetch`) made the step 30-60% slower than one fixed batch did, and so did a
+single 40 KB tensor made and dropped between steps; with the batches gathered here, inside
+the step's own program, the step is as fast as with the fixed batch (benchmarks/README.md).
 
 So the pairs of each bucket are copied to the GPU once, padded to the bucket's length, with
 one filler row (`train_step.pad_rows`'s: one <PAD> source token, zero target weight). Each

@@ -12,9 +12,9 @@ Any class that meets the cell contract can be trained without editing the engine
 The cell is a `tf.Module` (so that its variables are trained and checkpointed) and computes
 in its inputs' dtype: under --precision=bf16 its inputs and state are bfloat16 while its
 variables stay in `dtype` (float32), as the built-in cells cast them (`cells.LSTMCell`). It
-needs no subclassing: `CustomCell` adapts it to `cells.RNNCore`, whose defaults run the
-engine's unrolls, dropout, stacking and attention one `__call__` per step. (A subclass of
-`cells.RNNCore` is used as it is, so that its own `precompute`/`step` hooks run.) A state
+needs no subclassing: `CustomCell` adapts it to `cells.RNNCore`, the base the wrappers
+(dropout, stacking, residual, attention) take, and the reference unroll runs it one `__call__`
+per step. (A subclass of `cells.RNNCore` is used as it is.) A state
 field named `hidden` also gets --variational_dropout's recurrent mask. The module is imported
 from `sys.path`, to which the current directory is added (after the entries already there).
 """
@@ -44,10 +44,10 @@ class CellError(ValueError):
 class CustomCell(cells.RNNCore):
   """A cell of the plain contract as an `RNNCore`.
 
-  Delegates `__call__`, `initial_state` and `output_size` to `cell`; the optional hooks of
-  the engine's time loop (`precompute`, `step`, `presample`...) keep `RNNCore`'s defaults,
-  which run `__call__` one step at a time. The cell's variables are tracked under this core
-  (as `cell`), so checkpoints and `trainable_variables` see them.
+  Delegates `__call__`, `initial_state` and `output_size` to `cell`; the reference unroll
+  runs it one step at a time (the fast layer takes only the built-in cores). The cell's
+  variables are tracked under this core (as `cell`), so checkpoints and `trainable_variables`
+  see them.
 
   Args:
     cell: the user's cell (a `tf.Module`).
@@ -74,7 +74,7 @@ def make_custom_cell(spec, num_units, where="", **options):
   """The cell that "package.module:ClassName" names, as an `RNNCore`.
 
   Built as `ClassName(num_units, **those options its __init__ names)`. A subclass of
-  `cells.RNNCore` is returned as it is (its own fast-path hooks run); any other class is
+  `cells.RNNCore` is returned as it is; any other class is
   wrapped in `CustomCell`.
 
   Args:

@@ -79,7 +79,7 @@ def main(tmp, devices="cpus"):
   mirrored = dict(strategy="mirrored", devices="/cpu:0,/cpu:1")
   val_losses = {"single": loop.train(config("single", 5), log=helpers.quiet).val_loss,
                 "mirrored": loop.train(config("mirrored", 5, **mirrored),
-                                           log=helpers.quiet).val_loss}
+                                       log=helpers.quiet).val_loss}
   for stop in (3, 5):
     loop.train(config("resumed", stop, **mirrored), log=helpers.quiet)
   # Sampled softmax: every replica draws the step's candidates, so the sums still match.

@@ -39,7 +39,7 @@ def run(tmp_path, input_spec, data_overrides=None, log=None, **prepare_overrides
                                              **(data_overrides or {})))
   messages = []
   report = pipeline.prepare(config_lib.PrepareConfig(**settings), data_config,
-                           log or messages.append)
+                            log or messages.append)
   return report, settings["output_dir"]
 
 

@@ -153,7 +153,7 @@ class FlagTest(tf.test.TestCase):
     data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=64)
     workdir = os.path.join(tmp, "run")
     loop.train(helpers.tiny_config(workdir, data, attention="luong", max_steps=1),
-                   helpers.quiet)  # in this process: a third subprocess would take 10 s more
+               helpers.quiet)  # in this process: a third subprocess would take 10 s more
 
     source, target = os.path.join(tmp, "in.txt"), os.path.join(tmp, "out.txt")
     with open(source, "w", encoding="utf-8") as f:

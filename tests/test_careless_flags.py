@@ -189,13 +189,13 @@ class DataFingerprintTest(tf.test.TestCase):
     self._write("a b c\tc b a\n")
 
   def _write(self, text):
-    with open(self.batches, "w", encoding="utf-8") as f:
+    with open(self.data, "w", encoding="utf-8") as f:
       f.write(text)
 
   def _note(self, resumed_at=10, schedule=None, **changes):
     config = helpers.tiny_config(self.workdir, self.data, **changes)
     return fingerprint.resume_note(config, schedule or _Schedule(self.data), resumed_at,
-                                        self.workdir, self.workdir)
+                                   self.workdir, self.workdir)
 
   def test_fresh_run_records_and_an_unchanged_resume_says_same_order(self):
     self.assertEqual(self._note(resumed_at=None), "")
@@ -250,7 +250,7 @@ class DataFingerprintTest(tf.test.TestCase):
     os.rename(self.data, moved)
     config = helpers.tiny_config(self.workdir, moved)
     self.assertEqual(fingerprint.resume_note(config, _Schedule(moved), 10, self.workdir,
-                                                  self.workdir), fingerprint.SAME_ORDER)
+                                             self.workdir), fingerprint.SAME_ORDER)
 
 
 @pytest.mark.slow

@@ -202,8 +202,8 @@ def _synthetic_batch(seed, rows=5, length=4, vocab=30):
   target = rng.integers(4, vocab, [rows, length + 1]).astype(np.int32)
   weight = (rng.random([rows, length + 1]) < 0.8).astype(np.float32)
   return batches.Batch(source=source, source_length=np.full([rows], length, np.int32),
-                    decoder_input=np.roll(target, 1, axis=1), target=target,
-                    target_weight=weight)
+                       decoder_input=np.roll(target, 1, axis=1), target=target,
+                       target_weight=weight)
 
 
 def _losses(output):

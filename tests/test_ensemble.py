@@ -96,7 +96,7 @@ class LoadEnsembleTest(tf.test.TestCase):
     loop.train(helpers.tiny_config(first, data, max_steps=2), log=helpers.quiet)
     # Another architecture and seed: each member is built from its own workdir's config.
     loop.train(helpers.tiny_config(second, data, hidden_size=24, seed=9, max_steps=3),
-                   log=helpers.quiet)
+               log=helpers.quiet)
     messages = []
     config = helpers.tiny_config(first, data, ensemble=second)
     model, vocabulary = chat.load_ensemble(config, log=messages.append)
@@ -121,7 +121,7 @@ class LoadEnsembleTest(tf.test.TestCase):
     first, second = os.path.join(tmp, "first"), os.path.join(tmp, "second")
     loop.train(helpers.tiny_config(first, data, max_steps=1), log=helpers.quiet)
     loop.train(helpers.tiny_config(second, other, max_steps=1),
-                   log=helpers.quiet)
+               log=helpers.quiet)
     with self.assertRaisesRegex(ensemble.VocabularyMismatch,
                                 rf"^{second}/vocab.txt: .*{first}/vocab.txt"):
       chat.load_ensemble(helpers.tiny_config(first, data, ensemble=second), log=helpers.quiet)

@@ -54,7 +54,7 @@ class LMTrainingTest(tf.test.TestCase):
     messages = []
     for stop in (10, per_epoch, 36):
       result = loop.train(_config(pieces, text, keep_prob=0.7, max_steps=stop),
-                              log=messages.append)
+                          log=messages.append)
       if stop == 10:  # mid-epoch: a non-zero state was saved to carry on from
         carried = _checkpoint_values(pieces, "carried_state/")
         self.assertLen(carried, 2)  # LSTMState(hidden, cell) of the one layer

@@ -43,7 +43,7 @@ class TrainingTest(tf.test.TestCase):
     messages = []
     for stop in (5, 11, 17):
       loop.train(helpers.tiny_config(pieces, data, keep_prob=0.7, max_steps=stop),
-                     log=messages.append)
+                 log=messages.append)
     self.assertTrue(any(m.startswith("Resuming from") and "batch 5 of 7" in m for m in messages),
                     messages)
 
@@ -82,7 +82,7 @@ class TrainingTest(tf.test.TestCase):
     loop.train(helpers.tiny_config(workdir, data, max_steps=2), log=helpers.quiet)
     with self.assertRaisesRegex(workdir_lib.WorkdirMismatch, r"--hidden_size=48.*32"):
       loop.train(helpers.tiny_config(workdir, data, hidden_size=48, max_steps=4),
-                     log=helpers.quiet)
+                 log=helpers.quiet)
 
   def test_checkpoint_of_other_shape_gives_clear_error(self):
     tmp = self.get_temp_dir()
@@ -92,7 +92,7 @@ class TrainingTest(tf.test.TestCase):
     os.remove(workdir_lib.config_path(workdir))  # bypass the config check: the checkpoint decides
     with self.assertRaisesRegex(checkpoints.CheckpointError, "does not fit the configured model"):
       loop.train(helpers.tiny_config(workdir, data, hidden_size=48, max_steps=4),
-                     log=helpers.quiet)
+                 log=helpers.quiet)
 
   def test_every_kept_checkpoint_loads_into_a_fresh_model(self):
     tmp = self.get_temp_dir()

@@ -52,7 +52,7 @@ def eval_spec(data_config):
   if data_config.val_data:
     return data_config.val_data
   if prepared.is_prepared(data_config.data):
-    return prepared.split_path(data_config.batches, "val")
+    return prepared.split_path(data_config.data, "val")
   return data_config.data
 
 
@@ -77,7 +77,7 @@ def read_examples(spec, data_config, log, what):
   log(f"{what}: {report.summary()}")
   tokenizer = str.split if is_prepared_text(spec) else tokenizer_for(data_config)
   word_pairs, kept = batches.tokenize_pairs(pairs, tokenizer, data_config.min_length,
-                                         data_config.max_length)
+                                            data_config.max_length)
   log(f"{what}: kept {kept.kept} pairs with {data_config.min_length}..{data_config.max_length} "
       f"tokens a side ({kept.too_short} too short, {kept.too_long} too long)")
   if not word_pairs:
@@ -189,7 +189,7 @@ def load_training_data(run_config, log=print):
 
   def schedule(pairs):
     return batches.BatchSchedule(batches.encode_pairs(pairs, vocabulary), train_config.batch_size,
-                              boundaries, train_config.seed)
+                                 boundaries, train_config.seed)
 
   val = None
   if data_config.val_data:
@@ -210,7 +210,7 @@ def _load_prepared(run_config, log):
     def schedule(spec, what):
       pairs = read_examples(spec, data_config, log, what)
       return batches.BatchSchedule(batches.encode_pairs(pairs, vocabulary), train_config.batch_size,
-                                data_config.boundaries(), train_config.seed)
+                                   data_config.boundaries(), train_config.seed)
     return TrainingData(vocabulary, schedule(directory, "train data"),
                         schedule(val_spec, "val data") if has_val else None)
   train = _streamed(prepared.split_path(directory, "train"), vocabulary, run_config)
@@ -221,7 +221,7 @@ def _load_prepared(run_config, log):
   if data_config.val_data and not prepared.is_prepared(data_config.val_data):
     pairs = read_examples(val_spec, data_config, log, "val data")  # raw text, in memory
     val = batches.BatchSchedule(batches.encode_pairs(pairs, vocabulary), train_config.batch_size,
-                             data_config.boundaries(), train_config.seed)
+                                data_config.boundaries(), train_config.seed)
   elif has_val:  # a prepared val split: already tokenised, streamed like the training split
     try:
       val = _streamed(prepared.split_path(data_config.val_data or directory, "val"), vocabulary,

@@ -112,8 +112,8 @@ def pad_rows(batch, rows):
     filler = np.full((missing,) + array.shape[1:], value, array.dtype)
     return np.concatenate([array, filler])
   return batches.Batch(source=grow(batch.source), source_length=grow(batch.source_length, 1),
-                    decoder_input=grow(batch.decoder_input), target=grow(batch.target),
-                    target_weight=grow(batch.target_weight))
+                       decoder_input=grow(batch.decoder_input), target=grow(batch.target),
+                       target_weight=grow(batch.target_weight))
 
 
 def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0, seed=None,

@@ -189,7 +189,7 @@ class RegistryTest(parameterized.TestCase, tf.test.TestCase):
 
   def test_an_rnn_core_subclass_is_used_as_it_is(self):
     _write_module(self.folder, "core_cells",
-                  "from seq2seq import cells\nclass Core(cells.GRUCell):\n  pass\n")
+                  "from seq2seq.nn import cells\nclass Core(cells.GRUCell):\n  pass\n")
     self.addCleanup(sys.modules.pop, "core_cells", None)
     core = model_lib.make_cell("core_cells:Core", 8)
     self.assertIsInstance(core, cells.GRUCell)

@@ -392,105 +392,10 @@ def _run(argv):
       return 1
     log(f"XLA compilation cache: {cache} "
         f"({len(xla_cache.cached_executables(cache))} compiled steps there)")
-  # Heavy imports after validation, so a bad flag is reported at once.
-  from seq2seq.infer import bleu  # pylint: disable=import-outside-toplevel
-  from seq2seq.nn import cell_registry  # pylint: disable=import-outside-toplevel
-  from seq2seq.infer import chat  # pylint: disable=import-outside-toplevel
-  from seq2seq.runtime import checkpoints  # pylint: disable=import-outside-toplevel
-  from seq2seq.data import corpus  # pylint: disable=import-outside-toplevel
-  from seq2seq.distributed import distribution  # pylint: disable=import-outside-toplevel
-  from seq2seq.infer import ensemble  # pylint: disable=import-outside-toplevel
-  from seq2seq.infer import export  # pylint: disable=import-outside-toplevel
-  from seq2seq.train import lm_run  # pylint: disable=import-outside-toplevel
-  from seq2seq.infer import restore  # pylint: disable=import-outside-toplevel
-  from seq2seq.train import loop  # pylint: disable=import-outside-toplevel
-  from seq2seq.runtime import workdir_lock  # pylint: disable=import-outside-toplevel
-
+  # The heavy imports (TensorFlow) after validation, so a bad flag is reported at once.
+  from seq2seq.modes import run  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress
-  try:
-    if FLAGS.mode == "train":
-      _check_cell(run_config.model, run_config.train.precision)
-      result = loop.train(run_config, log)
-      return result.exit_code
-    plot = run_config.decode.plot_attention if FLAGS.mode in ("chat", "decode") else ""
-    trained_config = workdir_lib.trained_settings(run_config)  # the workdir's model and data
-    saved = workdir_lib.config_path(run_config.train.workdir)
-    _check_cell(trained_config.model, run_config.train.precision,
-                saved if os.path.exists(saved) else "")
-    if FLAGS.mode == "chat" and trained_config.model.model == "lm":
-      try:
-        generator = lm_run.make_generator(trained_config, log)
-      except config_lib.ConfigError as e:
-        print(f"error: --{e}", file=sys.stderr)
-        return 1
-      chat.chat_loop(generator)
-      return 0
-    if FLAGS.mode == "chat":
-      chat.chat_loop(chat.make_decoder(trained_config, log), plot_attention=plot)
-      return 0
-    if FLAGS.mode == "decode":
-      options = run_config.decode
-      decoder = chat.make_decoder(trained_config, log)
-      with interrupts.sigterm_raises():  # a stopped decode keeps OUTPUT and OUTPUT.partial
-        count = decoder.decode_file(options.decode_input, options.decode_output,
-                                    run_config.train.batch_size, log)
-      log(f"decoded {count} lines of {options.decode_input} into {options.decode_output}")
-      if plot:
-        with open(options.decode_input, encoding="utf-8") as f:
-          first = f.readline().rstrip("\n")
-        if chat.reply_and_plot(decoder, first, plot).source_words:
-          log(f"drew the attention behind the reply to line 1 in {plot}")
-        else:
-          log(f"line 1 of {options.decode_input} has no words: no attention drawn")
-      if options.decode_reference:
-        score, signature = bleu.file_bleu(options.decode_output, options.decode_reference)
-        log(f"BLEU = {score:.2f} against {options.decode_reference} ({signature})")
-      return 0
-    if FLAGS.mode == "export":
-      export.export_trained(trained_config, log)
-      return 0
-    if trained_config.model.model == "lm":
-      lm_run.evaluate(trained_config, log)
-      return 0
-    return _evaluate(trained_config, log)
-  except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
-    print(f"error: --{e}", file=sys.stderr)
-    return 1
-  except (corpus.DataError, workdir_lib.WorkdirError, checkpoints.CheckpointError,
-          checkpoints.CheckpointWriteError, workdir_lock.WorkdirLocked,
-          loop.TrainingDiverged, restore.NoCheckpoint, cell_registry.CellError,
-          distribution.StrategyError, bleu.BleuError, export.ExportError,
-          ensemble.VocabularyMismatch) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  except distribution.PeerLost as e:  # retryable: restart every worker
-    print(f"error: {e}", file=sys.stderr)
-    return distribution.EXIT_PEER_LOST
-
-
-def _check_cell(model_config, precision, config_file=""):
-  """A custom --cell imported and run one step (`cell_registry.check`) before any work;
-  `config_file`: the workdir's config.json when the cell comes from it."""
-  from seq2seq.nn import cell_registry  # pylint: disable=import-outside-toplevel
-  from seq2seq.models import encoder_decoder as model_lib  # pylint: disable=import-outside-toplevel
-  cell_registry.check(model_config, model_lib.COMPUTE_DTYPES[precision], config_file)
-
-
-def _evaluate(run_config, log):
-  from seq2seq.infer import chat  # pylint: disable=import-outside-toplevel
-  from seq2seq.data import batches  # pylint: disable=import-outside-toplevel
-  from seq2seq.data import datasets  # pylint: disable=import-outside-toplevel
-  from seq2seq.step import train_step  # pylint: disable=import-outside-toplevel
-  from seq2seq.train import loop  # pylint: disable=import-outside-toplevel
-  model, vocabulary = chat.load_trained(run_config, log)
-  spec = datasets.eval_spec(run_config.data)
-  pairs = datasets.read_examples(spec, run_config.data, log, "eval data")
-  schedule = batches.BatchSchedule(
-      batches.encode_pairs(pairs, vocabulary), run_config.train.batch_size,
-      run_config.data.boundaries(), seed=0)
-  loss, ppl = loop.evaluate(train_step.make_eval_step(model), schedule)
-  log(f"eval on {spec}: loss={loss:.4f} ppl={ppl:.2f} over {len(pairs)} pairs")
-  return 0
+  return run.run(FLAGS.mode, run_config, log)
 
 
 if __name__ == "__main__":

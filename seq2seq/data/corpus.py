@@ -9,6 +9,7 @@ import dataclasses
 import glob
 import os
 
+from seq2seq import errors
 from seq2seq.data import prepared
 
 EMBEDDED_CORPUS = "chatterbot"  # the English conversations of the chatterbot-corpus package
@@ -16,7 +17,7 @@ PARALLEL_SEPARATOR = "|"  # "SOURCE|TARGET": line i of SOURCE pairs with line i 
 _MAX_EXAMPLES = 5
 
 
-class DataError(ValueError):
+class DataError(errors.UserError, ValueError):
   """Input data that cannot be used; the message names the file and, where known, the line."""
 
 

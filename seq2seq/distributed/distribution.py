@@ -20,6 +20,8 @@ import tempfile
 
 import tensorflow as tf
 
+from seq2seq import errors
+
 # Exit status of a worker whose step failed because a peer worker is gone: retryable, like
 # 137 (SIGKILL) and 143 (SIGTERM). Cluster managers that read exit codes (Kubeflow's
 # `restartPolicy: ExitCode`) retry codes of 128 and more, and fail the job on 1.
@@ -29,7 +31,7 @@ _PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
                 tf.errors.DeadlineExceededError, tf.errors.CancelledError)
 
 
-class StrategyError(ValueError):
+class StrategyError(errors.UserError, ValueError):
   """A strategy that cannot be made here (no TPU, a bad TF_CONFIG); the message says why."""
 
 

@@ -3,9 +3,11 @@
 The hypotheses and references are compared token by token as written (split on spaces), so
 the score matches the usual "tokenised BLEU" of papers on pre-tokenised sets such as Multi30k.
 """
+from seq2seq import errors
 
 
-class BleuError(ValueError):
+
+class BleuError(errors.UserError, ValueError):
   """BLEU cannot be computed: sacrebleu is missing, or the files do not align."""
 
 

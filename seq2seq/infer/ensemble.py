@@ -8,8 +8,10 @@ import math
 
 import tensorflow as tf
 
+from seq2seq import errors
 
-class VocabularyMismatch(ValueError):
+
+class VocabularyMismatch(errors.UserError, ValueError):
   """Two members of an ensemble map ids to different tokens."""
 
 

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from seq2seq.infer import chat
 from seq2seq import config as config_lib
+from seq2seq import errors
 from seq2seq.data import datasets
 from seq2seq.infer import decoding
 from seq2seq.runtime import outputs
@@ -33,7 +34,7 @@ WHITESPACE = "".join(c for c in map(chr, range(0x110000)) if c.isspace())
 _TEXT = tf.TensorSpec([None], tf.string, name="text")
 
 
-class ExportError(ValueError):
+class ExportError(errors.UserError, ValueError):
   """The run cannot be exported as asked; the message says what to change."""
 
 

@@ -26,8 +26,9 @@ import traceback
 
 import tensorflow as tf
 
-from seq2seq.nn import cells
 from seq2seq import config as config_lib
+from seq2seq import errors
+from seq2seq.nn import cells
 
 # The keyword options the engine offers a cell's constructor; each goes only to a constructor
 # that names it.
@@ -37,7 +38,7 @@ CONTRACT = ("__call__(inputs, state) -> (output, new_state), initial_state(batch
             "and output_size")
 
 
-class CellError(ValueError):
+class CellError(errors.UserError, ValueError):
   """A --cell=package.module:ClassName that cannot be imported, built or run as a cell."""
 
 

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import errors
 from seq2seq.runtime import checkpoint_folder
 
 
@@ -30,11 +31,11 @@ class Progress(tf.Module):
     self.data_seed = int64(data_seed, "data_seed")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(errors.UserError, RuntimeError):
   """A checkpoint that does not fit the model being built; the message says what differs."""
 
 
-class CheckpointWriteError(RuntimeError):
+class CheckpointWriteError(errors.UserError, RuntimeError):
   """A checkpoint could not be written (disk full, unwritable folder); earlier ones are intact."""
 
 

@@ -16,16 +16,19 @@ import os
 import shutil
 import tempfile
 
+from seq2seq import errors
+
 PARTIAL_SUFFIX = ".partial"
-# This program's own folder (the repository or the installed package's parent).
-SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# This program's own folder (the repository or the installed package's parent): the folder
+# above the `seq2seq` package this module is in.
+SOURCE_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
 
 
-class OutputError(ValueError):
+class OutputError(errors.UserError, ValueError):
   """An output that would destroy data or cannot be written; the message names the flag."""
 
 
-class NotText(ValueError):
+class NotText(errors.UserError, ValueError):
   """An input file that is not UTF-8 text; the message names the flag, file and line."""
 
 

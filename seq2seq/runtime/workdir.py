@@ -14,6 +14,7 @@ import os
 import tempfile
 
 from seq2seq import config as config_lib
+from seq2seq import errors
 from seq2seq.runtime import outputs
 
 # The sections of config.json a run is rebuilt from, and the fields each must hold: those that
@@ -28,7 +29,7 @@ PATTERN_CHARACTERS = "*?[]\\"
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-class WorkdirError(ValueError):
+class WorkdirError(errors.UserError, ValueError):
   """The workdir cannot be used as it is: a damaged file, or a path that is not a folder."""
 
 

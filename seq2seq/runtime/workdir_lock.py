@@ -13,6 +13,8 @@ import os
 import socket
 import time
 
+from seq2seq import errors
+
 LOCK_NAME = "lock"
 # An unreadable (empty) lock file younger than this may be one that is being written.
 _UNREADABLE_GRACE_S = 10.0
@@ -20,7 +22,7 @@ _UNREADABLE_GRACE_S = 10.0
 _held_here = set()
 
 
-class WorkdirLocked(RuntimeError):
+class WorkdirLocked(errors.UserError, RuntimeError):
   """Another live run holds the workdir; the message names it."""
 
 

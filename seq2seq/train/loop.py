@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from ops import losses
+from seq2seq import errors
 from seq2seq.runtime import checkpoints
 from seq2seq.data import fingerprint
 from seq2seq.data import datasets
@@ -45,7 +46,7 @@ class TrainResult:
     return 128 + self.stopped_by_signal if self.stopped_by_signal else 0
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(errors.UserError, RuntimeError):
   """--max_bad_steps consecutive steps had a non-finite loss or gradient norm."""
 
 

@@ -1,0 +1,1 @@
+"""What each mode of train.py does once its flags are a valid `RunConfig`: the top layer."""

@@ -621,10 +621,52 @@ def prepare(prepare_config, data_config, log=print):
                                   prepare_config.max_words_in_memory)
   writer = _SplitWriter(work_dir if subwords else work_out, ".words.tsv" if subwords else ".tsv",
                         None if subwords else counter)
+  pairs = _raw_pairs(prepare_config, data_config, tokenizer, report, progress, work_dir, log)
+  split_counts = _write_pairs(pairs, tokenizer, writer, prepare_config, data_config, report,
+                              progress)
+
+  if subwords:
+    processor = _train_sentencepiece(os.path.join(work_dir, "train.words.tsv"),
+                                     os.path.join(work_out, "sentencepiece"), prepare_config,
+                                     data_config, log) if split_counts["train"] else None
+    if processor is not None:
+      split_counts = _encode_subwords(processor, work_dir, work_out, data_config, report, counter)
+      os.remove(os.path.join(work_out, "sentencepiece.vocab"))
+
+  if not split_counts["train"]:
+    counter.close()
+    raise _no_pair_error(prepare_config, report, split_counts)
+
+  progress.stage = "vocabulary"
+  if subwords:
+    vocabulary, vocab_report = _subword_vocabulary(processor, counter)
+  else:
+    vocabulary, vocab_report = vocab_lib.select_vocabulary(
+        counter.ranked(), counter.total, counter.unique(), data_config.max_vocab,
+        data_config.vocab_coverage)
+  spilled = counter.spills
+  counter.close()
+  vocabulary.save(prepared.vocab_path(work_out))
+
+  result = _report(prepare_config, data_config, report, split_counts, vocabulary, vocab_report,
+                   counter.total, spilled, progress.decompressed, time.perf_counter() - start)
+  with open(prepared.report_path(work_out), "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+  _finish_output(work_dir, work_out, output_dir, log)
+  shutil.rmtree(work_dir, ignore_errors=True)
+  for line in summary_lines(result):
+    log(line)
+  return result
+
+
+def _write_pairs(pairs, tokenizer, writer, prepare_config, data_config, report, progress):
+  """Tokenises each raw (question, answer) of `pairs`, counts in `report` those outside the
+  length limits (only empty sides with subwords, whose pieces are counted later) and writes
+  the rest to their split; closes `writer`. -> {split: pairs written}."""
+  subwords = prepare_config.tokenizer == "sentencepiece"
   too_short = too_long = 0
   try:
-    for question, answer in _raw_pairs(prepare_config, data_config, tokenizer, report, progress,
-                                       work_dir, log):
+    for question, answer in pairs:
       source, target = tokenizer(question), tokenizer(answer)
       shortest, longest = min(len(source), len(target)), max(len(source), len(target))
       if shortest == 0 or (not subwords and shortest < data_config.min_length):
@@ -642,50 +684,41 @@ def prepare(prepare_config, data_config, log=print):
   if too_short or too_long:
     report.skipped[LENGTH] += too_short + too_long
     report.extra.update(pairs_too_short=too_short, pairs_too_long=too_long)
-  split_counts = writer.counts
+  return writer.counts
 
-  if subwords:
-    processor = _train_sentencepiece(os.path.join(work_dir, "train.words.tsv"),
-                                     os.path.join(work_out, "sentencepiece"), prepare_config,
-                                     data_config, log) if split_counts["train"] else None
-    if processor is not None:
-      split_counts = _encode_subwords(processor, work_dir, work_out, data_config, report, counter)
-      os.remove(os.path.join(work_out, "sentencepiece.vocab"))
 
-  if not split_counts["train"]:
-    counter.close()
-    text = "; ".join(f"{n} {r}" for r, n in sorted(report.skipped.items())) or "nothing skipped"
-    examples = "".join(f"\n  e.g. {e}" for e in report.examples)
-    truncated = "".join(f"\n  {t}" for t in report.truncated)
-    raise DataError(f"--input={prepare_config.input}: no usable pair for the training split "
-                    f"({len(report.files)} file(s), {report.lines_read} lines read, "
-                    f"{sum(split_counts.values())} pairs in all; skipped: {text}){examples}"
-                    f"{truncated}")
+def _no_pair_error(prepare_config, report, split_counts):
+  """The DataError of a prepare that kept no training pair, with the skip counts."""
+  text = "; ".join(f"{n} {r}" for r, n in sorted(report.skipped.items())) or "nothing skipped"
+  examples = "".join(f"\n  e.g. {e}" for e in report.examples)
+  truncated = "".join(f"\n  {t}" for t in report.truncated)
+  return DataError(f"--input={prepare_config.input}: no usable pair for the training split "
+                   f"({len(report.files)} file(s), {report.lines_read} lines read, "
+                   f"{sum(split_counts.values())} pairs in all; skipped: {text}){examples}"
+                   f"{truncated}")
 
-  progress.stage = "vocabulary"
-  if subwords:
-    vocabulary = vocab_lib.Vocabulary(
-        [processor.id_to_piece(i) for i in range(processor.get_piece_size())])
-    unique = counter.unique()
-    kept_types = kept_tokens = 0  # the pieces seen in training that have an id, and their count
-    for piece, n in counter.ranked():
-      if vocabulary.id(piece) != vocab_lib.UNK_ID:
-        kept_types += 1
-        kept_tokens += n
-    vocab_report = vocab_lib.VocabularyReport(
-        unique_words=unique, kept_words=kept_types,
-        type_share=kept_types / unique if unique else 0.0,
-        token_coverage=kept_tokens / counter.total if counter.total else 0.0)
-  else:
-    vocabulary, vocab_report = vocab_lib.select_vocabulary(
-        counter.ranked(), counter.total, counter.unique(), data_config.max_vocab,
-        data_config.vocab_coverage)
-  spilled = counter.spills
-  counter.close()
-  vocabulary.save(prepared.vocab_path(work_out))
 
-  seconds = time.perf_counter() - start
-  result = {
+def _subword_vocabulary(processor, counter):
+  """(Vocabulary of the SentencePiece model's pieces, its VocabularyReport over the pieces
+  counted in training)."""
+  vocabulary = vocab_lib.Vocabulary(
+      [processor.id_to_piece(i) for i in range(processor.get_piece_size())])
+  unique = counter.unique()
+  kept_types = kept_tokens = 0  # the pieces seen in training that have an id, and their count
+  for piece, n in counter.ranked():
+    if vocabulary.id(piece) != vocab_lib.UNK_ID:
+      kept_types += 1
+      kept_tokens += n
+  return vocabulary, vocab_lib.VocabularyReport(
+      unique_words=unique, kept_words=kept_types,
+      type_share=kept_types / unique if unique else 0.0,
+      token_coverage=kept_tokens / counter.total if counter.total else 0.0)
+
+
+def _report(prepare_config, data_config, report, split_counts, vocabulary, vocab_report,
+            training_tokens, spilled, decompressed, seconds):
+  """The dict saved as OUTPUT_DIR/report.json."""
+  return {
       "format": prepared.MARKER,
       "input_format": prepare_config.input_format,
       "files": report.files,
@@ -697,21 +730,14 @@ def prepare(prepare_config, data_config, log=print):
       "truncated_files": report.truncated,
       **report.extra,
       "vocabulary": {"size": len(vocabulary), **vocab_report._asdict(),
-                     "training_tokens": counter.total, "word_count_spills": spilled},
+                     "training_tokens": training_tokens, "word_count_spills": spilled},
       "tokenization": {"tokenizer": prepare_config.tokenizer, "lowercase": data_config.lowercase,
                        "filters": data_config.filters, "min_length": data_config.min_length,
                        "max_length": data_config.max_length},
       "settings": dataclasses.asdict(prepare_config),
-      "decompressed_bytes": progress.decompressed,
+      "decompressed_bytes": decompressed,
       "seconds": round(seconds, 3),
   }
-  with open(prepared.report_path(work_out), "w", encoding="utf-8") as f:
-    json.dump(result, f, indent=2)
-  _finish_output(work_dir, work_out, output_dir, log)
-  shutil.rmtree(work_dir, ignore_errors=True)
-  for line in summary_lines(result):
-    log(line)
-  return result
 
 
 def summary_lines(result):

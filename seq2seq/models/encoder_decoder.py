@@ -60,7 +60,26 @@ def project(outputs, kernel, bias):
   return tf.reshape(logits, [batch, steps, kernel.shape[1]])
 
 
-class Seq2Seq(tf.Module):
+class SequenceModel(tf.Module):
+  """What the models share: their config, vocabulary size and dtypes.
+
+  Args:
+    config: the model's ModelConfig.
+    vocab_size: V, the rows of the embedding and the columns of the softmax.
+    dtype: the variables' dtype.
+    compute_dtype: the activations' dtype (default `dtype`); bfloat16 over float32 variables
+      is mixed precision.
+  """
+
+  def __init__(self, config, vocab_size, dtype=tf.float32, compute_dtype=None, name=None):
+    super().__init__(name=name)
+    self.config = config
+    self.vocab_size = int(vocab_size)
+    self.variable_dtype = tf.as_dtype(dtype)
+    self.dtype = tf.as_dtype(compute_dtype or dtype)  # what activations are computed in
+
+
+class Seq2Seq(SequenceModel):
   """A sequence-to-sequence model with teacher forcing.
 
   The decoder starts from the encoder's final state (layer by layer; through a dense bridge
@@ -79,11 +98,7 @@ class Seq2Seq(tf.Module):
 
   def __init__(self, config, vocab_size, seed=0, pretrained_table=None, dtype=tf.float32,
                compute_dtype=None, name="seq2seq"):
-    super().__init__(name=name)
-    self.config = config
-    self.vocab_size = int(vocab_size)
-    self.variable_dtype = tf.as_dtype(dtype)
-    self.dtype = tf.as_dtype(compute_dtype or dtype)  # what activations are computed in
+    super().__init__(config, vocab_size, dtype, compute_dtype, name)
     with self.name_scope:
       def embedding(name, offset):
         return embeddings.Embedding(

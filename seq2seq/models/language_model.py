@@ -47,7 +47,7 @@ def lm_windows(ids, batch_size, num_steps):
            rows[:, i * num_steps + 1:(i + 1) * num_steps + 1]) for i in range(count)]
 
 
-class LanguageModel(tf.Module):
+class LanguageModel(model_lib.SequenceModel):
   """Embedding -> stack of cores -> softmax projection, over windows of running text.
 
   Args:
@@ -62,11 +62,7 @@ class LanguageModel(tf.Module):
 
   def __init__(self, config, vocab_size, seed=0, dtype=tf.float32, compute_dtype=None,
                name="language_model"):
-    super().__init__(name=name)
-    self.config = config
-    self.vocab_size = int(vocab_size)
-    self.variable_dtype = tf.as_dtype(dtype)
-    self.dtype = tf.as_dtype(compute_dtype or dtype)  # what activations are computed in
+    super().__init__(config, vocab_size, dtype, compute_dtype, name)
     with self.name_scope:
       self.embedding = embeddings.Embedding(vocab_size, config.embedding_size,
                                             device=config.embedding_device, dtype=dtype,

@@ -94,16 +94,10 @@ class Checkpointer:
         ResourceExhaustedError for a full disk). The index still names the previous
         checkpoint, which stays complete.
     """
-    step = int(self.progress.step.numpy())
-    try:
-      os.makedirs(self.directory, exist_ok=True)
-      return self.folder.real(self.manager.save(checkpoint_number=step))
-    except (OSError, tf.errors.OpError) as e:
-      raise CheckpointWriteError(
-          f"could not write the checkpoint of step {step} to {self.directory} "
-          f"({type(e).__name__}: {checkpoint_folder.first_line(e)}). The earlier checkpoints "
-          f"are intact (latest: {self.latest or 'none'}); free space or fix permissions, then "
-          f"run the same command to resume from the latest one.") from e
+    return _write(self.folder, self.manager, self.progress, "checkpoint",
+                  f"The earlier checkpoints are intact (latest: {self.latest or 'none'}); free "
+                  "space or fix permissions, then run the same command to resume from the "
+                  "latest one.")
 
   def restore_latest(self, partial=False, vocabulary=None):
     """Restores the newest checkpoint that loads, if any. Returns its path, or None for a
@@ -278,14 +272,24 @@ class BestCheckpoint:
                                               max_to_keep=keep, checkpoint_name="best")
 
   def save(self):
-    step = int(self.checkpointer.progress.step.numpy())
-    try:
-      os.makedirs(self.directory, exist_ok=True)
-      return self.folder.real(self.manager.save(checkpoint_number=step))
-    except (OSError, tf.errors.OpError) as e:
-      raise CheckpointWriteError(
-          f"could not write the best checkpoint of step {step} to {self.directory} "
-          f"({type(e).__name__}); the training checkpoints are unaffected") from e
+    return _write(self.folder, self.manager, self.checkpointer.progress, "best checkpoint",
+                  "The training checkpoints are unaffected.")
+
+
+def _write(folder, manager, progress, what, advice):
+  """Saves `manager`'s checkpoint numbered by the current step into `folder`; -> its path.
+
+  Raises:
+    CheckpointWriteError: naming `what`, the step, the folder and the error, then `advice`.
+  """
+  step = int(progress.step.numpy())
+  try:
+    os.makedirs(folder.directory, exist_ok=True)
+    return folder.real(manager.save(checkpoint_number=step))
+  except (OSError, tf.errors.OpError) as e:
+    raise CheckpointWriteError(
+        f"could not write the {what} of step {step} to {folder.directory} "
+        f"({type(e).__name__}: {checkpoint_folder.first_line(e)}). {advice}") from e
 
 
 def inference_folders(directory, which="auto", writable=True):

@@ -42,11 +42,11 @@ from benchmarks import train_step as bench
 from seq2seq import config as config_lib
 from seq2seq.distributed import distributed_step
 from seq2seq.distributed import distribution
-from seq2seq.runtime import interrupts
-from seq2seq.models import encoder_decoder as model_lib
-from seq2seq.step import optimizers
 from seq2seq.distributed import supervisor
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.runtime import interrupts
 from seq2seq.runtime import xla_flags
+from seq2seq.step import optimizers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("replicas", ["1", "2"], "replica counts to time (devices of this host); "

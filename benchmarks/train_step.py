@@ -44,13 +44,13 @@ from ops import clipping
 from ops import losses
 from seq2seq import config as config_lib
 from seq2seq.data import batches
-from seq2seq.step import device_prefetch
-from seq2seq.models import language_model
 from seq2seq.models import encoder_decoder as model_lib
-from seq2seq.step import optimizers
-from seq2seq.step import train_step as train_step_lib
+from seq2seq.models import language_model
 from seq2seq.runtime import xla_cache
 from seq2seq.runtime import xla_flags
+from seq2seq.step import device_prefetch
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
 
 WORKLOADS = {
     # name: (kind, B, T, E, H, V, layers)

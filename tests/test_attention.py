@@ -6,11 +6,11 @@ import numpy as np
 import tensorflow as tf
 
 from ops import attention as attention_ops
+from seq2seq.fast import cores as fast_cores
+from seq2seq.fast import unroll as fast_unroll
 from seq2seq.nn import attention
 from seq2seq.nn import cells
 from seq2seq.nn import unroll
-from seq2seq.fast import cores as fast_cores
-from seq2seq.fast import unroll as fast_unroll
 from tests.test_cells import np_lstm_step
 
 B, TS, Q, M, A, I = 3, 5, 4, 6, 7, 2

@@ -9,14 +9,14 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from seq2seq.data import vocab as vocab_lib
 from seq2seq.infer import attention_plot
-from seq2seq.nn import cells
 from seq2seq.infer import chat
 from seq2seq.infer import decoding
-from seq2seq.train import loop
+from seq2seq.nn import cells
 from seq2seq.nn import unroll
-from seq2seq.data import vocab as vocab_lib
 from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.train import loop
 from tests import helpers
 from tests.test_cli import run_train
 from tests.test_model_options import _model

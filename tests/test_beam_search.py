@@ -5,9 +5,9 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
+from seq2seq.data import vocab as vocab_lib
 from seq2seq.infer import beam_search
 from seq2seq.infer import decoding
-from seq2seq.data import vocab as vocab_lib
 from tests.test_model_options import _model
 from tests.test_train_step import _batch
 

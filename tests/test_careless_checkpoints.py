@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seq2seq.infer import chat
-from seq2seq.runtime import checkpoint_folder
-from seq2seq.runtime import checkpoints
 from seq2seq import config as config_lib
 from seq2seq.data import datasets
+from seq2seq.infer import chat
 from seq2seq.infer import restore
-from seq2seq.train import loop
+from seq2seq.runtime import checkpoint_folder
+from seq2seq.runtime import checkpoints
 from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.train import loop
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

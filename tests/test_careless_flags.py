@@ -14,16 +14,16 @@ from absl.testing import parameterized
 
 import train
 from seq2seq import config as config_lib
-from seq2seq.data import corpus
 from seq2seq.data import batches
-from seq2seq.data import fingerprint
+from seq2seq.data import corpus
 from seq2seq.data import datasets
+from seq2seq.data import fingerprint
+from seq2seq.data import vocab as vocab_lib
 from seq2seq.distributed import distribution
 from seq2seq.nn import embeddings
+from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.train import lm_run
 from seq2seq.train import loop
-from seq2seq.data import vocab as vocab_lib
-from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -13,8 +13,8 @@ from unittest import mock
 import pytest
 
 from seq2seq import config as config_lib
-from seq2seq.runtime import outputs
 from seq2seq.data.prepare import pipeline
+from seq2seq.runtime import outputs
 from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.runtime import workdir_lock
 from tests import helpers

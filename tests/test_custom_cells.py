@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from seq2seq import config as config_lib
+from seq2seq.contrib import mgu
+from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.nn import cell_registry
 from seq2seq.nn import cells
-from seq2seq import config as config_lib
-from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.runtime import workdir as workdir_lib
-from seq2seq.contrib import mgu
 from tests import helpers
-from tests import test_train_step
 from tests.test_cli import ROOT, TINY, run_train
+from tests import test_train_step
 
 MGU = "seq2seq.contrib.mgu:MGUCell"
 

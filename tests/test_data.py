@@ -4,10 +4,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.data import corpus
 from seq2seq.data import batches
-from seq2seq.nn import embeddings
+from seq2seq.data import corpus
 from seq2seq.data import vocab as vocab_lib
+from seq2seq.nn import embeddings
 
 
 def _write(path, text, mode="w"):

@@ -4,10 +4,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.infer import chat
 from seq2seq import config as config_lib
-from seq2seq.infer import decoding
 from seq2seq.data import vocab as vocab_lib
+from seq2seq.infer import chat
+from seq2seq.infer import decoding
 from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 from tests.test_export import _write_trained_workdir

@@ -11,11 +11,11 @@ from absl.testing import absltest
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.step import device_prefetch
 from seq2seq.distributed import distributed_step
+from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.step import device_prefetch
 from seq2seq.step import train_step as train_step_lib
 from seq2seq.train import loop
-from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 

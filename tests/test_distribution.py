@@ -18,10 +18,10 @@ from seq2seq import config as config_lib
 from seq2seq.data import batches
 from seq2seq.distributed import distributed_step
 from seq2seq.distributed import distribution
-from seq2seq.runtime import interrupts
-from seq2seq.models import encoder_decoder as model_lib
-from seq2seq.step import optimizers
 from seq2seq.distributed import supervisor
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.runtime import interrupts
+from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,8 +8,8 @@ from seq2seq.infer import beam_search
 from seq2seq.infer import chat
 from seq2seq.infer import decoding
 from seq2seq.infer import ensemble
-from seq2seq.train import loop
 from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.train import loop
 from tests import helpers
 from tests.test_model_options import _model
 from tests.test_train_step import _batch

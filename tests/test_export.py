@@ -9,14 +9,14 @@ import tempfile
 from absl.testing import parameterized
 import tensorflow as tf
 
-from seq2seq.infer import chat
-from seq2seq.runtime import checkpoints
 from seq2seq import config as config_lib
+from seq2seq.data import vocab as vocab_lib
+from seq2seq.infer import chat
 from seq2seq.infer import export
 from seq2seq.models import encoder_decoder as model_lib
-from seq2seq.step import optimizers
-from seq2seq.data import vocab as vocab_lib
+from seq2seq.runtime import checkpoints
 from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.step import optimizers
 from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

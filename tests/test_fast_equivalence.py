@@ -21,9 +21,9 @@ import tensorflow as tf
 
 from seq2seq import config as config_lib
 from seq2seq.data import batches
+from seq2seq.fast import cores as fast_cores
 from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.nn import unroll
-from seq2seq.fast import cores as fast_cores
 from tests import helpers
 
 VOCAB, ROWS = 40, 5

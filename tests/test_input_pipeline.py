@@ -12,8 +12,8 @@ from seq2seq.data import batches
 from seq2seq.data import datasets
 from seq2seq.data import input_pipeline
 from seq2seq.data.prepare import pipeline
-from seq2seq.train import loop
 from seq2seq.data import vocab as vocab_lib
+from seq2seq.train import loop
 
 WORDS = [f"w{i}" for i in range(40)]
 BOUNDARIES = (5, 10, 15, 20)

@@ -7,9 +7,9 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq import config as config_lib
+from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.train import lm_run
 from seq2seq.train import loop
-from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 WORDS = "the cat dog sat on a mat log and ran".split()

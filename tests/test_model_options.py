@@ -6,11 +6,11 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.nn import cells
 from seq2seq import config as config_lib
 from seq2seq.infer import decoding
-from seq2seq.models import language_model
 from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.models import language_model
+from seq2seq.nn import cells
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
 from seq2seq.train import loop

@@ -6,10 +6,10 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.nn import cells
 from seq2seq.fast import cores as fast_cores
 from seq2seq.fast import recurrent_matmul
 from seq2seq.fast import unroll
+from seq2seq.nn import cells
 
 B, T, I, H = 3, 5, 4, 6
 

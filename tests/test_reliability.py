@@ -17,11 +17,11 @@ import pytest
 import tensorflow as tf
 
 from seq2seq.runtime import checkpoints
+from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.runtime import workdir_lock
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
 from seq2seq.train import loop
-from seq2seq.runtime import workdir as workdir_lib
-from seq2seq.runtime import workdir_lock
 from tests import helpers
 from tests import test_train_step
 

@@ -7,10 +7,10 @@ import numpy as np
 import tensorflow as tf
 
 from seq2seq.data import batches
+from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.step import resident_batches
 from seq2seq.step import train_step as train_step_lib
 from seq2seq.train import loop
-from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 DEVICE = "/CPU:0"

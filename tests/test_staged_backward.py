@@ -7,8 +7,8 @@ import tensorflow as tf
 
 from seq2seq import config as config_lib
 from seq2seq.data import batches
-from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.distributed import staged_backward
+from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.step import train_step as train_step_lib
 
 

@@ -9,10 +9,10 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.nn import cells
-from seq2seq.nn import unroll
 from seq2seq.fast import cores as fast_cores
 from seq2seq.fast import unroll as fast_unroll
+from seq2seq.nn import cells
+from seq2seq.nn import unroll
 
 B, T, I, H = 3, 4, 5, 6
 

@@ -4,12 +4,12 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.runtime import checkpoints
+from seq2seq.data import vocab as vocab_lib
 from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.runtime import checkpoints
+from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.step import optimizers
 from seq2seq.train import loop
-from seq2seq.data import vocab as vocab_lib
-from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 

@@ -7,14 +7,14 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.nn import attention
-from seq2seq.nn import cells
 from seq2seq import config as config_lib
 from seq2seq.data import batches
-from seq2seq.models import encoder_decoder as model_lib
-from seq2seq.nn import unroll
 from seq2seq.fast import cores as fast_cores
 from seq2seq.fast import unroll as fast_unroll
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.nn import attention
+from seq2seq.nn import cells
+from seq2seq.nn import unroll
 from tests import helpers
 
 B, T, I, H = 5, 6, 7, 8

@@ -6,13 +6,13 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
+from seq2seq import config as config_lib
 from seq2seq.infer import chat
 from seq2seq.runtime import checkpoints
-from seq2seq import config as config_lib
+from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.step import optimizers
 from seq2seq.train import loop
 from seq2seq.train import validation_record
-from seq2seq.runtime import workdir as workdir_lib
 from tests import helpers
 
 

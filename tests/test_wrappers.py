@@ -5,12 +5,12 @@ from absl.testing import parameterized
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.nn import cells
-from seq2seq.nn import unroll
 from seq2seq.fast import cores as fast_cores
 from seq2seq.fast import unroll as fast_unroll
-from tests import test_fast_cores
+from seq2seq.nn import cells
+from seq2seq.nn import unroll
 from tests.test_cells import IdentityCore, build_and_randomize, np_lstm_step
+from tests import test_fast_cores
 
 B, T, H = 4, 5, 6
 LENGTHS = np.array([5, 3, 1, 4], np.int32)

@@ -9,8 +9,8 @@ import dataclasses
 import glob
 import os
 
-from seq2seq import errors
 from seq2seq.data import prepared
+from seq2seq import errors
 
 EMBEDDED_CORPUS = "chatterbot"  # the English conversations of the chatterbot-corpus package
 PARALLEL_SEPARATOR = "|"  # "SOURCE|TARGET": line i of SOURCE pairs with line i of TARGET

@@ -8,8 +8,8 @@ import collections
 import dataclasses
 import os
 
-from seq2seq.data import corpus
 from seq2seq.data import batches
+from seq2seq.data import corpus
 from seq2seq.data import prepared
 from seq2seq.data import vocab as vocab_lib
 from seq2seq.runtime import workdir as workdir_lib

@@ -4,8 +4,8 @@ import hashlib
 import os
 
 from seq2seq.config import DEFAULT_FILTERS  # pylint: disable=unused-import (re-exported)
-from seq2seq.runtime import outputs
 from seq2seq.data.corpus import DataError
+from seq2seq.runtime import outputs
 
 PAD, GO, EOS, UNK = "<PAD>", "<GO>", "<EOS>", "<UNK>"
 SPECIAL_TOKENS = (PAD, GO, EOS, UNK)  # ids 0, 1, 2, 3, in this order

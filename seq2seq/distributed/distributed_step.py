@@ -30,9 +30,9 @@ import tensorflow as tf
 
 from seq2seq.data import batches
 from seq2seq.distributed import distribution
+from seq2seq.distributed import staged_backward
 from seq2seq.runtime import interrupts
 from seq2seq.step import optimizers
-from seq2seq.distributed import staged_backward
 from seq2seq.step import pipeline
 from seq2seq.step import train_step as train_step_lib
 

@@ -13,11 +13,11 @@ import functools
 import tensorflow as tf
 
 from ops import cell_math
-from seq2seq.nn import attention as attention_lib
-from seq2seq.nn import cells
 from seq2seq.fast import activations
 from seq2seq.fast import masks
 from seq2seq.fast import recurrent_matmul
+from seq2seq.nn import attention as attention_lib
+from seq2seq.nn import cells
 
 
 class FastCore:

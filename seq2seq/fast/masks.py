@@ -2,8 +2,8 @@
 # TensorFlow-internal name: XLA's optimization barrier.
 from tensorflow.compiler.tf2xla.python import xla as tf2xla  # pylint: disable=g-direct-tensorflow-import
 
-from seq2seq.nn import cells
 from seq2seq.fast import activations
+from seq2seq.nn import cells
 
 
 def keep_mask(generator, shape, keep_prob, dtype):

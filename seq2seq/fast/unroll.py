@@ -9,10 +9,10 @@ import functools
 
 import tensorflow as tf
 
-from seq2seq.nn import cells
-from seq2seq.nn import unroll as reference
 from seq2seq.fast import activations
 from seq2seq.fast import cores
+from seq2seq.nn import cells
+from seq2seq.nn import unroll as reference
 
 
 def static_unroll(core, inputs, initial_state, sequence_length=None):

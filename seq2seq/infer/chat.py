@@ -1,13 +1,13 @@
 """Loading a trained run for inference, and the interactive chat loop."""
 import sys
 
-from seq2seq.infer import attention_plot
 from seq2seq import config as config_lib
 from seq2seq.data import datasets
+from seq2seq.infer import attention_plot
 from seq2seq.infer import decoding
 from seq2seq.infer import ensemble
-from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.infer import restore
+from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.runtime import workdir as workdir_lib
 
 

@@ -3,11 +3,11 @@ import collections
 
 import tensorflow as tf
 
-from seq2seq.infer import beam_search
 from seq2seq import config as config_lib
+from seq2seq.data import vocab as vocab_lib
+from seq2seq.infer import beam_search
 from seq2seq.infer import ensemble as ensemble_lib
 from seq2seq.runtime import outputs
-from seq2seq.data import vocab as vocab_lib
 
 # The attention paid while decoding one sentence (`Decoder.align`): weights [len(output_words),
 # len(source_words)], row t the alignment that produced output word t; `output_words` end with

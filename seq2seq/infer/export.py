@@ -18,13 +18,13 @@ import os
 
 import tensorflow as tf
 
-from seq2seq.infer import chat
 from seq2seq import config as config_lib
-from seq2seq import errors
 from seq2seq.data import datasets
+from seq2seq.data import vocab as vocab_lib
+from seq2seq import errors
+from seq2seq.infer import chat
 from seq2seq.infer import decoding
 from seq2seq.runtime import outputs
-from seq2seq.data import vocab as vocab_lib
 from seq2seq.runtime import workdir as workdir_lib
 
 # The characters `str.split()` splits on (Unicode White_Space and the ASCII separators

@@ -1,9 +1,9 @@
 """A trained run's vocabulary and weights, loaded for inference (chat, decode, eval, export)."""
 import os
 
+from seq2seq.data import vocab as vocab_lib
 from seq2seq import errors
 from seq2seq.runtime import checkpoints
-from seq2seq.data import vocab as vocab_lib
 from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.runtime import workdir_lock
 

@@ -6,15 +6,15 @@ the decoder's size) and attention over the encoder outputs (`attention`, an
 """
 import tensorflow as tf
 
+from seq2seq import config as config_lib
+from seq2seq.fast import masks as fast_masks
+from seq2seq.fast import unroll as fast_unroll
 from seq2seq.nn import attention as attention_lib
 from seq2seq.nn import bridge as bridge_lib
 from seq2seq.nn import cell_registry
 from seq2seq.nn import cells
-from seq2seq import config as config_lib
 from seq2seq.nn import embeddings
 from seq2seq.nn import unroll
-from seq2seq.fast import masks as fast_masks
-from seq2seq.fast import unroll as fast_unroll
 
 
 def make_cell(kind, num_units, forget_bias=1.0, dtype=tf.float32, seed=0, name=None,

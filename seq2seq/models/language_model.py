@@ -12,11 +12,11 @@ import numpy as np
 import tensorflow as tf
 
 from ops import losses
+from seq2seq.fast import unroll as fast_unroll
+from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.nn import cells
 from seq2seq.nn import embeddings
-from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.nn import unroll
-from seq2seq.fast import unroll as fast_unroll
 
 
 def lm_windows(ids, batch_size, num_steps):

@@ -8,10 +8,10 @@ import os
 import sys
 
 from seq2seq import config as config_lib
-from seq2seq import errors
 from seq2seq.data import batches
 from seq2seq.data import datasets
 from seq2seq.distributed import distribution
+from seq2seq import errors
 from seq2seq.infer import bleu
 from seq2seq.infer import chat as chat_lib
 from seq2seq.infer import export as export_lib

@@ -4,8 +4,8 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from seq2seq.data import vocab as vocab_lib
 from seq2seq.data.corpus import DataError
+from seq2seq.data import vocab as vocab_lib
 
 _DEVICES = {"cpu": "/cpu:0", "gpu": None}  # None: TensorFlow's default placement
 

@@ -14,11 +14,11 @@ import tensorflow as tf
 
 from seq2seq.data import corpus
 from seq2seq.data import datasets
-from seq2seq.infer import decoding
-from seq2seq.models import language_model
-from seq2seq.models import encoder_decoder as model_lib
-from seq2seq.infer import restore
 from seq2seq.data import vocab as vocab_lib
+from seq2seq.infer import decoding
+from seq2seq.infer import restore
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.models import language_model
 
 
 def read_stream(spec, tokenizer):

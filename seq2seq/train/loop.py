@@ -11,24 +11,24 @@ import numpy as np
 import tensorflow as tf
 
 from ops import losses
-from seq2seq import errors
-from seq2seq.runtime import checkpoints
-from seq2seq.data import fingerprint
 from seq2seq.data import datasets
-from seq2seq.step import device_prefetch
+from seq2seq.data import fingerprint
 from seq2seq.distributed import distributed_step
 from seq2seq.distributed import distribution
-from seq2seq.runtime import interrupts
-from seq2seq.models import language_model
-from seq2seq.train import lm_run
+from seq2seq import errors
 from seq2seq.models import encoder_decoder as model_lib
-from seq2seq.step import optimizers
-from seq2seq.step import resident_batches
+from seq2seq.models import language_model
+from seq2seq.runtime import checkpoints
+from seq2seq.runtime import interrupts
 from seq2seq.runtime import summaries
-from seq2seq.step import train_step as train_step_lib
-from seq2seq.train import validation_record
 from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.runtime import workdir_lock
+from seq2seq.step import device_prefetch
+from seq2seq.step import optimizers
+from seq2seq.step import resident_batches
+from seq2seq.step import train_step as train_step_lib
+from seq2seq.train import lm_run
+from seq2seq.train import validation_record
 
 
 @dataclasses.dataclass

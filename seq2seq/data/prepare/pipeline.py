@@ -27,13 +27,13 @@ import time
 
 from seq2seq import config as config_lib
 from seq2seq.data import corpus
-from seq2seq.runtime import outputs
 from seq2seq.data.prepare import pairing
-from seq2seq.data import prepared
 from seq2seq.data.prepare import reddit
+from seq2seq.data import prepared
 from seq2seq.data import streams
 from seq2seq.data import vocab as vocab_lib
 from seq2seq.data import wordcount
+from seq2seq.runtime import outputs
 
 DataError = corpus.DataError
 _MAX_EXAMPLES = 5

@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq.data import batches
+from seq2seq.data import batches as batches_lib
 from seq2seq.distributed import distributed_step
 from seq2seq.distributed import distribution
 from seq2seq.distributed import supervisor
@@ -138,7 +138,7 @@ class AllReduceInXlaTest(absltest.TestCase):
     same losses and variables after 3 steps. The learning rate decays every step and is
     scaled by a variable that changes between steps (the one program computes it itself).
     Both steps also take the batch with int64 ids (`train_step.device_batch`) alike."""
-    batches = [batches.Batch(*(tf.constant(x) for x in _synthetic_batch(seed)))
+    batches = [batches_lib.Batch(*(tf.constant(x) for x in _synthetic_batch(seed)))
                for seed in range(3)]
 
     def train(all_reduce_in_xla, gather_rows=None, placed=False, **options):
@@ -201,7 +201,7 @@ def _synthetic_batch(seed, rows=5, length=4, vocab=30):
   source = rng.integers(4, vocab, [rows, length]).astype(np.int32)
   target = rng.integers(4, vocab, [rows, length + 1]).astype(np.int32)
   weight = (rng.random([rows, length + 1]) < 0.8).astype(np.float32)
-  return batches.Batch(source=source, source_length=np.full([rows], length, np.int32),
+  return batches_lib.Batch(source=source, source_length=np.full([rows], length, np.int32),
                        decoder_input=np.roll(target, 1, axis=1), target=target,
                        target_weight=weight)
 

@@ -8,10 +8,8 @@ variable's update (minus its clipped gradient) must agree, eagerly and compiled 
 Dropout is off: the fast layer draws the masks of all steps at once, a different (equally
 distributed) draw, which `tests/test_wrappers.py` checks against NumPy.
 """
-import ast
 import contextlib
 import functools
-import os
 import types
 from unittest import mock
 
@@ -97,22 +95,6 @@ class FastEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
       scale = np.abs(want).max()
       self.assertGreater(scale, 0.0, msg=name)  # every variable gets a gradient
       self.assertAllClose(want, updates[name], rtol=1e-4, atol=1e-3 * scale, msg=name)
-
-
-class LayeringTest(tf.test.TestCase):
-
-  def test_the_reference_layer_does_not_import_the_fast_layer(self):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for module in ("cells", "unroll", "attention"):
-      path = os.path.join(root, "seq2seq", module + ".py")
-      with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read(), path)
-      imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                  for alias in node.names]
-      imported += [f"{node.module}.{alias.name}" for node in ast.walk(tree)
-                   if isinstance(node, ast.ImportFrom) for alias in node.names]
-      self.assertNotEmpty(imported, path)
-      self.assertEmpty([name for name in imported if name.startswith("seq2seq.fast")], path)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from seq2seq import config as config_lib
-from seq2seq.data import batches
+from seq2seq.data import batches as batches_lib
 from seq2seq.data import datasets
 from seq2seq.data import input_pipeline
 from seq2seq.data.prepare import pipeline
@@ -50,7 +50,7 @@ def test_bucketing_shapes_and_weights_match_pad_batch(split_file):
   for s, t in kept:
     examples.setdefault(tuple(vocabulary.encode(s.split())), []).append(vocabulary.encode(t.split()))
   for batch in batches:
-    assert isinstance(batch, batches.Batch)
+    assert isinstance(batch, batches_lib.Batch)
     length = batch.source.shape[1]
     assert length in BOUNDARIES
     assert batch.decoder_input.shape == batch.target.shape == batch.target_weight.shape == (
@@ -64,8 +64,8 @@ def test_bucketing_shapes_and_weights_match_pad_batch(split_file):
       longest = max(n, int(batch.target_weight[row].sum()) - 1)
       assert next(b for b in BOUNDARIES if longest <= b) == length  # the smallest bucket fits
       target = examples[source][0]
-      expected = batches.pad_batch([(list(source), target)], length)  # the in-memory path
-      for name in batches.Batch._fields:
+      expected = batches_lib.pad_batch([(list(source), target)], length)  # the in-memory path
+      for name in batches_lib.Batch._fields:
         np.testing.assert_array_equal(getattr(batch, name)[row], getattr(expected, name)[0])
 
 
@@ -116,7 +116,7 @@ def test_prepared_folder_feeds_training_with_tf_data(tmp_path):
   assert result.step == 3 and np.isfinite(result.last_loss)
   memory = datasets.load_training_data(
       config_lib.replace(run_config, input_pipeline="memory"), log=lambda m: None)
-  assert isinstance(memory.train, batches.BatchSchedule)
+  assert isinstance(memory.train, batches_lib.BatchSchedule)
   assert memory.train.batches_per_epoch == training_data.train.batches_per_epoch
   assert datasets.eval_spec(run_config.data) == os.path.join(out, "val.tsv")
 
@@ -171,7 +171,7 @@ def test_memory_and_tf_data_read_a_subword_folder_alike(tmp_path):
   streamed = datasets.load_training_data(run_config, log=lambda m: None)
   memory = datasets.load_training_data(config_lib.replace(run_config, input_pipeline="memory"),
                                        log=lambda m: None)
-  assert isinstance(memory.train, batches.BatchSchedule)
+  assert isinstance(memory.train, batches_lib.BatchSchedule)
   assert _epoch_pairs(memory.train) == _epoch_pairs(streamed.train)
   assert _epoch_pairs(memory.val) == _epoch_pairs(streamed.val)
   # Eval mode reads the prepared val split the same way.

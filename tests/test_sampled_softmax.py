@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from ops import losses
 from seq2seq import config as config_lib
-from seq2seq.data import batches
+from seq2seq.data import batches as batches_lib
 from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
@@ -182,7 +182,7 @@ class SampledTrainingTest(tf.test.TestCase):
     # step must norm, clip and apply it as the dense gradient a plain tape sums it into.
     vocab, num_sampled, seed = 30, 8, 11
     rng = np.random.default_rng(0)
-    batch = batches.pad_batch([(list(rng.integers(4, 8, 3)), list(rng.integers(4, 8, 3)))
+    batch = batches_lib.pad_batch([(list(rng.integers(4, 8, 3)), list(rng.integers(4, 8, 3)))
                             for _ in range(4)], 3)
 
     def model():
@@ -223,7 +223,7 @@ class SampledTrainingTest(tf.test.TestCase):
     for _ in range(96):
       words = list(rng.integers(4, vocab, rng.integers(1, 4)))
       pairs.append((words, words))
-    batches = [batches.pad_batch(pairs[i:i + 32], 3) for i in range(0, len(pairs), 32)]
+    batches = [batches_lib.pad_batch(pairs[i:i + 32], 3) for i in range(0, len(pairs), 32)]
     config = config_lib.ModelConfig(num_layers=1, hidden_size=64, embedding_size=32)
     model = model_lib.Seq2Seq(config, vocab, seed=1)
     model.build()

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from ops import losses
 from seq2seq import config as config_lib
-from seq2seq.data import batches
+from seq2seq.data import batches as batches_lib
 from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
@@ -24,7 +24,7 @@ def _batch(size=6, length=5, seed=0):
   rng = np.random.default_rng(seed)
   examples = [(list(rng.integers(4, VOCAB, rng.integers(1, length + 1))),
                list(rng.integers(4, VOCAB, rng.integers(1, length + 1)))) for _ in range(size)]
-  return batches.pad_batch(examples, length)
+  return batches_lib.pad_batch(examples, length)
 
 
 def _model(share=True, compute_dtype=None, keep_prob=1.0, cell="lstm", embedding_device="cpu"):
@@ -353,12 +353,12 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     script = textwrap.dedent("""
         import numpy as np
         from seq2seq import config
-        from seq2seq.data import batches
+        from seq2seq.data import batches as batches_lib
         from seq2seq.models import encoder_decoder
         from seq2seq.step import optimizers
         from seq2seq.step import train_step
         rng = np.random.default_rng(0)
-        batch = batches.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
+        batch = batches_lib.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
                                 for _ in range(4)], 3)
         m = encoder_decoder.Seq2Seq(config.ModelConfig(num_layers=1, hidden_size=4, embedding_size=4,
                                              unroll="dynamic", unroll_steps=4), 40, seed=1)
@@ -389,12 +389,12 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
         import glob, os, sys
         import numpy as np
         from seq2seq import config
-        from seq2seq.data import batches
+        from seq2seq.data import batches as batches_lib
         from seq2seq.models import encoder_decoder
         from seq2seq.step import optimizers
         from seq2seq.step import train_step
         rng = np.random.default_rng(0)
-        batch = batches.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
+        batch = batches_lib.pad_batch([(list(rng.integers(4, 40, 3)), list(rng.integers(4, 40, 3)))
                                 for _ in range(4)], 3)
         m = encoder_decoder.Seq2Seq(config.ModelConfig(cell="{cell}", num_layers=2, hidden_size=4,
                                              embedding_size=4, keep_prob=0.8), 40, seed=1)

@@ -4,7 +4,7 @@
           -> bucket by the longer side and post-pad to the bucket's length -> batch
           -> shuffle batches (seeded) -> prefetch
 
-It yields the same `seq2seq.data.batches.Batch` structure as `batches.BatchSchedule` (NumPy arrays, PAD=0,
+It yields the same `seq2seq.data.batches.Batch` structure as `batches_lib.BatchSchedule` (NumPy arrays, PAD=0,
 weights 0 on PAD), and the same interface (`batches(epoch, start)`, `batches_per_epoch`,
 `seed`), so the training loop takes either. The order of an epoch depends only on
 (seed, epoch): each epoch builds its own dataset with fixed shuffle seeds and deterministic
@@ -15,7 +15,7 @@ import math
 
 import tensorflow as tf
 
-from seq2seq.data import batches
+from seq2seq.data import batches as batches_lib
 from seq2seq.data import vocab as vocab_lib
 
 _BATCH_SHUFFLE_BUFFER = 64  # whole batches mixed, so buckets interleave
@@ -81,7 +81,7 @@ class DatasetSchedule:
     source = self._table.lookup(tf.strings.split(fields[0]))
     target = self._table.lookup(tf.strings.split(fields[1]))
     target_length = tf.size(target) + 1
-    return batches.Batch(
+    return batches_lib.Batch(
         source=source,
         source_length=tf.size(source),
         decoder_input=tf.concat([[vocab_lib.GO_ID], target], 0),
@@ -105,7 +105,7 @@ class DatasetSchedule:
 
     def pad(key, rows):
       length = tf.gather(boundaries, key)
-      return rows.padded_batch(self.batch_size, padded_shapes=batches.Batch(
+      return rows.padded_batch(self.batch_size, padded_shapes=batches_lib.Batch(
           source=tf.reshape(length, [1]), source_length=tf.constant([], tf.int64),
           decoder_input=tf.reshape(length + 1, [1]), target=tf.reshape(length + 1, [1]),
           target_weight=tf.reshape(length + 1, [1])))
@@ -124,6 +124,6 @@ class DatasetSchedule:
     return batches.prefetch(tf.data.AUTOTUNE).with_options(options)
 
   def batches(self, epoch, start=0):
-    """Yields `epoch`'s padded batches as NumPy `batches.Batch`es, skipping the first `start`."""
+    """Yields `epoch`'s padded batches as NumPy `batches_lib.Batch`es, skipping the first `start`."""
     for batch in self.dataset(epoch).skip(start).as_numpy_iterator():
-      yield batches.Batch(*batch)
+      yield batches_lib.Batch(*batch)

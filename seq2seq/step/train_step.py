@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from ops import losses
-from seq2seq.data import batches
+from seq2seq.data import batches as batches_lib
 from seq2seq.step import optimizers
 from seq2seq.step import pipeline
 
@@ -15,7 +15,7 @@ def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
   """TensorSpecs of a `Batch` whose source is padded to `source_length`, of `batch_size` rows
   (None: any), its ids and lengths of `ids_dtype`."""
   ids = lambda t: tf.TensorSpec([batch_size, t], ids_dtype)
-  return batches.Batch(
+  return batches_lib.Batch(
       source=ids(source_length),
       source_length=tf.TensorSpec([batch_size], ids_dtype),
       decoder_input=ids(source_length + 1),
@@ -24,7 +24,7 @@ def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
 
 
 def device_batch(batch, device):
-  """`batch` (a `batches.Batch`, or any nest of arrays or tensors, such as an LM window) copied
+  """`batch` (a `batches_lib.Batch`, or any nest of arrays or tensors, such as an LM window) copied
   to `device`, its integer fields (ids, lengths) as int64.
 
   TensorFlow keeps a GPU's int32 tensors in host memory, so a step given int32 ids copies them
@@ -95,7 +95,7 @@ class BucketedFunction:
         raise ValueError(f"a batch of {rows} rows, more than the {self._pad_rows_to} this step "
                          "was built for")
       batch = pad_rows(batch, self._pad_rows_to)
-    return function(batches.Batch(*batch), *extra)
+    return function(batches_lib.Batch(*batch), *extra)
 
 
 def pad_rows(batch, rows):
@@ -111,7 +111,7 @@ def pad_rows(batch, rows):
   def grow(array, value=0):
     filler = np.full((missing,) + array.shape[1:], value, array.dtype)
     return np.concatenate([array, filler])
-  return batches.Batch(source=grow(batch.source), source_length=grow(batch.source_length, 1),
+  return batches_lib.Batch(source=grow(batch.source), source_length=grow(batch.source_length, 1),
                        decoder_input=grow(batch.decoder_input), target=grow(batch.target),
                        target_weight=grow(batch.target_weight))
 
@@ -126,7 +126,7 @@ def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0,
 
   Args:
     model: a `Seq2Seq`; dropout is on (training=True).
-    batch: a `batches.Batch`; source_embedded [B, Ts, E], target_embedded [B, Tt, E].
+    batch: a `batches_lib.Batch`; source_embedded [B, Ts, E], target_embedded [B, Tt, E].
     num_sampled: 0 for the full softmax, else the number of sampled candidates.
     seed: [2] int tensor of the sampler (with `num_sampled`).
     average: the mean loss per target token (a scalar), or else the weighted per-token

@@ -15,6 +15,7 @@ from unittest import mock
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from seq2seq import config as config_lib
@@ -71,13 +72,17 @@ CASES = {
 
 
 class FastEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
+  """Eagerly, op by op."""
 
   def tearDown(self):
     tf.config.run_functions_eagerly(False)
     super().tearDown()
 
-  @parameterized.product(cell=["lstm", "gru"], case=sorted(CASES), mode=["eager", "xla"])
-  def test_same_loss_gradients_and_update(self, cell, case, mode):
+  @parameterized.product(cell=["lstm", "gru"], case=sorted(CASES))
+  def test_same_loss_gradients_and_update(self, cell, case):
+    self.check_same_step(cell, case, "eager")
+
+  def check_same_step(self, cell, case, mode):
     model_config = config_lib.ModelConfig(cell=cell, num_layers=2, hidden_size=12,
                                           embedding_size=8, **CASES[case])
     jit_compile = mode == "xla"
@@ -95,6 +100,15 @@ class FastEquivalenceTest(tf.test.TestCase, parameterized.TestCase):
       scale = np.abs(want).max()
       self.assertGreater(scale, 0.0, msg=name)  # every variable gets a gradient
       self.assertAllClose(want, updates[name], rtol=1e-4, atol=1e-3 * scale, msg=name)
+
+
+@pytest.mark.slow
+class CompiledFastEquivalenceTest(FastEquivalenceTest):
+  """Compiled with XLA (`jit_compile=True`), as a GPU trains."""
+
+  @parameterized.product(cell=["lstm", "gru"], case=sorted(CASES))
+  def test_same_loss_gradients_and_update(self, cell, case):
+    self.check_same_step(cell, case, "xla")
 
 
 if __name__ == "__main__":

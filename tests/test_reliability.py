@@ -155,6 +155,7 @@ class PipelinedLoopTest(tf.test.TestCase):
     self.assertRegex(skipped[0], r"^step 4: non-finite loss=nan .*\(1 in a row, 1 in this run\)")
 
 
+@pytest.mark.slow
 class WorkdirLockTest(tf.test.TestCase):
   """One run per workdir."""
 
@@ -237,6 +238,7 @@ class WorkdirLockTest(tf.test.TestCase):
     self.assertFalse(os.path.exists(workdir_lock.lock_path(workdir)))
 
 
+@pytest.mark.slow
 class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
   """A NaN or Inf never reaches the parameters, the optimizer or a checkpoint."""
 
@@ -314,6 +316,7 @@ class NonFiniteTest(parameterized.TestCase, tf.test.TestCase):
     self.assertFalse(os.path.exists(workdir_lock.lock_path(config.train.workdir)))
 
 
+@pytest.mark.slow
 class CheckpointWriteFailureTest(parameterized.TestCase, tf.test.TestCase):
   """A failed checkpoint write stops the run clearly; earlier ones stay valid."""
 

@@ -55,7 +55,7 @@ class LMTrainingTest(tf.test.TestCase):
     for stop in (10, per_epoch, 36):
       result = loop.train(_config(pieces, text, keep_prob=0.7, max_steps=stop),
                           log=messages.append)
-      if stop == 10:  # mid-epoch: a non-zero state was saved to carry on from
+      if stop == 10:  # mid-epoch: a non-zero state was saved to go on from
         carried = _checkpoint_values(pieces, "carried_state/")
         self.assertLen(carried, 2)  # LSTMState(hidden, cell) of the one layer
         self.assertTrue(all(np.abs(v).max() > 0 for v in carried.values()))

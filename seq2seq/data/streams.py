@@ -95,11 +95,11 @@ def read_lines(path, on_read=None):
   factory = decompressor_factory(path)
   line_number = 0
   with open(path, "rb") as f:
-    carry = b""
+    unfinished = b""
     try:
       for chunk in _decompressed_chunks(f, factory, on_read):
-        lines = (carry + chunk).split(b"\n")
-        carry = lines.pop()
+        lines = (unfinished + chunk).split(b"\n")
+        unfinished = lines.pop()
         for line in lines:
           line_number += 1
           yield line_number, line
@@ -109,9 +109,9 @@ def read_lines(path, on_read=None):
       if type(e).__name__ != "ZstdError":
         raise
       raise TruncatedStream(path, line_number, e) from None
-    if carry:
+    if unfinished:
       line_number += 1
-      yield line_number, carry
+      yield line_number, unfinished
 
 
 def read_blocks(path, on_read=None, block_bytes=1 << 20):

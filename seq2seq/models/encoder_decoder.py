@@ -235,7 +235,7 @@ class Seq2Seq(SequenceModel):
     batch = tf.shape(memory)[0]
     decoder = self.decoder(training)
     if training and self.config.variational_dropout and self.config.keep_prob < 1.0:
-      # The decoder's layer states carry its own dropout masks around the encoder's states.
+      # The decoder's layer states hold its own dropout masks around the encoder's states.
       masks = decoder.initial_state(batch, self.dtype)
       encoder_state = tuple(m._replace(core_state=s) for m, s in zip(masks, encoder_state))
     if self.config.attention == "none":

@@ -1,7 +1,7 @@
 """One Reddit comment-dump line -> a filtered, normalised comment, or the reason it is skipped.
 
 The dumps' schema changed over the years: `created_utc` is a string or an int, old dumps have
-`ups` and no `score`, some records lack `body` or `id` (old ones carry `name` = "t1_<id>").
+`ups` and no `score`, some records lack `body` or `id` (old ones hold `name` = "t1_<id>").
 A record that cannot be used is never an error: `parse` returns the reason, which the caller
 counts (see SKIP_REASONS).
 """

@@ -28,6 +28,7 @@ from absl import flags
 from absl import logging
 
 from seq2seq import config as config_lib
+from seq2seq import errors
 from seq2seq.runtime import interrupts  # light, like config
 from seq2seq.runtime import outputs  # light too: paths are checked before the heavy imports
 from seq2seq.runtime import workdir as workdir_lib  # light (no TensorFlow), like config
@@ -216,7 +217,8 @@ FLAGS = flags.FLAGS
 
 
 def _config_from_flags(argv):
-  """The RunConfig the flags describe; UsageError (naming the flag) if any value is bad."""
+  """The RunConfig the flags describe; UsageError (naming the flag) if any value is bad, an
+  `errors.UserError` if a path or workdir they name cannot be used."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])} (flags take --name=value)")
   values = {name: FLAGS[name].value for name in config_lib.field_names()}
@@ -247,13 +249,10 @@ def _config_from_flags(argv):
   _check_ensemble(run_config)
   if FLAGS.mode in ("chat", "decode", "eval", "export"):
     _check_given_flags(run_config)
-  try:
-    if FLAGS.mode == "train":
-      _check_training_inputs(run_config)
-    if FLAGS.mode in ("chat", "decode"):
-      _check_inference_paths(run_config)
-  except (outputs.OutputError, outputs.NotText) as e:
-    raise app.UsageError(str(e)) from None
+  if FLAGS.mode == "train":
+    _check_training_inputs(run_config)
+  if FLAGS.mode in ("chat", "decode"):
+    _check_inference_paths(run_config)
   plot = run_config.decode.plot_attention
   if plot and FLAGS.mode in ("chat", "decode"):
     from seq2seq.infer import attention_plot  # pylint: disable=import-outside-toplevel
@@ -353,6 +352,12 @@ def main(argv):
   except app.UsageError as e:  # a flag's mistake: its message alone, not the whole flag list
     print(f"error: {e}\n(python train.py --helpfull lists every flag)", file=sys.stderr)
     return e.exitcode
+  except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
+    print(f"error: --{e}", file=sys.stderr)
+    return 1
+  except errors.UserError as e:  # every layer's mistake of the user's, named in its message
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   except KeyboardInterrupt:
     print("\nstopped (Ctrl-C)", file=sys.stderr)
     return interrupts.EXIT_SIGINT
@@ -365,20 +370,11 @@ def main(argv):
 
 
 def _run(argv):
-  try:
-    run_config = _config_from_flags(argv)
-  except workdir_lib.WorkdirError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  run_config = _config_from_flags(argv)
   log = lambda message: print(message, flush=True)
   if FLAGS.mode == "prepare":  # no TensorFlow on this path (about 600 MB of RSS)
-    from seq2seq.data import corpus  # pylint: disable=import-outside-toplevel
     from seq2seq.data.prepare import pipeline  # pylint: disable=import-outside-toplevel
-    try:
-      pipeline.prepare(run_config.prepare, run_config.data, log)
-    except (corpus.DataError, outputs.OutputError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 1
+    pipeline.prepare(run_config.prepare, run_config.data, log)
     return 0
   if FLAGS.mode == "train" and run_config.train.jit_compile:
     autotune = run_config.train.xla_autotune

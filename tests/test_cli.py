@@ -42,6 +42,15 @@ class BadFlagsTest(tf.test.TestCase):
   def test_unknown_cell(self):
     self._assert_refused("--cell=rnn", r"--cell.*lstm.*gru")
 
+  def test_prepare_setting_checked_inside_prepare_is_a_message(self):
+    data = os.path.join(self.get_temp_dir(), "pairs.tsv")
+    with open(data, "w", encoding="utf-8") as f:
+      f.write("hi there\thello\n")
+    self._assert_refused("--mode=prepare", r"--vocab_coverage: cannot be used with "
+                         r"--tokenizer=sentencepiece", f"--input={data}", "--input_format=pairs",
+                         f"--output_dir={self.get_temp_dir()}/out", "--tokenizer=sentencepiece",
+                         "--vocab_coverage=0.9")
+
   def test_keep_prob_out_of_range(self):
     self._assert_refused("--keep_prob=1.5", r"--keep_prob: must be in \(0, 1\]")
 

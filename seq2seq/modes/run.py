@@ -7,11 +7,9 @@ before TensorFlow loads; `--mode=prepare` never imports it.
 import os
 import sys
 
-from seq2seq import config as config_lib
 from seq2seq.data import batches
 from seq2seq.data import datasets
 from seq2seq.distributed import distribution
-from seq2seq import errors
 from seq2seq.infer import bleu
 from seq2seq.infer import chat as chat_lib
 from seq2seq.infer import export as export_lib
@@ -25,15 +23,10 @@ from seq2seq.train import loop
 
 
 def run(mode, run_config, log):
-  """Runs `mode`; -> the process's exit status (1 for a user's mistake, printed alone)."""
+  """Runs `mode`; -> the process's exit status. A user's mistake (`errors.UserError`,
+  `config.ConfigError`) propagates to train.py, which prints its message alone."""
   try:
     return _MODES[mode](run_config, log)
-  except config_lib.ConfigError as e:  # a check that needed the data (the vocabulary size)
-    print(f"error: --{e}", file=sys.stderr)
-    return 1
-  except errors.UserError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
   except distribution.PeerLost as e:  # retryable: restart every worker
     print(f"error: {e}", file=sys.stderr)
     return distribution.EXIT_PEER_LOST

@@ -206,6 +206,13 @@ class GRUCell(_GatedCell):
     return hidden, GRUState(hidden=hidden)
 
 
+def _check_keep_probs(**probs):
+  """Raises ValueError naming the first keep probability outside (0, 1]."""
+  for label, prob in probs.items():
+    if not 0.0 < prob <= 1.0:
+      raise ValueError(f"{label} must be in (0, 1], got {prob}")
+
+
 class DropoutWrapper(RNNCore):
   """Applies dropout to a core's inputs and outputs (Zaremba et al. 2014: not to the state).
 
@@ -217,10 +224,7 @@ class DropoutWrapper(RNNCore):
 
   def __init__(self, core, generator, input_keep_prob=1.0, output_keep_prob=1.0, name=None):
     super().__init__(name=name)
-    for label, prob in (("input_keep_prob", input_keep_prob),
-                        ("output_keep_prob", output_keep_prob)):
-      if not 0.0 < prob <= 1.0:
-        raise ValueError(f"{label} must be in (0, 1], got {prob}")
+    _check_keep_probs(input_keep_prob=input_keep_prob, output_keep_prob=output_keep_prob)
     self.core = core
     self.generator = generator
     self.input_keep_prob = float(input_keep_prob)
@@ -337,11 +341,8 @@ class VariationalDropoutWrapper(RNNCore):
   def __init__(self, core, generator, input_size, input_keep_prob=1.0, output_keep_prob=1.0,
                state_keep_prob=1.0, name=None):
     super().__init__(name=name)
-    for label, prob in (("input_keep_prob", input_keep_prob),
-                        ("output_keep_prob", output_keep_prob),
-                        ("state_keep_prob", state_keep_prob)):
-      if not 0.0 < prob <= 1.0:
-        raise ValueError(f"{label} must be in (0, 1], got {prob}")
+    _check_keep_probs(input_keep_prob=input_keep_prob, output_keep_prob=output_keep_prob,
+                      state_keep_prob=state_keep_prob)
     self.core = core
     self.generator = generator
     self.input_size = int(input_size)

@@ -96,6 +96,12 @@ _HELP = {
     "max_words_in_memory": "prepare: distinct words counted in memory before spilling to disk",
     "progress_seconds": "prepare: seconds between progress lines (0 = none)",
     "parse_workers": "prepare, reddit: parse processes (-1 = one per core, at most 4; 0 = none)",
+    "prepare_runner": "prepare: local (this machine), or beam (an Apache Beam pipeline; reddit "
+                      "only; needs pip install -e \".[beam]\")",
+    "beam_options": "prepare, beam: pipeline options, e.g. \"--runner=DirectRunner "
+                    "--direct_num_workers=2 --direct_running_mode=multi_processing\"",
+    "output_shards": "prepare, beam: files per split (0 = one per 256 MB of input; 1 = train.tsv, "
+                     "val.tsv, test.tsv as the local runner writes)",
     "model": "seq2seq, or lm: a language model over the lines of --data (text files), its "
              "state carried across batches within an epoch; --mode=eval gives its perplexity "
              "on --val_data, --mode=chat continues the typed text",
@@ -184,6 +190,7 @@ _CHOICES = {"model": config_lib.MODELS, "encoder": config_lib.ENCODERS,
             "precision": config_lib.PRECISIONS, "unroll": config_lib.UNROLLS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
             "input_format": config_lib.INPUT_FORMATS, "tokenizer": config_lib.TOKENIZERS,
+            "prepare_runner": config_lib.PREPARE_RUNNERS,
             "sentencepiece_type": config_lib.SENTENCEPIECE_TYPES,
             "input_pipeline": config_lib.INPUT_PIPELINES, "strategy": config_lib.STRATEGIES,
             "checkpoint": config_lib.CHECKPOINTS}

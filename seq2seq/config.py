@@ -20,6 +20,7 @@ PRECISIONS = ("fp32", "bf16")
 UNROLLS = ("static", "dynamic")
 INPUT_FORMATS = ("reddit", "pairs", "parallel", "chatterbot", "text")
 TOKENIZERS = ("word", "sentencepiece")
+PREPARE_RUNNERS = ("local", "beam")
 SENTENCEPIECE_TYPES = ("bpe", "unigram")
 INPUT_PIPELINES = ("auto", "memory", "tfdata")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -350,12 +351,23 @@ class PrepareConfig:
   max_words_in_memory: int = 500000  # distinct words counted in memory before spilling to disk
   progress_seconds: float = 10.0  # seconds between progress lines (0 = none)
   parse_workers: int = -1  # reddit: parse processes; -1 = one per core (at most 4), 0 = none
+  # Runner: this machine, or an Apache Beam pipeline (Reddit input only).
+  prepare_runner: str = "local"
+  beam_options: str = ""  # Beam pipeline options, e.g. "--runner=DirectRunner --direct_num_workers=2"
+  output_shards: int = 0  # beam: files per split; 0 = one per 256 MB of input; 1 = train.tsv
 
   def __post_init__(self):
     _numbers(self)
     _choice(self, "input_format", INPUT_FORMATS)
     _choice(self, "tokenizer", TOKENIZERS)
     _choice(self, "sentencepiece_type", SENTENCEPIECE_TYPES)
+    _choice(self, "prepare_runner", PREPARE_RUNNERS)
+    _check(self.prepare_runner == "local" or self.input_format == "reddit", "prepare_runner",
+           f"beam runs the Reddit prepare only; --input_format={self.input_format} runs with "
+           "--prepare_runner=local")
+    _check(not self.beam_options or self.prepare_runner == "beam", "beam_options",
+           "is only used with --prepare_runner=beam")
+    _check(self.output_shards >= 0, "output_shards", f"must be >= 0, got {self.output_shards}")
     _check(bool(self.output_dir), "output_dir", "must be a folder path")
     for name in ("val_fraction", "test_fraction"):
       value = getattr(self, name)

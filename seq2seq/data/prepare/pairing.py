@@ -8,6 +8,7 @@ bounded whatever the input size.
 The index also records which input files are fully indexed, so an interrupted run can
 resume: rows of a file that was only partly indexed are deleted and that file is read again.
 """
+import itertools
 import json
 import os
 import sqlite3
@@ -108,23 +109,20 @@ class CommentIndex:
   def pairs(self, best_reply_only):
     """Yields (parent body, reply body) for every reply whose parent is in the index.
 
-    With best_reply_only, each parent keeps only its highest-scored reply (ties: lowest id).
-    The order is by parent id, so the result does not depend on input file order.
+    Each parent's replies go through `kept_replies`. The order is by parent id, then reply
+    id, so the result does not depend on input file order.
     """
     self._flush()
-    self._db.execute("CREATE INDEX IF NOT EXISTS by_parent ON comments (parent, score DESC, id) "
+    self._db.execute("CREATE INDEX IF NOT EXISTS by_parent ON comments (parent, id) "
                      "WHERE parent IS NOT NULL")
-    if best_reply_only:
-      query = """
-        SELECT p.body, c.body FROM comments AS c JOIN comments AS p ON p.id = c.parent
-        WHERE c.parent IS NOT NULL AND c.id = (
-          SELECT id FROM comments WHERE parent = c.parent ORDER BY score DESC, id LIMIT 1)
-        ORDER BY c.parent"""
-    else:
-      query = """
-        SELECT p.body, c.body FROM comments AS c JOIN comments AS p ON p.id = c.parent
-        WHERE c.parent IS NOT NULL ORDER BY c.parent, c.id"""
-    yield from self._db.execute(query)
+    rows = self._db.execute("""
+        SELECT c.parent, p.body, c.id, c.score, c.body
+        FROM comments AS c JOIN comments AS p ON p.id = c.parent
+        WHERE c.parent IS NOT NULL ORDER BY c.parent, c.id""")
+    for _, group in itertools.groupby(rows, key=lambda row: row[0]):
+      group = list(group)
+      for _, reply_body in kept_replies([row[2:] for row in group], best_reply_only):
+        yield group[0][1], reply_body
 
   def count_replies(self):
     """(usable replies, replies whose parent is not in the index)."""
@@ -141,3 +139,17 @@ def remove(path):
   for suffix in ("", "-wal", "-shm"):
     if os.path.exists(path + suffix):
       os.remove(path + suffix)
+
+
+def kept_replies(replies, best_reply_only):
+  """The replies of one parent that make pairs, as (reply id, body), by reply id.
+
+  Args:
+    replies: (reply id, score, body) of every usable reply to the parent, in any order.
+    best_reply_only: keep only the highest-scored reply; a tie goes to the lowest id (the
+      earliest comment), so the choice never depends on input order.
+  """
+  if best_reply_only:
+    best = min(replies, key=lambda reply: (-reply[1], reply[0]))
+    return [(best[0], best[2])]
+  return [(reply_id, body) for reply_id, _, body in sorted(replies)]

@@ -59,6 +59,13 @@ class PrepareReport:
     if len(self.examples) < _MAX_EXAMPLES:
       self.examples.append(f"{path}:{line}: {reason}")
 
+  def add_block(self, lines, records, skipped, examples):
+    """Adds the counters of one parsed block (see `BlockParser`)."""
+    self.lines_read += lines
+    self.records_parsed += records
+    self.skipped.update(skipped)
+    self.examples = (self.examples + examples)[:_MAX_EXAMPLES]
+
   def merge(self, stats):
     """Adds the counters of a file indexed by an earlier run (see file_stats)."""
     self.lines_read += stats["lines_read"]
@@ -275,9 +282,10 @@ def _reddit_fingerprint(files, prepare_config, data_config):
   return json.dumps({"settings": settings, "inputs": inputs}, sort_keys=True)
 
 
-class _BlockParser:
+class BlockParser:
   """Dump lines -> index rows and counters: JSON, filters, normalisation, tokenisation and the
-  length filter. Runs in the main process or, one instance each, in the parse workers."""
+  length filter. Runs in the main process, one instance each in the parse workers, or in the
+  Beam pipeline's parse step."""
 
   def __init__(self, prepare_config, data_config):
     self.comment_filter = reddit.CommentFilter(prepare_config)
@@ -327,7 +335,7 @@ _worker_parser = None
 
 def _init_worker(prepare_config, data_config):
   global _worker_parser  # pylint: disable=global-statement
-  _worker_parser = _BlockParser(prepare_config, data_config)
+  _worker_parser = BlockParser(prepare_config, data_config)
 
 
 def _parse_in_worker(path, first_line, block):
@@ -349,7 +357,7 @@ class _ParsePool:
   parses in this process."""
 
   def __init__(self, workers, prepare_config, data_config, depth=4):
-    self.parser = _BlockParser(prepare_config, data_config)
+    self.parser = BlockParser(prepare_config, data_config)
     self.pool = None
     self.limit = workers * depth
     if workers:
@@ -392,10 +400,7 @@ def _index_reddit_file(index, number, path, parse_pool, progress):
   try:
     for lines, records, skipped, examples, rows in parse_pool.map(
         path, streams.read_blocks(path, progress.on_read)):
-      report.lines_read += lines
-      report.records_parsed += records
-      report.skipped.update(skipped)
-      report.examples = (report.examples + examples)[:_MAX_EXAMPLES]
+      report.add_block(lines, records, skipped, examples)
       index.add_rows(rows)
   except streams.TruncatedStream as e:
     report.truncated.append(str(e))
@@ -487,7 +492,16 @@ class _SplitWriter:
       f.close()
 
 
-def _train_sentencepiece(words_path, model_prefix, prepare_config, data_config, log):
+def _word_sentences(words_path):
+  """Each side of each pair of a word split file, as a sentence."""
+  with open(words_path, encoding="utf-8") as f:
+    for line in f:
+      yield from line.rstrip("\n").split("\t")
+
+
+def train_sentencepiece(sentences, model_prefix, prepare_config, data_config, log):
+  """Trains the subword model on `sentences` (an iterable of str; at most a million are
+  sampled) into MODEL_PREFIX.model; returns its processor."""
   try:
     import sentencepiece as spm  # pylint: disable=import-outside-toplevel
   except ImportError:
@@ -495,21 +509,17 @@ def _train_sentencepiece(words_path, model_prefix, prepare_config, data_config, 
                     "pip install sentencepiece (or pip install 'seq2seq-engine[subwords]')"
                     ) from None
 
-  def sentences():
-    with open(words_path, encoding="utf-8") as f:
-      for line in f:
-        for side in line.rstrip("\n").split("\t"):
-          yield side
-
   pad, go, eos, unk = vocab_lib.SPECIAL_TOKENS
   spm.SentencePieceTrainer.train(
-      sentence_iterator=sentences(), model_prefix=model_prefix,
+      sentence_iterator=iter(sentences), model_prefix=model_prefix,
       model_type=prepare_config.sentencepiece_type, vocab_size=data_config.max_vocab,
       hard_vocab_limit=False, pad_id=0, bos_id=1, eos_id=2, unk_id=3, pad_piece=pad,
       bos_piece=go, eos_piece=eos, unk_piece=unk, input_sentence_size=1000000,
       shuffle_input_sentence=True, character_coverage=1.0, minloglevel=2,
       num_threads=os.cpu_count() or 1)
   processor = spm.SentencePieceProcessor(model_file=model_prefix + ".model")
+  if os.path.exists(model_prefix + ".vocab"):
+    os.remove(model_prefix + ".vocab")  # the pieces are in vocab.txt
   log(f"prepare: trained a {prepare_config.sentencepiece_type} SentencePiece model of "
       f"{processor.get_piece_size()} pieces on the training split")
   return processor
@@ -594,6 +604,9 @@ def _finish_output(work_dir, work_out, output_dir, log):
 def prepare(prepare_config, data_config, log=print):
   """Runs --mode=prepare. Returns the report dict also saved as OUTPUT_DIR/report.json.
 
+  With --prepare_runner=beam the Reddit stages run as an Apache Beam pipeline
+  (seq2seq.data.prepare.beam_pipeline), with the same rules and the same output.
+
   Raises:
     DataError: no input file, or no usable pair (the message carries the skip counts).
     config.ConfigError: settings that do not fit together.
@@ -604,15 +617,29 @@ def prepare(prepare_config, data_config, log=print):
     raise config_lib.ConfigError("vocab_coverage", "cannot be used with --tokenizer="
                                  "sentencepiece (the subword model has exactly --max_vocab pieces)")
   check_output_dir(prepare_config)
-  start = time.perf_counter()
+  if prepare_config.prepare_runner == "beam":
+    from seq2seq.data.prepare import beam_pipeline  # pylint: disable=import-outside-toplevel
+    return beam_pipeline.prepare(prepare_config, data_config, log)
+  return _prepare_locally(prepare_config, data_config, log)
+
+
+def work_folders(prepare_config, resumable):
+  """(OUTPUT_DIR, its work folder OUTPUT_DIR.partial, the fresh folder the output is written
+  to before it is renamed into place). A work folder that cannot be resumed is emptied."""
   output_dir = os.path.realpath(prepare_config.output_dir)  # through a symlink, to its folder
   work_dir = output_dir + ".partial"
-  if prepare_config.input_format != "reddit":
+  if not resumable:
     shutil.rmtree(work_dir, ignore_errors=True)  # nothing worth resuming: start over
   work_out = os.path.join(work_dir, "out")
   shutil.rmtree(work_out, ignore_errors=True)  # a partial output is never reused
   os.makedirs(work_out)
+  return output_dir, work_dir, work_out
 
+
+def _prepare_locally(prepare_config, data_config, log):
+  start = time.perf_counter()
+  output_dir, work_dir, work_out = work_folders(prepare_config,
+                                                prepare_config.input_format == "reddit")
   tokenizer = vocab_lib.Tokenizer(lowercase=data_config.lowercase, filters=data_config.filters)
   report = PrepareReport()
   progress = Progress(0, log, prepare_config.progress_seconds)
@@ -624,32 +651,40 @@ def prepare(prepare_config, data_config, log=print):
   pairs = _raw_pairs(prepare_config, data_config, tokenizer, report, progress, work_dir, log)
   split_counts = _write_pairs(pairs, tokenizer, writer, prepare_config, data_config, report,
                               progress)
-
-  if subwords:
-    processor = _train_sentencepiece(os.path.join(work_dir, "train.words.tsv"),
-                                     os.path.join(work_out, "sentencepiece"), prepare_config,
-                                     data_config, log) if split_counts["train"] else None
-    if processor is not None:
-      split_counts = _encode_subwords(processor, work_dir, work_out, data_config, report, counter)
-      os.remove(os.path.join(work_out, "sentencepiece.vocab"))
-
-  if not split_counts["train"]:
-    counter.close()
-    raise _no_pair_error(prepare_config, report, split_counts)
-
+  processor = None
+  if subwords and split_counts["train"]:
+    processor = train_sentencepiece(_word_sentences(os.path.join(work_dir, "train.words.tsv")),
+                                    os.path.join(work_out, "sentencepiece"), prepare_config,
+                                    data_config, log)
+    split_counts = _encode_subwords(processor, work_dir, work_out, data_config, report, counter)
   progress.stage = "vocabulary"
-  if subwords:
-    vocabulary, vocab_report = _subword_vocabulary(processor, counter)
-  else:
-    vocabulary, vocab_report = vocab_lib.select_vocabulary(
-        counter.ranked(), counter.total, counter.unique(), data_config.max_vocab,
-        data_config.vocab_coverage)
-  spilled = counter.spills
-  counter.close()
+  try:
+    vocabulary, vocab_report = final_vocabulary(prepare_config, data_config, report,
+                                                split_counts, counter, processor)
+  finally:
+    counter.close()
   vocabulary.save(prepared.vocab_path(work_out))
-
   result = _report(prepare_config, data_config, report, split_counts, vocabulary, vocab_report,
-                   counter.total, spilled, progress.decompressed, time.perf_counter() - start)
+                   counter.total, counter.spills, progress.decompressed,
+                   time.perf_counter() - start)
+  return finish(result, work_dir, work_out, output_dir, log)
+
+
+def final_vocabulary(prepare_config, data_config, report, split_counts, counter, processor):
+  """(Vocabulary, VocabularyReport) from the training split's counts: the top words, or the
+  SentencePiece model's pieces. Raises DataError (with the skip counts) if no training pair
+  was kept."""
+  if not split_counts["train"]:
+    raise _no_pair_error(prepare_config, report, split_counts)
+  if processor is not None:
+    return _subword_vocabulary(processor, counter)
+  return vocab_lib.select_vocabulary(counter.ranked(), counter.total, counter.unique(),
+                                     data_config.max_vocab, data_config.vocab_coverage)
+
+
+def finish(result, work_dir, work_out, output_dir, log):
+  """Saves `result` as report.json, renames the finished folder into place, deletes the work
+  folder and logs the summary. Returns `result`."""
   with open(prepared.report_path(work_out), "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
   _finish_output(work_dir, work_out, output_dir, log)
@@ -659,21 +694,37 @@ def prepare(prepare_config, data_config, log=print):
   return result
 
 
+def tokenised_pair(question, answer, tokenizer, subwords, data_config):
+  """(source words, target words, None) of a raw pair the length filter keeps, else
+  (None, None, "short" or "long"). With subwords only an empty side is too short: pieces are
+  counted after the SentencePiece model is trained."""
+  source, target = tokenizer(question), tokenizer(answer)
+  shortest, longest = min(len(source), len(target)), max(len(source), len(target))
+  if shortest == 0 or (not subwords and shortest < data_config.min_length):
+    return None, None, "short"
+  if not subwords and longest > data_config.max_length:
+    return None, None, "long"
+  return source, target, None
+
+
+def count_length_skips(report, too_short, too_long):
+  """Records in `report` the pairs the length filter dropped (`tokenised_pair`)."""
+  if too_short or too_long:
+    report.skipped[LENGTH] += too_short + too_long
+    report.extra.update(pairs_too_short=too_short, pairs_too_long=too_long)
+
+
 def _write_pairs(pairs, tokenizer, writer, prepare_config, data_config, report, progress):
   """Tokenises each raw (question, answer) of `pairs`, counts in `report` those outside the
-  length limits (only empty sides with subwords, whose pieces are counted later) and writes
-  the rest to their split; closes `writer`. -> {split: pairs written}."""
+  length limits (`tokenised_pair`) and writes the rest to their split; closes `writer`.
+  -> {split: pairs written}."""
   subwords = prepare_config.tokenizer == "sentencepiece"
-  too_short = too_long = 0
+  dropped = collections.Counter()
   try:
     for question, answer in pairs:
-      source, target = tokenizer(question), tokenizer(answer)
-      shortest, longest = min(len(source), len(target)), max(len(source), len(target))
-      if shortest == 0 or (not subwords and shortest < data_config.min_length):
-        too_short += 1
-        continue
-      if not subwords and longest > data_config.max_length:
-        too_long += 1
+      source, target, reason = tokenised_pair(question, answer, tokenizer, subwords, data_config)
+      if reason:
+        dropped[reason] += 1
         continue
       writer.write(split_of(source, target, prepare_config.val_fraction,
                             prepare_config.test_fraction), source, target)
@@ -681,9 +732,7 @@ def _write_pairs(pairs, tokenizer, writer, prepare_config, data_config, report, 
       progress.tick()
   finally:
     writer.close()
-  if too_short or too_long:
-    report.skipped[LENGTH] += too_short + too_long
-    report.extra.update(pairs_too_short=too_short, pairs_too_long=too_long)
+  count_length_skips(report, dropped["short"], dropped["long"])
   return writer.counts
 
 

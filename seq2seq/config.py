@@ -368,6 +368,8 @@ class PrepareConfig:
     _check(not self.beam_options or self.prepare_runner == "beam", "beam_options",
            "is only used with --prepare_runner=beam")
     _check(self.output_shards >= 0, "output_shards", f"must be >= 0, got {self.output_shards}")
+    _check(not self.output_shards or self.prepare_runner == "beam", "output_shards",
+           "is only used with --prepare_runner=beam (the local runner writes one file a split)")
     _check(bool(self.output_dir), "output_dir", "must be a folder path")
     for name in ("val_fraction", "test_fraction"):
       value = getattr(self, name)

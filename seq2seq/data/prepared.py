@@ -20,6 +20,12 @@ def split_path(directory, split):
   return os.path.join(directory, f"{split}.tsv")
 
 
+def shard_name(split, shard, shards):
+  """The file name of shard `shard` (from 0) of `shards` of a split: "train.tsv" when there
+  is one, else "train-00003-of-00016.tsv"."""
+  return f"{split}.tsv" if shards == 1 else f"{split}-{shard:05d}-of-{shards:05d}.tsv"
+
+
 def vocab_path(directory):
   return os.path.join(directory, "vocab.txt")
 

@@ -32,6 +32,13 @@ class WordCounter:
     if len(counts) > self.max_in_memory:
       self._spill()
 
+  def add(self, word, count):
+    """Counts `word` `count` more times."""
+    self._counts[word] = self._counts.get(word, 0) + count
+    self.total += count
+    if len(self._counts) > self.max_in_memory:
+      self._spill()
+
   def _spill(self):
     if self._db is None:
       if os.path.exists(self.spill_path):

@@ -36,7 +36,7 @@ from seq2seq.data import wordcount
 from seq2seq.runtime import outputs
 
 DataError = corpus.DataError
-_MAX_EXAMPLES = 5
+MAX_EXAMPLES = 5
 LENGTH = "length"
 
 
@@ -56,7 +56,7 @@ class PrepareReport:
 
   def skip(self, path, line, reason):
     self.skipped[reason] += 1
-    if len(self.examples) < _MAX_EXAMPLES:
+    if len(self.examples) < MAX_EXAMPLES:
       self.examples.append(f"{path}:{line}: {reason}")
 
   def add_block(self, lines, records, skipped, examples):
@@ -64,14 +64,14 @@ class PrepareReport:
     self.lines_read += lines
     self.records_parsed += records
     self.skipped.update(skipped)
-    self.examples = (self.examples + examples)[:_MAX_EXAMPLES]
+    self.examples = (self.examples + examples)[:MAX_EXAMPLES]
 
   def merge(self, stats):
     """Adds the counters of a file indexed by an earlier run (see file_stats)."""
     self.lines_read += stats["lines_read"]
     self.records_parsed += stats["records_parsed"]
     self.skipped.update(stats["skipped"])
-    self.examples = (self.examples + stats["examples"])[:_MAX_EXAMPLES]
+    self.examples = (self.examples + stats["examples"])[:MAX_EXAMPLES]
     self.truncated.extend(stats["truncated"])
     self.decompressed_bytes += stats["decompressed_bytes"]
 
@@ -325,7 +325,7 @@ class BlockParser:
           continue
         reason = LENGTH
       skipped[reason] += 1
-      if len(examples) < _MAX_EXAMPLES:
+      if len(examples) < MAX_EXAMPLES:
         examples.append(f"{path}:{line_number}: {reason}")
     return len(lines), records, skipped, examples, rows
 
@@ -618,9 +618,21 @@ def prepare(prepare_config, data_config, log=print):
                                  "sentencepiece (the subword model has exactly --max_vocab pieces)")
   check_output_dir(prepare_config)
   if prepare_config.prepare_runner == "beam":
-    from seq2seq.data.prepare import beam_pipeline  # pylint: disable=import-outside-toplevel
-    return beam_pipeline.prepare(prepare_config, data_config, log)
+    return _beam_pipeline().prepare(prepare_config, data_config, log)
   return _prepare_locally(prepare_config, data_config, log)
+
+
+def _beam_pipeline():
+  """The Beam runner's module, imported only when asked for: the local runner needs no Beam."""
+  try:
+    from seq2seq.data.prepare import beam_pipeline  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    if not (e.name or "").startswith("apache_beam"):
+      raise
+    raise DataError("--prepare_runner=beam needs the Apache Beam package, which is not "
+                    "installed: pip install -e \".[beam]\" (or leave --prepare_runner at local, "
+                    "which needs none)") from None
+  return beam_pipeline
 
 
 def work_folders(prepare_config, resumable):
@@ -664,7 +676,7 @@ def _prepare_locally(prepare_config, data_config, log):
   finally:
     counter.close()
   vocabulary.save(prepared.vocab_path(work_out))
-  result = _report(prepare_config, data_config, report, split_counts, vocabulary, vocab_report,
+  result = build_report(prepare_config, data_config, report, split_counts, vocabulary, vocab_report,
                    counter.total, counter.spills, progress.decompressed,
                    time.perf_counter() - start)
   return finish(result, work_dir, work_out, output_dir, log)
@@ -764,7 +776,7 @@ def _subword_vocabulary(processor, counter):
       token_coverage=kept_tokens / counter.total if counter.total else 0.0)
 
 
-def _report(prepare_config, data_config, report, split_counts, vocabulary, vocab_report,
+def build_report(prepare_config, data_config, report, split_counts, vocabulary, vocab_report,
             training_tokens, spilled, decompressed, seconds):
   """The dict saved as OUTPUT_DIR/report.json."""
   return {

@@ -56,7 +56,7 @@ def _expand(spec):
   if spec == EMBEDDED_CORPUS:
     spec = embedded_corpus_dir()
   if prepared.is_prepared(spec):  # a --mode=prepare folder: its training split
-    return [prepared.split_path(spec, "train")]
+    return prepared.split_files(spec, "train")
   if os.path.isdir(spec):
     files = sorted(glob.glob(os.path.join(spec, "*.yml")) + glob.glob(os.path.join(spec, "*.yaml"))
                    + glob.glob(os.path.join(spec, "*.tsv")))

@@ -52,7 +52,7 @@ def eval_spec(data_config):
   if data_config.val_data:
     return data_config.val_data
   if prepared.is_prepared(data_config.data):
-    return prepared.split_path(data_config.data, "val")
+    return prepared.split_spec(data_config.data, "val")
   return data_config.data
 
 
@@ -62,8 +62,8 @@ def is_prepared_text(spec):
   if prepared.is_prepared(spec):
     return True
   directory = os.path.dirname(spec)
-  return (os.path.isfile(spec) and prepared.is_prepared(directory or ".")
-          and spec in [prepared.split_path(directory, split) for split in prepared.SPLITS])
+  return (prepared.is_prepared(directory or ".")
+          and spec in [prepared.split_spec(directory, split) for split in prepared.SPLITS])
 
 
 def read_examples(spec, data_config, log, what):
@@ -213,8 +213,8 @@ def _load_prepared(run_config, log):
                                    data_config.boundaries(), train_config.seed)
     return TrainingData(vocabulary, schedule(directory, "train data"),
                         schedule(val_spec, "val data") if has_val else None)
-  train = _streamed(prepared.split_path(directory, "train"), vocabulary, run_config)
-  log(f"train data: streaming {prepared.split_path(directory, 'train')} with tf.data "
+  train = _streamed(prepared.split_files(directory, "train"), vocabulary, run_config)
+  log(f"train data: streaming {prepared.split_spec(directory, 'train')} with tf.data "
       f"({report['pairs_written']['train']:,} pairs prepared, {train.batches_per_epoch} batches "
       "an epoch)")
   val = None
@@ -224,8 +224,8 @@ def _load_prepared(run_config, log):
                                 data_config.boundaries(), train_config.seed)
   elif has_val:  # a prepared val split: already tokenised, streamed like the training split
     try:
-      val = _streamed(prepared.split_path(data_config.val_data or directory, "val"), vocabulary,
-                      run_config)
+      val = _streamed(prepared.split_files(data_config.val_data or directory, "val"),
+                      vocabulary, run_config)
     except ValueError as e:
       log(f"val data: {e}; no validation")
   return TrainingData(vocabulary, train, val)

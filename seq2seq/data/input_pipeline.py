@@ -26,19 +26,26 @@ def _epoch_seed(seed, epoch, salt):
   return (int(seed) * 1000003 + int(epoch) * 7919 + salt) % (2 ** 31 - 1)
 
 
+def _files(path):
+  """A split file, or the list of a sharded split's files, as a list."""
+  return [path] if isinstance(path, str) else list(path)
+
+
 def count_batches(path, batch_size, boundaries, min_length, max_length):
-  """Batches an epoch of `path` makes, from one streaming pass over the lengths."""
+  """Batches an epoch of `path` (a file or a list of shard files) makes, from one streaming
+  pass over the lengths."""
   per_bucket = collections.Counter()
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      fields = line.rstrip("\n").split("\t")
-      if len(fields) != 2:
-        continue
-      source, target = len(fields[0].split()), len(fields[1].split())
-      if min(source, target) < min_length or max(source, target) > max_length:
-        continue
-      longest = max(source, target)
-      per_bucket[next(b for b in boundaries if longest <= b)] += 1
+  for name in _files(path):
+    with open(name, encoding="utf-8") as f:
+      for line in f:
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) != 2:
+          continue
+        source, target = len(fields[0].split()), len(fields[1].split())
+        if min(source, target) < min_length or max(source, target) > max_length:
+          continue
+        longest = max(source, target)
+        per_bucket[next(b for b in boundaries if longest <= b)] += 1
   return sum(math.ceil(n / batch_size) for n in per_bucket.values())
 
 
@@ -46,7 +53,8 @@ class DatasetSchedule:
   """Bucketed, deterministic batches streamed from a split file with tf.data.
 
   Args:
-    path: a prepared split file (one "source tokens<TAB>target tokens" pair a line).
+    path: a prepared split file (one "source tokens<TAB>target tokens" pair a line), or the
+      list of a sharded split's files.
     vocabulary: a vocab.Vocabulary; unknown tokens map to <UNK>.
     batch_size: pairs per batch (a bucket's last batch of an epoch may be smaller).
     boundaries: ascending padded source lengths; a pair goes to the first bucket >= its longer
@@ -110,7 +118,7 @@ class DatasetSchedule:
           decoder_input=tf.reshape(length + 1, [1]), target=tf.reshape(length + 1, [1]),
           target_weight=tf.reshape(length + 1, [1])))
 
-    lines = tf.data.TextLineDataset(self.path)
+    lines = tf.data.TextLineDataset(_files(self.path))
     lines = lines.filter(lambda line: tf.size(tf.strings.split(line, "\t")) == 2)
     lines = lines.shuffle(self.shuffle_buffer, seed=_epoch_seed(self.seed, epoch, 1),
                           reshuffle_each_iteration=False)

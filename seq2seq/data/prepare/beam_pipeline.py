@@ -269,9 +269,8 @@ def _results(p, files, prepare_config, data_config, shards, work_dir, work_out):
   return tuple(lines) | "AllLines" >> beam.Flatten() | beam.Map(json.dumps)
 
 
-def _run_pipeline(files, prepare_config, data_config, shards, work_dir, work_out, log):
+def _run_pipeline(options, files, prepare_config, data_config, shards, work_dir, work_out, log):
   """Runs the pipeline to the end; returns its result lines, parsed."""
-  options = options_of(prepare_config.beam_options)
   results = os.path.join(work_dir, "beam", "results.jsonl")
   _let_workers_import_this_package()
   log(f"prepare: running the Beam pipeline ({prepare_config.beam_options or 'DirectRunner'}) on "
@@ -364,10 +363,11 @@ def _complete_shards(work_out, shards):
 def prepare(prepare_config, data_config, log):
   """pipeline.prepare's work, as a Beam pipeline (the settings are checked by the caller)."""
   start = time.perf_counter()
+  options = options_of(prepare_config.beam_options)
   files = pipeline.input_files(prepare_config.input)
   shards = output_shards(prepare_config, files)
   output_dir, work_dir, work_out = pipeline.work_folders(prepare_config, resumable=False)
-  lines = _run_pipeline(files, prepare_config, data_config, shards, work_dir, work_out, log)
+  lines = _run_pipeline(options, files, prepare_config, data_config, shards, work_dir, work_out, log)
   report, split_counts, counts, top = _report_of(lines, files, shards)
   _complete_shards(work_out, shards)
   processor = None

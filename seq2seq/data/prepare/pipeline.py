@@ -546,10 +546,12 @@ def _encode_subwords(processor, work_dir, out_dir, data_config, report, counter)
 
 
 # What --mode=prepare writes: in OUTPUT_DIR (see seq2seq.data.prepared), and in its work folder
-# OUTPUT_DIR.partial (the Reddit index, the word counts, SentencePiece's word splits, out/).
+# OUTPUT_DIR.partial (the Reddit index, the word counts, SentencePiece's word splits, out/,
+# the Beam runner's results in beam/).
 _OUTPUT_NAMES = ("train.tsv", "val.tsv", "test.tsv", "vocab.txt", "vocab.txt.sha256",
-                 "report.json", "sentencepiece.model")
-_WORK_NAMES = ("out", "old", "*.sqlite", "*.sqlite-*", "*.words.tsv")
+                 "report.json", "sentencepiece.model", "train-*-of-*.tsv", "val-*-of-*.tsv",
+                 "test-*-of-*.tsv")
+_WORK_NAMES = ("out", "old", "beam", "*.sqlite", "*.sqlite-*", "*.words.tsv")
 
 
 def _foreign_output(path):
@@ -561,7 +563,7 @@ def _foreign_output(path):
     prepared.load_report(path)
   except (OSError, ValueError):
     return f"was not written by --mode=prepare (it has no {prepared.report_path('')} from it)"
-  others = sorted(names - set(_OUTPUT_NAMES))
+  others = sorted(n for n in names if not any(fnmatch.fnmatch(n, p) for p in _OUTPUT_NAMES))
   if others:
     return f"holds files --mode=prepare does not write: {', '.join(others[:5])}"
   return None

@@ -203,3 +203,19 @@ def test_bad_beam_options_name_the_flag(tmp_path, options):
   write_dump(str(tmp_path / "RC_1"), [comment("a1", "t3_x", Q), comment("b1", "a1", A)])
   with pytest.raises(config_lib.ConfigError, match="beam_options"):
     run(tmp_path, str(tmp_path / "RC_1"), prepare_runner="beam", beam_options=options)
+
+
+@pytest.mark.slow
+def test_training_streams_a_sharded_folder_as_the_single_file_one(tmp_path):
+  from seq2seq.data import datasets  # pylint: disable=import-outside-toplevel
+  from tests.test_input_pipeline import _epoch_pairs, _tiny_run_config  # pylint: disable=import-outside-toplevel
+  quirky_dumps(str(tmp_path))
+  _, local_out, _, beam_out = _both(tmp_path, str(tmp_path / "RC_*"), output_shards=3)
+  loaded = [datasets.load_training_data(_tiny_run_config(out, str(tmp_path / f"work{i}")),
+                                        log=lambda m: None) for i, out in enumerate(
+                                            (local_out, beam_out))]
+  assert loaded[1].train.path == prepared.split_files(beam_out, "train")
+  assert loaded[0].vocabulary == loaded[1].vocabulary
+  assert loaded[0].train.batches_per_epoch == loaded[1].train.batches_per_epoch
+  assert _epoch_pairs(loaded[0].train) == _epoch_pairs(loaded[1].train)
+  assert _epoch_pairs(loaded[0].val) == _epoch_pairs(loaded[1].val)

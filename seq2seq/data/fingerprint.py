@@ -45,7 +45,7 @@ def _flags(run_config, schedule):
 
 def examples_digest(schedule):
   """A sha256 of what `schedule` batches: a `data.BatchSchedule`'s encoded pairs, an
-  `input_pipeline.DatasetSchedule`'s file, an `lm_run.WindowSchedule`'s windows; None for
+  `input_pipeline.DatasetSchedule`'s file(s), an `lm_run.WindowSchedule`'s windows; None for
   another schedule. One pass over data the run has read already (or streams every epoch)."""
   digest = hashlib.sha256()
   if hasattr(schedule, "examples"):
@@ -56,10 +56,11 @@ def examples_digest(schedule):
     for inputs, targets in schedule.windows:
       for ids in (inputs, targets):
         digest.update(np.ascontiguousarray(ids).tobytes())
-  elif hasattr(schedule, "path"):
-    with open(schedule.path, "rb") as f:
-      for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
+  elif hasattr(schedule, "path"):  # a split file, or the list of a sharded split's files
+    for name in [schedule.path] if isinstance(schedule.path, str) else schedule.path:
+      with open(name, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+          digest.update(block)
   else:
     return None
   return digest.hexdigest()

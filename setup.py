@@ -27,6 +27,6 @@ setuptools.setup(
         "bleu": ["sacrebleu>=2.3"],  # --decode_reference: corpus BLEU
         "plot": ["matplotlib"],  # --plot_attention: the attention heat map
         # --prepare_runner=beam; 2.78 pins protobuf<7, which TensorFlow 2.21 (>=6.31.1) accepts
-        "beam": ["apache-beam==2.78.0", "sentencepiece>=0.2"],
+        "beam": ["apache-beam==2.78.0"],
     },
 )

@@ -2,13 +2,17 @@
 
     python benchmarks/prepare.py --size_mb=200 --formats=zst,bz2
     python benchmarks/prepare.py --size_mb=2000 --formats=zst --dir=/big/disk
+    python benchmarks/prepare.py --size_mb=200 --formats=zst --files=4 --runners=local,beam
 
 Generation (not timed) writes a dump of about --size_mb decompressed bytes with realistic
 fields: ~20 keys a record, int or string created_utc, replies whose parent comes before or
 after them, deleted bodies, bots, URLs, low scores, long comments. Each prepare then runs in a
 fresh subprocess, so its peak RSS (resource.getrusage) is its own; the subprocess also reports
 its RSS right after the imports, so the growth due to the data is visible, and the largest
-peak RSS of its parse workers (RUSAGE_CHILDREN). Prints one JSON line per run, then a table.
+peak RSS of its parse workers (RUSAGE_CHILDREN). `--files=N` cuts the dump into N consecutive "monthly"
+files (parents may be in the previous file), which the Beam runner parses in parallel;
+`--runners=local,beam` times both runners on the same files (Beam: the DirectRunner with
+--beam_workers processes). Prints one JSON line per run, then a table.
 """
 import argparse
 import json
@@ -42,8 +46,9 @@ def _body(rng):
   return text
 
 
-def generate(path, size_mb, seed=0):
-  """Writes a synthetic RC dump of about size_mb decompressed MB; returns (bytes, records)."""
+def generate(path, size_mb, seed=0, first_id=36 ** 5):
+  """Writes a synthetic RC dump of about size_mb decompressed MB, comment ids from
+  first_id + 1 on; returns (bytes, records, the last id)."""
   import bz2  # pylint: disable=import-outside-toplevel
   import orjson  # pylint: disable=import-outside-toplevel
   rng = random.Random(seed)
@@ -58,7 +63,7 @@ def generate(path, size_mb, seed=0):
   else:
     out = open(path, "wb")  # pylint: disable=consider-using-with
   written = records = 0
-  next_id = 36 ** 5
+  next_id = first_id
   while written < target:
     next_id += 1
     cid = next_id
@@ -85,7 +90,7 @@ def generate(path, size_mb, seed=0):
   out.close()
   if path.endswith(".zst"):
     raw.close()
-  return written, records
+  return written, records, next_id
 
 
 def _b36(number):
@@ -102,33 +107,61 @@ def _cpu_seconds(who):
   return usage.ru_utime + usage.ru_stime
 
 
-def run_one(path, output_dir, parse_workers=-1):
+def run_one(spec, output_dir, parse_workers=-1, runner="local", beam_workers=2):
   """Runs prepare in this process and prints one JSON line of measurements."""
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from seq2seq import config as config_lib  # pylint: disable=import-outside-toplevel
   from seq2seq.data.prepare import pipeline  # pylint: disable=import-outside-toplevel
   rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  beam_options = (f"--direct_num_workers={beam_workers} --direct_running_mode=multi_processing"
+                  if runner == "beam" else "")
   start = time.perf_counter()
   report = pipeline.prepare(
-      config_lib.PrepareConfig(input=path, input_format="reddit", output_dir=output_dir,
-                               progress_seconds=30, parse_workers=parse_workers),
+      config_lib.PrepareConfig(input=spec, input_format="reddit", output_dir=output_dir,
+                               progress_seconds=30, parse_workers=parse_workers,
+                               prepare_runner=runner, beam_options=beam_options),
       config_lib.DataConfig(), log=lambda m: print(m, file=sys.stderr, flush=True))
   seconds = time.perf_counter() - start
   pairs = sum(report["pairs_written"].values())
+  files = report["files"]
+  cores = os.cpu_count() or 1
   print(json.dumps({
-      "file": os.path.basename(path), "compressed_mb": round(os.path.getsize(path) / 2 ** 20, 1),
+      "file": os.path.basename(files[0]) + (f" +{len(files) - 1}" if len(files) > 1 else ""),
+      "runner": runner, "cores": cores,
+      "compressed_mb": round(sum(map(os.path.getsize, files)) / 2 ** 20, 1),
       "decompressed_mb": round(report["decompressed_bytes"] / 2 ** 20, 1),
       "lines": report["lines_read"], "pairs": pairs, "seconds": round(seconds, 2),
       "mb_per_s": round(report["decompressed_bytes"] / 2 ** 20 / seconds, 2),
       "pairs_per_s": round(pairs / seconds, 1),
+      "comments_per_s_per_core": round(report["lines_read"] / seconds / cores, 1),
       "rss_after_imports_mb": round(rss_after_imports, 1),
-      "parse_workers": pipeline.parse_workers(parse_workers),
+      "workers": beam_workers if runner == "beam" else pipeline.parse_workers(parse_workers),
       "cpu_main_s": round(_cpu_seconds(resource.RUSAGE_SELF), 2),
       "cpu_workers_s": round(_cpu_seconds(resource.RUSAGE_CHILDREN), 2),
       "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
       "worker_peak_rss_mb": round(
           resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)}),
         flush=True)
+
+
+def _inputs(directory, size, fmt, files):
+  """The glob of the synthetic dump of `size` MB in `files` parts, generated if missing."""
+  suffix = "" if fmt == "plain" else "." + fmt
+  if files == 1:
+    names = [f"RC_synthetic-{size}MB{suffix}"]
+  else:
+    names = [f"RC_synthetic-{size}MB-part{i + 1}of{files}{suffix}" for i in range(files)]
+  last_id = 36 ** 5
+  for number, name in enumerate(names):
+    path = os.path.join(directory, name)
+    if os.path.exists(path):
+      continue
+    start = time.perf_counter()
+    written, records, last_id = generate(path, size / files, seed=number, first_id=last_id)
+    print(f"generated {path}: {records:,} records, {written / 2**20:.0f} MB in "
+          f"{time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
+  return os.path.join(directory, names[0] if files == 1 else
+                      f"RC_synthetic-{size}MB-part*of{files}{suffix}")
 
 
 def main():
@@ -139,34 +172,38 @@ def main():
   parser.add_argument("--dir", default="/tmp/seq2seq_prepare_bench")
   parser.add_argument("--parse_workers", type=int, default=-1,
                       help="prepare's --parse_workers (-1 = one per core, at most 4)")
-  parser.add_argument("--run_one", nargs=2, metavar=("INPUT", "OUTPUT_DIR"), help=argparse.SUPPRESS)
+  parser.add_argument("--files", type=int, default=1,
+                      help="cut each dump into this many consecutive files")
+  parser.add_argument("--runners", default="local", help="comma-separated: local, beam")
+  parser.add_argument("--beam_workers", type=int, default=2,
+                      help="DirectRunner worker processes (multi_processing mode)")
+  parser.add_argument("--run_one", nargs=3, metavar=("INPUT", "OUTPUT_DIR", "RUNNER"),
+                      help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.run_one:
-    run_one(*args.run_one, parse_workers=args.parse_workers)
+    spec, output_dir, runner = args.run_one
+    run_one(spec, output_dir, args.parse_workers, runner, args.beam_workers)
     return
   os.makedirs(args.dir, exist_ok=True)
   results = []
   for size in args.size_mb:
     for fmt in args.formats.split(","):
-      suffix = "" if fmt == "plain" else "." + fmt
-      path = os.path.join(args.dir, f"RC_synthetic-{size}MB{suffix}")
-      if not os.path.exists(path):
-        start = time.perf_counter()
-        written, records = generate(path, size)
-        print(f"generated {path}: {records:,} records, {written / 2**20:.0f} MB in "
-              f"{time.perf_counter() - start:.0f}s", file=sys.stderr, flush=True)
-      out = subprocess.run([sys.executable, os.path.abspath(__file__), "--run_one", path,
-                            os.path.join(args.dir, "prepared"),
-                            f"--parse_workers={args.parse_workers}"],
-                           check=True, stdout=subprocess.PIPE, text=True)
-      line = out.stdout.strip().splitlines()[-1]
-      print(line, flush=True)
-      results.append(json.loads(line))
-  print(f"\n{'file':<28} {'MB in':>7} {'MB/s':>6} {'pairs':>9} {'pairs/s':>8} "
-        f"{'RSS@import':>10} {'peak RSS':>9} {'worker RSS':>10}")
+      spec = _inputs(args.dir, size, fmt, args.files)
+      for runner in args.runners.split(","):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--run_one", spec,
+                              os.path.join(args.dir, "prepared"), runner,
+                              f"--parse_workers={args.parse_workers}",
+                              f"--beam_workers={args.beam_workers}"],
+                             check=True, stdout=subprocess.PIPE, text=True)
+        line = out.stdout.strip().splitlines()[-1]
+        print(line, flush=True)
+        results.append(json.loads(line))
+  print(f"\n{'file':<36} {'runner':>6} {'MB in':>7} {'MB/s':>6} {'pairs':>9} {'seconds':>8} "
+        f"{'comments/s/core':>15} {'RSS@import':>10} {'peak RSS':>9} {'worker RSS':>10}")
   for r in results:
-    print(f"{r['file']:<28} {r['decompressed_mb']:>7.0f} {r['mb_per_s']:>6.1f} {r['pairs']:>9,} "
-          f"{r['pairs_per_s']:>8.0f} {r['rss_after_imports_mb']:>8.0f}MB {r['peak_rss_mb']:>7.0f}MB "
+    print(f"{r['file']:<36} {r['runner']:>6} {r['decompressed_mb']:>7.0f} {r['mb_per_s']:>6.1f} "
+          f"{r['pairs']:>9,} {r['seconds']:>8.1f} {r['comments_per_s_per_core']:>15,.0f} "
+          f"{r['rss_after_imports_mb']:>8.0f}MB {r['peak_rss_mb']:>7.0f}MB "
           f"{r['worker_peak_rss_mb']:>8.0f}MB")
 
 

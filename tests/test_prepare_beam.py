@@ -1,5 +1,6 @@
 """--prepare_runner=beam: the same prepared folder as the local runner, pair for pair."""
 import gzip
+import importlib.util
 import os
 import random
 import subprocess
@@ -13,8 +14,9 @@ from seq2seq.data import prepared
 from seq2seq.data.prepare import pipeline
 from tests.prepare_helpers import comment, read_split, run, write_dump
 
-beam = pytest.importorskip("apache_beam", reason="apache-beam is not installed: "
-                           "pip install -e \".[beam]\" to run the Beam runner's tests")
+needs_beam = pytest.mark.skipif(
+    importlib.util.find_spec("apache_beam") is None,
+    reason="apache-beam is not installed: pip install -e \".[beam]\" runs the Beam runner's tests")
 
 Q = "what do you think about this plan"
 A = "i think it is a really good idea"
@@ -96,6 +98,7 @@ def _assert_same_folder(local_out, beam_out):
       assert a.read() == b.read(), name
 
 
+@needs_beam
 @pytest.mark.parametrize("months", [("2015-01", "2015-02", "2015-03", "2015-04"),
                                     ("2015-04", "2015-03", "2015-02", "2015-01")],
                          ids=["parents-later", "parents-earlier"])
@@ -109,6 +112,7 @@ def test_beam_output_equals_local_output(tmp_path, months):
   assert _comparable(beam_report) == _comparable(local_report)
 
 
+@needs_beam
 def test_beam_all_replies_and_coverage_vocabulary(tmp_path):
   quirky_dumps(str(tmp_path))
   local_report, local_out, beam_report, beam_out = _both(
@@ -117,6 +121,7 @@ def test_beam_all_replies_and_coverage_vocabulary(tmp_path):
   assert _comparable(beam_report) == _comparable(local_report)
 
 
+@needs_beam
 def test_beam_top_words_cut_ties_alphabetically(tmp_path):
   quirky_dumps(str(tmp_path))
   local_report, local_out, beam_report, beam_out = _both(tmp_path, str(tmp_path / "RC_*"),
@@ -125,6 +130,7 @@ def test_beam_top_words_cut_ties_alphabetically(tmp_path):
   assert beam_report["vocabulary"] == local_report["vocabulary"]
 
 
+@needs_beam
 def test_sharded_output_holds_the_same_pairs_and_is_read_by_data(tmp_path):
   quirky_dumps(str(tmp_path))
   local_report, local_out, beam_report, beam_out = _both(tmp_path, str(tmp_path / "RC_*"),
@@ -142,6 +148,7 @@ def test_sharded_output_holds_the_same_pairs_and_is_read_by_data(tmp_path):
                                                      output_dir=beam_out))  # may be replaced
 
 
+@needs_beam
 @pytest.mark.slow
 def test_beam_multi_process_direct_runner(tmp_path):
   quirky_dumps(str(tmp_path))
@@ -152,6 +159,7 @@ def test_beam_multi_process_direct_runner(tmp_path):
   assert _comparable(beam_report) == _comparable(local_report)
 
 
+@needs_beam
 @pytest.mark.slow
 def test_beam_sentencepiece_equals_local(tmp_path):
   pytest.importorskip("sentencepiece")
@@ -198,6 +206,7 @@ def test_settings_that_do_not_fit_the_runner(overrides, flag):
     config_lib.PrepareConfig(input="x", **overrides)
 
 
+@needs_beam
 @pytest.mark.parametrize("options", ["direct_num_workers=2", "--runner='DirectRunner"])
 def test_bad_beam_options_name_the_flag(tmp_path, options):
   write_dump(str(tmp_path / "RC_1"), [comment("a1", "t3_x", Q), comment("b1", "a1", A)])
@@ -205,6 +214,7 @@ def test_bad_beam_options_name_the_flag(tmp_path, options):
     run(tmp_path, str(tmp_path / "RC_1"), prepare_runner="beam", beam_options=options)
 
 
+@needs_beam
 @pytest.mark.slow
 def test_training_streams_a_sharded_folder_as_the_single_file_one(tmp_path):
   from seq2seq.data import datasets  # pylint: disable=import-outside-toplevel

@@ -55,7 +55,8 @@ def output_shards(prepare_config, files):
 
 
 def options_of(beam_options):
-  """PipelineOptions from the --beam_options string. Raises ConfigError on a stray word."""
+  """PipelineOptions from the --beam_options string (workers log warnings and errors unless
+  it says otherwise). Raises ConfigError on a stray word."""
   try:
     words = shlex.split(beam_options)
   except ValueError as e:
@@ -65,6 +66,8 @@ def options_of(beam_options):
     raise config_lib.ConfigError(
         "beam_options", f"{stray[0]!r} is not an option; write each as --name=value, e.g. "
         "\"--direct_num_workers=2 --direct_running_mode=multi_processing\"")
+  if not any(w.startswith("--default_sdk_harness_log_level") for w in words):
+    words.append("--default_sdk_harness_log_level=WARNING")  # not each worker's start and stop
   return pipeline_options.PipelineOptions(words)
 
 

@@ -21,6 +21,7 @@ import fnmatch
 import glob
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -626,6 +627,10 @@ def prepare(prepare_config, data_config, log=print):
 
 def _beam_pipeline():
   """The Beam runner's module, imported only when asked for: the local runner needs no Beam."""
+  # Beam logs each worker's start and stop at INFO, and its GCP modules warn on import about
+  # client libraries that only the Dataflow runner uses.
+  logging.getLogger("apache_beam").setLevel(logging.WARNING)
+  logging.getLogger("apache_beam.io.gcp").setLevel(logging.ERROR)
   try:
     from seq2seq.data.prepare import beam_pipeline  # pylint: disable=import-outside-toplevel
   except ImportError as e:

@@ -229,3 +229,16 @@ def test_training_streams_a_sharded_folder_as_the_single_file_one(tmp_path):
   assert loaded[0].train.batches_per_epoch == loaded[1].train.batches_per_epoch
   assert _epoch_pairs(loaded[0].train) == _epoch_pairs(loaded[1].train)
   assert _epoch_pairs(loaded[0].val) == _epoch_pairs(loaded[1].val)
+
+
+@needs_beam
+def test_beam_without_a_pair_is_the_local_error(tmp_path):
+  write_dump(str(tmp_path / "RC_1"), [comment("a1", "t3_x", Q), b"{not json",
+                                      comment("b1", "a1", A, score=1)])
+  messages = []
+  for runner in ("local", "beam"):
+    with pytest.raises(corpus.DataError, match="no usable pair") as error:
+      run(tmp_path / runner, str(tmp_path / "RC_1"), prepare_runner=runner)
+    messages.append(str(error.value))
+    assert not os.path.exists(tmp_path / runner / "out")
+  assert messages[0] == messages[1]

@@ -161,12 +161,13 @@ class JoinReplies(_CountingDoFn):
 
 
 def _train_on_sample(sample, model_path, prepare_config, data_config):
-  """Trains SentencePiece on the sampled training pairs, in their output order; writes the
-  model to `model_path` and returns its bytes (b"" when there is no training pair)."""
+  """Trains SentencePiece on the sampled training pairs, (parent id, reply id, source text,
+  target text), in their output order; writes the model to `model_path` and returns its
+  bytes (b"" when there is no training pair)."""
   if not sample:
     return b""
   sentences = (side for *_, source, target in sorted(sample, key=lambda pair: pair[:2])
-               for side in (" ".join(source), " ".join(target)))
+               for side in (source, target))
   with tempfile.TemporaryDirectory() as folder:
     prefix = os.path.join(folder, "sentencepiece")
     pipeline.train_sentencepiece(sentences, prefix, prepare_config, data_config, logging.info)
@@ -244,7 +245,8 @@ def _results(p, files, prepare_config, data_config, shards, work_dir, work_out):
   else:
     model_path = prepared.sentencepiece_path(work_out)
     model = beam.pvalue.AsSingleton(
-        joined.pairs | beam.Filter(lambda kv: kv[0][0] == "train") | beam.Values()
+        joined.pairs | beam.Filter(lambda kv: kv[0][0] == "train")
+        | beam.MapTuple(lambda _, v: (v[0], v[1], " ".join(v[2]), " ".join(v[3])))  # compact
         | beam.combiners.Sample.FixedSizeGlobally(_SAMPLE_PAIRS)
         | "TrainSentencePiece" >> beam.Map(_train_on_sample, model_path, prepare_config,
                                            data_config))

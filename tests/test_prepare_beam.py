@@ -1,6 +1,7 @@
 """--prepare_runner=beam: the same prepared folder as the local runner, pair for pair."""
 import gzip
 import importlib.util
+import json
 import os
 import random
 import subprocess
@@ -72,7 +73,6 @@ def quirky_dumps(folder, months=("2015-01", "2015-02", "2015-03", "2015-04")):
 
 
 def write_dump_line(record):
-  import json  # pylint: disable=import-outside-toplevel
   return json.dumps(record).encode() + b"\n"
 
 

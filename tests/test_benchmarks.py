@@ -1,15 +1,26 @@
 """The train-step benchmark runs end to end on a CPU, LM workloads included (shrunk)."""
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+import unittest
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import compile_stages
 from benchmarks import kernel_profile
+from benchmarks import workloads
+from ops import losses
+from seq2seq import config as config_lib
+from seq2seq.data import batches
+from seq2seq.models import encoder_decoder
+from seq2seq.models import language_model
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -325,6 +336,104 @@ class OpCountTest(tf.test.TestCase):
     # Function bodies count too (the compiled parts, the gradients).
     self.assertGreater(plain["ops"], 1000)
     self.assertGreater(dropout["ops"], plain["ops"])
+
+
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+TINY = dict(batch=4, steps=5, embed=8, hidden=6, vocab=50, layers=2)
+
+
+def engine_weights(model):
+  """A `Seq2Seq` or `LanguageModel`'s weights as NumPy, in `torch_models`' `load_engine` form."""
+  cells = lambda stack: [(c.w_input.numpy(), c.w_hidden.numpy(), c.bias.numpy()) for c in stack]
+  table = (model.embedding if isinstance(model, language_model.LanguageModel)
+           else model.source_embedding).table
+  weights = {"embedding": table.numpy(), "forget_bias": model.config.forget_bias,
+             "projection_kernel": model.projection_kernel.numpy(),
+             "projection_bias": model.projection_bias.numpy()}
+  if isinstance(model, language_model.LanguageModel):
+    return dict(weights, encoder=cells(model.cells))
+  weights.update(encoder=cells(model.encoder_cells), decoder=cells(model.decoder_cells))
+  if model.bidirectional:
+    weights.update(
+        encoder_backward=cells(model.encoder_backward_cells),
+        bridge=[[(k.numpy(), b.numpy()) for k, b in zip(kernels, biases)]
+                for kernels, biases in zip(model.bridge.kernels, model.bridge.biases)],
+        attention_memory_kernel=model.attention.memory_kernel.numpy(),
+        attention_output_kernel=model.attention.output_kernel.numpy())
+  return weights
+
+
+@unittest.skipUnless(HAS_TORCH, "PyTorch is not installed (pip install torch)")
+class TorchPeerTest(tf.test.TestCase):
+  """The PyTorch peers do the engine's work: started from the engine's weights, on the same
+  batch, they give the engine's loss and global gradient norm."""
+
+  def _engine(self, kind, **options):
+    """(built engine model, its first train step's loss and gradient norm) at the TINY size,
+    float32, no dropout, the step run on `synthetic_batch` (or `synthetic_window`)."""
+    config = config_lib.ModelConfig(num_layers=TINY["layers"], hidden_size=TINY["hidden"],
+                                    embedding_size=TINY["embed"], **options)
+    model_class = language_model.LanguageModel if kind == "lm" else encoder_decoder.Seq2Seq
+    model = model_class(config, TINY["vocab"], seed=3)
+    model.build()
+    weights = engine_weights(model)  # before the step changes them
+    optimizer = optimizers.make_optimizer(config_lib.TrainConfig(), model.trainable_variables)
+    sampled = workloads.num_sampled("reddit_100k", TINY["vocab"]) if kind == "sampled" else 0
+    if kind == "lm":
+      step = train_step_lib.make_lm_train_step(model, optimizer, max_grad_norm=5.0)
+      window = workloads.synthetic_window(TINY["batch"], TINY["steps"], TINY["vocab"])
+      loss, norm, _, _ = step(*window, model.initial_state(TINY["batch"]))
+    else:
+      step = train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
+                                            num_sampled=sampled)
+      batch = workloads.synthetic_batch(TINY["batch"], TINY["steps"], TINY["vocab"])
+      loss, norm, _ = step(batches.Batch(*(tf.constant(x) for x in batch)))
+    return weights, float(loss), float(norm)
+
+  def _peer(self, kind, weights, candidates=None):
+    """(loss, global gradient norm of the engine's parameters) of the peer's first step."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from benchmarks import torch_peers  # pylint: disable=import-outside-toplevel
+    workload = {"seq2seq": "cpu_small", "attention": "m30k_attention", "lm": "ptb_large",
+                "sampled": "reddit_100k"}[kind]
+    override = [f"{name}={value}" for name, value in TINY.items()]
+    model, loss_fn, inputs, _ = torch_peers.build(workload, 1.0, torch.device("cpu"), override)
+    if candidates is not None:
+      loss_fn = torch_peers.seq2seq_loss(model, len(candidates), torch.as_tensor(candidates))
+    model.load_engine(weights)
+    loss = loss_fn(inputs)
+    loss.backward()
+    # nn.LSTM's second bias (bias_hh) repeats the gradient of the engine's one bias.
+    grads = [p.grad for name, p in model.named_parameters() if "bias_hh" not in name]
+    return float(loss.detach()), float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(g) for g in grads])))
+
+  def _check(self, kind, candidates=None, **options):
+    weights, engine_loss, engine_norm = self._engine(kind, **options)
+    peer_loss, peer_norm = self._peer(kind, weights, candidates)
+    self.assertAllClose(engine_loss, peer_loss, rtol=1e-5)
+    self.assertAllClose(engine_norm, peer_norm, rtol=1e-5)
+    self.assertGreater(engine_loss, 1.0)  # a real loss, not an empty batch
+
+  def test_seq2seq_peer_matches_the_engine(self):
+    self._check("seq2seq")
+
+  def test_attention_peer_matches_the_engine(self):
+    """OpenNMT-py's form: bidirectional cuDNN encoder, LSTMCell loop, Luong general
+    attention with input feeding, and the engine's bridge."""
+    self._check("attention", encoder="bi", attention="luong")
+
+  def test_language_model_peer_matches_the_engine(self):
+    self._check("lm", model="lm")
+
+  def test_sampled_softmax_peer_matches_the_engine(self):
+    """reddit_100k's loss: the engine's first step draws its candidates from (seed 0,
+    step 0); the peer scores the same ones."""
+    sampled = workloads.num_sampled("reddit_100k", TINY["vocab"])
+    candidates = losses.log_uniform_sample(
+        sampled, TINY["vocab"], train_step_lib.sampling_seed(0, tf.constant(0, tf.int64)))
+    self._check("sampled", candidates=candidates.numpy().astype(np.int64))
 
 
 if __name__ == "__main__":

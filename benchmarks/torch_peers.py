@@ -33,9 +33,7 @@ from torch import nn
 from benchmarks import torch_models
 from benchmarks import workloads
 
-# name: (autocast to bfloat16, TF32 allowed)
-VARIANTS = {"torch_fp32": (False, False), "torch_tf32": (False, True),
-            "torch_bf16": (True, True)}
+VARIANTS = workloads.TORCH_VARIANTS  # name: (autocast to bfloat16, TF32 allowed)
 MAX_GRAD_NORM = 5.0
 LEARNING_RATE = 1e-3
 MODELS = {"seq2seq": torch_models.Seq2SeqPeer, "attention": torch_models.AttentionPeer,

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from benchmarks import compile_stages
 from benchmarks import kernel_profile
+from benchmarks import peer_process
 from benchmarks import workloads
 from ops import clipping
 from ops import losses
@@ -67,10 +68,12 @@ PER_GATE_SUFFIX = "_pergate"
 ENGINE_VARIANTS.update({name + PER_GATE_SUFFIX: ENGINE_VARIANTS[name]
                         for name in ("engine_xla_bf16_gpuemb", "engine_xla_bf16",
                                      "engine_xla_gpuemb", "engine")})
-VARIANTS = tuple(ENGINE_VARIANTS) + ("keras",)
+PEERS = ("keras",) + tuple(workloads.TORCH_VARIANTS)  # torch_*: benchmarks.torch_peers
+VARIANTS = tuple(ENGINE_VARIANTS) + PEERS
 
 flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
-flags.DEFINE_list("variants", ["engine", "keras"], f"among {', '.join(VARIANTS)}")
+flags.DEFINE_list("variants", ["engine", "keras"], f"among {', '.join(VARIANTS)}; the torch_* "
+                  "peers run first, in a process of their own (benchmarks.torch_peers)")
 flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
@@ -499,19 +502,49 @@ def main(argv):
 
 
 def measure_all(dump_folder):
-  """Measures every chosen workload and variant, prints their JSON lines and a table."""
+  """Measures every chosen workload and variant, prints their JSON lines and the tables."""
+  torch_variants = [v for v in FLAGS.variants if v in workloads.TORCH_VARIANTS]
+  # Before TensorFlow takes the GPU (peer_process).
+  peer_rows = peer_process.torch_rows(FLAGS.workloads, torch_variants, FLAGS.steps,
+                                      FLAGS.warmup, FLAGS.keep_prob, FLAGS.override)
   ceiling = {"fp32": matmul_ceiling(tf.float32), "bf16": matmul_ceiling(tf.bfloat16)}
   print(json.dumps({"matmul_ceiling_tflops": ceiling}), flush=True)
   rows = []
   for workload in FLAGS.workloads:
     for variant in FLAGS.variants:
-      cached = xla_cache.cached_executables(FLAGS.xla_cache_dir) if FLAGS.xla_cache_dir else []
-      row = measure(workload, variant, ceiling, dump_folder)
-      if FLAGS.xla_cache_dir:  # compiled steps found in the cache, and newly written to it
-        written = len(xla_cache.cached_executables(FLAGS.xla_cache_dir)) - len(cached)
-        row["xla_cache"] = {"before": len(cached), "written": written}
+      if variant in torch_variants:
+        row = with_ceiling(peer_rows[(workload, variant)], ceiling)
+      else:
+        row = measure_cached(workload, variant, ceiling, dump_folder)
       rows.append(row)
       emit(row)
+  print_table(rows)
+  for ratio in peer_ratios(rows):
+    emit(ratio)
+  print_ratios(rows)
+  print_profiles(rows)
+
+
+def measure_cached(workload, variant, ceiling, dump_folder):
+  """`measure`, noting with --xla_cache_dir the compiled steps found in the cache and
+  newly written to it."""
+  cached = xla_cache.cached_executables(FLAGS.xla_cache_dir) if FLAGS.xla_cache_dir else []
+  row = measure(workload, variant, ceiling, dump_folder)
+  if FLAGS.xla_cache_dir:
+    written = len(xla_cache.cached_executables(FLAGS.xla_cache_dir)) - len(cached)
+    row["xla_cache"] = {"before": len(cached), "written": written}
+  return row
+
+
+def with_ceiling(row, ceiling):
+  """A peer process's row with its share of this run's matmul ceiling in its precision."""
+  if "skipped" in row:
+    return row
+  bound = ceiling[row["precision"]]
+  return dict(row, ceiling_tflops=bound, percent_of_ceiling=100 * row["model_tflops"] / bound)
+
+
+def print_table(rows):
   print(f"\n{'workload':16} {'variant':10} {'step ms':>9} {'pipe ms':>8} {'tok/s':>10} "
         f"{'pos/s pipe':>10} {'TFLOP/s':>8} {'%ceil':>6} {'first s':>8} {'peak MB':>9} "
         f"{'vs keras':>8} {'pipe':>5}")
@@ -535,7 +568,29 @@ def measure_all(dump_folder):
       print(f"{row['workload']} {row['variant']}: a fresh batch each step, moved by the loop's "
             f"prefetcher: {row['prefetched_step_ms']:.2f} ms a step back to back "
             f"({row['positions_per_sec_prefetched']:.0f} positions/s)")
-  print_profiles(rows)
+
+
+def peer_ratios(rows):
+  """For each engine row and each peer row of its workload in this run: how many times the
+  peer's step time the engine's is, waited for and back to back (> 1: the engine is faster)."""
+  measured = [row for row in rows if "skipped" not in row]
+  return [{"ratio": {"workload": engine["workload"], "engine": engine["variant"],
+                     "peer": peer["variant"],
+                     "waited": peer["step_ms"] / engine["step_ms"],
+                     "back_to_back": peer["pipelined_step_ms"] / engine["pipelined_step_ms"]}}
+          for engine in measured if engine["variant"] in ENGINE_VARIANTS
+          for peer in measured
+          if peer["variant"] in PEERS and peer["workload"] == engine["workload"]]
+
+
+def print_ratios(rows):
+  ratios = [line["ratio"] for line in peer_ratios(rows)]
+  if ratios:
+    print("\nengine / peer in this run (the peer's step time over the engine's; > 1: the "
+          "engine is faster):")
+  for ratio in ratios:
+    print(f"  {ratio['workload']:16} {ratio['engine']:26} / {ratio['peer']:10} "
+          f"waited {ratio['waited']:5.2f}x  back to back {ratio['back_to_back']:5.2f}x")
 
 
 def print_profiles(rows):

@@ -34,6 +34,9 @@ WORKLOADS = {
 # The training loss of a workload: a sampled softmax over this many candidates
 # (`ops.losses.sampled_sequence_loss`, train.py --num_sampled); the others the full softmax.
 NUM_SAMPLED = {"reddit_100k": 1024}
+# The PyTorch peers (`benchmarks.torch_peers`), name: (autocast to bfloat16, TF32 allowed).
+TORCH_VARIANTS = {"torch_fp32": (False, False), "torch_tf32": (False, True),
+                  "torch_bf16": (True, True)}
 SIZES = ("batch", "steps", "embed", "hidden", "vocab", "layers")  # WORKLOADS' B, T, E, H, V, layers
 LMWindow = collections.namedtuple("LMWindow", ["inputs", "targets"])
 

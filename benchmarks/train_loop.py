@@ -1,0 +1,200 @@
+"""The training loop's own pace: `train.py` on generated data of a workload's shape, read from
+its log, beside the isolated step of `benchmarks.train_step`.
+
+    python -m benchmarks.train_loop --workloads=seed_b256 --variants=engine_xla_bf16_gpuemb
+    python -m benchmarks.train_loop --workloads=cpu_small --variants=engine --loop_steps=30 \
+        --loop_warmup=10 --log_every=10 --pairs=2000 --override=batch=8,hidden=32,embed=32
+
+For each workload and variant it writes a corpus of `--pairs` random pairs (or, for the LM
+workloads, lines of running text) whose lengths and vocabulary are the workload's, runs
+`python train.py` on it in a fresh workdir with the workload's sizes and the variant's step
+flags for `--loop_warmup` + `--loop_steps` steps, and reads the log lines train.py prints every
+`--log_every` steps (`tok/s=... time/batch=...`). The figure counts only the log windows that
+start at or after step `--loop_warmup`, so the compilation of the step and the first steps are
+left out; checkpoints are written at the end only. Variant `defaults` passes no step flags:
+what `python train.py` does with only data and size flags.
+
+Then, with `--isolated` (default), it times the same step in this process as
+`benchmarks.train_step` does (its flags apply here too), so the table shows what the loop adds
+to the step: `loop ms` against `pipe ms`, the step issued back to back.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+
+from benchmarks import train_step as bench
+from benchmarks import workloads
+
+flags.DEFINE_integer("loop_steps", 500, "steps measured, after --loop_warmup")
+flags.DEFINE_integer("loop_warmup", 100, "steps before the measured ones (compilation, the "
+                     "first steps); a multiple of --log_every")
+flags.DEFINE_integer("log_every", 50, "train.py --log_every: the log windows the figure is read "
+                     "from")
+flags.DEFINE_integer("pairs", 50000, "generated training pairs (LM: lines) per workload")
+flags.DEFINE_bool("isolated", True, "also time the isolated step in this process "
+                  "(benchmarks.train_step.measure) after the loops have run")
+FLAGS = flags.FLAGS
+DEFAULTS = "defaults"  # the variant that passes train.py no step flags
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOG_LINE = re.compile(r"^(\d+)/\d+ .* tok/s=(\d+) time/batch=([0-9.]+)s ")
+
+
+def write_corpus(path, kind, steps, vocab, pairs, seed=0):
+  """Writes `pairs` random tab-separated pairs (LM: `pairs` lines) of words w4 .. w{V-1}, each
+  side of a length uniform in [T/2, T - 1], so that the vocabulary fills V entries with the
+  4 special tokens. Words are drawn uniformly: every one is frequent enough to be kept."""
+  rng = np.random.default_rng(seed)
+  words = np.array([f"w{i}" for i in range(vocab)])
+  low, high = max(steps // 2, 1), max(steps - 1, 1)
+
+  def sentence():
+    return " ".join(words[rng.integers(4, vocab, rng.integers(low, high + 1))])
+  with open(path, "w", encoding="utf-8") as f:
+    for _ in range(pairs):
+      f.write(sentence() + "\n" if kind == "lm" else f"{sentence()}\t{sentence()}\n")
+
+
+def step_flags(variant):
+  """train.py's flags for an engine variant of `benchmarks.train_step` (none for `defaults`)."""
+  if variant == DEFAULTS:
+    return []
+  jit_compile, precision, embedding_device, unroll = bench.ENGINE_VARIANTS[variant]
+  unroll_steps = unroll[len("dynamic"):] if unroll.startswith("dynamic") else ""
+  return ([f"--jit_compile={str(jit_compile).lower()}", f"--precision={precision}",
+           f"--embedding_device={embedding_device}", f"--unroll={unroll.rstrip('0123456789')}"]
+          + ([f"--unroll_steps={unroll_steps}"] if unroll_steps else [])
+          + (["--per_gate_hidden_gradient"] if variant.endswith(bench.PER_GATE_SUFFIX) else []))
+
+
+def model_flags(workload):
+  """train.py's flags for the workload's model, sizes and loss."""
+  kind, batch, steps, embed, hidden, vocab, layers = bench.workload_sizes(workload)
+  sizes = [f"--batch_size={batch}", f"--hidden_size={hidden}", f"--embedding_size={embed}",
+           f"--num_layers={layers}", f"--max_vocab={vocab}", f"--keep_prob={FLAGS.keep_prob}"]
+  if kind == "lm":
+    return sizes + ["--model=lm", f"--num_steps={steps}"]
+  sampled = bench.workload_num_sampled(workload)
+  return sizes + ([f"--num_sampled={sampled}"] if sampled else []) + (
+      ["--encoder=bi", "--attention=luong"] if kind == "attention" else []) + [
+          f"--max_length={steps}", "--num_buckets=1", "--min_length=1"]
+
+
+def loop_figures(timed_lines, warmup):
+  """(tokens/s, steps/s, measured steps) over the log windows that start at or after step
+  `warmup`. `timed_lines` are (time read, line) of train.py's output: a window's time is the
+  time between its log line and the one before (train.py reads the step back before it logs;
+  its own time/batch has 1 ms steps), its tokens the loop's tok/s over that time."""
+  windows, previous = [], None
+  for read_at, line in timed_lines:
+    match = LOG_LINE.match(line)
+    if not match:
+      continue
+    step, tokens_per_sec = int(match[1]), float(match[2])
+    if previous is not None and previous[0] >= warmup:
+      seconds = read_at - previous[1]
+      windows.append((tokens_per_sec * seconds, step - previous[0], seconds))
+    previous = (step, read_at)
+  if not windows:
+    return None
+  tokens, steps, seconds = (sum(column) for column in zip(*windows))
+  return tokens / seconds, steps / seconds, steps
+
+
+def timed_output(command, stderr):
+  """Runs `command` (unbuffered) -> (exit status, [(time read, line)] of its stdout)."""
+  with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                        env=dict(os.environ, PYTHONUNBUFFERED="1")) as process:
+    lines = [(time.perf_counter(), line) for line in process.stdout]
+  return process.returncode, lines
+
+
+def run_loop(workload, variant, folder):
+  """Runs train.py for `workload` under `variant`; -> the row of the loop's figures."""
+  kind, batch, steps, _, _, vocab, _ = bench.workload_sizes(workload)
+  data = os.path.join(folder, f"{workload}.txt")
+  write_corpus(data, kind, steps, vocab, FLAGS.pairs)
+  total = FLAGS.loop_warmup + FLAGS.loop_steps
+  command = [sys.executable, "train.py", f"--data={data}",
+             f"--workdir={os.path.join(folder, f'{workload}-{variant}')}",
+             f"--max_steps={total}", f"--log_every={FLAGS.log_every}",
+             f"--save_every={total + 1}", "--num_epochs=100000",
+             *model_flags(workload), *step_flags(variant)]
+  start = time.perf_counter()
+  with tempfile.TemporaryFile("w+") as stderr:
+    status, lines = timed_output(command, stderr)
+    stderr.seek(0)
+    errors = stderr.read()
+  row = {"workload": workload, "variant": variant, "loop_command": " ".join(command[1:]),
+         "loop_wall_s": time.perf_counter() - start}
+  figures = loop_figures(lines, FLAGS.loop_warmup)
+  if status != 0 or figures is None:
+    sys.stderr.write("".join(line for _, line in lines)[-3000:] + errors[-5000:])
+    why = "no log line after the warm-up" if figures is None else "its output is above"
+    return dict(row, skipped=f"train.py exited with status {status} ({why})")
+  tokens_per_sec, steps_per_sec, measured = figures
+  return dict(row, loop_tokens_per_sec=tokens_per_sec, loop_steps_per_sec=steps_per_sec,
+              loop_step_ms=1e3 / steps_per_sec,
+              loop_positions_per_sec=batch * steps * steps_per_sec, loop_measured_steps=measured)
+
+
+def main(argv):
+  del argv
+  for name in FLAGS.workloads:
+    if name not in workloads.WORKLOADS:
+      raise app.UsageError(f"--workloads: unknown workload {name!r}")
+  for name in FLAGS.variants:
+    if name not in bench.ENGINE_VARIANTS and name != DEFAULTS:
+      raise app.UsageError(f"--variants: {name!r} is not an engine variant of "
+                           f"benchmarks.train_step nor {DEFAULTS!r}")
+  if FLAGS.loop_steps < 1 or FLAGS.loop_warmup < 0 or FLAGS.log_every < 1 or (
+      FLAGS.loop_warmup % FLAGS.log_every) or FLAGS.loop_steps < FLAGS.log_every:
+    raise app.UsageError("--loop_warmup must be a multiple of --log_every, and --loop_steps at "
+                         "least --log_every")
+  bench.parse_override(FLAGS.override)
+  with tempfile.TemporaryDirectory(prefix="train_loop_") as folder:
+    rows = [run_loop(w, v, folder) for w in FLAGS.workloads for v in FLAGS.variants]
+  if FLAGS.isolated:
+    add_isolated(rows)
+  for row in rows:
+    bench.emit(row)
+  print_table(rows)
+
+
+def add_isolated(rows):
+  """Times each row's step alone (`benchmarks.train_step.measure`) and adds its figures."""
+  bench.xla_flags.configure(FLAGS.xla_autotune)
+  ceiling = {"fp32": bench.matmul_ceiling(bench.tf.float32),
+             "bf16": bench.matmul_ceiling(bench.tf.bfloat16)}
+  for row in rows:
+    if "skipped" in row or row["variant"] == DEFAULTS:
+      continue
+    step = bench.measure(row["workload"], row["variant"], ceiling)
+    row.update({f"step_{key}": step.get(key) for key in
+                ("step_ms", "pipelined_step_ms", "target_tokens_per_sec",
+                 "positions_per_sec_pipelined", "first_step_s")})
+
+
+def print_table(rows):
+  print(f"\n{'workload':16} {'variant':26} {'loop tok/s':>10} {'steps/s':>8} {'loop ms':>8} "
+        f"{'pipe ms':>8} {'step ms':>8} {'loop/pipe':>9}")
+  for row in rows:
+    if "skipped" in row:
+      print(f"{row['workload']:16} {row['variant']:26} skipped: {row['skipped']}")
+      continue
+    pipe, waited = row.get("step_pipelined_step_ms"), row.get("step_step_ms")
+    show = lambda value: f"{value:8.2f}" if value else f"{'':8}"
+    print(f"{row['workload']:16} {row['variant']:26} {row['loop_tokens_per_sec']:10.0f} "
+          f"{row['loop_steps_per_sec']:8.2f} {row['loop_step_ms']:8.2f} {show(pipe)} "
+          f"{show(waited)} {row['loop_step_ms'] / pipe if pipe else float('nan'):9.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -20,16 +20,14 @@ to the step: `loop ms` against `pipe ms`, the step issued back to back.
 """
 import json
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
 
 from absl import app
 from absl import flags
-import numpy as np
 
+from benchmarks import loop_log
 from benchmarks import train_step as bench
 from benchmarks import workloads
 
@@ -43,35 +41,15 @@ flags.DEFINE_bool("isolated", True, "also time the isolated step in this process
                   "(benchmarks.train_step.measure) after the loops have run")
 FLAGS = flags.FLAGS
 DEFAULTS = "defaults"  # the variant that passes train.py no step flags
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOG_LINE = re.compile(r"^(\d+)/\d+ .* tok/s=(\d+) time/batch=([0-9.]+)s ")
 
 
-def write_corpus(path, kind, steps, vocab, pairs, seed=0):
-  """Writes `pairs` random tab-separated pairs (LM: `pairs` lines) of words w4 .. w{V-1}, each
-  side of a length uniform in [T/2, T - 1], so that the vocabulary fills V entries with the
-  4 special tokens. Words are drawn uniformly: every one is frequent enough to be kept."""
-  rng = np.random.default_rng(seed)
-  words = np.array([f"w{i}" for i in range(vocab)])
-  low, high = max(steps // 2, 1), max(steps - 1, 1)
-
-  def sentence():
-    return " ".join(words[rng.integers(4, vocab, rng.integers(low, high + 1))])
-  with open(path, "w", encoding="utf-8") as f:
-    for _ in range(pairs):
-      f.write(sentence() + "\n" if kind == "lm" else f"{sentence()}\t{sentence()}\n")
-
-
-def step_flags(variant):
-  """train.py's flags for an engine variant of `benchmarks.train_step` (none for `defaults`)."""
+def variant_flags(variant):
+  """train.py's step flags for an engine variant of `benchmarks.train_step`; none for
+  `defaults`."""
   if variant == DEFAULTS:
     return []
-  jit_compile, precision, embedding_device, unroll = bench.ENGINE_VARIANTS[variant]
-  unroll_steps = unroll[len("dynamic"):] if unroll.startswith("dynamic") else ""
-  return ([f"--jit_compile={str(jit_compile).lower()}", f"--precision={precision}",
-           f"--embedding_device={embedding_device}", f"--unroll={unroll.rstrip('0123456789')}"]
-          + ([f"--unroll_steps={unroll_steps}"] if unroll_steps else [])
-          + (["--per_gate_hidden_gradient"] if variant.endswith(bench.PER_GATE_SUFFIX) else []))
+  return loop_log.step_flags(*bench.ENGINE_VARIANTS[variant],
+                             per_gate=variant.endswith(bench.PER_GATE_SUFFIX))
 
 
 def model_flags(workload):
@@ -87,54 +65,25 @@ def model_flags(workload):
           f"--max_length={steps}", "--num_buckets=1", "--min_length=1"]
 
 
-def loop_figures(timed_lines, warmup):
-  """(tokens/s, steps/s, measured steps) over the log windows that start at or after step
-  `warmup`. `timed_lines` are (time read, line) of train.py's output: a window's time is the
-  time between its log line and the one before (train.py reads the step back before it logs;
-  its own time/batch has 1 ms steps), its tokens the loop's tok/s over that time."""
-  windows, previous = [], None
-  for read_at, line in timed_lines:
-    match = LOG_LINE.match(line)
-    if not match:
-      continue
-    step, tokens_per_sec = int(match[1]), float(match[2])
-    if previous is not None and previous[0] >= warmup:
-      seconds = read_at - previous[1]
-      windows.append((tokens_per_sec * seconds, step - previous[0], seconds))
-    previous = (step, read_at)
-  if not windows:
-    return None
-  tokens, steps, seconds = (sum(column) for column in zip(*windows))
-  return tokens / seconds, steps / seconds, steps
-
-
-def timed_output(command, stderr):
-  """Runs `command` (unbuffered) -> (exit status, [(time read, line)] of its stdout)."""
-  with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                        env=dict(os.environ, PYTHONUNBUFFERED="1")) as process:
-    lines = [(time.perf_counter(), line) for line in process.stdout]
-  return process.returncode, lines
-
-
 def run_loop(workload, variant, folder):
   """Runs train.py for `workload` under `variant`; -> the row of the loop's figures."""
   kind, batch, steps, _, _, vocab, _ = bench.workload_sizes(workload)
   data = os.path.join(folder, f"{workload}.txt")
-  write_corpus(data, kind, steps, vocab, FLAGS.pairs)
+  loop_log.write_corpus(data, kind, steps, vocab, FLAGS.pairs)
   total = FLAGS.loop_warmup + FLAGS.loop_steps
   command = [sys.executable, "train.py", f"--data={data}",
              f"--workdir={os.path.join(folder, f'{workload}-{variant}')}",
              f"--max_steps={total}", f"--log_every={FLAGS.log_every}",
              f"--save_every={total + 1}", "--num_epochs=100000",
-             *model_flags(workload), *step_flags(variant)]
+             *model_flags(workload), *variant_flags(variant)]
   start = time.perf_counter()
   with tempfile.TemporaryFile("w+") as stderr:
-    status, lines = timed_output(command, stderr)
+    status, lines = loop_log.timed_output(command, stderr)
     stderr.seek(0)
     errors = stderr.read()
   row = {"workload": workload, "variant": variant, "loop_command": " ".join(command[1:]),
          "loop_wall_s": time.perf_counter() - start}
-  figures = loop_figures(lines, FLAGS.loop_warmup)
+  figures = loop_log.loop_figures(lines, FLAGS.loop_warmup)
   if status != 0 or figures is None:
     sys.stderr.write("".join(line for _, line in lines)[-3000:] + errors[-5000:])
     why = "no log line after the warm-up" if figures is None else "its output is above"

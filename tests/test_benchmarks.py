@@ -13,6 +13,8 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import compile_stages
 from benchmarks import kernel_profile
+from benchmarks import peer_process
+from benchmarks import loop_log
 from benchmarks import workloads
 from ops import losses
 from seq2seq import config as config_lib
@@ -434,6 +436,117 @@ class TorchPeerTest(tf.test.TestCase):
     candidates = losses.log_uniform_sample(
         sampled, TINY["vocab"], train_step_lib.sampling_seed(0, tf.constant(0, tf.int64)))
     self._check("sampled", candidates=candidates.numpy().astype(np.int64))
+
+
+
+class WorkloadsTest(tf.test.TestCase):
+  """`benchmarks.workloads`: the sizes both the engine and its peers read."""
+
+  def test_reddit_100k_is_the_sampled_softmax_workload(self):
+    self.assertEqual(workloads.sizes("reddit_100k"),
+                     ("seq2seq", 256, 20, 1024, 1024, 100000, 2))
+    self.assertEqual(workloads.num_sampled("reddit_100k", 100000), 1024)
+    self.assertEqual(workloads.num_sampled("seed_b256", 20000), 0)
+    # Shrunk by --override, it still samples fewer candidates than its vocabulary.
+    self.assertEqual(workloads.num_sampled("reddit_100k", 50), 25)
+
+  def test_sampled_flops_score_the_candidates_not_the_vocabulary(self):
+    recurrent = 2 * (4 * 6 * (8 + 6) + 4 * 6 * (6 + 6))
+    self.assertEqual(workloads.model_flops("seq2seq", 2, 4, 8, 6, 50, 2, sampled=9),
+                     6 * 2 * 4 * (recurrent + 6 * 10))
+    self.assertEqual(workloads.model_flops("seq2seq", 2, 4, 8, 6, 50, 2),
+                     6 * 2 * 4 * (recurrent + 6 * 50))
+
+  def test_override_pairs(self):
+    self.assertEqual(workloads.sizes("reddit_100k", ["vocab=50", "batch=4"])[1:6:4], (4, 50))
+    for pair in ("vocab=0", "width=3", "batch=x"):
+      with self.assertRaisesRegex(workloads.OverrideError, "is not SIZE=N"):
+        workloads.parse_override([pair])
+
+
+class PeerProcessTest(tf.test.TestCase):
+
+  def test_without_torch_every_peer_row_says_so(self):
+    saved = peer_process.importlib.util.find_spec
+    peer_process.importlib.util.find_spec = lambda name: None
+    try:
+      rows = peer_process.torch_rows(["cpu_small", "seed_b20"], ["torch_bf16"], 2, 0, 1.0)
+    finally:
+      peer_process.importlib.util.find_spec = saved
+    self.assertEqual(sorted(rows), [("cpu_small", "torch_bf16"), ("seed_b20", "torch_bf16")])
+    for row in rows.values():
+      self.assertIn("PyTorch is not installed", row["skipped"])
+    self.assertEqual(peer_process.torch_rows(["cpu_small"], [], 2, 0, 1.0), {})
+
+
+class TrainLoopFiguresTest(tf.test.TestCase):
+  """`benchmarks.loop_log`: the figure `benchmarks.train_loop` reads from train.py's log."""
+
+  def _line(self, step, tokens_per_sec):
+    return (f"{step}/300 (epoch 1/40) loss=5.0000 ppl=148.41 grad_norm=1.000 lr=0.002 "
+            f"tok/s={tokens_per_sec} time/batch=0.005s ETA=0:01\n")
+
+  def test_only_the_windows_after_the_warm_up_count(self):
+    lines = [(0.0, "model: lstm 2x16\n"), (30.0, self._line(100, 10)),  # compiled in here
+             (31.0, self._line(200, 1000)), (33.0, self._line(300, 4000)),
+             (33.5, "done at step 300; saved ckpt-300\n")]
+    tokens_per_sec, steps_per_sec, steps = loop_log.loop_figures(lines, warmup=100)
+    self.assertEqual(steps, 200)
+    self.assertAllClose(steps_per_sec, 200 / 3.0)
+    self.assertAllClose(tokens_per_sec, (1000 * 1.0 + 4000 * 2.0) / 3.0)
+    self.assertIsNone(loop_log.loop_figures(lines, warmup=300))
+
+  def test_step_flags_of_the_engine_variants(self):
+    self.assertEqual(loop_log.step_flags(True, "bf16", "gpu", "dynamic5"),
+                     ["--jit_compile=true", "--precision=bf16", "--embedding_device=gpu",
+                      "--unroll=dynamic", "--unroll_steps=5"])
+    self.assertEqual(loop_log.step_flags(False, "fp32", "cpu", "static", per_gate=True),
+                     ["--jit_compile=false", "--precision=fp32", "--embedding_device=cpu",
+                      "--unroll=static", "--per_gate_hidden_gradient"])
+
+
+@pytest.mark.slow
+class PeersInOneRunTest(tf.test.TestCase):
+  """The engine and its peers from one invocation, shrunk to a CPU."""
+
+  def _run(self, module, *flags):
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--steps=2", "--warmup=0", *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    return result.stdout, [json.loads(line) for line in result.stdout.splitlines()
+                           if line.startswith("{")]
+
+  @unittest.skipUnless(HAS_TORCH, "PyTorch is not installed (pip install torch)")
+  def test_train_step_runs_the_torch_peer_and_prints_the_ratios(self):
+    output, lines = self._run("benchmarks.train_step", "--workloads=reddit_100k",
+                              "--variants=engine,torch_bf16",
+                              "--override=batch=4,steps=5,embed=8,hidden=6,vocab=50")
+    rows = {line["variant"]: line for line in lines if "variant" in line}
+    peer = rows["torch_bf16"]
+    self.assertEqual((peer["precision"], peer["num_sampled"]), ("bf16", 25))
+    self.assertEqual(peer["sizes"], rows["engine"]["sizes"])
+    for field in ("step_ms", "pipelined_step_ms", "target_tokens_per_sec", "percent_of_ceiling",
+                  "peak_memory_mb", "first_step_s"):
+      self.assertGreater(peer[field], 0, field)
+    ratio = [line["ratio"] for line in lines if "ratio" in line]
+    self.assertEqual([(r["engine"], r["peer"]) for r in ratio], [("engine", "torch_bf16")])
+    self.assertAllClose(ratio[0]["waited"], peer["step_ms"] / rows["engine"]["step_ms"])
+    self.assertIn("engine / peer in this run", output)
+
+  def test_train_loop_reads_the_loops_pace(self):
+    """benchmarks.train_loop runs train.py for a few steps after a warm-up and times the
+    same step alone."""
+    _, lines = self._run("benchmarks.train_loop", "--workloads=cpu_small", "--variants=engine",
+                         "--loop_steps=10", "--loop_warmup=5", "--log_every=5", "--pairs=200",
+                         "--override=batch=4,steps=6,embed=8,hidden=6,vocab=40")
+    row, = lines
+    self.assertEqual(row["loop_measured_steps"], 10)
+    self.assertIn("--max_steps=15", row["loop_command"])
+    self.assertAllClose(row["loop_step_ms"], 1e3 / row["loop_steps_per_sec"])
+    self.assertGreater(row["loop_tokens_per_sec"], 0)
+    self.assertGreater(row["step_pipelined_step_ms"], 0)
 
 
 if __name__ == "__main__":

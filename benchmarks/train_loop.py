@@ -1,7 +1,8 @@
 """The training loop's own pace: `train.py` on generated data of a workload's shape, read from
 its log, beside the isolated step of `benchmarks.train_step`.
 
-    python -m benchmarks.train_loop --workloads=seed_b256 --variants=engine_xla_bf16_gpuemb
+    python -m benchmarks.train_loop --workloads=seed_b256 --variants=defaults,engine_xla_bf16_gpuemb \
+        --peers=keras,torch_bf16
     python -m benchmarks.train_loop --workloads=cpu_small --variants=engine --loop_steps=30 \
         --loop_warmup=10 --log_every=10 --pairs=2000 --override=batch=8,hidden=32,embed=32
 
@@ -16,7 +17,9 @@ what `python train.py` does with only data and size flags.
 
 Then, with `--isolated` (default), it times the same step in this process as
 `benchmarks.train_step` does (its flags apply here too), so the table shows what the loop adds
-to the step: `loop ms` against `pipe ms`, the step issued back to back.
+to the step: `loop ms` against `pipe ms`, the step issued back to back. `--peers=keras,torch_bf16`
+also times those peers' steps (the PyTorch ones in a process of their own, after the loops) and
+prints each loop's pace against theirs.
 """
 import json
 import os
@@ -28,6 +31,7 @@ from absl import app
 from absl import flags
 
 from benchmarks import loop_log
+from benchmarks import peer_process
 from benchmarks import train_step as bench
 from benchmarks import workloads
 
@@ -37,6 +41,8 @@ flags.DEFINE_integer("loop_warmup", 100, "steps before the measured ones (compil
 flags.DEFINE_integer("log_every", 50, "train.py --log_every: the log windows the figure is read "
                      "from")
 flags.DEFINE_integer("pairs", 50000, "generated training pairs (LM: lines) per workload")
+flags.DEFINE_list("peers", [], f"among {', '.join(bench.PEERS)}: also time these peers' steps "
+                  "(benchmarks.train_step) and print each loop's pace against theirs")
 flags.DEFINE_bool("isolated", True, "also time the isolated step in this process "
                   "(benchmarks.train_step.measure) after the loops have run")
 FLAGS = flags.FLAGS
@@ -107,21 +113,31 @@ def main(argv):
       FLAGS.loop_warmup % FLAGS.log_every) or FLAGS.loop_steps < FLAGS.log_every:
     raise app.UsageError("--loop_warmup must be a multiple of --log_every, and --loop_steps at "
                          "least --log_every")
+  for name in FLAGS.peers:
+    if name not in bench.PEERS:
+      raise app.UsageError(f"--peers: {name!r} is not among {', '.join(bench.PEERS)}")
   bench.parse_override(FLAGS.override)
   with tempfile.TemporaryDirectory(prefix="train_loop_") as folder:
     rows = [run_loop(w, v, folder) for w in FLAGS.workloads for v in FLAGS.variants]
-  if FLAGS.isolated:
-    add_isolated(rows)
-  for row in rows:
-    bench.emit(row)
-  print_table(rows)
-
-
-def add_isolated(rows):
-  """Times each row's step alone (`benchmarks.train_step.measure`) and adds its figures."""
+  # The loops' processes have ended; the PyTorch peers' next, before TensorFlow takes the GPU.
+  torch_peers = [p for p in FLAGS.peers if p in workloads.TORCH_VARIANTS]
+  torch_rows = peer_process.torch_rows(FLAGS.workloads, torch_peers, FLAGS.steps, FLAGS.warmup,
+                                       FLAGS.keep_prob, FLAGS.override)
   bench.xla_flags.configure(FLAGS.xla_autotune)
   ceiling = {"fp32": bench.matmul_ceiling(bench.tf.float32),
              "bf16": bench.matmul_ceiling(bench.tf.bfloat16)}
+  if FLAGS.isolated:
+    add_isolated(rows, ceiling)
+  peers = [bench.with_ceiling(torch_rows[(w, p)], ceiling) if p in torch_peers
+           else bench.measure(w, p, ceiling) for w in FLAGS.workloads for p in FLAGS.peers]
+  for row in rows + peers:
+    bench.emit(row)
+  print_table(rows)
+  print_against_peers(rows, peers)
+
+
+def add_isolated(rows, ceiling):
+  """Times each row's step alone (`benchmarks.train_step.measure`) and adds its figures."""
   for row in rows:
     if "skipped" in row or row["variant"] == DEFAULTS:
       continue
@@ -129,6 +145,22 @@ def add_isolated(rows):
     row.update({f"step_{key}": step.get(key) for key in
                 ("step_ms", "pipelined_step_ms", "target_tokens_per_sec",
                  "positions_per_sec_pipelined", "first_step_s")})
+
+
+def print_against_peers(rows, peers):
+  """Each loop's ms a step against each peer's step issued back to back, same workload."""
+  pairs = [(row, peer) for row in rows for peer in peers if "skipped" not in row
+           and peer["workload"] == row["workload"]]
+  if pairs:
+    print("\nthe loop against the peers' steps in this run (the peer's back-to-back step time "
+          "over the loop's time a step; > 1: the loop is faster):")
+  for row, peer in pairs:
+    if "skipped" in peer:
+      print(f"  {row['workload']:16} {peer['variant']:10} skipped: {peer['skipped']}")
+      continue
+    print(f"  {row['workload']:16} {row['variant']:26} / {peer['variant']:10} "
+          f"{peer['pipelined_step_ms'] / row['loop_step_ms']:5.2f}x "
+          f"({row['loop_step_ms']:.2f} against {peer['pipelined_step_ms']:.2f} ms)")
 
 
 def print_table(rows):

@@ -538,10 +538,13 @@ class PeersInOneRunTest(tf.test.TestCase):
   def test_train_loop_reads_the_loops_pace(self):
     """benchmarks.train_loop runs train.py for a few steps after a warm-up and times the
     same step alone."""
-    _, lines = self._run("benchmarks.train_loop", "--workloads=cpu_small", "--variants=engine",
-                         "--loop_steps=10", "--loop_warmup=5", "--log_every=5", "--pairs=200",
-                         "--override=batch=4,steps=6,embed=8,hidden=6,vocab=40")
-    row, = lines
+    output, lines = self._run(
+        "benchmarks.train_loop", "--workloads=cpu_small", "--variants=engine", "--peers=keras",
+        "--loop_steps=10", "--loop_warmup=5", "--log_every=5", "--pairs=200",
+        "--override=batch=4,steps=6,embed=8,hidden=6,vocab=40")
+    row, peer = lines
+    self.assertEqual(peer["variant"], "keras")
+    self.assertIn(f"/ keras       {peer['pipelined_step_ms'] / row['loop_step_ms']:5.2f}x", output)
     self.assertEqual(row["loop_measured_steps"], 10)
     self.assertIn("--max_steps=15", row["loop_command"])
     self.assertAllClose(row["loop_step_ms"], 1e3 / row["loop_steps_per_sec"])

@@ -1,8 +1,8 @@
 """The training loop's own pace: `train.py` on generated data of a workload's shape, read from
 its log, beside the isolated step of `benchmarks.train_step`.
 
-    python -m benchmarks.train_loop --workloads=seed_b256 --variants=defaults,engine_xla_bf16_gpuemb \
-        --peers=keras,torch_bf16
+    python -m benchmarks.train_loop --workloads=seed_b256 \
+        --variants=defaults,engine_xla_bf16_gpuemb --peers=keras,torch_bf16
     python -m benchmarks.train_loop --workloads=cpu_small --variants=engine --loop_steps=30 \
         --loop_warmup=10 --log_every=10 --pairs=2000 --override=batch=8,hidden=32,embed=32
 

@@ -1,4 +1,5 @@
-"""Times the engine's real train step on fixed synthetic batches, beside a Keras cuDNN peer.
+"""Times the engine's real train step on fixed synthetic batches, beside a Keras cuDNN peer and
+PyTorch peers (`--variants=...,torch_bf16`; `benchmarks.torch_peers`, in a process of its own).
 
     python -m benchmarks.train_step --workloads=cpu_small --steps=10
     python -m benchmarks.train_step --workloads=seed_b20,seed_b256 --variants=engine,keras

@@ -47,6 +47,7 @@ flags.DEFINE_bool("isolated", True, "also time the isolated step in this process
                   "(benchmarks.train_step.measure) after the loops have run")
 FLAGS = flags.FLAGS
 DEFAULTS = "defaults"  # the variant that passes train.py no step flags
+FLAGS.set_default("variants", [DEFAULTS])  # train_step's flag; its "keras" is a --peers here
 
 
 def variant_flags(variant):

@@ -1,5 +1,7 @@
 """The train-step benchmark runs end to end on a CPU, LM workloads included (shrunk)."""
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -429,6 +431,22 @@ class TorchPeerTest(tf.test.TestCase):
   def test_language_model_peer_matches_the_engine(self):
     self._check("lm", model="lm")
 
+  def test_cli_refuses_unknown_names_and_bad_sizes(self):
+    from benchmarks import torch_peers  # pylint: disable=import-outside-toplevel
+    args = torch_peers.parse_args(["--workloads=reddit_100k,m30k_attention",
+                                   "--variants=torch_bf16,torch_tf32", "--override=vocab=50"])
+    self.assertEqual((args.workloads, args.variants, args.override),
+                     (["reddit_100k", "m30k_attention"], ["torch_bf16", "torch_tf32"],
+                      ["vocab=50"]))
+    for flag, message in (("--variants=torch_fp16", "unknown variant 'torch_fp16'"),
+                          ("--workloads=seed_b512", "unknown workload 'seed_b512'"),
+                          ("--override=vocab=0", "is not SIZE=N")):
+      errors = io.StringIO()
+      with contextlib.redirect_stderr(errors), self.assertRaises(SystemExit) as stopped:
+        torch_peers.parse_args([flag])
+      self.assertEqual(stopped.exception.code, 2)
+      self.assertIn(message, errors.getvalue())
+
   def test_sampled_softmax_peer_matches_the_engine(self):
     """reddit_100k's loss: the engine's first step draws its candidates from (seed 0,
     step 0); the peer scores the same ones."""
@@ -534,6 +552,17 @@ class PeersInOneRunTest(tf.test.TestCase):
     self.assertEqual([(r["engine"], r["peer"]) for r in ratio], [("engine", "torch_bf16")])
     self.assertAllClose(ratio[0]["waited"], peer["step_ms"] / rows["engine"]["step_ms"])
     self.assertIn("engine / peer in this run", output)
+
+  def test_unknown_peers_and_loop_settings_are_refused(self):
+    for module, flag, message in (
+        ("benchmarks.train_step", "--variants=torch_fp16", "unknown variant 'torch_fp16'"),
+        ("benchmarks.train_loop", "--peers=pytorch", "'pytorch' is not among keras, torch_fp32"),
+        ("benchmarks.train_loop", "--loop_warmup=7", "a multiple of --log_every")):
+      result = subprocess.run([sys.executable, "-m", module, flag], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+      self.assertNotEqual(result.returncode, 0)
+      self.assertIn(message, result.stderr)
 
   def test_train_loop_reads_the_loops_pace(self):
     """benchmarks.train_loop runs train.py for a few steps after a warm-up and times the

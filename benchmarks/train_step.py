@@ -1,4 +1,5 @@
-"""Times the engine's real train step on fixed synthetic batches, beside a Keras cuDNN peer.
+"""Times the engine's real train step on fixed synthetic batches, beside a Keras cuDNN peer and
+PyTorch peers (`--variants=...,torch_bf16`; `benchmarks.torch_peers`, in a process of its own).
 
     python -m benchmarks.train_step --workloads=cpu_small --steps=10
     python -m benchmarks.train_step --workloads=seed_b20,seed_b256 --variants=engine,keras
@@ -9,20 +10,13 @@ Each (workload, variant) prints one JSON line; a table follows. Warm-up (tracing
 compilation) is timed apart from the measured steps, and every timed step ends by reading its
 loss back to the host, so the clock covers the device work.
 
-FLOPs per step (forward + backward = 3x forward, 2 FLOPs per multiply-add):
-    6 * B * T * (sum over layers of 4H(I + H)  +  H * V)
-with the recurrent part counted twice for seq2seq (encoder and decoder of T steps each).
-For the attention workload (`attention_flops`) the encoder is bidirectional (two directions,
-upper layers reading 2H), the decoder's first layer reads E + H (input feeding), and each
-decoder step adds the Luong scores and context over T source steps (2 * 2 * T * 2H), the
-attentional layer (3H * H) and, once per source step, the keys (2H * H).
+The workloads, their FLOPs and their synthetic inputs are `benchmarks.workloads`'.
 
 The seq2seq workloads time `train_step.make_train_step` on a fixed padded batch; the LM
 workloads (`ptb_large*`, the PTB "large" model of Zaremba et al.) time
 `train_step.make_lm_train_step` on a fixed window, the final state carried into the next
 step as in training. Both are `train_step.make_update_step`, so the variants mean the same.
 """
-import collections
 import contextlib
 import itertools
 import json
@@ -35,11 +29,12 @@ import time
 
 from absl import app
 from absl import flags
-import numpy as np
 import tensorflow as tf
 
 from benchmarks import compile_stages
 from benchmarks import kernel_profile
+from benchmarks import peer_process
+from benchmarks import workloads
 from ops import clipping
 from ops import losses
 from seq2seq import config as config_lib
@@ -52,16 +47,10 @@ from seq2seq.step import device_prefetch
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
 
-WORKLOADS = {
-    # name: (kind, B, T, E, H, V, layers)
-    "seed_b20": ("seq2seq", 20, 20, 1024, 1024, 20000, 2),
-    "seed_b256": ("seq2seq", 256, 20, 1024, 1024, 20000, 2),
-    "ptb_large": ("lm", 20, 35, 1500, 1500, 10000, 2),
-    "ptb_large_b128": ("lm", 128, 35, 1500, 1500, 10000, 2),
-    "cpu_small": ("seq2seq", 32, 20, 256, 256, 8000, 2),
-    # configs/multi30k_attention.flags: bidirectional encoder, Luong attention, input feeding.
-    "m30k_attention": ("attention", 64, 20, 256, 512, 14000, 2),
-}
+# The workloads' definitions, shared with the PyTorch peers (`benchmarks.workloads`).
+WORKLOADS, SIZES, LMWindow = workloads.WORKLOADS, workloads.SIZES, workloads.LMWindow
+model_flops = workloads.model_flops
+synthetic_batch, synthetic_window = workloads.synthetic_batch, workloads.synthetic_window
 # Engine variants: (jit_compile, precision, embedding_device, unroll). "keras" is the peer.
 ENGINE_VARIANTS = {
     "engine": (False, "fp32", "cpu", "static"),
@@ -80,10 +69,12 @@ PER_GATE_SUFFIX = "_pergate"
 ENGINE_VARIANTS.update({name + PER_GATE_SUFFIX: ENGINE_VARIANTS[name]
                         for name in ("engine_xla_bf16_gpuemb", "engine_xla_bf16",
                                      "engine_xla_gpuemb", "engine")})
-VARIANTS = tuple(ENGINE_VARIANTS) + ("keras",)
+PEERS = ("keras",) + tuple(workloads.TORCH_VARIANTS)  # torch_*: benchmarks.torch_peers
+VARIANTS = tuple(ENGINE_VARIANTS) + PEERS
 
 flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
-flags.DEFINE_list("variants", ["engine", "keras"], f"among {', '.join(VARIANTS)}")
+flags.DEFINE_list("variants", ["engine", "keras"], f"among {', '.join(VARIANTS)}; the torch_* "
+                  "peers run first, in a process of their own (benchmarks.torch_peers)")
 flags.DEFINE_integer("steps", 30, "timed steps (the median is reported)")
 flags.DEFINE_integer("warmup", 3, "untimed steps after the first")
 flags.DEFINE_float("keep_prob", 0.8, "dropout keep probability of the engine variants")
@@ -111,7 +102,6 @@ flags.DEFINE_string("profile_dir", "", "where the traces go (one subfolder per w
 flags.DEFINE_string("xla_cache_dir", "", "XLA's persistent compilation cache (seq2seq.runtime.xla_cache): "
                     "compiled steps are saved there, and a second run loads them (its first "
                     "step then times the trace and the load, not the compile)")
-SIZES = ("batch", "steps", "embed", "hidden", "vocab", "layers")  # WORKLOADS' B, T, E, H, V, layers
 flags.DEFINE_bool("xla_autotune", False, "XLA:GPU's Triton GEMM and fusion-emitter autotuning, "
                   "as train.py --xla_autotune (off: seq2seq.runtime.xla_flags.NO_AUTOTUNING is added to "
                   "XLA_FLAGS, unless XLA_FLAGS sets those flags; xla_flags.COMMAND_BUFFERS "
@@ -120,62 +110,24 @@ flags.DEFINE_list("override", [], f"SIZE=N pairs (SIZE among {', '.join(SIZES)})
                   "every chosen workload's sizes, e.g. batch=4,hidden=32 for a CPU smoke test "
                   "of a GPU workload")
 FLAGS = flags.FLAGS
-LMWindow = collections.namedtuple("LMWindow", ["inputs", "targets"])
 
 
 def parse_override(pairs):
   """['batch=4', 'hidden=32'] -> {'batch': 4, 'hidden': 32}; UsageError on a bad pair."""
-  sizes = {}
-  for pair in pairs:
-    name, _, value = pair.partition("=")
-    if name not in SIZES or not value.isdigit() or int(value) <= 0:
-      raise app.UsageError(f"--override: {pair!r} is not SIZE=N with SIZE among "
-                           f"{', '.join(SIZES)} and N > 0")
-    sizes[name] = int(value)
-  return sizes
+  try:
+    return workloads.parse_override(pairs)
+  except workloads.OverrideError as error:
+    raise app.UsageError(str(error)) from None
 
 
 def workload_sizes(workload):
   """(kind, B, T, E, H, V, layers) of `workload`, with --override applied."""
-  kind, *sizes = WORKLOADS[workload]
-  override = parse_override(FLAGS.override)
-  return (kind, *(override.get(name, value) for name, value in zip(SIZES, sizes)))
+  return workloads.sizes(workload, FLAGS.override)
 
 
-def attention_flops(batch, steps, embed, hidden, vocab, layers):
-  """FLOPs of one train step of the attention workload (module docstring)."""
-  lstm = lambda inputs: 4 * hidden * (inputs + hidden)
-  encoder = 2 * sum(lstm(embed if layer == 0 else 2 * hidden) for layer in range(layers))
-  decoder = sum(lstm(embed + hidden if layer == 0 else hidden) for layer in range(layers))
-  attention = 2 * 2 * steps * 2 * hidden + 3 * hidden * hidden + 2 * hidden * hidden
-  return 6 * batch * steps * (encoder + decoder + attention + hidden * vocab)
-
-
-def model_flops(kind, batch, steps, embed, hidden, vocab, layers):
-  """FLOPs of one train step, by the formula in the module docstring."""
-  if kind == "attention":
-    return attention_flops(batch, steps, embed, hidden, vocab, layers)
-  recurrent = sum(4 * hidden * ((embed if layer == 0 else hidden) + hidden)
-                  for layer in range(layers))
-  if kind == "seq2seq":
-    recurrent *= 2
-  return 6 * batch * steps * (recurrent + hidden * vocab)
-
-
-def synthetic_batch(batch, steps, vocab, seed=0):
-  """A fixed padded batch: lengths uniform in [T/2, T], ids uniform over the real words."""
-  rng = np.random.default_rng(seed)
-  lengths = rng.integers(steps // 2, steps + 1, size=batch)
-  examples = [(list(rng.integers(4, vocab, n)), list(rng.integers(4, vocab, m)))
-              for n, m in zip(lengths, rng.permutation(lengths))]
-  # The seq2seq decoder runs T + 1 steps (<GO> .. / .. <EOS>); trim so both sides have T.
-  return batches.pad_batch([(s, t[:steps - 1]) for s, t in examples], steps)
-
-
-def synthetic_window(batch, steps, vocab, seed=0):
-  """A fixed LM window: inputs [B, T] uniform over the real words, targets shifted by one."""
-  ids = np.random.default_rng(seed).integers(4, vocab, (batch, steps + 1)).astype(np.int32)
-  return LMWindow(ids[:, :-1], ids[:, 1:])
+def workload_num_sampled(workload):
+  """The sampled-softmax candidates of `workload` at its (overridden) size; 0: full softmax."""
+  return workloads.num_sampled(workload, workload_sizes(workload)[5])
 
 
 def synthetic_input(kind, batch, steps, vocab):
@@ -233,7 +185,8 @@ def engine_step(workload, variant):
                                        model.trainable_variables)
   if kind != "lm":  # traced for B rows, as training traces it for --batch_size
     return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
-                                          jit_compile=jit_compile, batch_size=batch)
+                                          jit_compile=jit_compile, batch_size=batch,
+                                          num_sampled=workload_num_sampled(workload))
   # As in training: the final state of each step is the initial state of the next.
   step = train_step_lib.make_carried_step(
       train_step_lib.make_lm_train_step(model, optimizer, max_grad_norm=5.0,
@@ -269,7 +222,7 @@ def keras_step(workload, variant):
       for layer, (h, c) in zip(stack, states):
         x, h, c = layer(x, initial_state=[h, c])
         final_states.append((h, c))
-      return projection(x), w.targets, tf.ones(tf.shape(w.targets)), final_states
+      return x, w.targets, tf.ones(tf.shape(w.targets)), final_states
 
     zeros = tf.zeros([batch, hidden])
     carried = [[(zeros, zeros)] * layers]
@@ -290,22 +243,37 @@ def keras_step(workload, variant):
       y = embedding(b.decoder_input)
       for layer, state in zip(decoder, states):
         y, _, _ = layer(y, initial_state=state)
-      return projection(y), b.target, b.target_weight, ()
+      return y, b.target, b.target_weight, ()
 
     carried = None
     build_args = (synthetic_batch(2, steps, vocab),)
 
   forward(*build_args)  # build
+  projection.build((None, hidden))
   variables = [v for layer in layers_all for v in layer.trainable_variables]
   optimizer.build([v.value for v in variables])
+
+  sampled = workload_num_sampled(workload)
+  projection_variables = projection.trainable_variables
+
+  def loss_of(outputs, targets, weights):
+    """The engine's training loss: the full softmax, or its sampled softmax."""
+    if not sampled:
+      return losses.sequence_loss(projection(outputs), targets, weights)
+    return losses.sampled_sequence_loss(outputs, targets, weights, projection.kernel,
+                                        projection.bias, sampled,
+                                        train_step_lib.sampling_seed(0, optimizer.iterations))
 
   @tf.function(jit_compile=False)
   def step(b, *states):
     with tf.GradientTape() as tape:
-      logits, targets, weights, final_states = forward(b, *states)
-      loss = losses.sequence_loss(logits, targets, weights)
+      outputs, targets, weights, final_states = forward(b, *states)
+      loss = loss_of(outputs, targets, weights)
     params = [v.value for v in variables]
     grads = tape.gradient(loss, params)
+    # The sampled softmax gathers projection columns; the engine updates them densely.
+    grads = [train_step_lib.dense_gradient(g) if any(v is p for p in projection_variables)
+             else g for g, v in zip(grads, variables)]
     grads, norm = clipping.clip_gradients(grads, 5.0)
     optimizer.apply(grads, params)
     return loss, norm, final_states
@@ -356,7 +324,8 @@ def measure(workload, variant, ceiling, dump_folder=None):
                               first_step_trace(f"{workload}-{variant}", first_step_profile)))
   stages = (compile_stages.stages(dump_folder, window["start"], window["end"])
             if dump_folder else None)
-  tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers) / median / 1e12
+  sampled = workload_num_sampled(workload)
+  tflops = model_flops(kind, batch, steps, embed, hidden, vocab, layers, sampled) / median / 1e12
   pipelined = pipelined_step_time(loss_of_step, b)
   prefetched = (prefetched_step_time(loss_of_step, host_inputs(kind, batch, steps, vocab), device)
                 if placed else None)
@@ -374,7 +343,7 @@ def measure(workload, variant, ceiling, dump_folder=None):
       "ceiling_tflops": ceiling, "percent_of_ceiling": 100 * tflops / ceiling,
       "first_step_s": first_step, "peak_memory_mb": peak_memory_mb(), "batch": batch,
       "sizes": dict(zip(SIZES, (batch, steps, embed, hidden, vocab, layers))),
-      "keep_prob": FLAGS.keep_prob, "device_batch": placed,
+      "num_sampled": sampled, "keep_prob": FLAGS.keep_prob, "device_batch": placed,
       "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
       "tf_version": tf.__version__,
       "xla_flags_env": os.environ.get("XLA_FLAGS", ""),
@@ -534,19 +503,49 @@ def main(argv):
 
 
 def measure_all(dump_folder):
-  """Measures every chosen workload and variant, prints their JSON lines and a table."""
+  """Measures every chosen workload and variant, prints their JSON lines and the tables."""
+  torch_variants = [v for v in FLAGS.variants if v in workloads.TORCH_VARIANTS]
+  # Before TensorFlow takes the GPU (peer_process).
+  peer_rows = peer_process.torch_rows(FLAGS.workloads, torch_variants, FLAGS.steps,
+                                      FLAGS.warmup, FLAGS.keep_prob, FLAGS.override)
   ceiling = {"fp32": matmul_ceiling(tf.float32), "bf16": matmul_ceiling(tf.bfloat16)}
   print(json.dumps({"matmul_ceiling_tflops": ceiling}), flush=True)
   rows = []
   for workload in FLAGS.workloads:
     for variant in FLAGS.variants:
-      cached = xla_cache.cached_executables(FLAGS.xla_cache_dir) if FLAGS.xla_cache_dir else []
-      row = measure(workload, variant, ceiling, dump_folder)
-      if FLAGS.xla_cache_dir:  # compiled steps found in the cache, and newly written to it
-        written = len(xla_cache.cached_executables(FLAGS.xla_cache_dir)) - len(cached)
-        row["xla_cache"] = {"before": len(cached), "written": written}
+      if variant in torch_variants:
+        row = with_ceiling(peer_rows[(workload, variant)], ceiling)
+      else:
+        row = measure_cached(workload, variant, ceiling, dump_folder)
       rows.append(row)
       emit(row)
+  print_table(rows)
+  for ratio in peer_ratios(rows):
+    emit(ratio)
+  print_ratios(rows)
+  print_profiles(rows)
+
+
+def measure_cached(workload, variant, ceiling, dump_folder):
+  """`measure`, noting with --xla_cache_dir the compiled steps found in the cache and
+  newly written to it."""
+  cached = xla_cache.cached_executables(FLAGS.xla_cache_dir) if FLAGS.xla_cache_dir else []
+  row = measure(workload, variant, ceiling, dump_folder)
+  if FLAGS.xla_cache_dir:
+    written = len(xla_cache.cached_executables(FLAGS.xla_cache_dir)) - len(cached)
+    row["xla_cache"] = {"before": len(cached), "written": written}
+  return row
+
+
+def with_ceiling(row, ceiling):
+  """A peer process's row with its share of this run's matmul ceiling in its precision."""
+  if "skipped" in row:
+    return row
+  bound = ceiling[row["precision"]]
+  return dict(row, ceiling_tflops=bound, percent_of_ceiling=100 * row["model_tflops"] / bound)
+
+
+def print_table(rows):
   print(f"\n{'workload':16} {'variant':10} {'step ms':>9} {'pipe ms':>8} {'tok/s':>10} "
         f"{'pos/s pipe':>10} {'TFLOP/s':>8} {'%ceil':>6} {'first s':>8} {'peak MB':>9} "
         f"{'vs keras':>8} {'pipe':>5}")
@@ -570,7 +569,29 @@ def measure_all(dump_folder):
       print(f"{row['workload']} {row['variant']}: a fresh batch each step, moved by the loop's "
             f"prefetcher: {row['prefetched_step_ms']:.2f} ms a step back to back "
             f"({row['positions_per_sec_prefetched']:.0f} positions/s)")
-  print_profiles(rows)
+
+
+def peer_ratios(rows):
+  """For each engine row and each peer row of its workload in this run: how many times the
+  peer's step time the engine's is, waited for and back to back (> 1: the engine is faster)."""
+  measured = [row for row in rows if "skipped" not in row]
+  return [{"ratio": {"workload": engine["workload"], "engine": engine["variant"],
+                     "peer": peer["variant"],
+                     "waited": peer["step_ms"] / engine["step_ms"],
+                     "back_to_back": peer["pipelined_step_ms"] / engine["pipelined_step_ms"]}}
+          for engine in measured if engine["variant"] in ENGINE_VARIANTS
+          for peer in measured
+          if peer["variant"] in PEERS and peer["workload"] == engine["workload"]]
+
+
+def print_ratios(rows):
+  ratios = [line["ratio"] for line in peer_ratios(rows)]
+  if ratios:
+    print("\nengine / peer in this run (the peer's step time over the engine's; > 1: the "
+          "engine is faster):")
+  for ratio in ratios:
+    print(f"  {ratio['workload']:16} {ratio['engine']:26} / {ratio['peer']:10} "
+          f"waited {ratio['waited']:5.2f}x  back to back {ratio['back_to_back']:5.2f}x")
 
 
 def print_profiles(rows):

@@ -1,15 +1,30 @@
 """The train-step benchmark runs end to end on a CPU, LM workloads included (shrunk)."""
+import contextlib
+import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+import unittest
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from benchmarks import compile_stages
 from benchmarks import kernel_profile
+from benchmarks import peer_process
+from benchmarks import loop_log
+from benchmarks import workloads
+from ops import losses
+from seq2seq import config as config_lib
+from seq2seq.data import batches
+from seq2seq.models import encoder_decoder
+from seq2seq.models import language_model
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -325,6 +340,245 @@ class OpCountTest(tf.test.TestCase):
     # Function bodies count too (the compiled parts, the gradients).
     self.assertGreater(plain["ops"], 1000)
     self.assertGreater(dropout["ops"], plain["ops"])
+
+
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+TINY = dict(batch=4, steps=5, embed=8, hidden=6, vocab=50, layers=2)
+
+
+def engine_weights(model):
+  """A `Seq2Seq` or `LanguageModel`'s weights as NumPy, in `torch_models`' `load_engine` form."""
+  cells = lambda stack: [(c.w_input.numpy(), c.w_hidden.numpy(), c.bias.numpy()) for c in stack]
+  table = (model.embedding if isinstance(model, language_model.LanguageModel)
+           else model.source_embedding).table
+  weights = {"embedding": table.numpy(), "forget_bias": model.config.forget_bias,
+             "projection_kernel": model.projection_kernel.numpy(),
+             "projection_bias": model.projection_bias.numpy()}
+  if isinstance(model, language_model.LanguageModel):
+    return dict(weights, encoder=cells(model.cells))
+  weights.update(encoder=cells(model.encoder_cells), decoder=cells(model.decoder_cells))
+  if model.bidirectional:
+    weights.update(
+        encoder_backward=cells(model.encoder_backward_cells),
+        bridge=[[(k.numpy(), b.numpy()) for k, b in zip(kernels, biases)]
+                for kernels, biases in zip(model.bridge.kernels, model.bridge.biases)],
+        attention_memory_kernel=model.attention.memory_kernel.numpy(),
+        attention_output_kernel=model.attention.output_kernel.numpy())
+  return weights
+
+
+@unittest.skipUnless(HAS_TORCH, "PyTorch is not installed (pip install torch)")
+class TorchPeerTest(tf.test.TestCase):
+  """The PyTorch peers do the engine's work: started from the engine's weights, on the same
+  batch, they give the engine's loss and global gradient norm."""
+
+  def _engine(self, kind, **options):
+    """(built engine model, its first train step's loss and gradient norm) at the TINY size,
+    float32, no dropout, the step run on `synthetic_batch` (or `synthetic_window`)."""
+    config = config_lib.ModelConfig(num_layers=TINY["layers"], hidden_size=TINY["hidden"],
+                                    embedding_size=TINY["embed"], **options)
+    model_class = language_model.LanguageModel if kind == "lm" else encoder_decoder.Seq2Seq
+    model = model_class(config, TINY["vocab"], seed=3)
+    model.build()
+    weights = engine_weights(model)  # before the step changes them
+    optimizer = optimizers.make_optimizer(config_lib.TrainConfig(), model.trainable_variables)
+    sampled = workloads.num_sampled("reddit_100k", TINY["vocab"]) if kind == "sampled" else 0
+    if kind == "lm":
+      step = train_step_lib.make_lm_train_step(model, optimizer, max_grad_norm=5.0)
+      window = workloads.synthetic_window(TINY["batch"], TINY["steps"], TINY["vocab"])
+      loss, norm, _, _ = step(*window, model.initial_state(TINY["batch"]))
+    else:
+      step = train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
+                                            num_sampled=sampled)
+      batch = workloads.synthetic_batch(TINY["batch"], TINY["steps"], TINY["vocab"])
+      loss, norm, _ = step(batches.Batch(*(tf.constant(x) for x in batch)))
+    return weights, float(loss), float(norm)
+
+  def _peer(self, kind, weights, candidates=None):
+    """(loss, global gradient norm of the engine's parameters) of the peer's first step."""
+    import torch  # pylint: disable=import-outside-toplevel
+    from benchmarks import torch_peers  # pylint: disable=import-outside-toplevel
+    workload = {"seq2seq": "cpu_small", "attention": "m30k_attention", "lm": "ptb_large",
+                "sampled": "reddit_100k"}[kind]
+    override = [f"{name}={value}" for name, value in TINY.items()]
+    model, loss_fn, inputs, _ = torch_peers.build(workload, 1.0, torch.device("cpu"), override)
+    if candidates is not None:
+      loss_fn = torch_peers.seq2seq_loss(model, len(candidates), torch.as_tensor(candidates))
+    model.load_engine(weights)
+    loss = loss_fn(inputs)
+    loss.backward()
+    # nn.LSTM's second bias (bias_hh) repeats the gradient of the engine's one bias.
+    grads = [p.grad for name, p in model.named_parameters() if "bias_hh" not in name]
+    return float(loss.detach()), float(torch.linalg.vector_norm(torch.stack(
+        [torch.linalg.vector_norm(g) for g in grads])))
+
+  def _check(self, kind, candidates=None, **options):
+    weights, engine_loss, engine_norm = self._engine(kind, **options)
+    peer_loss, peer_norm = self._peer(kind, weights, candidates)
+    self.assertAllClose(engine_loss, peer_loss, rtol=1e-5)
+    self.assertAllClose(engine_norm, peer_norm, rtol=1e-5)
+    self.assertGreater(engine_loss, 1.0)  # a real loss, not an empty batch
+
+  def test_seq2seq_peer_matches_the_engine(self):
+    self._check("seq2seq")
+
+  def test_attention_peer_matches_the_engine(self):
+    """OpenNMT-py's form: bidirectional cuDNN encoder, LSTMCell loop, Luong general
+    attention with input feeding, and the engine's bridge."""
+    self._check("attention", encoder="bi", attention="luong")
+
+  def test_language_model_peer_matches_the_engine(self):
+    self._check("lm", model="lm")
+
+  def test_cli_refuses_unknown_names_and_bad_sizes(self):
+    from benchmarks import torch_peers  # pylint: disable=import-outside-toplevel
+    args = torch_peers.parse_args(["--workloads=reddit_100k,m30k_attention",
+                                   "--variants=torch_bf16,torch_tf32", "--override=vocab=50"])
+    self.assertEqual((args.workloads, args.variants, args.override),
+                     (["reddit_100k", "m30k_attention"], ["torch_bf16", "torch_tf32"],
+                      ["vocab=50"]))
+    for flag, message in (("--variants=torch_fp16", "unknown variant 'torch_fp16'"),
+                          ("--workloads=seed_b512", "unknown workload 'seed_b512'"),
+                          ("--override=vocab=0", "is not SIZE=N")):
+      errors = io.StringIO()
+      with contextlib.redirect_stderr(errors), self.assertRaises(SystemExit) as stopped:
+        torch_peers.parse_args([flag])
+      self.assertEqual(stopped.exception.code, 2)
+      self.assertIn(message, errors.getvalue())
+
+  def test_sampled_softmax_peer_matches_the_engine(self):
+    """reddit_100k's loss: the engine's first step draws its candidates from (seed 0,
+    step 0); the peer scores the same ones."""
+    sampled = workloads.num_sampled("reddit_100k", TINY["vocab"])
+    candidates = losses.log_uniform_sample(
+        sampled, TINY["vocab"], train_step_lib.sampling_seed(0, tf.constant(0, tf.int64)))
+    self._check("sampled", candidates=candidates.numpy().astype(np.int64))
+
+
+
+class WorkloadsTest(tf.test.TestCase):
+  """`benchmarks.workloads`: the sizes both the engine and its peers read."""
+
+  def test_reddit_100k_is_the_sampled_softmax_workload(self):
+    self.assertEqual(workloads.sizes("reddit_100k"),
+                     ("seq2seq", 256, 20, 1024, 1024, 100000, 2))
+    self.assertEqual(workloads.num_sampled("reddit_100k", 100000), 1024)
+    self.assertEqual(workloads.num_sampled("seed_b256", 20000), 0)
+    # Shrunk by --override, it still samples fewer candidates than its vocabulary.
+    self.assertEqual(workloads.num_sampled("reddit_100k", 50), 25)
+
+  def test_sampled_flops_score_the_candidates_not_the_vocabulary(self):
+    recurrent = 2 * (4 * 6 * (8 + 6) + 4 * 6 * (6 + 6))
+    self.assertEqual(workloads.model_flops("seq2seq", 2, 4, 8, 6, 50, 2, sampled=9),
+                     6 * 2 * 4 * (recurrent + 6 * 10))
+    self.assertEqual(workloads.model_flops("seq2seq", 2, 4, 8, 6, 50, 2),
+                     6 * 2 * 4 * (recurrent + 6 * 50))
+
+  def test_override_pairs(self):
+    self.assertEqual(workloads.sizes("reddit_100k", ["vocab=50", "batch=4"])[1:6:4], (4, 50))
+    for pair in ("vocab=0", "width=3", "batch=x"):
+      with self.assertRaisesRegex(workloads.OverrideError, "is not SIZE=N"):
+        workloads.parse_override([pair])
+
+
+class PeerProcessTest(tf.test.TestCase):
+
+  def test_without_torch_every_peer_row_says_so(self):
+    saved = peer_process.importlib.util.find_spec
+    peer_process.importlib.util.find_spec = lambda name: None
+    try:
+      rows = peer_process.torch_rows(["cpu_small", "seed_b20"], ["torch_bf16"], 2, 0, 1.0)
+    finally:
+      peer_process.importlib.util.find_spec = saved
+    self.assertEqual(sorted(rows), [("cpu_small", "torch_bf16"), ("seed_b20", "torch_bf16")])
+    for row in rows.values():
+      self.assertIn("PyTorch is not installed", row["skipped"])
+    self.assertEqual(peer_process.torch_rows(["cpu_small"], [], 2, 0, 1.0), {})
+
+
+class TrainLoopFiguresTest(tf.test.TestCase):
+  """`benchmarks.loop_log`: the figure `benchmarks.train_loop` reads from train.py's log."""
+
+  def _line(self, step, tokens_per_sec):
+    return (f"{step}/300 (epoch 1/40) loss=5.0000 ppl=148.41 grad_norm=1.000 lr=0.002 "
+            f"tok/s={tokens_per_sec} time/batch=0.005s ETA=0:01\n")
+
+  def test_only_the_windows_after_the_warm_up_count(self):
+    lines = [(0.0, "model: lstm 2x16\n"), (30.0, self._line(100, 10)),  # compiled in here
+             (31.0, self._line(200, 1000)), (33.0, self._line(300, 4000)),
+             (33.5, "done at step 300; saved ckpt-300\n")]
+    tokens_per_sec, steps_per_sec, steps = loop_log.loop_figures(lines, warmup=100)
+    self.assertEqual(steps, 200)
+    self.assertAllClose(steps_per_sec, 200 / 3.0)
+    self.assertAllClose(tokens_per_sec, (1000 * 1.0 + 4000 * 2.0) / 3.0)
+    self.assertIsNone(loop_log.loop_figures(lines, warmup=300))
+
+  def test_step_flags_of_the_engine_variants(self):
+    self.assertEqual(loop_log.step_flags(True, "bf16", "gpu", "dynamic5"),
+                     ["--jit_compile=true", "--precision=bf16", "--embedding_device=gpu",
+                      "--unroll=dynamic", "--unroll_steps=5"])
+    self.assertEqual(loop_log.step_flags(False, "fp32", "cpu", "static", per_gate=True),
+                     ["--jit_compile=false", "--precision=fp32", "--embedding_device=cpu",
+                      "--unroll=static", "--per_gate_hidden_gradient"])
+
+
+@pytest.mark.slow
+class PeersInOneRunTest(tf.test.TestCase):
+  """The engine and its peers from one invocation, shrunk to a CPU."""
+
+  def _run(self, module, *flags):
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--steps=2", "--warmup=0", *flags],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+    return result.stdout, [json.loads(line) for line in result.stdout.splitlines()
+                           if line.startswith("{")]
+
+  @unittest.skipUnless(HAS_TORCH, "PyTorch is not installed (pip install torch)")
+  def test_train_step_runs_the_torch_peer_and_prints_the_ratios(self):
+    output, lines = self._run("benchmarks.train_step", "--workloads=reddit_100k",
+                              "--variants=engine,torch_bf16",
+                              "--override=batch=4,steps=5,embed=8,hidden=6,vocab=50")
+    rows = {line["variant"]: line for line in lines if "variant" in line}
+    peer = rows["torch_bf16"]
+    self.assertEqual((peer["precision"], peer["num_sampled"]), ("bf16", 25))
+    self.assertEqual(peer["sizes"], rows["engine"]["sizes"])
+    for field in ("step_ms", "pipelined_step_ms", "target_tokens_per_sec", "percent_of_ceiling",
+                  "peak_memory_mb", "first_step_s"):
+      self.assertGreater(peer[field], 0, field)
+    ratio = [line["ratio"] for line in lines if "ratio" in line]
+    self.assertEqual([(r["engine"], r["peer"]) for r in ratio], [("engine", "torch_bf16")])
+    self.assertAllClose(ratio[0]["waited"], peer["step_ms"] / rows["engine"]["step_ms"])
+    self.assertIn("engine / peer in this run", output)
+
+  def test_unknown_peers_and_loop_settings_are_refused(self):
+    for module, flag, message in (
+        ("benchmarks.train_step", "--variants=torch_fp16", "unknown variant 'torch_fp16'"),
+        ("benchmarks.train_loop", "--peers=pytorch", "'pytorch' is not among keras, torch_fp32"),
+        ("benchmarks.train_loop", "--loop_warmup=7", "a multiple of --log_every")):
+      result = subprocess.run([sys.executable, "-m", module, flag], cwd=ROOT,
+                              capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+      self.assertNotEqual(result.returncode, 0)
+      self.assertIn(message, result.stderr)
+
+  def test_train_loop_reads_the_loops_pace(self):
+    """benchmarks.train_loop runs train.py for a few steps after a warm-up and times the
+    same step alone."""
+    output, lines = self._run(
+        "benchmarks.train_loop", "--workloads=cpu_small", "--variants=engine", "--peers=keras",
+        "--loop_steps=10", "--loop_warmup=5", "--log_every=5", "--pairs=200",
+        "--override=batch=4,steps=6,embed=8,hidden=6,vocab=40")
+    row, peer = lines
+    self.assertEqual(peer["variant"], "keras")
+    self.assertRegex(output, rf"/ keras +{peer['pipelined_step_ms'] / row['loop_step_ms']:.2f}x")
+    self.assertEqual(row["loop_measured_steps"], 10)
+    self.assertIn("--max_steps=15", row["loop_command"])
+    self.assertAllClose(row["loop_step_ms"], 1e3 / row["loop_steps_per_sec"])
+    self.assertGreater(row["loop_tokens_per_sec"], 0)
+    self.assertGreater(row["step_pipelined_step_ms"], 0)
 
 
 if __name__ == "__main__":

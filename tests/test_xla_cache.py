@@ -45,17 +45,17 @@ def test_a_file_in_the_way_is_a_message(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_resumed_run_loads_the_compiled_step_from_the_workdir(tmp_path):
-  workdir = tmp_path / "run"
-  cache = workdir / "xla_cache"  # --xla_cache_dir=auto
-  flags = [*TINY, f"--workdir={workdir}", "--jit_compile", "--min_length=1", "--max_length=6",
-           "--save_every=2", "--log_every=1"]
-  first = run_train(*flags, "--max_steps=2")
+def test_the_same_configuration_again_loads_the_compiled_step(tmp_path):
+  cache = tmp_path / "first" / "xla_cache"  # --xla_cache_dir=auto: in the first run's workdir
+  flags = [*TINY, "--jit_compile", "--min_length=1", "--max_length=6", "--save_every=2",
+           "--log_every=1"]
+  first = run_train(*flags, f"--workdir={tmp_path / 'first'}", "--max_steps=2")
   assert first.returncode == 0, first.stderr
   assert f"XLA cache {cache}: 0 compiled steps there" in first.stdout
   compiled = xla_cache.cached_executables(str(cache))
   assert compiled, "the first run saved no compiled step"
-  second = run_train(*flags, "--max_steps=4")
+  second = run_train(*flags, f"--workdir={tmp_path / 'second'}", f"--xla_cache_dir={cache}",
+                     "--max_steps=4")
   assert second.returncode == 0, second.stderr
   assert f"XLA cache {cache}: {len(compiled)} compiled step" in second.stdout
   # The same step and shapes: loaded, not compiled (and saved) again.

@@ -1,10 +1,12 @@
 """TensorFlow's persistent XLA compilation cache: compiled steps kept on disk across runs.
 
 XLA writes each executable it compiles to the folder, keyed by the program (the traced
-step, its shapes) and the device, and a later process that compiles the same program loads
-it instead: a resumed run, the same configuration run again, or a benchmark run again skip
-the compilation (minutes for an unrolled step on a GPU). A changed model, batch shape or
-TensorFlow version makes a new key, and so a new compilation.
+step, its shapes, the traced function's name) and the device, and a later process that
+compiles the same program loads it instead: the same configuration run again, or a benchmark
+run again skip the compilation (minutes for an unrolled step on a GPU). A changed model,
+batch shape or TensorFlow version makes a new key, and so a new compilation; so does a
+resumed run, whose restore traces functions before the step and so shifts the number
+TensorFlow puts in the step's name.
 No TensorFlow import here: the flag must be set before TensorFlow reads TF_XLA_FLAGS.
 """
 import glob

@@ -6,7 +6,8 @@ one the step stays plain (eager ops in a `tf.function`), as fast there as it was
 compiled step on a GPU, `--unroll=auto` is the dynamic unroll with 5 steps an iteration: it
 compiles in a fraction of the static unroll's time (an XLA program of T / 5 loop bodies, not
 of T steps) at nearly its speed (BUILD.md); and `--xla_cache_dir=auto` keeps the compiled
-steps in WORKDIR/xla_cache, so a resumed run loads them instead of compiling again.
+steps in WORKDIR/xla_cache, where a later run of the same configuration loads them instead
+of compiling again (`seq2seq.runtime.xla_cache`).
 
 `choose` resolves every `auto` into the values the run trains with; `describe` is the line
 the run starts with, saying what was chosen and why.

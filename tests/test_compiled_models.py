@@ -2,6 +2,7 @@
 dynamic unroll x5, each bucket traced (and so compiled) once. The GPU is injected
 (`step_choice.visible_gpus`); the compiled programs run on this machine's CPU."""
 import os
+import tempfile
 from unittest import mock
 
 from absl.testing import parameterized
@@ -91,7 +92,7 @@ class EveryModelCompilesTest(parameterized.TestCase, tf.test.TestCase):
   def test_compiled_step_trains_as_the_plain_step(self, changes):
     losses = []
     for gpus in (GPU, []):
-      tmp = self.create_tempdir().full_path
+      tmp = tempfile.mkdtemp()
       data = (_text(tmp) if changes.get("model") == "lm" else
               helpers.write_reverse_task(os.path.join(tmp, "pairs.tsv"), num_pairs=40))
       _, lines, run_losses = _train(os.path.join(tmp, "w"), data, gpus, max_steps=3,
@@ -106,7 +107,7 @@ class EveryModelCompilesTest(parameterized.TestCase, tf.test.TestCase):
       ("variational_mgu", dict(cell=MGU, keep_prob=0.8, variational_dropout=True,
                                num_layers=2, attention="bahdanau_norm", encoder="bi")))
   def test_with_dropout(self, changes):
-    tmp = self.create_tempdir().full_path
+    tmp = tempfile.mkdtemp()
     data = helpers.write_reverse_task(os.path.join(tmp, "pairs.tsv"), num_pairs=40)
     result, lines, losses = _train(os.path.join(tmp, "w"), data, GPU, max_steps=3, **changes)
     self.assertStartsWith(lines[0], "step: XLA-compiled")

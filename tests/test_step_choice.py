@@ -1,6 +1,7 @@
 """The step a run gets (`seq2seq.step.choice`): --jit_compile=auto compiles it where a GPU runs
 it, with the unroll that compiles fast and the XLA cache in the workdir; a CPU-only machine
 keeps the plain step. A GPU is injected as the device list `choose` reads."""
+import json
 import os
 import tempfile
 from unittest import mock
@@ -10,6 +11,7 @@ from absl.testing import parameterized
 import tensorflow as tf
 
 from seq2seq import config as config_lib
+from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.runtime import xla_cache
 from seq2seq.step import choice as step_choice
 from tests.test_careless_flags import config_from_flags
@@ -18,7 +20,7 @@ GPU = [tf.config.PhysicalDevice("/physical_device:GPU:0", "GPU")]
 
 
 def _config(**changes):
-  return config_lib.replace(config_lib.RunConfig(), workdir="runs/w", **changes)
+  return config_lib.replace(config_lib.RunConfig(), **{"workdir": "runs/w", **changes})
 
 
 def _resolved(choice):
@@ -108,3 +110,26 @@ def test_folder_before_start():
   assert xla_cache.folder_before_start(config_lib.TrainConfig(jit_compile=False)) is None
   assert xla_cache.folder_before_start(config_lib.TrainConfig(xla_cache_dir="")) is None
   assert xla_cache.folder_before_start(config_lib.TrainConfig(xla_cache_dir="c")) == "c"
+
+
+class SavedConfigTest(parameterized.TestCase):
+  """config.json records the resolved step; files written before `auto` (true / false) load."""
+
+  @parameterized.parameters(False, True, "auto")
+  def test_jit_compile_values_load(self, value):
+    workdir = tempfile.mkdtemp()
+    saved = json.loads(_config(workdir=workdir).to_json())
+    saved["train"]["jit_compile"] = value
+    with open(workdir_lib.config_path(workdir), "w", encoding="utf-8") as f:
+      json.dump(saved, f)
+    self.assertEqual(workdir_lib.load_run_config(workdir).train.jit_compile, value)
+
+  def test_other_values_are_named(self):
+    workdir = tempfile.mkdtemp()
+    saved = json.loads(_config(workdir=workdir).to_json())
+    saved["train"]["jit_compile"] = "yes"
+    with open(workdir_lib.config_path(workdir), "w", encoding="utf-8") as f:
+      json.dump(saved, f)
+    with self.assertRaisesRegex(workdir_lib.WorkdirError,
+                                '"train.jit_compile" is "yes", not "auto", true or false'):
+      workdir_lib.load_run_config(workdir)

@@ -210,6 +210,21 @@ class _AutoOrBoolParser(flags.ArgumentParser):
     return "auto or bool"
 
 
+class _AutoOrBoolFlag(flags.Flag):
+  """A boolean flag that also takes auto, shown and written as such (absl would write the
+  truthy "auto" as true)."""
+
+  def __init__(self, name, default, help_text):
+    super().__init__(_AutoOrBoolParser(), None, name, default, help_text, boolean=True)
+
+  def _get_parsed_value_as_string(self, value):
+    return repr(value) if value == config_lib.AUTO else super()._get_parsed_value_as_string(value)
+
+  def _serialize(self, value):
+    return (f"--{self.name}={value}" if value == config_lib.AUTO
+            else super()._serialize(value))
+
+
 def _define_flags():
   """One flag per config field, with the config's default (defined only there)."""
   defaults = config_lib.RunConfig()
@@ -218,8 +233,7 @@ def _define_flags():
       default = getattr(getattr(defaults, section.name), field.name)
       name, help_text = field.name, _HELP[field.name]
       if name in config_lib.AUTO_OR_BOOL:
-        flags.DEFINE_flag(flags.Flag(_AutoOrBoolParser(), None, name, default, help_text,
-                                     boolean=True))
+        flags.DEFINE_flag(_AutoOrBoolFlag(name, default, help_text))
       elif name in _CHOICES:
         flags.DEFINE_enum(name, default, _CHOICES[name], help_text)
       elif isinstance(default, bool):

@@ -133,3 +133,12 @@ class SavedConfigTest(parameterized.TestCase):
     with self.assertRaisesRegex(workdir_lib.WorkdirError,
                                 '"train.jit_compile" is "yes", not "auto", true or false'):
       workdir_lib.load_run_config(workdir)
+
+
+def test_the_flag_shows_and_writes_auto():
+  """--helpfull says auto, and a written flagfile keeps it (not absl's true)."""
+  import train  # pylint: disable=import-outside-toplevel
+  flag = train.FLAGS["jit_compile"]
+  assert flag.default_as_str == "'auto'"
+  assert flag._serialize("auto") == "--jit_compile=auto"  # pylint: disable=protected-access
+  assert flag._serialize(False) == "--nojit_compile"  # pylint: disable=protected-access

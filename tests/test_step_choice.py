@@ -65,6 +65,13 @@ class ChooseTest(parameterized.TestCase):
     once = step_choice.choose(_config(), gpus=GPU).run_config
     self.assertEqual(step_choice.choose(once, gpus=gpus).run_config, once)
 
+  def test_xla_options_of_a_step_left_plain_are_dropped(self):
+    plain = step_choice.choose(_config(xla_autotune=True, xla_cache_dir="/c"), gpus=[])
+    self.assertEqual((plain.run_config.train.xla_autotune, plain.run_config.train.xla_cache_dir),
+                     (False, ""))
+    compiled = step_choice.choose(_config(xla_autotune=True), gpus=GPU)
+    self.assertTrue(compiled.run_config.train.xla_autotune)
+
   def test_cache_folder_flag(self):
     off = step_choice.choose(_config(xla_cache_dir=""), gpus=GPU)
     self.assertEqual(off.run_config.train.xla_cache_dir, "")

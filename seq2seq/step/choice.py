@@ -27,8 +27,8 @@ FAST_COMPILE_UNROLL_STEPS = 5
 @dataclasses.dataclass(frozen=True)
 class StepChoice:
   """run_config: the run's config with `auto` resolved (jit_compile a bool, unroll static or
-  dynamic, unroll_steps >= 1, xla_cache_dir a folder or ""); reason: why the step is
-  compiled or not."""
+  dynamic, unroll_steps >= 1, xla_cache_dir a folder or ""; the XLA options off for a plain
+  step); reason: why the step is compiled or not."""
   run_config: config_lib.RunConfig
   reason: str
 
@@ -85,7 +85,8 @@ def choose(run_config, gpus=None):
       run_config,
       model=dataclasses.replace(model_config, unroll=unroll, unroll_steps=steps),
       train=dataclasses.replace(train_config, jit_compile=compiled,
-                                xla_cache_dir=cache if compiled else "")), reason)
+                                xla_cache_dir=cache if compiled else "",
+                                xla_autotune=train_config.xla_autotune and compiled)), reason)
 
 
 def describe(choice):

@@ -5,7 +5,7 @@ with a GPU, `mirrored` over GPUs, `multi_worker` on hosts with GPUs. On a machin
 one the step stays plain (eager ops in a `tf.function`), as fast there as it was. With the
 compiled step on a GPU, `--unroll=auto` is the dynamic unroll with 5 steps an iteration: it
 compiles in a fraction of the static unroll's time (an XLA program of T / 5 loop bodies, not
-of T steps) at nearly its speed (BUILD.md); and `--xla_cache_dir=auto` keeps the compiled
+of T steps) at some cost per step (benchmarks/README.md); and `--xla_cache_dir=auto` keeps the compiled
 steps in WORKDIR/xla_cache, where a later run of the same configuration loads them instead
 of compiling again (`seq2seq.runtime.xla_cache`).
 

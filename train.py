@@ -52,9 +52,11 @@ _HELP = {
     "embedding_device": "where the embedding table lives: cpu or gpu",
     "pretrained_embeddings": "GloVe / word2vec text file that initialises the embeddings",
     "freeze_embeddings": "do not train the pretrained embeddings",
-    "unroll": "static (a Python loop over time) or dynamic (tf.while_loop: XLA compiles it "
-              "faster); for the encoder (both directions) and the decoder, attention included",
-    "unroll_steps": "with --unroll=dynamic: time steps unrolled inside each loop iteration",
+    "unroll": "static (a Python loop over time), dynamic (tf.while_loop: XLA compiles it "
+              "faster) or auto (dynamic in a step compiled for a GPU, else static); for the "
+              "encoder (both directions) and the decoder, attention included",
+    "unroll_steps": "with --unroll=dynamic: time steps unrolled inside each loop iteration "
+                    "(0 = 5 in a step compiled for a GPU, else 1)",
     "per_gate_hidden_gradient": "static unroll: compute each step's hidden-state gradient "
                                 "d(gates) W_h^T as one matmul per gate (a batched matmul) and "
                                 "their float32 sum, not one matmul; other GEMM shapes, the same "
@@ -145,11 +147,14 @@ _HELP = {
     "log_every": "steps between log lines and summaries",
     "seed": "seed of weights, dropout and data order",
     "deterministic": "deterministic ops (slower; bitwise-reproducible runs)",
-    "jit_compile": "XLA-compile the train step (with --embedding_device=cpu the embedding "
-                   "lookup and update stay outside it; with gpu the whole step is compiled)",
-    "xla_cache_dir": "with --jit_compile: a folder where XLA saves each compiled step and loads "
-                     "it from in later runs of the same step and shapes (a resumed run, the same "
-                     "configuration again), which then skip the compilation; '' = off",
+    "jit_compile": "auto, true or false: XLA-compile the train step (with "
+                   "--embedding_device=cpu the embedding lookup and update stay outside it; "
+                   "with gpu the whole step is compiled); auto compiles it where it runs on a "
+                   "GPU, and the run's first line says which step it got and why",
+    "xla_cache_dir": "with a compiled step: a folder where XLA saves each compiled step and "
+                     "loads it from in later runs of the same step and shapes (a resumed run, "
+                     "the same configuration again), which then skip the compilation; auto = "
+                     "WORKDIR/xla_cache, '' = off",
     "xla_autotune": "with --jit_compile: let XLA:GPU search Triton GEMM tilings and fusion "
                     "emitters (about half of the first step's compilation; off, GEMMs go to "
                     "cuBLAS: as fast a step at half the compile time); "
@@ -196,6 +201,37 @@ _CHOICES = {"model": config_lib.MODELS, "encoder": config_lib.ENCODERS,
             "checkpoint": config_lib.CHECKPOINTS}
 
 
+class _AutoOrBoolParser(flags.ArgumentParser):
+  """auto, or a boolean as absl spells it (true/false, t/f, 1/0); with the flag's `boolean`
+  set, `--name` means true and `--noname` false."""
+
+  def parse(self, argument):
+    if isinstance(argument, str) and argument.lower() == config_lib.AUTO:
+      return config_lib.AUTO
+    try:
+      return flags.BooleanParser().parse(argument)
+    except (TypeError, ValueError):
+      raise ValueError(f"must be auto, true or false; got {argument!r}") from None
+
+  def flag_type(self):
+    return "auto or bool"
+
+
+class _AutoOrBoolFlag(flags.Flag):
+  """A boolean flag that also takes auto, shown and written as such (absl would write the
+  truthy "auto" as true)."""
+
+  def __init__(self, name, default, help_text):
+    super().__init__(_AutoOrBoolParser(), None, name, default, help_text, boolean=True)
+
+  def _get_parsed_value_as_string(self, value):
+    return repr(value) if value == config_lib.AUTO else super()._get_parsed_value_as_string(value)
+
+  def _serialize(self, value):
+    return (f"--{self.name}={value}" if value == config_lib.AUTO
+            else super()._serialize(value))
+
+
 def _define_flags():
   """One flag per config field, with the config's default (defined only there)."""
   defaults = config_lib.RunConfig()
@@ -203,7 +239,9 @@ def _define_flags():
     for field in dataclasses.fields(section.type):
       default = getattr(getattr(defaults, section.name), field.name)
       name, help_text = field.name, _HELP[field.name]
-      if name in _CHOICES:
+      if name in config_lib.AUTO_OR_BOOL:
+        flags.DEFINE_flag(_AutoOrBoolFlag(name, default, help_text))
+      elif name in _CHOICES:
         flags.DEFINE_enum(name, default, _CHOICES[name], help_text)
       elif isinstance(default, bool):
         flags.DEFINE_bool(name, default, help_text)
@@ -376,6 +414,29 @@ def main(argv):
     return 1
 
 
+def _prepare_xla(train_config, log):
+  """XLA's options and cache, set before TensorFlow starts (it reads them once) for a step
+  that may be compiled; whether it is, the run decides (`seq2seq.step.choice`). -> 1 if the
+  cache folder cannot be used, else 0."""
+  if train_config.jit_compile is False:
+    return 0
+  flags_set = xla_flags.configure(train_config.xla_autotune)
+  if train_config.jit_compile is True:
+    log(f"XLA_FLAGS={flags_set}" + ("" if train_config.xla_autotune else
+                                    " (--xla_autotune to tune)"))
+  folder = xla_cache.folder_before_start(train_config)
+  if folder:
+    try:  # `auto`'s folder is left to XLA to create, so a run that compiles nothing has none
+      xla_cache.enable(folder, create=train_config.xla_cache_dir != config_lib.AUTO)
+    except OSError as e:
+      print(f"error: --xla_cache_dir={train_config.xla_cache_dir}: {folder}: "
+            f"{outputs.os_error_message(e)}; name "
+            "another folder, or pass --xla_cache_dir= to train without the cache",
+            file=sys.stderr)
+      return 1
+  return 0
+
+
 def _run(argv):
   run_config = _config_from_flags(argv)
   log = lambda message: print(message, flush=True)
@@ -383,18 +444,8 @@ def _run(argv):
     from seq2seq.data.prepare import pipeline  # pylint: disable=import-outside-toplevel
     pipeline.prepare(run_config.prepare, run_config.data, log)
     return 0
-  if FLAGS.mode == "train" and run_config.train.jit_compile:
-    autotune = run_config.train.xla_autotune
-    log(f"XLA_FLAGS={xla_flags.configure(autotune)}" + ("" if autotune else
-                                                         " (--xla_autotune to tune)"))
-  if FLAGS.mode == "train" and run_config.train.xla_cache_dir:
-    try:  # before TensorFlow is imported: it reads TF_XLA_FLAGS once
-      cache = xla_cache.enable(run_config.train.xla_cache_dir)
-    except OSError as e:
-      print(f"error: --xla_cache_dir={run_config.train.xla_cache_dir}: {e}", file=sys.stderr)
-      return 1
-    log(f"XLA compilation cache: {cache} "
-        f"({len(xla_cache.cached_executables(cache))} compiled steps there)")
+  if FLAGS.mode == "train" and _prepare_xla(run_config.train, log):
+    return 1
   # The heavy imports (TensorFlow) after validation, so a bad flag is reported at once.
   from seq2seq.modes import run  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress

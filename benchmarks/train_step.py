@@ -43,6 +43,7 @@ from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.models import language_model
 from seq2seq.runtime import xla_cache
 from seq2seq.runtime import xla_flags
+from seq2seq.step import choice as step_choice
 from seq2seq.step import device_prefetch
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
@@ -69,8 +70,19 @@ PER_GATE_SUFFIX = "_pergate"
 ENGINE_VARIANTS.update({name + PER_GATE_SUFFIX: ENGINE_VARIANTS[name]
                         for name in ("engine_xla_bf16_gpuemb", "engine_xla_bf16",
                                      "engine_xla_gpuemb", "engine")})
+# "_usercell": the same with the built-in LSTM replaced by `benchmarks.user_cells.PlainLSTMCell`,
+# the same math written as a user's --cell (the reference unroll runs it): equal FLOPs.
+USER_CELL_SUFFIX = "_usercell"
+USER_CELL = "benchmarks.user_cells:PlainLSTMCell"
+ENGINE_VARIANTS.update({name + USER_CELL_SUFFIX: options
+                        for name, options in list(ENGINE_VARIANTS.items())
+                        if not name.endswith(PER_GATE_SUFFIX)})
+# "engine_default": the step train.py's defaults choose on this machine (seq2seq.step.choice):
+# on a GPU compiled, dynamic unroll x5, fp32, the embedding on the CPU; else the plain step.
+# Filled in by `main`, once XLA's flags are set (listing the GPUs reads them).
+DEFAULT_VARIANTS = ("engine_default", "engine_default" + USER_CELL_SUFFIX)
 PEERS = ("keras",) + tuple(workloads.TORCH_VARIANTS)  # torch_*: benchmarks.torch_peers
-VARIANTS = tuple(ENGINE_VARIANTS) + PEERS
+VARIANTS = tuple(ENGINE_VARIANTS) + DEFAULT_VARIANTS + PEERS
 
 flags.DEFINE_list("workloads", ["cpu_small"], f"among {', '.join(WORKLOADS)}")
 flags.DEFINE_list("variants", ["engine", "keras"], f"among {', '.join(VARIANTS)}; the torch_* "
@@ -139,8 +151,11 @@ def synthetic_input(kind, batch, steps, vocab):
   return b, float(tf.reduce_sum(b.target_weight))
 
 
-def matmul_ceiling(dtype, size=8192 if tf.config.list_physical_devices("GPU") else 1024):
-  """TFLOP/s of a size^3 matmul in `dtype`: the ceiling the step's efficiency is judged by."""
+def matmul_ceiling(dtype, size=None):
+  """TFLOP/s of a size^3 matmul in `dtype` (default 8192 on a GPU, 1024 on a CPU): the ceiling
+  the step's efficiency is judged by. (The GPUs are listed here, not at import: TensorFlow
+  reads TF_XLA_FLAGS, --xla_cache_dir's, when it first lists them.)"""
+  size = size or (8192 if tf.config.list_physical_devices("GPU") else 1024)
   a = tf.random.normal([size, size], dtype=tf.float32)
   a = tf.cast(a, dtype)
   matmul = tf.function(lambda x: tf.matmul(x, x))
@@ -165,7 +180,20 @@ def engine_model_config(workload, variant, embedding_device=None):
                                 embedding_device=embedding_device or variant_embedding_device,
                                 unroll=unroll.rstrip("0123456789"), unroll_steps=unroll_steps,
                                 per_gate_hidden_gradient=variant.endswith(PER_GATE_SUFFIX),
+                                cell=USER_CELL if variant.endswith(USER_CELL_SUFFIX) else "lstm",
                                 **attention)
+
+
+def default_variants():
+  """{name: (jit_compile, precision, embedding_device, unroll)} of `DEFAULT_VARIANTS`: what
+  `step_choice.choose` makes of the default config on this machine."""
+  resolved = step_choice.choose(config_lib.RunConfig()).run_config
+  unroll = resolved.model.unroll
+  if unroll == "dynamic":
+    unroll += str(resolved.model.unroll_steps)
+  options = (resolved.train.jit_compile, resolved.train.precision,
+             resolved.model.embedding_device, unroll)
+  return {name: options for name in DEFAULT_VARIANTS}
 
 
 def engine_step(workload, variant):
@@ -495,6 +523,7 @@ def main(argv):
     print(json.dumps({"xla_cache_dir": xla_cache.enable(FLAGS.xla_cache_dir)}), flush=True)
   dump_folder, temporary_dump = (compile_stages.dump_folder() if FLAGS.first_step_stages
                                  else (None, False))
+  ENGINE_VARIANTS.update(default_variants())  # after the flags: it lists the GPUs
   try:
     measure_all(dump_folder)
   finally:

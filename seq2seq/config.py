@@ -17,7 +17,10 @@ ATTENTIONS = ("none", "luong", "luong_scaled", "bahdanau", "bahdanau_norm")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 EMBEDDING_DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "bf16")
-UNROLLS = ("static", "dynamic")
+UNROLLS = ("auto", "static", "dynamic")
+AUTO = "auto"  # a setting the run chooses from the machine it runs on (seq2seq.step.choice)
+# Fields that hold AUTO, True or False (flags that are booleans with an "auto" default).
+AUTO_OR_BOOL = ("jit_compile",)
 INPUT_FORMATS = ("reddit", "pairs", "parallel", "chatterbot", "text")
 TOKENIZERS = ("word", "sentencepiece")
 PREPARE_RUNNERS = ("local", "beam")
@@ -92,8 +95,12 @@ class ModelConfig:
   embedding_device: str = "cpu"  # where the embedding table lives and is looked up
   pretrained_embeddings: str = ""  # GloVe / word2vec text file to initialise the table
   freeze_embeddings: bool = False  # keep a pretrained table fixed
-  unroll: str = "static"  # static: Python loop over T; dynamic: tf.while_loop (quicker XLA compile)
-  unroll_steps: int = 1  # with unroll=dynamic: time steps unrolled inside each loop iteration
+  # static: Python loop over T; dynamic: tf.while_loop (quicker XLA compile); auto: dynamic in
+  # a step compiled for a GPU, else static
+  unroll: str = AUTO
+  # with unroll=dynamic: time steps unrolled inside each loop iteration; 0: 5 in a step
+  # compiled for a GPU, else 1
+  unroll_steps: int = 0
   encoder: str = "uni"  # bi: bidirectional encoder, final states bridged to the decoder
   attention: str = "none"  # attention over the encoder outputs, with input feeding
   residual: bool = False  # residual connections around the layers above the first
@@ -110,11 +117,13 @@ class ModelConfig:
     _choice(self, "attention", ATTENTIONS)
     _choice(self, "embedding_device", EMBEDDING_DEVICES)
     _choice(self, "unroll", UNROLLS)
-    _positive(self, "num_layers", "hidden_size", "embedding_size", "unroll_steps")
+    _positive(self, "num_layers", "hidden_size", "embedding_size")
+    _check(self.unroll_steps >= 0, "unroll_steps",
+           f"must be >= 0 (0 = chosen with --unroll), got {self.unroll_steps}")
     _check(0.0 < self.keep_prob <= 1.0, "keep_prob", f"must be in (0, 1], got {self.keep_prob}")
     _check(not self.freeze_embeddings or self.pretrained_embeddings, "freeze_embeddings",
            "freezing needs --pretrained_embeddings (a frozen random table never learns)")
-    _check(not self.per_gate_hidden_gradient or self.unroll == "static",
+    _check(not self.per_gate_hidden_gradient or self.unroll != "dynamic",
            "per_gate_hidden_gradient", "needs --unroll=static (a tf.while_loop's steps "
            "compute d(h) as one matmul)")
 
@@ -191,8 +200,12 @@ class TrainConfig:
   log_every: int = 20
   seed: int = 1234
   deterministic: bool = False  # tf.config.experimental.enable_op_determinism
-  jit_compile: bool = False  # XLA-compile the step (all of it unless the embedding is on the CPU)
-  xla_cache_dir: str = ""  # with jit_compile: compiled steps saved here and reused by later runs
+  # XLA-compile the step (all of it unless the embedding is on the CPU): True, False, or
+  # AUTO: compiled where the step runs on a GPU (seq2seq.step.choice)
+  jit_compile: object = AUTO
+  # a compiled step's XLA cache: compiled steps saved here and reused by later runs; AUTO:
+  # WORKDIR/xla_cache; "": none
+  xla_cache_dir: str = AUTO
   xla_autotune: bool = False  # with jit_compile: XLA:GPU's Triton GEMM and fusion autotuning
   precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss
   strategy: str = "default"  # tf.distribute strategy; batch_size is the global batch
@@ -229,10 +242,12 @@ class TrainConfig:
            f"must be in (0, 1], got {self.plateau_factor}")
     _check(self.early_stopping >= 0, "early_stopping",
            f"must be >= 0 (0 = off), got {self.early_stopping}")
-    _check(not self.xla_cache_dir or self.jit_compile, "xla_cache_dir",
-           "keeps the XLA-compiled step; it needs --jit_compile")
-    _check(not self.xla_autotune or self.jit_compile, "xla_autotune",
-           "tunes the XLA-compiled step; it needs --jit_compile")
+    _check(self.jit_compile is True or self.jit_compile is False or self.jit_compile == AUTO,
+           "jit_compile", f"must be auto, true or false; got {self.jit_compile!r}")
+    _check(self.xla_cache_dir in ("", AUTO) or self.jit_compile is not False, "xla_cache_dir",
+           "keeps the XLA-compiled step; it needs --jit_compile=true or auto")
+    _check(not self.xla_autotune or self.jit_compile is not False, "xla_autotune",
+           "tunes the XLA-compiled step; it needs --jit_compile=true or auto")
 
   def check_vocabulary_size(self, vocab_size):
     """Checks what depends on the vocabulary, known once the data is read. Raises ConfigError."""

@@ -103,6 +103,33 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
     self.assertAllClose(sum(seconds), rows["engine_xla_dyn5"]["first_step_s"], rtol=0.01)
     self.assertGreater(stages["hlo_instructions"][0], 100)
 
+  def test_user_cell_runs_the_same_model_at_equal_flops(self):
+    """A user's LSTM (benchmarks/user_cells.py, on the reference unroll) beside the built-in
+    one, and the step the defaults choose on this machine (a CPU: the plain step)."""
+    rows = self._run("--workloads=cpu_small", "--variants=engine,engine_usercell,engine_default",
+                     "--override=batch=2,steps=4,embed=8,hidden=6,vocab=50")
+    flops = {variant: row["model_tflops"] * row["step_ms"] for variant, row in rows.items()}
+    self.assertAllClose(flops["engine_usercell"], flops["engine"], rtol=1e-6)
+    self.assertAllClose(flops["engine_default"], flops["engine"], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_compile_buckets_cold_then_warm():
+  """Every bucket's first step in a process with an empty XLA cache, then in one that loads
+  what the first saved."""
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.compile_buckets", "--variant=engine_xla",
+       "--buckets=3,4", "--sizes=batch=2,embed=4,hidden=4,vocab=20,layers=1"],
+      cwd=ROOT, capture_output=True, text=True, timeout=900,
+      env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+  assert result.returncode == 0, result.stderr
+  cold, warm = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  assert (cold["phase"], warm["phase"]) == ("cold", "warm")
+  assert sorted(cold["first_step_s"]) == ["3", "4"]
+  assert cold["all_buckets_s"] == sum(cold["first_step_s"].values())
+  assert cold["xla_cache"] == {"before": 0, "written": 2}  # one compiled step a bucket
+  assert warm["xla_cache"] == {"before": 2, "written": 0}  # loaded, not compiled
+
 
 class CompileStagesTest(tf.test.TestCase):
   """`compile_stages.stages`: a first step split by the times XLA wrote its dump files."""

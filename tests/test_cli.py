@@ -254,6 +254,10 @@ class ShippedFlagfilesTest(tf.test.TestCase):
     self.assertEqual(config["model"]["encoder"], "bi")
     self.assertEqual(config["model"]["attention"], "luong")
     self.assertAlmostEqual(config["train"]["label_smoothing"], 0.1)
+    # The default step: compiled on a GPU, the embedding where the defaults keep it.
+    self.assertEqual(config["train"]["jit_compile"], "auto")
+    self.assertEqual(config["model"]["unroll"], "auto")
+    self.assertEqual(config["model"]["embedding_device"], "cpu")
 
   def test_bpe_recipe_nests_the_word_level_flagfile(self):
     config = self._config("configs/multi30k_bpe.flags", f"--data={self.get_temp_dir()}")

@@ -76,10 +76,12 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
 
 
 def unroll_from_config(model_config):
-  """The unroll function a `ModelConfig` asks for (`unroll`, `unroll_steps`)."""
-  if model_config.unroll == "static":
+  """The unroll function a `ModelConfig` asks for (`unroll`, `unroll_steps`). A train step
+  gets its config with `auto` resolved (`seq2seq.step.choice`); elsewhere (decoding,
+  evaluation) `auto` is the static unroll and `unroll_steps` 0 is 1."""
+  if model_config.unroll != "dynamic":
     return static_unroll
-  return functools.partial(dynamic_unroll, steps_per_iteration=model_config.unroll_steps)
+  return functools.partial(dynamic_unroll, steps_per_iteration=model_config.unroll_steps or 1)
 
 
 # XLA:GPU pads every bf16 and fp16 matmul to multiples of this many rows and columns

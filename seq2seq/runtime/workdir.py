@@ -7,6 +7,7 @@
     WORKDIR/summaries/{train,val}/   TensorBoard event files
     WORKDIR/lock               held by the running process (seq2seq.runtime.workdir_lock)
     WORKDIR/export/            the SavedModel of --mode=export (default --export_dir)
+    WORKDIR/xla_cache/         compiled train steps, reused by later runs (default --xla_cache_dir)
 """
 import dataclasses
 import json
@@ -26,7 +27,8 @@ _REQUIRED = {"model": tuple(config_lib.ModelConfig().architecture()),
              "data": ("max_vocab", "lowercase", "filters"), "train": ()}
 # TensorFlow reads checkpoint and SavedModel variable paths as glob patterns.
 PATTERN_CHARACTERS = "*?[]\\"
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               "auto or a bool": '"auto", true or false'}
 
 
 class WorkdirError(errors.UserError, ValueError):
@@ -59,6 +61,11 @@ def summary_dir(workdir, split):
 
 def best_dir(workdir):
   return os.path.join(workdir, "best")
+
+
+def xla_cache_dir(workdir):
+  """The default folder of the run's XLA cache (`--xla_cache_dir=auto`)."""
+  return os.path.join(workdir, "xla_cache")
 
 
 def checkpoint_files(workdir):
@@ -95,7 +102,7 @@ def own_files(workdir):
   """(what, path) of every file and folder a run keeps in `workdir`: no other output may
   replace them, nor may training read one as data."""
   names = ("config.json", "vocab.txt", "vocab.txt.sha256", "lock", "checkpoints", "best",
-           "summaries", "export")
+           "summaries", "export", "xla_cache")
   return [(f"the workdir's {name}", os.path.join(workdir, name)) for name in names]
 
 
@@ -146,6 +153,8 @@ def _section(path, name, section_type, fields):
     expected = type(getattr(defaults, field))
     fits = (isinstance(value, (int, float)) and not isinstance(value, bool)
             if expected is float else type(value) is expected)
+    if field in config_lib.AUTO_OR_BOOL:
+      fits, expected = value == config_lib.AUTO or isinstance(value, bool), "auto or a bool"
     if not fits:
       raise _bad_config(path, f'"{name}.{field}" is {json.dumps(value)}, not '
                               f"{_TYPE_NAMES[expected]}")

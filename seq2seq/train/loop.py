@@ -23,6 +23,7 @@ from seq2seq.runtime import interrupts
 from seq2seq.runtime import summaries
 from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.runtime import workdir_lock
+from seq2seq.step import choice as step_choice
 from seq2seq.step import device_prefetch
 from seq2seq.step import optimizers
 from seq2seq.step import resident_batches
@@ -340,7 +341,9 @@ class TrainingRun:
       log(f"strategy: {train_config.strategy}, {strategy.num_replicas_in_sync} replicas in "
           f"sync, global batch {train_config.batch_size}"
           + ("" if worker.chief else f"; writing to the temporary {worker.path}"))
-    self.run_config = run_config
+    choice = step_choice.choose(run_config)  # auto resolved: what this machine trains with
+    log(step_choice.describe(choice))
+    self.run_config = run_config = choice.run_config
     workdir_lib.check_or_save_config(run_config)
     self._restore(self._build_trainee())
     self._announce()

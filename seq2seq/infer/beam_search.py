@@ -34,7 +34,8 @@ def beam_search(step_fn, initial_state, batch_size, beam_width, max_length, alph
       a nest of tensors whose first dimension is N.
     initial_state: the nest for N = B * K, each row's state repeated K times (`tf.repeat`).
     batch_size: B (a scalar tensor is fine).
-    beam_width: K, a Python int.
+    beam_width: K, a Python int, or an int32 scalar tensor (one traced search serves every
+      width; the exported `reply` signature takes it per call).
     max_length: T, a Python int.
     alpha: the length-penalty exponent.
 
@@ -43,7 +44,7 @@ def beam_search(step_fn, initial_state, batch_size, beam_width, max_length, alph
     penalised score), log_probs [B, K] and lengths [B, K] (tokens, <EOS> included); the beams
     of each row sorted by score, best first.
   """
-  k = int(beam_width)
+  k = beam_width if tf.is_tensor(beam_width) else int(beam_width)
   batch = batch_size
   first = tf.concat([tf.zeros([1]), tf.fill([k - 1], float("-inf"))], 0)
   log_probs = tf.tile(first[None], [batch, 1])  # only beam 0 is alive at the start

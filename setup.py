@@ -23,7 +23,8 @@ setuptools.setup(
         "orjson>=3.9",  # parses dump lines ~15x faster than the json module
     ],
     extras_require={
-        "test": ["pytest", "sacrebleu>=2.3", "matplotlib", "sentencepiece>=0.2"],
+        "test": ["pytest", "sacrebleu>=2.3", "matplotlib", "sentencepiece>=0.2",
+                 "pillow"],  # reads the browser test's screenshot
         "subwords": ["sentencepiece>=0.2"],
         "bleu": ["sacrebleu>=2.3"],  # --decode_reference: corpus BLEU
         "plot": ["matplotlib"],  # --plot_attention: the attention heat map

@@ -121,6 +121,9 @@ class ServingModule(tf.Module):
       self.has_alignments = True
     except (config_lib.NoAttention, ValueError):  # no attention, or an ensemble
       self.has_alignments = False
+    if self.has_alignments:  # saving traces every tf.function of the module: only if it can
+      self.align = tf.function(self._align, input_signature=[_TEXT, _TEMPERATURE,
+                                                             _INT("top_k"), _SEED])
 
   def _encode(self, text):
     """text [B] -> (source ids [B, max_length] int32, <PAD> after each, lengths [B] int32)."""
@@ -176,9 +179,9 @@ class ServingModule(tf.Module):
     num_best = tf.clip_by_value(n_best, 1, tf.shape(ids)[1])
     return {"replies": self._join(ids[:, :num_best]), "scores": scores[:, :num_best]}
 
-  @tf.function(input_signature=[_TEXT, _TEMPERATURE, _INT("top_k"), _SEED])
-  def align(self, text, temperature, top_k, seed):
-    """text [B] -> the greedy or sampled reply and its attention (see the module's doc)."""
+  def _align(self, text, temperature, top_k, seed):
+    """text [B] -> the greedy or sampled reply and its attention (see the module's doc);
+    `align`, the tf.function of it, exists where the model has alignments."""
     source, lengths = self._encode(text)
     ids, weights = decoding.decode(self.model, source, lengths, self.max_length + 1,
                                    decoding.tensor_choice(temperature, top_k, seed),

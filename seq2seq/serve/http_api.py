@@ -149,6 +149,9 @@ class Server(http.server.ThreadingHTTPServer):
 
   daemon_threads = False  # server_close joins the handler threads: answers are not cut off
   block_on_close = True
+  # Connections the kernel holds before they are accepted; socketserver's 5 resets the
+  # sixth of a burst of clients connecting at once.
+  request_queue_size = 128
 
   def __init__(self, address, app):
     self.app = app

@@ -22,6 +22,7 @@ from seq2seq.serve import requests as requests_lib
 from seq2seq.serve import worker as worker_lib
 
 SOCKET_TIMEOUT_S = 20  # a client that stops sending mid-request frees its thread after this
+MAX_DISCARD_BYTES = 16 * 1024 * 1024  # a refused body up to this size is read to its end
 
 
 def chat_page():
@@ -120,11 +121,24 @@ class Handler(http.server.BaseHTTPRequestHandler):
       self._json(400, {"error": f"Content-Length {length!r} is not a byte count"})
       return None
     if size > requests_lib.MAX_BODY_BYTES:
-      self.close_connection = True  # the unread body must not be taken for a next request
+      self._discard(size)
       self._json(413, {"error": f"the body has {size} bytes; at most "
                                 f"{requests_lib.MAX_BODY_BYTES} are read"})
       return None
     return self.rfile.read(size)
+
+  def _discard(self, size):
+    """Reads and drops a refused body of up to MAX_DISCARD_BYTES (a socket closed with unread
+    data is reset, and the client might never read the answer); a larger one is left unread
+    and the connection closed after the answer."""
+    self.close_connection = True
+    if size > MAX_DISCARD_BYTES:
+      return
+    while size > 0:
+      chunk = self.rfile.read(min(size, 1 << 16))
+      if not chunk:
+        return
+      size -= len(chunk)
 
   def _json(self, status, value, headers=None):
     self._send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"),

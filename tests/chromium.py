@@ -45,20 +45,18 @@ class Browser:
     self._profile = tempfile.mkdtemp(prefix="chromium-profile-")
     to_browser, self._write = os.pipe()
     self._read, from_browser = os.pipe()
-    # Above 4, so that placing them at 3 and 4 in the child cannot overwrite one another.
+    # Above 4, so that placing them at 3 and 4 in the child cannot overwrite one another;
+    # bash places them (a preexec_fn is unsafe in a process with threads).
     child_in = fcntl.fcntl(to_browser, fcntl.F_DUPFD, 10)
     child_out = fcntl.fcntl(from_browser, fcntl.F_DUPFD, 10)
     for fd in (to_browser, from_browser):
       os.close(fd)
-
-    def place_pipes():
-      os.dup2(child_in, 3)
-      os.dup2(child_out, 4)
-
+    place = f'exec "$0" "$@" 3<&{child_in} 4>&{child_out} {child_in}<&- {child_out}>&-'
     self.process = subprocess.Popen(
-        [executable, *FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
+        ["bash", "-c", place, executable, *FLAGS, f"--user-data-dir={self._profile}",
+         "about:blank"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        pass_fds=(3, 4), preexec_fn=place_pipes)
+        pass_fds=(child_in, child_out))
     os.close(child_in)
     os.close(child_out)
     self._buffer, self._next_id, self._session = b"", 0, None

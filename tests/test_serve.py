@@ -198,6 +198,11 @@ def test_wrong_paths_methods_and_headers(server):
   response = connection.getresponse()
   assert response.status == 411
   assert "Content-Length" in json.loads(response.read())["error"]
+  connection = http.client.HTTPConnection(host, int(port), timeout=30)
+  connection.request("PUT", "/v1/reply", body=b"{}")
+  response = connection.getresponse()
+  assert response.status == 501
+  assert json.loads(response.read()) == {"error": "Unsupported method ('PUT')"}
   assert request(server.url, "/v1/health")[1]["status"] == "ok"  # still up
 
 

@@ -12,6 +12,7 @@ unknown path, 405 a wrong method, 411 no Content-Length, 413 a body over
 `requests.MAX_BODY_BYTES`, 503 the queue is full, 504 past --request_timeout, 500 a failure
 of the server's own (logged; the server keeps running).
 """
+import http
 import http.server
 import importlib.resources
 import json
@@ -139,6 +140,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
       if not chunk:
         return
       size -= len(chunk)
+
+  def send_error(self, code, message=None, explain=None):
+    """The errors the standard library's parsing sends (a bad request line, an unsupported
+    method, a header too long) as JSON too."""
+    self.close_connection = True
+    phrase = message or http.HTTPStatus(code).phrase
+    self._json(code, {"error": f"{phrase} ({explain})" if explain else phrase})
 
   def _json(self, status, value, headers=None):
     self._send(status, json.dumps(value, ensure_ascii=False).encode("utf-8"),

@@ -1,6 +1,7 @@
 """--mode=serve's parts without a model: request checks, the worker's queue, stale exports."""
 import json
 import os
+import re
 import threading
 import time
 
@@ -9,6 +10,7 @@ import pytest
 from seq2seq import config as config_lib
 from seq2seq.infer import export
 from seq2seq.serve import exported
+from seq2seq.serve import http_api
 from seq2seq.serve import requests
 from seq2seq.serve import worker as worker_lib
 from tests import helpers
@@ -221,3 +223,12 @@ def test_stale_reason(tmp_path):
       f"{folder} is older than the checkpoint file {workdir}/checkpoints/ckpt-2.index")
   os.remove(os.path.join(folder, export.INFO_FILE))
   assert "is not an export of this version" in exported.stale_reason(run_config)
+
+
+def test_the_page_is_one_file_with_no_external_assets():
+  page = http_api.chat_page().decode("utf-8")
+  assert page.startswith("<!DOCTYPE html>")
+  assert not re.search(r"""(src|href)\s*=|@import|url\(|https?://(?!www\.w3\.org/2000/svg)""",
+                       page), "the page must work offline: everything inline"
+  for call in ("/v1/info", "/v1/reply"):
+    assert f'"{call}"' in page

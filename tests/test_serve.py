@@ -129,6 +129,7 @@ def test_health_and_info(server, workdir):
   status, info = request(server.url, "/v1/info")
   assert status == 200
   assert info["step"] == 150
+  assert info["checkpoints"] == ["ckpt-150"] and "workdir" not in info  # no paths shown
   vocabulary = vocab_lib.Vocabulary.load(workdir_lib.vocab_path(workdir))
   assert info["vocabulary_size"] == len(vocabulary)
   assert info["model"]["attention"] == "luong" and info["model"]["hidden_size"] == 32

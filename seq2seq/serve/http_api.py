@@ -16,6 +16,7 @@ import http
 import http.server
 import importlib.resources
 import json
+import os
 import sys
 import time
 
@@ -39,7 +40,10 @@ class App:
     self.max_beam_width = serve_config.max_beam_width
     self.max_queue = serve_config.max_queue
     self.page = chat_page()
-    self.info = dict(info, attention=has_attention, limits={
+    # Names, not paths: the page may be open to the network (--host=0.0.0.0).
+    public = {k: v for k, v in info.items() if k != "workdir"}
+    public["checkpoints"] = [os.path.basename(p) for p in info.get("checkpoints", [])]
+    self.info = dict(public, attention=has_attention, limits={
         "max_beam_width": serve_config.max_beam_width, "max_queue": serve_config.max_queue,
         "request_timeout_s": serve_config.request_timeout,
         "max_text_chars": requests_lib.MAX_TEXT_CHARS,

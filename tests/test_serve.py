@@ -164,9 +164,28 @@ def test_attention_is_the_decoders(server, workdir):
   status, got = request(server.url, "/v1/reply", {"text": "a b c d", "attention": True})
   assert status == 200, got
   assert got["replies"][0]["text"] == want.reply
-  assert got["attention"]["source"] == want.source_words
-  assert got["attention"]["output"] == want.output_words
-  np.testing.assert_allclose(got["attention"]["weights"], want.weights, atol=1e-4)
+  attention = got["replies"][0]["attention"]
+  assert attention["source"] == want.source_words
+  assert attention["output"] == want.output_words
+  np.testing.assert_allclose(attention["weights"], want.weights, atol=1e-4)
+
+
+def test_attention_of_each_beam_reply(server):
+  """Beam replies come with the alignments of their own words (`beam_search` tracks them;
+  test_beam_search.py checks them against the decoder)."""
+  status, got = request(server.url, "/v1/reply", {"text": "h g f e", "beam_width": 4,
+                                                  "n_best": 3, "attention": True})
+  assert status == 200, got
+  assert len(got["replies"]) == 3
+  for reply in got["replies"]:
+    attention = reply["attention"]
+    assert attention["source"] == ["h", "g", "f", "e"]
+    words = reply["text"].split()
+    assert attention["output"] in (words, words + ["<EOS>"])
+    weights = np.array(attention["weights"])
+    assert weights.shape == (len(attention["output"]), 4)
+    np.testing.assert_allclose(weights.sum(axis=1), 1.0, atol=1e-3)
+  assert len({json.dumps(r["attention"]["weights"]) for r in got["replies"]}) > 1
 
 
 @pytest.mark.parametrize("raw, status, message", [
@@ -175,7 +194,7 @@ def test_attention_is_the_decoders(server, workdir):
     (b'{"text": "a", "beam_width": "2"}', 400, r'"beam_width" must be an integer'),
     (b'{"text": "a", "beam_width": 11}', 400, r'"beam_width" must be in \[1, 10\]'),
     (b'{"text": "a", "n_best": 2}', 400, r'"n_best": 2 is more than beam_width 1'),
-    (b'{"text": "a", "attention": true, "beam_width": 2}', 400, r"beam search"),
+    (b'{"text": "a", "attention": 1}', 400, r'"attention" must be true or false'),
     (b'{"text": "a b"', 400, r"not valid JSON"),
     (b"[1, 2]", 400, r"a JSON list, not an object"),
     (b'{"text": "' + b"a " * 1500 + b'"}', 400, r"at most 2000 are read"),

@@ -55,7 +55,6 @@ def test_ints_are_numbers_for_temperature():
     ({"top_k": 5}, r'"top_k": top-k applies to sampling: set temperature > 0'),
     ({"seed": -1}, r'"seed" must be in \[0, '),
     ({"attention": 1}, r'"attention" must be true or false'),
-    ({"attention": True, "beam_width": 2}, r'"attention" is tracked for greedy and sampled'),
     ({"beam": 3}, r'unknown field "beam"; the fields are text, beam_width'),
 ])
 def test_bad_fields_are_named(fields, message):

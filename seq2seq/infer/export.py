@@ -18,10 +18,10 @@ Two more signatures take the search settings per call (what `--mode=serve` calls
 
     reply(text [B], beam_width, n_best, top_k: int32 [], temperature: float32 [], seed: int64 [])
       -> {"replies": string [B, N], "scores": float32 [B, N]}, N = min(n_best, beam_width)
-    align(text [B], temperature, top_k, seed)    # only for one model with attention
-      -> {"replies": string [B], "source_words": string [B, Ts], "source_lengths": int32 [B],
-          "output_words": string [B, T], "output_lengths": int32 [B], "alignments": float32
-          [B, T, Ts]}: the greedy or sampled reply and the attention behind each of its words
+    align(the same)    # only for one model with attention: `reply`'s outputs and
+      {"source_words": string [B, Ts], "source_lengths": int32 [B], "output_words": string
+       [B, N, T], "output_lengths": int32 [B, N], "alignments": float32 [B, N, T, Ts]}: the
+       attention behind each word of each reply (<EOS> included)
 
 `reply` with beam_width 1 is greedy (temperature 0) or samples (temperature > 0, among the
 top_k most likely words, 0 = all, drawing with `seed`); with beam_width > 1 it runs beam search
@@ -52,6 +52,7 @@ _TEXT = tf.TensorSpec([None], tf.string, name="text")
 _INT = lambda name: tf.TensorSpec([], tf.int32, name=name)
 _TEMPERATURE = tf.TensorSpec([], tf.float32, name="temperature")
 _SEED = tf.TensorSpec([], tf.int64, name="seed")
+_PER_CALL = [_TEXT, _INT("beam_width"), _INT("n_best"), _TEMPERATURE, _INT("top_k"), _SEED]
 
 # The metadata beside the SavedModel (TensorFlow Serving's place for extra files) and its
 # format; an export without it, or of another format, predates the per-call signatures.
@@ -122,8 +123,7 @@ class ServingModule(tf.Module):
     except (config_lib.NoAttention, ValueError):  # no attention, or an ensemble
       self.has_alignments = False
     if self.has_alignments:  # saving traces every tf.function of the module: only if it can
-      self.align = tf.function(self._align, input_signature=[_TEXT, _TEMPERATURE,
-                                                             _INT("top_k"), _SEED])
+      self.align = tf.function(self._align, input_signature=_PER_CALL, autograph=False)
 
   def _encode(self, text):
     """text [B] -> (source ids [B, max_length] int32, <PAD> after each, lengths [B] int32)."""
@@ -156,38 +156,46 @@ class ServingModule(tf.Module):
     return {"replies": self._join(ids[:, :self.num_best]),
             "scores": scores[:, :self.num_best]}
 
-  @tf.function(input_signature=[_TEXT, _INT("beam_width"), _INT("n_best"), _TEMPERATURE,
-                                _INT("top_k"), _SEED])
-  def reply(self, text, beam_width, n_best, temperature, top_k, seed):
-    """text [B] -> {"replies": string [B, N], "scores": float32 [B, N]}, best first, searched
-    with the settings given (scalars): beam search when beam_width > 1, N = min(n_best,
-    beam_width); else one greedy (temperature 0) or sampled reply, score 0."""
+  def _per_call_search(self, text, beam_width, n_best, temperature, top_k, seed,
+                       alignments=False):
+    """The search of `reply` (and `align`): (source, lengths) as `_encode`, ids [B, N, T],
+    scores [B, N] and, with `alignments`, the alignments [B, N, T, Ts] (else None)."""
     source, lengths = self._encode(text)
     steps = self.max_length + 1
 
     def beam():
       result = beam_search.beam_decode(self.model, source, lengths, beam_width, steps,
-                                       self.length_penalty)
-      return result.ids, result.scores
+                                       self.length_penalty, alignments)
+      return (result.ids, result.scores) + ((result.tracked,) if alignments else ())
 
     def single():
-      ids = decoding.decode(self.model, source, lengths, steps,
-                            decoding.tensor_choice(temperature, top_k, seed))
-      return ids[:, None, :], tf.zeros([tf.shape(ids)[0], 1])
+      found = decoding.decode(self.model, source, lengths, steps,
+                              decoding.tensor_choice(temperature, top_k, seed), alignments)
+      ids = found[0] if alignments else found
+      return ((ids[:, None, :], tf.zeros([tf.shape(ids)[0], 1]))
+              + ((found[1][:, None],) if alignments else ()))
 
-    ids, scores = tf.cond(beam_width > 1, beam, single)
-    num_best = tf.clip_by_value(n_best, 1, tf.shape(ids)[1])
-    return {"replies": self._join(ids[:, :num_best]), "scores": scores[:, :num_best]}
+    found = tf.cond(beam_width > 1, beam, single)
+    num_best = tf.clip_by_value(n_best, 1, tf.shape(found[0])[1])
+    weights = found[2][:, :num_best] if alignments else None
+    return source, lengths, found[0][:, :num_best], found[1][:, :num_best], weights
 
-  def _align(self, text, temperature, top_k, seed):
-    """text [B] -> the greedy or sampled reply and its attention (see the module's doc);
-    `align`, the tf.function of it, exists where the model has alignments."""
-    source, lengths = self._encode(text)
-    ids, weights = decoding.decode(self.model, source, lengths, self.max_length + 1,
-                                   decoding.tensor_choice(temperature, top_k, seed),
-                                   alignments=True)
+  @tf.function(input_signature=_PER_CALL, autograph=False)  # explicit loops: no conversion
+  def reply(self, text, beam_width, n_best, temperature, top_k, seed):
+    """text [B] -> {"replies": string [B, N], "scores": float32 [B, N]}, best first, searched
+    with the settings given (scalars): beam search when beam_width > 1, N = min(n_best,
+    beam_width); else one greedy (temperature 0) or sampled reply, score 0."""
+    _, _, ids, scores, _ = self._per_call_search(text, beam_width, n_best, temperature, top_k,
+                                                 seed)
+    return {"replies": self._join(ids), "scores": scores}
+
+  def _align(self, text, beam_width, n_best, temperature, top_k, seed):
+    """`reply`, and the attention behind each reply (see the module's doc); `align`, the
+    tf.function of it, exists where the model has alignments."""
+    source, lengths, ids, scores, weights = self._per_call_search(
+        text, beam_width, n_best, temperature, top_k, seed, alignments=True)
     is_eos = tf.cast(tf.equal(ids, vocab_lib.EOS_ID), tf.int32)
-    return {"replies": self._join(ids[:, None, :])[:, 0],
+    return {"replies": self._join(ids), "scores": scores,
             "source_words": tf.gather(self._words, source), "source_lengths": lengths,
             "output_words": tf.gather(self._words, ids),
             # the steps up to the first <EOS>, it included (all of them without one)

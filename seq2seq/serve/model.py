@@ -25,50 +25,47 @@ class ServedModel:
   def warm_up(self):
     """Runs each search once, so the first request is not the one that waits for the
     runtime's one-off work (graph optimisation) on each signature."""
-    for beam_width, n_best in ((1, 1), (2, 2)):
-      self._reply(**self._settings(["hello"], beam_width, n_best, 0.0, 0, 0))
-    self._reply(**self._settings(["hello"], 1, 1, 1.0, 0, 0))
-    if self._align is not None:
-      self._align(**self._align_settings(["hello"], 0.0, 0, 0))
+    for signature in filter(None, (self._reply, self._align)):
+      for beam_width, temperature in ((1, 0.0), (2, 0.0), (1, 1.0)):
+        signature(**self._inputs(["hello"], beam_width, 1, temperature, 0, 0))
 
   @staticmethod
-  def _align_settings(texts, temperature, top_k, seed):
+  def _inputs(texts, beam_width, n_best, temperature, top_k, seed):
+    """The tensors the `reply` and `align` signatures take."""
     return {"text": tf.constant(texts, tf.string),
+            "beam_width": tf.constant(beam_width, tf.int32),
+            "n_best": tf.constant(n_best, tf.int32),
             "temperature": tf.constant(temperature, tf.float32),
             "top_k": tf.constant(top_k, tf.int32), "seed": tf.constant(seed, tf.int64)}
-
-  def _settings(self, texts, beam_width, n_best, temperature, top_k, seed):
-    return dict(self._align_settings(texts, temperature, top_k, seed),
-                beam_width=tf.constant(beam_width, tf.int32), n_best=tf.constant(n_best, tf.int32))
 
   def answer(self, queries):
     """The answers to `queries`, which share their settings (`requests.batch_key`), decoded
     as one batch.
 
     Returns:
-      one dict a query: {"replies": [{"text", "score"}], best first; "attention": None, or
-      {"source": [S words], "output": [T words, <EOS> included], "weights": [T][S]}}.
+      one dict a query: {"replies": [{"text", "score"}], best first}; with `attention`, each
+      reply also has "attention": {"source": [S words], "output": [T words, <EOS> included],
+      "weights": [T][S]}.
     """
     first = queries[0]
-    texts = [query.text for query in queries]
-    if first.attention:
-      return self._aligned(texts, first)
-    out = self._reply(**self._settings(texts, first.beam_width, first.n_best,
-                                       first.temperature, first.top_k, first.seed))
-    return [{"replies": [{"text": reply.decode("utf-8"), "score": float(score)}
-                         for reply, score in zip(replies, scores)], "attention": None}
-            for replies, scores in zip(out["replies"].numpy(), out["scores"].numpy())]
-
-  def _aligned(self, texts, query):
-    out = {name: value.numpy() for name, value in self._align(
-        **self._align_settings(texts, query.temperature, query.top_k, query.seed)).items()}
+    signature = self._align if first.attention else self._reply
+    out = {name: value.numpy() for name, value in signature(**self._inputs(
+        [query.text for query in queries], *first[1:6])).items()}
     answers = []
-    for b in range(len(texts)):
-      sources, outputs = out["source_lengths"][b], out["output_lengths"][b]
-      weights = np.round(out["alignments"][b, :outputs, :sources].astype(np.float64), 4)
-      answers.append({
-          "replies": [{"text": out["replies"][b].decode("utf-8"), "score": 0.0}],
-          "attention": {"source": [w.decode("utf-8") for w in out["source_words"][b, :sources]],
-                        "output": [w.decode("utf-8") for w in out["output_words"][b, :outputs]],
-                        "weights": weights.tolist()}})
+    for b in range(len(queries)):
+      replies = [{"text": text.decode("utf-8"), "score": float(score)}
+                 for text, score in zip(out["replies"][b], out["scores"][b])]
+      if first.attention:
+        for n, reply in enumerate(replies):
+          reply["attention"] = _attention(out, b, n)
+      answers.append({"replies": replies})
     return answers
+
+
+def _attention(out, b, n):
+  """Reply n of text b's attention, from the outputs of the `align` signature."""
+  sources, outputs = out["source_lengths"][b], out["output_lengths"][b, n]
+  weights = out["alignments"][b, n, :outputs, :sources].astype(np.float64)
+  return {"source": [w.decode("utf-8") for w in out["source_words"][b, :sources]],
+          "output": [w.decode("utf-8") for w in out["output_words"][b, n, :outputs]],
+          "weights": np.round(weights, 4).tolist()}

@@ -6,7 +6,7 @@
 Only "text" is required. beam_width > 1 runs beam search and returns its n_best replies;
 temperature > 0 samples one reply (among the top_k most likely words, 0 = all), drawing with
 "seed" (random when absent, and returned so that a reply can be drawn again); "attention"
-asks for the alignments behind a greedy or sampled reply of a model with attention.
+asks for the alignments behind each reply of a model with attention.
 """
 import collections
 import json
@@ -114,7 +114,4 @@ def parse_query(body, max_beam_width, has_attention):
   if attention and not has_attention:
     raise BadRequest('"attention": this model has no attention (or is an ensemble), so there '
                      "is none to show; leave it out")
-  if attention and beam_width > 1:
-    raise BadRequest('"attention" is tracked for greedy and sampled replies; beam search '
-                     "(beam_width > 1) does not track it: ask with beam_width 1")
   return Query(text, beam_width, n_best, temperature, top_k, seed, attention)

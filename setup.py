@@ -11,6 +11,7 @@ setuptools.setup(
     version=VERSION,
     description="A low-level TensorFlow 2 training engine for recurrent sequence models",
     packages=setuptools.find_packages(include=["seq2seq", "seq2seq.*", "ops", "benchmarks"]),
+    package_data={"seq2seq.serve": ["static/*.html"]},  # the chat page of --mode=serve
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21",
@@ -22,7 +23,8 @@ setuptools.setup(
         "orjson>=3.9",  # parses dump lines ~15x faster than the json module
     ],
     extras_require={
-        "test": ["pytest", "sacrebleu>=2.3", "matplotlib", "sentencepiece>=0.2"],
+        "test": ["pytest", "sacrebleu>=2.3", "matplotlib", "sentencepiece>=0.2",
+                 "pillow"],  # reads the browser test's screenshot
         "subwords": ["sentencepiece>=0.2"],
         "bleu": ["sacrebleu>=2.3"],  # --decode_reference: corpus BLEU
         "plot": ["matplotlib"],  # --plot_attention: the attention heat map

@@ -7,6 +7,7 @@
         --output_dir=reddit15                         # splits, vocabulary, report.json
     python train.py --data=reddit15                   # train on a prepared folder (tf.data)
     python train.py --mode=export --beam_width=5      # a SavedModel in WORKDIR/export
+    python train.py --mode=serve --port=8080          # a chat page and JSON API over it
     python train.py --model=lm --data=text.txt --val_data=valid.txt   # a language model
     python train.py --mode=eval --val_data=test.txt   # its perplexity (--mode=chat continues text)
 
@@ -186,6 +187,13 @@ _HELP = {
                            "exist); train with --keep_best=N to keep N best ones",
     "keep_best": "checkpoints of the lowest validation losses kept in WORKDIR/best (see "
                  "--average_checkpoints)",
+    "host": "--mode=serve: the address to listen on (0.0.0.0: every interface, reachable "
+            "from the network)",
+    "port": "--mode=serve: the TCP port (0 = any free one, named in the 'serving on' line)",
+    "max_queue": "--mode=serve: requests that may wait for the model; more are answered 503",
+    "request_timeout": "--mode=serve: seconds a request may wait and run before it is "
+                       "answered 504",
+    "max_beam_width": "--mode=serve: the widest beam a request may ask for",
     "num_sampled": "train with a sampled softmax over this many log-uniform (Zipfian) candidate "
                    "words, for large vocabularies (0 = full softmax); must be below the "
                    "vocabulary size; evaluation, validation and decoding stay exact",
@@ -253,10 +261,13 @@ def _define_flags():
         flags.DEFINE_string(name, default, help_text)
 
 
-flags.DEFINE_enum("mode", "train", ["train", "eval", "chat", "decode", "prepare", "export"],
+flags.DEFINE_enum("mode", "train",
+                  ["train", "eval", "chat", "decode", "prepare", "export", "serve"],
                   "what to do; prepare turns --input into a folder that --data can name; "
                   "decode writes the replies to --decode_input into --decode_output; export "
-                  "writes a SavedModel (strings in, replies and scores out) to --export_dir")
+                  "writes a SavedModel (strings in, replies and scores out) to --export_dir; "
+                  "serve answers on --host:--port with a chat page and a JSON API over that "
+                  "SavedModel (exported first if it is missing or older than the checkpoints)")
 _define_flags()
 FLAGS = flags.FLAGS
 
@@ -292,7 +303,7 @@ def _config_from_flags(argv):
       if path and path != "chatterbot" and not (os.path.exists(path) or glob.glob(path)):
         raise app.UsageError(f"--{name}={value}: no such file or folder ({path})")
   _check_ensemble(run_config)
-  if FLAGS.mode in ("chat", "decode", "eval", "export"):
+  if FLAGS.mode in ("chat", "decode", "eval", "export", "serve"):
     _check_given_flags(run_config)
   if FLAGS.mode == "train":
     _check_training_inputs(run_config)
@@ -338,7 +349,7 @@ def _check_workdirs(run_config):
   for flag, workdir in workdirs:
     workdir_lib.check_folder(workdir, writing=FLAGS.mode == "train", flag=flag)
     workdir_lib.load_run_config(workdir)
-  if FLAGS.mode == "export":
+  if FLAGS.mode in ("export", "serve"):
     workdir_lib.check_loadable_export(
         run_config.decode.export_dir or workdir_lib.export_dir(run_config.train.workdir))
 
@@ -446,6 +457,10 @@ def _run(argv):
     return 0
   if FLAGS.mode == "train" and _prepare_xla(run_config.train, log):
     return 1
+  if FLAGS.mode == "serve":  # inference code only: nothing of training is imported
+    from seq2seq.serve import server  # pylint: disable=import-outside-toplevel
+    logging.set_verbosity(logging.WARNING)
+    return server.serve(run_config, log)
   # The heavy imports (TensorFlow) after validation, so a bad flag is reported at once.
   from seq2seq.modes import run  # pylint: disable=import-outside-toplevel
   logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines would bury the progress

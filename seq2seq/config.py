@@ -427,12 +427,30 @@ class LaunchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ServeConfig:
+  """--mode=serve: the chat page and JSON API over the exported SavedModel (seq2seq.serve)."""
+  host: str = "127.0.0.1"  # the address to listen on; 0.0.0.0 opens it to the network
+  port: int = 8080  # 0: any free port (the line "serving on http://..." names it)
+  max_queue: int = 32  # requests waiting for the model; more are answered 503
+  request_timeout: float = 30.0  # seconds a request may wait and run; then it is answered 504
+  max_beam_width: int = 10  # the widest beam a request may ask for
+
+  def __post_init__(self):
+    _numbers(self)
+    _check(bool(self.host), "host", "must be an address to listen on, e.g. 127.0.0.1")
+    _check(0 <= self.port <= 65535, "port", f"must be in [0, 65535] (0 = any free port), "
+                                            f"got {self.port}")
+    _positive(self, "max_queue", "request_timeout", "max_beam_width")
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
   model: ModelConfig = ModelConfig()
   data: DataConfig = DataConfig()
   train: TrainConfig = TrainConfig()
   prepare: PrepareConfig = PrepareConfig()
   decode: DecodeConfig = DecodeConfig()
+  serve: ServeConfig = ServeConfig()
 
   def __post_init__(self):
     _check(not self.train.num_sampled or self.model.model == "seq2seq", "num_sampled",

@@ -119,6 +119,26 @@ class ModelBeamTest(parameterized.TestCase, tf.test.TestCase):
     self.assertAllGreaterEqual(wide.scores[:, 0] - narrow.scores[:, 0], -1e-6)
     self.assertAllGreaterEqual(wide.scores[:, :-1] - wide.scores[:, 1:], 0.0)
 
+  @parameterized.parameters(False, True)
+  def test_tracked_alignments_are_those_of_each_beams_path(self, tensor_width):
+    """Each beam's tracked alignments equal the decoder's when it is fed that beam's tokens
+    (a decode whose choice replays them), with the width a Python int or a tensor."""
+    model = _model("bi", "luong")
+    batch = _batch(size=3)
+    width = tf.constant(3) if tensor_width else 3
+    result = tf.function(lambda s, n: beam_search.beam_decode(model, s, n, width, 6, alpha=0.6,
+                                                              alignments=True))(
+        batch.source, batch.source_length)
+    self.assertEqual(result.tracked.shape, [3, 3, 6, batch.source.shape[1]])
+    for k in range(3):
+      ids = result.ids[:, k]
+      replay = lambda scores, step, ids=ids: ids[:, step]
+      _, want = decoding.decode(model, batch.source, batch.source_length, 6, replay,
+                                alignments=True)
+      lengths = result.lengths[:, k].numpy()
+      for row, length in enumerate(lengths):  # past a beam's end the search went on without it
+        self.assertAllClose(result.tracked[row, k, :length], want[row, :length], atol=1e-6)
+
 
 if __name__ == "__main__":
   tf.test.main()

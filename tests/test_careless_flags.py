@@ -79,7 +79,7 @@ class NumericRangesTest(parameterized.TestCase):
 
 
 class GivenFlagsAgainstWorkdirTest(tf.test.TestCase):
-  """chat/decode/eval/export use the workdir's model and data settings: a flag set to another
+  """chat/decode/eval/export/serve use the workdir's model and data settings: a flag set to another
   value is refused, naming it, instead of being ignored."""
 
   def setUp(self):
@@ -112,6 +112,7 @@ class GivenFlagsAgainstWorkdirTest(tf.test.TestCase):
     for flags, named in (
         (["--mode=chat", "--model=lm"], lm), (["--mode=eval", "--model=lm"], lm),
         (["--mode=export", "--encoder=bi"], "--encoder='bi' (the workdir's: 'uni')"),
+        (["--mode=serve", "--hidden_size=64"], "--hidden_size=64 (the workdir's: 32)"),
         (["--mode=decode", "--max_vocab=9", *decode], "--max_vocab=9 (the workdir's: ")):
       self.assertIn(named, self._refused(*flags))
 

@@ -73,6 +73,10 @@ class BadFlagsTest(tf.test.TestCase):
   def test_decode_without_input(self):
     self._assert_refused("--mode=decode", r"--decode_input: --mode=decode needs")
 
+  def test_serve_port_out_of_range(self):
+    self._assert_refused("--port=70000", r"--port: must be in \[0, 65535\] \(0 = any free port\), "
+                         r"got 70000", "--mode=serve")
+
   def test_lm_modes_not_supported(self):
     workdir = os.path.join(self.get_temp_dir(), "never_created")
     result = run_train(f"--workdir={workdir}", "--model=lm", "--mode=export")

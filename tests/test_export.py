@@ -28,8 +28,12 @@ TEXTS = ["Hello, World!", "HOW are you?? (don't ask)", "hello zebra-crossing wor
 TRICKY = TEXTS + ["don't.STOP", "a--b..c", "[x]^y\\z-", "ΟΔΟΣ Σ", "İstanbul", "Straße ẞ",
                   "a\u2003b\u3000c\x1cd\x85e\u2028f", "ǅ ǈ ﬁ", "émoji 😀 ok", "«quoted» ¿qué?"]
 
-# Run in a fresh interpreter, outside the repository: prints what both signatures return.
-_LOAD = """
+# The per-call settings the `reply` signature is asked with: beam_width, n_best, temperature.
+PER_CALL = {"greedy": (1, 1, 0.0), "beam": (3, 2, 0.0), "sampled": (1, 1, 0.9)}
+SEED = 5
+
+# Run in a fresh interpreter, outside the repository: prints what the signatures return.
+_LOAD = f"PER_CALL, SEED = {PER_CALL!r}, {SEED}\n" + """
 import json, sys
 import tensorflow as tf
 texts = json.loads(sys.argv[1])
@@ -41,7 +45,16 @@ for path in sys.argv[2:]:
   out[path] = {"replies": [[r.decode() for r in row] for row in served["replies"].numpy()],
                "scores": served["scores"].numpy().tolist(),
                "ids": encoded["ids"].numpy().tolist(),
-               "lengths": encoded["lengths"].numpy().tolist()}
+               "lengths": encoded["lengths"].numpy().tolist(),
+               "signatures": sorted(loaded.signatures)}
+  for name, (beam_width, n_best, temperature) in PER_CALL.items():
+    reply = loaded.signatures["reply"](
+        text=tf.constant(texts), beam_width=tf.constant(beam_width), n_best=tf.constant(n_best),
+        temperature=tf.constant(temperature), top_k=tf.constant(0),
+        seed=tf.constant(SEED, tf.int64))
+    out[path][name] = {
+        "replies": [[r.decode() for r in row] for row in reply["replies"].numpy()],
+        "scores": reply["scores"].numpy().tolist()}
 out["imported_seq2seq"] = "seq2seq" in sys.modules
 print(json.dumps(out))
 """
@@ -158,6 +171,35 @@ class ExportTest(tf.test.TestCase):
     # The member (another size and seed) moves the scores away from the run's own.
     self.assertNotAllClose(got["scores"], self.loaded[self.beam_dir]["scores"], atol=1e-3)
     self.assertFalse(self.loaded["imported_seq2seq"])
+
+  def test_reply_signature_searches_as_asked_per_call(self):
+    """One export (greedy by its flags) answers greedy, beam and sampled calls as the
+    checkpoint's decoders with those settings do."""
+    self.assertEqual(self.cli.returncode, 0, self.cli.stderr)
+    for name, (beam_width, n_best, temperature) in PER_CALL.items():
+      decoder = chat.make_decoder(config_lib.replace(
+          self.run_config, beam_width=beam_width, n_best=n_best, temperature=temperature,
+          seed=SEED, length_penalty=0.6), helpers.quiet)
+      want = decoder.n_best_batch(TEXTS)
+      got = self.loaded[self.greedy_dir][name]
+      self.assertEqual(got["replies"], [[reply for reply, _ in row] for row in want], name)
+      self.assertAllClose(got["scores"], [[score for _, score in row] for row in want],
+                          rtol=1e-5, atol=1e-5)
+
+  def test_align_signature_and_info_file(self):
+    """`align` exists for one attention model, not for an ensemble; the info file names the
+    checkpoint and its step."""
+    self.assertEqual(self.cli.returncode, 0, self.cli.stderr)
+    self.assertEqual(self.loaded[self.greedy_dir]["signatures"],
+                     ["align", "encode", "reply", "serving_default"])
+    self.assertEqual(self.loaded[self.ensemble_dir]["signatures"],
+                     ["encode", "reply", "serving_default"])
+    info = export.read_info(self.greedy_dir)
+    self.assertEqual(info["step"], 0)
+    self.assertEqual(info["checkpoints"], [os.path.join(self.workdir, "checkpoints", "ckpt-0")])
+    self.assertEqual((info["attention"], info["vocabulary_size"], info["max_length"]),
+                     (True, len(vocab_lib.SPECIAL_TOKENS) + len(WORDS), 6))
+    self.assertEqual(export.read_info(self.ensemble_dir)["model"]["ensemble"], 2)
 
   def test_encode_signature_gives_the_vocabulary_ids(self):
     self.assertEqual(self.cli.returncode, 0, self.cli.stderr)

@@ -11,26 +11,29 @@ from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.runtime import workdir as workdir_lib
 
 
-def load_trained(run_config, log=print):
+def load_trained(run_config, log=print, sources=None):
   """(model, vocabulary) restored from run_config.train.workdir: the checkpoint that
-  --checkpoint picks (auto: the best by validation loss if the run kept one, else the latest)."""
+  --checkpoint picks (auto: the best by validation loss if the run kept one, else the latest).
+  `sources`, a list, gets the `restore.Restored` of what was read appended."""
   workdir = run_config.train.workdir
   vocabulary = restore.load_vocabulary(workdir, f"python train.py --workdir={workdir}")
   model = model_lib.build_model(run_config, vocabulary, log, initialize_pretrained=False)
-  restore.restore(model, run_config, log)
+  restored = restore.restore(model, run_config, log)
+  if sources is not None:
+    sources.append(restored)
   return model, vocabulary
 
 
-def load_ensemble(run_config, log=print):
+def load_ensemble(run_config, log=print, sources=None):
   """(model, vocabulary) as `load_trained`; with --ensemble, the model is an `Ensemble` of
   run_config.train.workdir's model and those of the --ensemble workdirs, each with the model
-  settings its workdir was trained with.
+  settings its workdir was trained with. `sources` as in `load_trained`, one a member.
 
   Raises:
     ensemble.VocabularyMismatch: a member's vocabulary differs from the first one's.
     restore.NoCheckpoint: a workdir has nothing trained.
   """
-  model, vocabulary = load_trained(run_config, log)
+  model, vocabulary = load_trained(run_config, log, sources)
   workdirs = config_lib.split_list(run_config.decode.ensemble)
   if not workdirs:
     return model, vocabulary
@@ -38,7 +41,7 @@ def load_ensemble(run_config, log=print):
   models = [model]
   for workdir in workdirs:
     member = workdir_lib.trained_settings(config_lib.replace(run_config, workdir=workdir))
-    member_model, member_vocabulary = load_trained(member, log)
+    member_model, member_vocabulary = load_trained(member, log, sources)
     ensemble.check_same_vocabulary(vocabulary.tokens, first, member_vocabulary.tokens,
                                    workdir_lib.vocab_path(workdir))
     models.append(member_model)

@@ -44,6 +44,29 @@ def sampling_choice(temperature=1.0, top_k=0, seed=0):
   return choose
 
 
+def tensor_choice(temperature, top_k, seed):
+  """A choice whose settings are scalar tensors, so that one traced search serves them all
+  (the exported `reply` and `align` signatures take them per call).
+
+  Args:
+    temperature: float32 []; 0 picks the arg-max, > 0 samples from softmax(scores /
+      temperature), among the `top_k` most likely tokens (int32 []; 0 = all).
+    seed: int64 []; step t draws with the stateless seed (seed, t).
+  """
+  def choose(scores, step):
+    def sample():
+      scaled = tf.cast(scores, tf.float32) / temperature
+      vocab_size = tf.shape(scaled)[-1]
+      k = tf.where(top_k > 0, tf.minimum(top_k, vocab_size), vocab_size)
+      kth = tf.reduce_min(tf.math.top_k(scaled, k).values, axis=-1, keepdims=True)
+      scaled = tf.where(scaled < kth, float("-inf"), scaled)
+      draw = tf.random.stateless_categorical(
+          scaled, 1, seed=tf.stack([seed, tf.constant(step, tf.int64)]))
+      return tf.cast(draw[:, 0], tf.int32)
+    return tf.cond(temperature > 0, sample, lambda: greedy_choice(scores, step))
+  return choose
+
+
 def decode(model, source, source_length, max_length, choose=greedy_choice, alignments=False):
   """Feeds back the chosen token until <EOS> or `max_length` tokens.
 

@@ -1,4 +1,5 @@
 """A trained run's vocabulary and weights, loaded for inference (chat, decode, eval, export)."""
+import collections
 import os
 
 from seq2seq.data import vocab as vocab_lib
@@ -6,6 +7,11 @@ from seq2seq import errors
 from seq2seq.runtime import checkpoints
 from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.runtime import workdir_lock
+
+
+# What `restore` read: the checkpoint paths (newest first; several when averaged) and the
+# training step of the newest.
+Restored = collections.namedtuple("Restored", ["paths", "step"])
 
 
 class NoCheckpoint(errors.UserError, FileNotFoundError):
@@ -31,6 +37,9 @@ def restore(model, run_config, log=print):
   (`--checkpoint`, `--average_checkpoints`; see `checkpoints.inference_folders`); a
   checkpoint that cannot be read is passed over for the next older one.
 
+  Returns:
+    a `Restored`.
+
   Raises:
     NoCheckpoint: the workdir has no checkpoint.
     checkpoints.CheckpointError: the checkpoint does not fit the model, or none can be read.
@@ -45,3 +54,4 @@ def restore(model, run_config, log=print):
   if not restored:
     raise NoCheckpoint(f"{workdir_lib.checkpoint_dir(workdir)}: no checkpoint; train first")
   log(checkpoints.describe_restored(restored, checkpointer.progress))
+  return Restored(list(restored), int(checkpointer.progress.step.numpy()))

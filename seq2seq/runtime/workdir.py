@@ -262,8 +262,9 @@ def check_given_flags(run_config, saved, given):
         differences.append(f"--{name}={value!r} (the workdir's: {saved_value!r}){hint}")
   if differences:
     raise WorkdirMismatch(
-        f"{config_path(run_config.train.workdir)}: chat, decode, eval and export use the model "
-        "and data settings this workdir was trained with, and these flags differ from them: "
+        f"{config_path(run_config.train.workdir)}: chat, decode, eval, export and serve use the "
+        "model and data settings this workdir was trained with, and these flags differ from "
+        "them: "
         + "; ".join(differences) + ". Drop them (the workdir's values apply), or give a "
         "--workdir trained with them.")
 

@@ -55,7 +55,7 @@ def look_up(lookups, inputs, rows_dtype):
   for table in distinct_tables(lookups):
     mine = [i for i, (embedding, _) in enumerate(lookups) if embedding.table is table]
     flat = [tf.reshape(ids[i], [-1]) for i in mine]
-    with tf.device(lookups[mine[0]][0].device):
+    with tf.device(table.device):
       distinct, where = tf.unique(tf.concat(flat, 0))
       rows = tf.cast(tf.gather(table, distinct), rows_dtype)
       sizes = [tf.size(f) for f in flat]

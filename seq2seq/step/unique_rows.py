@@ -50,7 +50,7 @@ def look_up(lookups, inputs, rows_dtype):
     of its ids' shape, the place of each id among its table's `Lookup.ids`, so that
     `tf.gather(rows, positions)` is the lookup).
   """
-  ids = [ids_fn(inputs) for _, ids_fn in lookups]
+  ids = [tf.convert_to_tensor(ids_fn(inputs)) for _, ids_fn in lookups]
   tables, positions = [], [None] * len(lookups)
   for table in distinct_tables(lookups):
     mine = [i for i, (embedding, _) in enumerate(lookups) if embedding.table is table]

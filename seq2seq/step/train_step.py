@@ -333,6 +333,8 @@ def _split_step(loss_fn, lookups, dense_variables, optimizer, max_grad_norm, jit
   tables = unique_rows.distinct_tables(lookups)
   trained = [(table, index) for index, table in enumerate(tables) if table.trainable]
   pinned = {embedding.table.ref() for embedding, _ in lookups if embedding.pinned_to_host}
+  # The dense part runs where the dense variables live: the rows are moved there.
+  device = dense_variables[0].device if dense_variables else None
 
   def update_dense(clipped, finite):
     """Updates the dense variables; hands back the tables' clipped row gradients, in the
@@ -354,15 +356,14 @@ def _split_step(loss_fn, lookups, dense_variables, optimizer, max_grad_norm, jit
   def step(inputs):
     inputs = int32_ids(inputs)
     looked_up, positions = unique_rows.look_up(lookups, inputs,
-                                               rows_dtype or tables[0].dtype)
+                                               rows_dtype or tables[0].dtype, device)
     loss, grad_norm, finite, gradients, extra = dense_part(
         inputs, [lookup.rows for lookup in looked_up], positions)
     # The rest of the gated update: each table's distinct rows, on the table's device.
     for (table, index), gradient in zip(trained, gradients):
-      ids = looked_up[index].ids
-      gradient = gradient[:tf.shape(ids)[0]]  # the padding rows stay where they are
+      gradient = unique_rows.distinct_rows(gradient, looked_up[index], device)
       with tf.device(table.device):
-        optimizer.update_rows(gradient, ids, table, condition=finite,
+        optimizer.update_rows(gradient, looked_up[index].ids, table, condition=finite,
                               read_condition=table.ref() in pinned)
     optimizer.finish_step(condition=finite)
     return loss, grad_norm, finite, extra

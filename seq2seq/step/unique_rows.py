@@ -13,6 +13,7 @@ The rows are padded with zero rows to C, the table's number of lookups in the ba
 accelerator, so that the compiled part sees one shape per bucket (XLA compiles a program per
 input shape, and U changes from batch to batch); only the U rows cross the bus.
 """
+import contextlib
 import typing
 
 import tensorflow as tf
@@ -37,13 +38,14 @@ def distinct_tables(lookups):
   return tables
 
 
-def look_up(lookups, inputs, rows_dtype):
+def look_up(lookups, inputs, rows_dtype, device=None):
   """The distinct rows of each table that `lookups` read for `inputs`.
 
   Args:
     lookups: [(embeddings.Embedding, ids_fn)], ids_fn(inputs) -> int32 ids [...] (a table
       named twice is shared: its lookups' ids are made distinct together).
     rows_dtype: the dtype the rows are moved in (the model's compute dtype).
+    device: where the step runs (the rows are moved there); None: the enclosing scope's.
 
   Returns:
     (one `Lookup` per table of `distinct_tables(lookups)`, one `positions` per lookup: int32
@@ -64,13 +66,26 @@ def look_up(lookups, inputs, rows_dtype):
       positions[i] = tf.reshape(part, _shape(ids[i]))
     static = [f.shape[0] for f in flat]
     capacity = sum(static) if None not in static else tf.add_n(sizes)
-    tables.append(Lookup(distinct, _padded(rows, capacity)))
+    with on(device):
+      tables.append(Lookup(distinct, _padded(tf.identity(rows), capacity)))
   return tables, positions
+
+
+def on(device):
+  """A context placing ops on `device`; None: where the enclosing scope places them."""
+  return tf.device(device) if device else contextlib.nullcontext()
+
+
+def distinct_rows(gradient, lookup, device=None):
+  """The U rows of the ids of `lookup` (a `Lookup`) out of `gradient` [C, E], a gradient of
+  its padded rows, cut on `device` (where the step ran) before they are moved back."""
+  with on(device):
+    return gradient[:tf.shape(lookup.ids)[0]]
 
 
 def _padded(rows, capacity):
   """`rows` [U, E] with zero rows appended up to `capacity` (an int, static where the batch's
-  shape is, or a scalar tensor), made where the step runs (no device named)."""
+  shape is, or a scalar tensor)."""
   padded = tf.pad(rows, [[0, capacity - tf.shape(rows)[0]], [0, 0]])
   return tf.reshape(padded, [capacity if isinstance(capacity, int) else -1, rows.shape[-1]])
 

@@ -5,12 +5,13 @@
 CPU:0 is the host and CPU:1 stands for the accelerator. For each model (the encoder-decoder
 with one shared table and with separate source and target tables, and the LM), precision
 (fp32, bf16) and step (plain, XLA-compiled), it trains the same model for a few Adam steps
-twice: with its tables pinned to the host (--embedding_device=cpu: distinct rows looked up
-on CPU:0, moved to CPU:1, their gradients moved back and applied on CPU:0) and with them on
-the accelerator (--embedding_device=gpu, everything on CPU:1; compiled, the whole step is one
-XLA program). The batches repeat ids within a batch and share ids with the batch before.
+with its tables pinned to the host (--embedding_device=cpu: distinct rows looked up on CPU:0,
+moved to CPU:1, their gradients moved back and applied on CPU:0) and with them on the
+accelerator (--embedding_device=gpu, everything on CPU:1; compiled, the whole step is one XLA
+program, its rows updated inside it). The batches repeat ids within a batch and share ids with the batch before.
 Prints one JSON line {case: {"max_diff": max |diff| over every parameter, slot and the step
-counter, "devices": the devices of a table and of a dense variable, pinned then not}, and
+counter against the accelerator placement's same step, "max_diff_whole": against its
+compiled whole step, "devices": the devices of a table and of a dense variable, pinned then not}, and
 "data": whether the batches repeat ids and share them with the batch before}.
 """
 import json
@@ -72,6 +73,11 @@ def _train(kind, share, precision, jit_compile, embedding_device):
   return values + [optimizer.iterations.numpy()], model
 
 
+def _max_diff(values, reference):
+  return max(float(np.abs(np.asarray(a, np.float64) - b).max())
+             for a, b in zip(values, reference))
+
+
 def _devices(model):
   """The devices of the (first) table and of the projection kernel (a dense variable)."""
   table = getattr(model, "embedding", None) or model.source_embedding
@@ -85,14 +91,16 @@ def main():
   report = {}
   for kind, share in (("seq2seq", True), ("seq2seq", False), ("lm", True)):
     for precision in ("fp32", "bf16"):
+      runs = {(placement, jit_compile): _train(kind, share, precision, jit_compile, placement)
+              for placement in ("cpu", "gpu") for jit_compile in (False, True)}
       for jit_compile in (False, True):
-        host, host_model = _train(kind, share, precision, jit_compile, "cpu")
-        accelerator, accelerator_model = _train(kind, share, precision, jit_compile, "gpu")
-        name = f"{kind}{'' if share else '_separate'}_{precision}_{'xla' if jit_compile else 'plain'}"
+        host, host_model = runs["cpu", jit_compile]
+        step = "xla" if jit_compile else "plain"
+        name = f"{kind}{'' if share else '_separate'}_{precision}_{step}"
         report[name] = {
-            "max_diff": max(float(np.abs(np.asarray(a, np.float64) - b).max())
-                            for a, b in zip(host, accelerator)),
-            "devices": _devices(host_model) + _devices(accelerator_model)}
+            "max_diff": _max_diff(host, runs["gpu", jit_compile][0]),
+            "max_diff_whole": _max_diff(host, runs["gpu", True][0]),
+            "devices": _devices(host_model) + _devices(runs["gpu", jit_compile][1])}
   report["data"] = _overlaps()
   print(json.dumps(report))
 

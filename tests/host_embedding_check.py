@@ -8,11 +8,12 @@ with one shared table and with separate source and target tables, and the LM), p
 with its tables pinned to the host (--embedding_device=cpu: distinct rows looked up on CPU:0,
 moved to CPU:1, their gradients moved back and applied on CPU:0) and with them on the
 accelerator (--embedding_device=gpu, everything on CPU:1; compiled, the whole step is one XLA
-program, its rows updated inside it). The batches repeat ids within a batch and share ids with the batch before.
-Prints one JSON line {case: {"max_diff": max |diff| over every parameter, slot and the step
-counter against the accelerator placement's same step, "max_diff_whole": against its
-compiled whole step, "devices": the devices of a table and of a dense variable, pinned then not}, and
-"data": whether the batches repeat ids and share them with the batch before}.
+program, its rows updated inside it). The batches repeat ids within a batch and share ids
+with the batch before. Prints one JSON line {case: {"max_diff": max |diff| over every
+parameter, slot and the step counter against the accelerator placement's same step,
+"max_diff_whole": against its compiled whole step, "devices": the devices of a table and of
+a dense variable, pinned then not}, and "data": whether the batches repeat ids and share
+them with the batch before}.
 """
 import json
 

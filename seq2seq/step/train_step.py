@@ -176,11 +176,7 @@ def sampling_seed(seed, iterations):
 
 def trainable_tables(lookups):
   """The distinct trainable tables of `lookups` ([(embeddings.Embedding, ids_fn)]), in order."""
-  tables = []
-  for embedding, _ in lookups:
-    if embedding.table.trainable and all(embedding.table is not t for t in tables):
-      tables.append(embedding.table)
-  return tables
+  return [table for table in unique_rows.distinct_tables(lookups) if table.trainable]
 
 
 def loss_and_gradients(loss_fn, inputs, embedded, lookups, dense_variables):

@@ -5,6 +5,8 @@ PyTorch peers (`--variants=...,torch_bf16`; `benchmarks.torch_peers`, in a proce
     python -m benchmarks.train_step --workloads=seed_b20,seed_b256 --variants=engine,keras
     python -m benchmarks.train_step --workloads=ptb_large --steps=3 \
         --override=batch=4,hidden=32,embed=32,vocab=200      # LM smoke test on a CPU
+    python -m benchmarks.train_step --workloads=seed_b20,seed_b256,m30k_attention \
+        --variants=engine_xla_bf16,engine_xla_bf16_gpuemb  # tables on the host / on the GPU
 
 Each (workload, variant) prints one JSON line; a table follows. Warm-up (tracing and
 compilation) is timed apart from the measured steps, and every timed step ends by reading its
@@ -16,6 +18,9 @@ The seq2seq workloads time `train_step.make_train_step` on a fixed padded batch;
 workloads (`ptb_large*`, the PTB "large" model of Zaremba et al.) time
 `train_step.make_lm_train_step` on a fixed window, the final state carried into the next
 step as in training. Both are `train_step.make_update_step`, so the variants mean the same.
+
+A variant whose tables are on the host (embedding "cpu") and its twin with them on the GPU
+("_gpuemb"), both chosen, get a line with the ratio of their steps (`placement_ratios`).
 """
 import contextlib
 import itertools
@@ -552,6 +557,8 @@ def measure_all(dump_folder):
   for ratio in peer_ratios(rows):
     emit(ratio)
   print_ratios(rows)
+  for line in placement_ratios(rows):
+    print(line)
   print_profiles(rows)
 
 
@@ -621,6 +628,30 @@ def print_ratios(rows):
   for ratio in ratios:
     print(f"  {ratio['workload']:16} {ratio['engine']:26} / {ratio['peer']:10} "
           f"waited {ratio['waited']:5.2f}x  back to back {ratio['back_to_back']:5.2f}x")
+
+
+def placement_ratios(rows):
+  """For each measured variant with its tables on the host whose twin with them on the GPU
+  (the same but for the placement) was measured on the same workload: a line with both steps
+  and their ratio, waited for and back to back."""
+  measured = {(row["workload"], row["variant"]): row for row in rows if "skipped" not in row}
+  lines = []
+  for (workload, variant), host in measured.items():
+    if variant not in ENGINE_VARIANTS or ENGINE_VARIANTS[variant][2] != "cpu":
+      continue
+    jit_compile, precision, _, unroll = ENGINE_VARIANTS[variant]
+    twins = [name for name, options in ENGINE_VARIANTS.items()
+             if options == (jit_compile, precision, "gpu", unroll)
+             and name.endswith(PER_GATE_SUFFIX) == variant.endswith(PER_GATE_SUFFIX)
+             and name.endswith(USER_CELL_SUFFIX) == variant.endswith(USER_CELL_SUFFIX)]
+    for gpu in filter(None, (measured.get((workload, twin)) for twin in twins)):
+      lines.append(
+          f"{workload} {variant} / {gpu['variant']} (tables on the host / on the GPU): "
+          f"{host['step_ms']:.2f} / {gpu['step_ms']:.2f} ms = "
+          f"{host['step_ms'] / gpu['step_ms']:.2f}x waited for, "
+          f"{host['pipelined_step_ms']:.2f} / {gpu['pipelined_step_ms']:.2f} ms = "
+          f"{host['pipelined_step_ms'] / gpu['pipelined_step_ms']:.2f}x back to back")
+  return lines
 
 
 def print_profiles(rows):

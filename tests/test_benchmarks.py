@@ -610,3 +610,37 @@ class PeersInOneRunTest(tf.test.TestCase):
 
 if __name__ == "__main__":
   tf.test.main()
+
+
+class PlacementRatioTest(tf.test.TestCase):
+
+  def test_each_host_table_variant_against_its_twin_on_the_gpu(self):
+    """A line per host-table variant whose twin (the same but for the placement; with the
+    per-gate gradient or not alike) was measured on the same workload; none for the rest."""
+    from benchmarks import train_step  # pylint: disable=import-outside-toplevel
+    row = lambda workload, variant, ms: {"workload": workload, "variant": variant,
+                                         "step_ms": ms, "pipelined_step_ms": ms / 2}
+    skipped = {"workload": "seed_b20", "variant": "engine_xla_bf16_gpuemb", "skipped": "GPU"}
+    lines = train_step.placement_ratios([
+        row("seed_b256", "engine_xla_bf16", 12.0), row("seed_b256", "engine_xla_bf16_gpuemb", 6.0),
+        row("seed_b256", "engine_xla_bf16_pergate", 9.0), row("seed_b20", "engine_xla_bf16", 4.0),
+        row("seed_b256", "keras", 10.0), skipped])
+    self.assertEqual(lines, [
+        "seed_b256 engine_xla_bf16 / engine_xla_bf16_gpuemb (tables on the host / on the GPU): "
+        "12.00 / 6.00 ms = 2.00x waited for, 6.00 / 3.00 ms = 2.00x back to back"])
+
+
+@pytest.mark.slow
+class HostUpdateBenchmarkTest(tf.test.TestCase):
+
+  def test_times_the_three_ways_on_a_shrunk_workload(self):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.host_update", "--workloads=seed_b20", "--steps=2",
+         "--override=batch=3,steps=4,embed=8,vocab=30"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    row = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][0])
+    self.assertEqual(row["looked_up"], 3 * 4 + 3 * 5)  # source [B, T] and decoder input [B, T+1]
+    self.assertLess(row["distinct"], row["looked_up"])
+    self.assertEqual(sorted(row["ms"]), ["gathers", "rows", "rule", "scatters", "slices"])

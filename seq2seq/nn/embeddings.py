@@ -1,5 +1,6 @@
 """Embedding tables: device placement and pretrained (GloVe / word2vec text) initialisation."""
 import collections
+import contextlib
 
 import numpy as np
 import tensorflow as tf
@@ -27,7 +28,7 @@ class Embedding(tf.Module):
     if initial_value is None:
       initial_value = tf.random.stateless_uniform(
           [vocab_size, dim], seed=[seed, 7], minval=-0.1, maxval=0.1, dtype=dtype)
-    with self.name_scope, tf.device(self.device):
+    with self.name_scope, self.placed():
       self.table = tf.Variable(tf.cast(initial_value, dtype), trainable=trainable, name="table")
 
   @property
@@ -35,9 +36,14 @@ class Embedding(tf.Module):
     """Whether the table lives on the CPU whatever the accelerator (--embedding_device=cpu)."""
     return self.device is not None
 
+  def placed(self):
+    """A context that places ops on the table's device: the host when pinned, else wherever
+    the enclosing scope places them (an accelerator by default)."""
+    return tf.device(self.device) if self.pinned_to_host else contextlib.nullcontext()
+
   def __call__(self, ids):
     """ids [...] int -> [..., E]."""
-    with tf.device(self.device):
+    with self.placed():
       return tf.nn.embedding_lookup(self.table, ids)
 
 

@@ -127,6 +127,29 @@ class Optimizer(tf.Module):
                     learning_rate, step, condition)
     iterations.assign_add(_count(condition))
 
+  def update_rows(self, gradient, rows, variable, condition=None, read_condition=False):
+    """The lazy rule on the rows `rows` [U] (distinct ids) of `variable` and of its slots,
+    with their gradients `gradient` [U, E] (cast to the variable's dtype: a bfloat16 gradient
+    is applied in float32), without advancing the step counter: what `update` does for an
+    `IndexedSlices` without repeated indices, with no merge of repeated rows.
+
+    Only those U rows are read and written (three gathers and three scatters for Adam, the
+    rule between them), so the work is O(U E) whatever the table's size.
+
+    `condition` (a scalar bool tensor), as for `update`: with `read_condition`, the rows are
+    cut to none when it is false, which makes the caller's device read its value (free where
+    the gradient itself is read back from the accelerator, as for a table on the host);
+    otherwise every write keeps the old value where it is false, without a branch.
+    """
+    slots = self._slots_at(self._index[variable.ref()])
+    if condition is not None and read_condition:
+      count = tf.shape(rows)[0] * tf.cast(condition, tf.int32)
+      rows, gradient, condition = rows[:count], gradient[:count], None
+    lr = tf.cast(self.current_learning_rate(), variable.dtype)
+    step = tf.cast(self.iterations + 1, variable.dtype)
+    self._apply_rows(tf.cast(gradient, variable.dtype), rows, variable, slots, lr, step,
+                     condition)
+
   def _slots_at(self, index):
     return [self.slots[name][index] for name in self.slot_names]
 
@@ -135,11 +158,7 @@ class Optimizer(tf.Module):
     lr_v, step_v = tf.cast(lr, var.dtype), tf.cast(step, var.dtype)
     if isinstance(grad, tf.IndexedSlices):
       grad = clipping.merge_duplicate_rows(grad)
-      rows = grad.indices
-      old_values = [tf.gather(target, rows) for target in [var, *slots]]
-      new_values = self._update(old_values[0], grad.values, old_values[1:], lr_v, step_v)
-      for target, new, old in zip([var, *slots], new_values, old_values):
-        target.scatter_update(tf.IndexedSlices(_kept(condition, new, old), rows))
+      self._apply_rows(grad.values, grad.indices, var, slots, lr_v, step_v, condition)
       return
     if isinstance(grad, TouchedRows):  # the rule over the table, kept on the touched rows
       touched = grad.touched[:, tf.newaxis]
@@ -152,6 +171,13 @@ class Optimizer(tf.Module):
     new_values = self._update(var, grad, slots, lr_v, step_v)
     for target, value in zip([var, *slots], new_values):
       target.assign(_kept(condition, value, target))
+
+  def _apply_rows(self, values, rows, var, slots, lr, step, condition):
+    """The rule on rows `rows` [U] (distinct) of `var` and `slots`, gradients `values` [U, E]."""
+    old_values = [tf.gather(target, rows) for target in [var, *slots]]
+    new_values = self._update(old_values[0], values, old_values[1:], lr, step)
+    for target, new, old in zip([var, *slots], new_values, old_values):
+      target.scatter_update(tf.IndexedSlices(_kept(condition, new, old), rows))
 
   def _update(self, var, grad, slots, lr, step):
     raise NotImplementedError

@@ -9,9 +9,10 @@
   (`train_step`, XLA, tables on    backward; tables as                      every variable, then
   the accelerator)                 `TouchedRows`                            the step counter
   one device, split (tables on     forward and backward   `identity`        `clipped_update` of
-  the host: only this part is      from the looked-up                       the dense variables;
-  compiled)                        vectors; tables as                       the clipped `Rows` are
-                                   `Rows`                                   applied on the host
+  the host: only this part is      from each distinct                       the dense variables;
+  compiled)                        looked-up row; tables                    the clipped
+                                   as `UniqueRows`                          `UniqueRows` are
+                                                                            applied on the host
   a strategy, two programs         the replica's share    the replica       `merge_call`: on each
   (`distributed_step`)             of the global loss     context's         device,
                                                           all-reduce        `clipped_update` of
@@ -50,12 +51,19 @@ class Rows(typing.NamedTuple):
     return tf.IndexedSlices(self.values, self.indices, self.shape)
 
 
+class UniqueRows(typing.NamedTuple):
+  """A table's gradient as one row per distinct id a batch looked up (the ids stay on the
+  table's device, `unique_rows.look_up`): gradient [C, E], the first U rows those ids' (each
+  summed over its lookups), the rest zero (rows that pad U to a fixed C)."""
+  gradient: tf.Tensor
+
+
 class Gradients(typing.NamedTuple):
   """The gradients of one step.
 
   dense: one tensor per dense (non-table) variable, of its shape.
   tables: one per trainable table: all `optimizers.TouchedRows` ([V, E] summed rows, [V]
-    touched), written densely for XLA, or all `Rows`.
+    touched), written densely for XLA, all `UniqueRows`, or all `Rows`.
   as_rows: the tables are `Rows` (also with no table: it picks the form of the norm).
   """
   dense: list
@@ -135,10 +143,13 @@ def scaled(gradients, scale):
 
 
 def scale_gradients(gradients, scale):
-  """Each gradient (a tensor, `Rows` or `optimizers.TouchedRows`) times `scale`."""
+  """Each gradient (a tensor, `Rows`, `UniqueRows` or `optimizers.TouchedRows`) times
+  `scale`."""
   def scaled_one(gradient):
     if isinstance(gradient, Rows):
       return gradient._replace(values=gradient.values * scale)
+    if isinstance(gradient, UniqueRows):
+      return UniqueRows(gradient.gradient * scale)
     if isinstance(gradient, optimizers.TouchedRows):
       return optimizers.TouchedRows(gradient.gradient * scale, gradient.touched)
     return gradient * scale

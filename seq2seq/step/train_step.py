@@ -9,6 +9,7 @@ from ops import losses
 from seq2seq.data import batches as batches_lib
 from seq2seq.step import optimizers
 from seq2seq.step import pipeline
+from seq2seq.step import unique_rows
 
 
 def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
@@ -175,11 +176,7 @@ def sampling_seed(seed, iterations):
 
 def trainable_tables(lookups):
   """The distinct trainable tables of `lookups` ([(embeddings.Embedding, ids_fn)]), in order."""
-  tables = []
-  for embedding, _ in lookups:
-    if embedding.table.trainable and all(embedding.table is not t for t in tables):
-      tables.append(embedding.table)
-  return tables
+  return [table for table in unique_rows.distinct_tables(lookups) if table.trainable]
 
 
 def loss_and_gradients(loss_fn, inputs, embedded, lookups, dense_variables):
@@ -216,14 +213,16 @@ def table_rows(lookups, inputs, embedded_gradients):
   return rows
 
 
-def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False):
+def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False,
+                     rows_dtype=None):
   """The one-device train step: `pipeline.run` (forward, backward, global norm, clip,
   gated update) over any loss of looked-up vectors.
 
   With the tables pinned to the host (--embedding_device=cpu, the default), the embedding
-  lookups and the embedding updates run outside the optional XLA region, on the CPU;
-  everything else (the forward pass from the looked-up vectors, loss, backward pass, global
-  norm, clipping, and the dense optimizer update) is one function, XLA-compiled when
+  lookups and the embedding updates run outside the optional XLA region, on the CPU, one
+  distinct row at a time (`unique_rows`: each row read, moved in `rows_dtype` and updated
+  once); everything else (the forward pass from those rows, loss, backward pass, global norm,
+  clipping, and the dense optimizer update) is one function, XLA-compiled when
   `jit_compile`. With every table on the accelerator and `jit_compile`, the whole step is one
   compiled function, lookups and row updates included: no host round trip inside the step.
   The embedding gradient is the gradient of the looked-up vectors, scattered to their ids:
@@ -247,6 +246,9 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     optimizer: a `seq2seq.step.optimizers.Optimizer`; built here for `variables` if it is not yet.
     max_grad_norm: clip to this global norm; 0 for no clipping (the norm is still returned).
     jit_compile: compile the step with XLA (all of it when no table is pinned to the host).
+    rows_dtype: the dtype the split step moves the tables' rows and row gradients in (the
+      model's compute dtype: bfloat16 under --precision=bf16, whose activations are rounded
+      to it anyway); None: the tables' own. The host applies them in the table's dtype.
 
   Returns:
     step(inputs) -> (loss, grad_norm, finite, extra): the loss before the update, the global
@@ -257,11 +259,11 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   tables = trainable_tables(lookups)
   dense_variables = [v for v in variables if v.ref() not in {t.ref() for t in tables}]
   optimizer.build(variables)  # slots for all of them, before the two partial updates
-  gradients = functools.partial(_gradients, loss_fn, lookups, tables, dense_variables)
   if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
+    gradients = functools.partial(_gradients, loss_fn, lookups, tables, dense_variables)
     return _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm)
-  return _split_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm,
-                     jit_compile)
+  return _split_step(loss_fn, lookups, dense_variables, optimizer, max_grad_norm, jit_compile,
+                     rows_dtype)
 
 
 def _lookup(lookups, inputs):
@@ -269,18 +271,34 @@ def _lookup(lookups, inputs):
   return [embedding(ids_fn(inputs)) for embedding, ids_fn in lookups]
 
 
-def _gradients(loss_fn, lookups, tables, dense_variables, inputs, embedded, as_rows):
-  """The first stage of `pipeline.run`: -> (loss, `pipeline.Gradients`, extra), the
-  tables' gradients as `Rows` or, written densely, as `TouchedRows`."""
+def _gradients(loss_fn, lookups, tables, dense_variables, inputs, embedded):
+  """The first stage of `pipeline.run` in the whole step: -> (loss, `pipeline.Gradients`,
+  extra), the tables' gradients written densely, as `TouchedRows`."""
   loss, extra, dense_gradients, rows = loss_and_gradients(loss_fn, inputs, embedded, lookups,
                                                           dense_variables)
-  if as_rows:
-    table_gradients = [pipeline.Rows(values, indices, table.shape)
-                       for table, (values, indices) in zip(tables, rows)]
-  else:
-    table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
-                       for table, (values, indices) in zip(tables, rows)]
-  return loss, pipeline.Gradients(dense_gradients, table_gradients, as_rows), extra
+  table_gradients = [optimizers.touched_rows(values, indices, table.shape[0])
+                     for table, (values, indices) in zip(tables, rows)]
+  return loss, pipeline.Gradients(dense_gradients, table_gradients), extra
+
+
+def _unique_row_gradients(loss_fn, lookups, dense_variables, inputs, rows, positions):
+  """The first stage of `pipeline.run` in the split step: -> (loss, `pipeline.Gradients`,
+  extra), each trainable table's gradient as `UniqueRows` of its distinct `rows` (one
+  [C, E] per table of `unique_rows.distinct_tables`; `positions` as `unique_rows.look_up`).
+
+  The rows are read in float32 (the table's dtype), so that a row looked up several times
+  has its gradients summed in float32 whatever dtype it was moved in."""
+  tables = unique_rows.distinct_tables(lookups)
+  with tf.GradientTape() as tape:
+    rows = [tf.cast(r, table.dtype) for r, table in zip(rows, tables)]
+    trained = [r for r, table in zip(rows, tables) if table.trainable]
+    tape.watch(trained)
+    loss, extra = loss_fn(inputs, unique_rows.embedded(lookups, tables, rows, positions))
+  gradients = tape.gradient(loss, dense_variables + trained)
+  count = len(dense_variables)
+  return loss, pipeline.Gradients(
+      [dense_gradient(g) for g in gradients[:count]],
+      [pipeline.UniqueRows(tf.convert_to_tensor(g)) for g in gradients[count:]]), extra
 
 
 def _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm):
@@ -295,7 +313,7 @@ def _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad
   def whole_step(inputs):
     inputs = int32_ids(inputs)
     outputs = pipeline.run(
-        lambda: gradients(inputs, _lookup(lookups, inputs), as_rows=False),
+        lambda: gradients(inputs, _lookup(lookups, inputs)),
         pipeline.identity,
         functools.partial(pipeline.clipped_update, max_grad_norm, update_all))
     return outputs.loss, outputs.grad_norm, outputs.finite, outputs.extra
@@ -303,19 +321,28 @@ def _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad
   return whole_step
 
 
-def _split_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm,
-                jit_compile):
+def _split_step(loss_fn, lookups, dense_variables, optimizer, max_grad_norm, jit_compile,
+                rows_dtype):
   """`make_update_step` with the lookups and the tables' row updates where the tables live,
-  around the rest (`dense_part`), XLA-compiled with `jit_compile`."""
-  def update_dense(clipped, finite):
-    """Updates the dense variables; hands back the tables' clipped rows, to be applied where
-    the tables live."""
-    optimizer.update(clipped.dense, dense_variables, condition=finite)
-    return [(rows.values, rows.indices) for rows in clipped.tables]
+  one distinct row at a time (`unique_rows`), around the rest (`dense_part`), XLA-compiled
+  with `jit_compile`."""
+  tables = unique_rows.distinct_tables(lookups)
+  trained = [(table, index) for index, table in enumerate(tables) if table.trainable]
+  pinned = {embedding.table.ref() for embedding, _ in lookups if embedding.pinned_to_host}
+  # The dense part runs where the dense variables live: the rows are moved there.
+  device = dense_variables[0].device if dense_variables else None
 
-  def dense_part(inputs, embedded):
+  def update_dense(clipped, finite):
+    """Updates the dense variables; hands back the tables' clipped row gradients, in the
+    dtype they travel in, to be applied where the tables live."""
+    optimizer.update(clipped.dense, dense_variables, condition=finite)
+    return [tf.cast(rows.gradient, rows_dtype or rows.gradient.dtype) for rows in clipped.tables]
+
+  def dense_part(inputs, rows, positions):
     outputs = pipeline.run(
-        lambda: gradients(inputs, embedded, as_rows=True), pipeline.identity,
+        lambda: _unique_row_gradients(loss_fn, lookups, dense_variables, inputs, rows,
+                                      positions),
+        pipeline.identity,
         functools.partial(pipeline.clipped_update, max_grad_norm, update_dense))
     return outputs.loss, outputs.grad_norm, outputs.finite, outputs.kept, outputs.extra
 
@@ -324,12 +351,16 @@ def _split_step(gradients, lookups, tables, dense_variables, optimizer, max_grad
 
   def step(inputs):
     inputs = int32_ids(inputs)
-    loss, grad_norm, finite, rows, extra = dense_part(inputs, _lookup(lookups, inputs))
-    # The rest of the gated update: the tables' rows, on the tables' device.
-    for table, (values, indices) in zip(tables, rows):
+    looked_up, positions = unique_rows.look_up(lookups, inputs,
+                                               rows_dtype or tables[0].dtype, device)
+    loss, grad_norm, finite, gradients, extra = dense_part(
+        inputs, [lookup.rows for lookup in looked_up], positions)
+    # The rest of the gated update: each table's distinct rows, on the table's device.
+    for (table, index), gradient in zip(trained, gradients):
+      gradient = unique_rows.distinct_rows(gradient, looked_up[index], device)
       with tf.device(table.device):
-        optimizer.update([pipeline.Rows(values, indices, table.shape).slices()], [table],
-                         condition=finite)
+        optimizer.update_rows(gradient, looked_up[index].ids, table, condition=finite,
+                              read_condition=table.ref() in pinned)
     optimizer.finish_step(condition=finite)
     return loss, grad_norm, finite, extra
 
@@ -371,7 +402,7 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
     return loss, ()
 
   update = make_update_step(loss_fn, seq2seq_lookups(model), model.trainable_variables,
-                            optimizer, max_grad_norm, jit_compile)
+                            optimizer, max_grad_norm, jit_compile, rows_dtype=model.dtype)
   return BucketedFunction(lambda batch: update(batch)[:3], pad_rows_to=batch_size)
 
 
@@ -397,7 +428,7 @@ def make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=False):
 
   update = make_update_step(
       loss_fn, [(model.embedding, lambda window: window[0])], model.trainable_variables,
-      optimizer, max_grad_norm, jit_compile)
+      optimizer, max_grad_norm, jit_compile, rows_dtype=model.dtype)
 
   @tf.function(autograph=False)
   def step(inputs, targets, state):

@@ -126,8 +126,15 @@ _HELP = {
     "batch_size": "pairs per batch (--model=lm: rows of text read in parallel)",
     "optimizer": "adam, rmsprop or sgd",
     "learning_rate": "initial learning rate",
-    "decay_steps": "steps per learning-rate decay by decay_rate",
-    "decay_rate": "learning-rate decay factor",
+    "lr_schedule": "the learning rate after warmup: exponential (x decay_rate every "
+                   "decay_steps), constant, inverse_sqrt (constant until decay_steps, then "
+                   "x sqrt(decay_steps / step)) or cosine (from learning_rate to 0 at "
+                   "decay_steps, the run's planned length); --plateau_factor multiplies it",
+    "warmup_steps": "raise the learning rate linearly from 0 to its schedule's value over this "
+                    "many steps (0 = off); works with every --lr_schedule",
+    "decay_steps": "the schedule's length in steps: exponential, steps per decay by "
+                   "decay_rate; inverse_sqrt, steps before the decay starts; cosine, steps to 0",
+    "decay_rate": "learning-rate decay factor (--lr_schedule=exponential)",
     "staircase": "decay in steps rather than continuously",
     "max_grad_norm": "clip gradients to this global norm (0 = no clipping)",
     "num_epochs": "epochs to train",
@@ -181,6 +188,7 @@ _HELP = {
 }
 _CHOICES = {"model": config_lib.MODELS, "encoder": config_lib.ENCODERS,
             "attention": config_lib.ATTENTIONS, "optimizer": config_lib.OPTIMIZERS,
+            "lr_schedule": config_lib.LR_SCHEDULES,
             "precision": config_lib.PRECISIONS, "unroll": config_lib.UNROLLS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
             "input_format": config_lib.INPUT_FORMATS, "tokenizer": config_lib.TOKENIZERS,

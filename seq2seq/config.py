@@ -15,6 +15,7 @@ CUSTOM_CELL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 ENCODERS = ("uni", "bi")
 ATTENTIONS = ("none", "luong", "luong_scaled", "bahdanau", "bahdanau_norm")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+LR_SCHEDULES = ("exponential", "constant", "inverse_sqrt", "cosine")  # ops.optim.decay_factor
 EMBEDDING_DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "bf16")
 UNROLLS = ("static", "dynamic")
@@ -178,8 +179,10 @@ class TrainConfig:
   batch_size: int = 32
   optimizer: str = "adam"
   learning_rate: float = 0.002
-  decay_steps: int = 100000
-  decay_rate: float = 0.95
+  lr_schedule: str = "exponential"  # the decay after warmup (ops.optim.decay_factor)
+  warmup_steps: int = 0  # > 0: the learning rate rises linearly from 0 over this many steps
+  decay_steps: int = 100000  # the schedule's length scale (cosine: the steps to reach 0)
+  decay_rate: float = 0.95  # exponential: the factor per decay_steps
   staircase: bool = False
   max_grad_norm: float = 5.0  # 0 turns clipping off
   num_epochs: int = 40
@@ -207,6 +210,13 @@ class TrainConfig:
     _numbers(self)
     _check(bool(self.workdir), "workdir", "must be a folder path")
     _choice(self, "optimizer", OPTIMIZERS)
+    _choice(self, "lr_schedule", LR_SCHEDULES)
+    _check(self.warmup_steps >= 0, "warmup_steps",
+           f"must be >= 0 (0 = no warmup), got {self.warmup_steps}")
+    _check(self.lr_schedule != "cosine" or not self.max_steps
+           or self.decay_steps <= self.max_steps, "decay_steps",
+           f"--lr_schedule=cosine reaches 0 at --decay_steps={self.decay_steps}, after the run "
+           f"ends (--max_steps={self.max_steps}); set --decay_steps to the run's length")
     _choice(self, "precision", PRECISIONS)
     _choice(self, "strategy", STRATEGIES)
     _check(not self.devices or self.strategy == "mirrored", "devices",

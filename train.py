@@ -36,7 +36,8 @@ from seq2seq.runtime import xla_cache  # light too: it must run before TensorFlo
 from seq2seq.runtime import xla_flags  # the same: before XLA reads XLA_FLAGS
 
 _HELP = {
-    "cell": "recurrent cell: lstm, gru, or package.module:ClassName, any class with "
+    "cell": "recurrent cell: lstm, gru, layer_norm_lstm (Ba et al. 2016) or mgu (the cells of "
+            "seq2seq.contrib, by name), or package.module:ClassName, any class with "
             "__call__(inputs, state) -> (output, new_state), initial_state(batch_size, dtype) "
             "and output_size, built as ClassName(hidden_size) plus those of dtype, seed, name, "
             "forget_bias that its __init__ names (e.g. seq2seq.contrib.mgu:MGUCell); the module "

@@ -10,6 +10,9 @@ import re
 
 MODELS = ("seq2seq", "lm")
 CELLS = ("lstm", "gru")  # built in; --cell also takes "package.module:ClassName"
+# Cells of seq2seq.contrib by short name: --cell=NAME is --cell=PATH (seq2seq.nn.cell_registry).
+NAMED_CELLS = {"layer_norm_lstm": "seq2seq.contrib.layer_norm_lstm:LayerNormLSTMCell",
+               "mgu": "seq2seq.contrib.mgu:MGUCell"}
 # A custom cell's import path: dotted module name, a colon, a class name.
 CUSTOM_CELL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 ENCODERS = ("uni", "bi")
@@ -69,8 +72,9 @@ def _positive(config, *names):
 
 
 def is_custom_cell(cell):
-  """Whether `cell` (a --cell value) names a class by import path, "package.module:ClassName"."""
-  return cell not in CELLS and bool(CUSTOM_CELL.fullmatch(cell))
+  """Whether `cell` (a --cell value) names a class: by import path, "package.module:ClassName",
+  or by a short name of `NAMED_CELLS`."""
+  return cell in NAMED_CELLS or (cell not in CELLS and bool(CUSTOM_CELL.fullmatch(cell)))
 
 
 def _choice(config, name, choices):
@@ -103,8 +107,9 @@ class ModelConfig:
   def __post_init__(self):
     _numbers(self)
     _check(self.cell in CELLS or is_custom_cell(self.cell), "cell",
-           f"must be lstm, gru or package.module:ClassName (a class importable from sys.path "
-           f"or the current directory, e.g. seq2seq.contrib.mgu:MGUCell); got {self.cell!r}")
+           f"must be lstm, gru, {', '.join(NAMED_CELLS)} or package.module:ClassName (a class "
+           f"importable from sys.path or the current directory, e.g. "
+           f"seq2seq.contrib.mgu:MGUCell); got {self.cell!r}")
     _choice(self, "model", MODELS)
     _choice(self, "encoder", ENCODERS)
     _choice(self, "attention", ATTENTIONS)

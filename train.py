@@ -50,6 +50,11 @@ _HELP = {
                  "attentional vectors (1 = off)",
     "forget_bias": "LSTM forget-gate bias",
     "share_embeddings": "one embedding table for source and target",
+    "tie_embeddings": "the target embedding table is also the output projection's kernel "
+                      "(Press & Wolf 2017; with --share_embeddings, the one table of both "
+                      "sides); needs --embedding_size equal to --hidden_size; the tied table "
+                      "lives with the projection, on the accelerator, whatever "
+                      "--embedding_device says",
     "embedding_device": "where the embedding table lives: cpu or gpu",
     "pretrained_embeddings": "GloVe / word2vec text file that initialises the embeddings",
     "freeze_embeddings": "do not train the pretrained embeddings",

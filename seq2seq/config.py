@@ -93,6 +93,7 @@ class ModelConfig:
   keep_prob: float = 1.0  # dropout keep probability (embeddings, layer outputs, attention), training only
   forget_bias: float = 1.0
   share_embeddings: bool = True  # one embedding table for source and target
+  tie_embeddings: bool = False  # the target table is also the output projection's kernel
   embedding_device: str = "cpu"  # where the embedding table lives and is looked up
   pretrained_embeddings: str = ""  # GloVe / word2vec text file to initialise the table
   freeze_embeddings: bool = False  # keep a pretrained table fixed
@@ -117,6 +118,14 @@ class ModelConfig:
     _choice(self, "unroll", UNROLLS)
     _positive(self, "num_layers", "hidden_size", "embedding_size", "unroll_steps")
     _check(0.0 < self.keep_prob <= 1.0, "keep_prob", f"must be in (0, 1], got {self.keep_prob}")
+    _check(not self.tie_embeddings or self.embedding_size == self.hidden_size,
+           "tie_embeddings", f"the target embedding [V, --embedding_size={self.embedding_size}] "
+           f"would be the output projection's kernel, which reads the decoder's outputs of "
+           f"--hidden_size={self.hidden_size}; tying needs equal sizes: set --embedding_size="
+           f"{self.hidden_size} (or --hidden_size={self.embedding_size}), or drop --tie_embeddings")
+    _check(not (self.tie_embeddings and self.freeze_embeddings), "tie_embeddings",
+           "a frozen table (--freeze_embeddings) would freeze the output projection tied to it; "
+           "drop one of the two flags")
     _check(not self.freeze_embeddings or self.pretrained_embeddings, "freeze_embeddings",
            "freezing needs --pretrained_embeddings (a frozen random table never learns)")
     _check(not self.per_gate_hidden_gradient or self.unroll == "static",
@@ -423,6 +432,9 @@ class RunConfig:
   def __post_init__(self):
     _check(not self.train.num_sampled or self.model.model == "seq2seq", "num_sampled",
            f"the sampled softmax is not supported with --model={self.model.model} yet; use 0")
+    _check(not self.model.tie_embeddings or self.train.strategy == "default", "tie_embeddings",
+           f"trains on one device so far; use --strategy=default (got "
+           f"--strategy={self.train.strategy}) or drop --tie_embeddings")
     _check(self.model.model != "lm" or self.train.strategy == "default", "strategy",
            f"--model=lm trains on one device so far; use --strategy=default (got "
            f"--strategy={self.train.strategy})")

@@ -142,6 +142,9 @@ _HELP = {
                    "decay_rate; inverse_sqrt, steps before the decay starts; cosine, steps to 0",
     "decay_rate": "learning-rate decay factor (--lr_schedule=exponential)",
     "staircase": "decay in steps rather than continuously",
+    "adam_beta2": "Adam's decay of the squared-gradient average (0.98 reacts faster to the "
+                  "large early gradients; 0.999 is Kingma & Ba's)",
+    "adam_epsilon": "Adam's epsilon, added to the root of the squared-gradient average",
     "max_grad_norm": "clip gradients to this global norm (0 = no clipping)",
     "num_epochs": "epochs to train",
     "max_steps": "stop after this many steps in all (0 = no limit)",

@@ -198,6 +198,8 @@ class TrainConfig:
   decay_steps: int = 100000  # the schedule's length scale (cosine: the steps to reach 0)
   decay_rate: float = 0.95  # exponential: the factor per decay_steps
   staircase: bool = False
+  adam_beta2: float = 0.999  # Adam's second-moment decay (0.98: the Transformer's)
+  adam_epsilon: float = 1e-8  # Adam's denominator floor
   max_grad_norm: float = 5.0  # 0 turns clipping off
   num_epochs: int = 40
   max_steps: int = 0  # 0: no limit other than num_epochs
@@ -237,6 +239,9 @@ class TrainConfig:
            f"is only used with --strategy=mirrored (got --strategy={self.strategy})")
     _positive(self, "batch_size", "learning_rate", "decay_steps", "decay_rate", "num_epochs",
               "save_every", "keep_checkpoints", "log_every", "max_bad_steps", "keep_best")
+    _check(0.0 < self.adam_beta2 < 1.0, "adam_beta2",
+           f"must be in (0, 1), got {self.adam_beta2}")
+    _check(self.adam_epsilon > 0, "adam_epsilon", f"must be > 0, got {self.adam_epsilon}")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
     _check(self.seed >= 0, "seed", f"must be in [0, {MAX_INT}], got {self.seed}")

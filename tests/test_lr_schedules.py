@@ -121,3 +121,23 @@ class ScheduleConfigTest(parameterized.TestCase):
     train = dataclasses.replace(config.TrainConfig(), lr_schedule="cosine", max_steps=500,
                                 decay_steps=500)
     self.assertTrue(math.isclose(train.decay_steps, 500))
+
+
+class AdamOptionsTest(tf.test.TestCase):
+
+  def test_beta2_and_epsilon_reach_the_update(self):
+    train = dataclasses.replace(config.TrainConfig(), learning_rate=0.1, adam_beta2=0.9,
+                                adam_epsilon=0.5, lr_schedule="constant")
+    optimizer = optimizers.make_optimizer(train)
+    variables = [tf.Variable([1.0, -1.0])]
+    gradient = np.array([0.2, -0.4])
+    optimizer.apply([tf.constant(gradient, tf.float32)], variables)
+    m, v = 0.1 * gradient / (1 - 0.9), 0.1 * gradient ** 2 / (1 - 0.9)  # bias-corrected
+    want = np.array([1.0, -1.0]) - 0.1 * m / (np.sqrt(v) + 0.5)
+    self.assertAllClose(want, variables[0], rtol=1e-6)
+
+  def test_bad_values_name_the_flag(self):
+    for changes, message in ((dict(adam_beta2=1.0), "adam_beta2: must be in"),
+                             (dict(adam_epsilon=0.0), "adam_epsilon: must be > 0")):
+      with self.assertRaisesRegex(config.ConfigError, message):
+        dataclasses.replace(config.TrainConfig(), **changes)

@@ -212,8 +212,12 @@ def make_optimizer(train_config, variables=None, learning_rate_scale=None):
       rate = rate * tf.cast(learning_rate_scale, rate.dtype)
     return rate
 
-  kinds = {"adam": Adam, "rmsprop": RMSProp, "sgd": SGD}
-  optimizer = kinds[train_config.optimizer](schedule, name=train_config.optimizer)
+  if train_config.optimizer == "adam":
+    optimizer = Adam(schedule, beta2=train_config.adam_beta2,
+                     epsilon=train_config.adam_epsilon, name="adam")
+  else:
+    kinds = {"rmsprop": RMSProp, "sgd": SGD}
+    optimizer = kinds[train_config.optimizer](schedule, name=train_config.optimizer)
   if variables is not None:
     optimizer.build(variables)
   return optimizer

@@ -229,10 +229,6 @@ class TrainConfig:
     _choice(self, "lr_schedule", LR_SCHEDULES)
     _check(self.warmup_steps >= 0, "warmup_steps",
            f"must be >= 0 (0 = no warmup), got {self.warmup_steps}")
-    _check(self.lr_schedule != "cosine" or not self.max_steps
-           or self.decay_steps <= self.max_steps, "decay_steps",
-           f"--lr_schedule=cosine reaches 0 at --decay_steps={self.decay_steps}, after the run "
-           f"ends (--max_steps={self.max_steps}); set --decay_steps to the run's length")
     _choice(self, "precision", PRECISIONS)
     _choice(self, "strategy", STRATEGIES)
     _check(not self.devices or self.strategy == "mirrored", "devices",

@@ -1,16 +1,17 @@
 """Learning-rate schedules (`ops.optim.scheduled_learning_rate`) against NumPy float64, through
 the optimizer, across a checkpoint restore, and their config checks."""
 import dataclasses
-import math
 import os
 
 from absl.testing import parameterized
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from ops import optim
 from seq2seq import config
 from seq2seq.step import optimizers
+from tests.test_cli import TINY, run_train
 
 KINDS = config.LR_SCHEDULES
 STEPS = (0, 1, 5, 6, 7, 19, 20, 21, 49, 50, 51, 120, 1000)
@@ -110,34 +111,27 @@ class ScheduleConfigTest(parameterized.TestCase):
   @parameterized.parameters(
       (dict(lr_schedule="linear"), "lr_schedule: must be one of exponential, constant"),
       (dict(warmup_steps=-1), "warmup_steps: must be >= 0"),
-      (dict(lr_schedule="cosine", max_steps=500, decay_steps=1000),
-       "decay_steps: --lr_schedule=cosine reaches 0 at --decay_steps=1000, after the run ends"),
   )
   def test_bad_values_name_the_flag(self, changes, message):
     with self.assertRaisesRegex(config.ConfigError, message):
       dataclasses.replace(config.TrainConfig(), **changes)
 
-  def test_cosine_within_max_steps_is_accepted(self):
-    train = dataclasses.replace(config.TrainConfig(), lr_schedule="cosine", max_steps=500,
-                                decay_steps=500)
-    self.assertTrue(math.isclose(train.decay_steps, 500))
+@pytest.mark.slow
+class FastFlagsTest(tf.test.TestCase):
 
-
-class AdamOptionsTest(tf.test.TestCase):
-
-  def test_beta2_and_epsilon_reach_the_update(self):
-    train = dataclasses.replace(config.TrainConfig(), learning_rate=0.1, adam_beta2=0.9,
-                                adam_epsilon=0.5, lr_schedule="constant")
-    optimizer = optimizers.make_optimizer(train)
-    variables = [tf.Variable([1.0, -1.0])]
-    gradient = np.array([0.2, -0.4])
-    optimizer.apply([tf.constant(gradient, tf.float32)], variables)
-    m, v = 0.1 * gradient / (1 - 0.9), 0.1 * gradient ** 2 / (1 - 0.9)  # bias-corrected
-    want = np.array([1.0, -1.0]) - 0.1 * m / (np.sqrt(v) + 0.5)
-    self.assertAllClose(want, variables[0], rtol=1e-6)
-
-  def test_bad_values_name_the_flag(self):
-    for changes, message in ((dict(adam_beta2=1.0), "adam_beta2: must be in"),
-                             (dict(adam_epsilon=0.0), "adam_epsilon: must be > 0")):
-      with self.assertRaisesRegex(config.ConfigError, message):
-        dataclasses.replace(config.TrainConfig(), **changes)
+  def test_schedule_and_adam_flags_train_under_the_fast_flags(self):
+    workdir = os.path.join(self.get_temp_dir(), "run")
+    flags = [f"--workdir={workdir}", *TINY, "--max_length=8", "--attention=luong",
+             "--lr_schedule=cosine", "--warmup_steps=2", "--decay_steps=4", "--adam_beta2=0.98",
+             "--jit_compile", "--embedding_device=gpu", "--unroll=dynamic", "--unroll_steps=5",
+             "--log_every=1"]
+    trained = run_train(*flags, "--max_steps=2", timeout=600)
+    self.assertEqual(trained.returncode, 0, trained.stderr)
+    # A line shows the rate of the next update, at n updates done: 0.002 * (1 + cos(pi n / 4)) / 2
+    # once the warmup (n + 1 of 2) is over.
+    self.assertRegex(trained.stdout, r"1/2 \(epoch 1/\d+\) .* lr=0.00171 ")
+    self.assertRegex(trained.stdout, r"2/2 \(epoch 1/\d+\) .* lr=0.001 ")
+    resumed = run_train(*flags, "--max_steps=4", timeout=600)
+    self.assertEqual(resumed.returncode, 0, resumed.stderr)
+    self.assertRegex(resumed.stdout, r"3/4 \(epoch 1/\d+\) .* lr=0.000293 ")
+    self.assertRegex(resumed.stdout, r"4/4 \(epoch 1/\d+\) .* lr=0 ")

@@ -1,12 +1,14 @@
 """configs/multi30k_seeds.sh's report: the validation curves side by side and the summary
 table, from the logs of stand-in training and decoding commands (no TensorFlow)."""
+import json
 import os
 import subprocess
+import sys
 import textwrap
 
 import tensorflow as tf
 
-from tests.test_cli import ROOT
+from tests.test_cli import ROOT, _SHOW_CONFIG
 
 # Stands in for the interpreter: a train log whose losses depend on --seed, or a decode log.
 STUB = textwrap.dedent('''\
@@ -46,3 +48,27 @@ class SeedSweepReportTest(tf.test.TestCase):
     self.assertEqual(rows["2"][2:], ["1.9", "40.1", "38.5"])
     self.assertIn(["mean", "2.100", "40.100", "38.500"], lines)
     self.assertIn(["spread", "0.400", "0.000", "0.000"], lines)
+
+
+class RobustRecipeTest(tf.test.TestCase):
+  """configs/multi30k_bpe_robust.flags parses, over the BPE recipe, into a valid config."""
+
+  def test_recipe_and_the_fast_flags(self):
+    text = os.path.join(self.get_temp_dir(), "pairs.txt")
+    with open(text, "w", encoding="utf-8") as f:
+      f.write("a b c\n")
+    result = subprocess.run(
+        [sys.executable, "-c", _SHOW_CONFIG, "--flagfile=configs/multi30k_bpe_robust.flags",
+         "--mode=train", f"--val_data={text}|{text}", f"--data={self.get_temp_dir()}",
+         "--jit_compile", "--embedding_device=gpu", "--unroll=dynamic", "--unroll_steps=5"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    config = json.loads(result.stdout.strip().splitlines()[-1])
+    model, train = config["model"], config["train"]
+    self.assertEqual((model["tie_embeddings"], model["share_embeddings"]), (True, True))
+    self.assertEqual(model["embedding_size"], model["hidden_size"])
+    self.assertEqual((train["warmup_steps"], train["adam_beta2"]), (1000, 0.98))
+    self.assertEqual(config["data"]["max_vocab"], 10000)  # the BPE recipe's, nested
+    self.assertEqual(train["workdir"], "workdir_multi30k_bpe_robust")
+    with open(os.path.join(ROOT, "configs/multi30k_bpe_robust.flags"), encoding="utf-8") as f:
+      self.assertIn("--data=prepared_multi30k_bpe\n", f.read())  # multi30k_seeds.sh reads it

@@ -37,7 +37,8 @@ from seq2seq.runtime import xla_cache  # light too: it must run before TensorFlo
 from seq2seq.runtime import xla_flags  # the same: before XLA reads XLA_FLAGS
 
 _HELP = {
-    "cell": "recurrent cell: lstm, gru, or package.module:ClassName, any class with "
+    "cell": "recurrent cell: lstm, gru, layer_norm_lstm (Ba et al. 2016) or mgu (the cells of "
+            "seq2seq.contrib, by name), or package.module:ClassName, any class with "
             "__call__(inputs, state) -> (output, new_state), initial_state(batch_size, dtype) "
             "and output_size, built as ClassName(hidden_size) plus those of dtype, seed, name, "
             "forget_bias that its __init__ names (e.g. seq2seq.contrib.mgu:MGUCell); the module "
@@ -50,6 +51,11 @@ _HELP = {
                  "attentional vectors (1 = off)",
     "forget_bias": "LSTM forget-gate bias",
     "share_embeddings": "one embedding table for source and target",
+    "tie_embeddings": "the target embedding table is also the output projection's kernel "
+                      "(Press & Wolf 2017; with --share_embeddings, the one table of both "
+                      "sides); needs --embedding_size equal to --hidden_size; the tied table "
+                      "lives with the projection, on the accelerator, whatever "
+                      "--embedding_device says",
     "embedding_device": "where the embedding table lives: cpu or gpu",
     "pretrained_embeddings": "GloVe / word2vec text file that initialises the embeddings",
     "freeze_embeddings": "do not train the pretrained embeddings",
@@ -135,9 +141,19 @@ _HELP = {
     "batch_size": "pairs per batch (--model=lm: rows of text read in parallel)",
     "optimizer": "adam, rmsprop or sgd",
     "learning_rate": "initial learning rate",
-    "decay_steps": "steps per learning-rate decay by decay_rate",
-    "decay_rate": "learning-rate decay factor",
+    "lr_schedule": "the learning rate after warmup: exponential (x decay_rate every "
+                   "decay_steps), constant, inverse_sqrt (constant until decay_steps, then "
+                   "x sqrt(decay_steps / step)) or cosine (from learning_rate to 0 at "
+                   "decay_steps, the run's planned length); --plateau_factor multiplies it",
+    "warmup_steps": "raise the learning rate linearly from 0 to its schedule's value over this "
+                    "many steps (0 = off); works with every --lr_schedule",
+    "decay_steps": "the schedule's length in steps: exponential, steps per decay by "
+                   "decay_rate; inverse_sqrt, steps before the decay starts; cosine, steps to 0",
+    "decay_rate": "learning-rate decay factor (--lr_schedule=exponential)",
     "staircase": "decay in steps rather than continuously",
+    "adam_beta2": "Adam's decay of the squared-gradient average (0.98 reacts faster to the "
+                  "large early gradients; 0.999 is Kingma & Ba's)",
+    "adam_epsilon": "Adam's epsilon, added to the root of the squared-gradient average",
     "max_grad_norm": "clip gradients to this global norm (0 = no clipping)",
     "num_epochs": "epochs to train",
     "max_steps": "stop after this many steps in all (0 = no limit)",
@@ -200,6 +216,7 @@ _HELP = {
 }
 _CHOICES = {"model": config_lib.MODELS, "encoder": config_lib.ENCODERS,
             "attention": config_lib.ATTENTIONS, "optimizer": config_lib.OPTIMIZERS,
+            "lr_schedule": config_lib.LR_SCHEDULES,
             "precision": config_lib.PRECISIONS, "unroll": config_lib.UNROLLS,
             "embedding_device": config_lib.EMBEDDING_DEVICES,
             "input_format": config_lib.INPUT_FORMATS, "tokenizer": config_lib.TOKENIZERS,

@@ -3,6 +3,8 @@
 `seq2seq.step.optimizers` owns the slot variables and assigns what these return. Keeping the
 rules here lets a test compare them with NumPy and lets a fused variant reuse them.
 """
+import math
+
 import tensorflow as tf
 
 
@@ -50,3 +52,43 @@ def exponential_decay(learning_rate, step, decay_steps, decay_rate, staircase=Fa
   if staircase:
     exponent = tf.floor(exponent)
   return learning_rate * tf.pow(float(decay_rate), exponent)
+
+
+def warmup_factor(step, warmup_steps):
+  """min(1, (step + 1) / warmup_steps): a linear rise from 0 over the first `warmup_steps`
+  updates (1 when `warmup_steps` is 0). `step` counts the updates done before this one, so
+  update n (1-based) gets n / warmup_steps and none gets a learning rate of 0."""
+  if not warmup_steps:
+    return tf.constant(1.0, tf.float32)
+  return tf.minimum(1.0, (tf.cast(step, tf.float32) + 1.0) / float(warmup_steps))
+
+
+def decay_factor(kind, step, decay_steps, decay_rate=1.0, staircase=False):
+  """The learning rate's decay at `step` (updates done), a float32 scalar in (0, 1]:
+
+    exponential   decay_rate ^ (step / decay_steps)   (exponent floored when `staircase`)
+    constant      1
+    inverse_sqrt  sqrt(decay_steps / max(step, decay_steps)): 1, then 1/sqrt(step) from
+                  `decay_steps` on (with warmup_steps = decay_steps: the Transformer's shape)
+    cosine        (1 + cos(pi * min(step, decay_steps) / decay_steps)) / 2: from 1 to 0 at
+                  `decay_steps`, the run's planned length, and 0 after it
+  """
+  step = tf.cast(step, tf.float32)
+  if kind == "exponential":
+    return exponential_decay(1.0, step, decay_steps, decay_rate, staircase)
+  if kind == "constant":
+    return tf.constant(1.0, tf.float32)
+  if kind == "inverse_sqrt":
+    return tf.sqrt(float(decay_steps) / tf.maximum(step, float(decay_steps)))
+  if kind == "cosine":
+    progress = tf.minimum(step, float(decay_steps)) / float(decay_steps)
+    return 0.5 * (1.0 + tf.cos(math.pi * progress))
+  raise ValueError(f"unknown learning-rate schedule {kind!r}")
+
+
+def scheduled_learning_rate(learning_rate, step, kind="exponential", decay_steps=100000,
+                            decay_rate=0.95, staircase=False, warmup_steps=0):
+  """learning_rate * warmup_factor(step) * decay_factor(kind, step): the learning rate of the
+  update that follows `step` (int) updates. Warmup multiplies every schedule."""
+  return (learning_rate * warmup_factor(step, warmup_steps)
+          * decay_factor(kind, step, decay_steps, decay_rate, staircase))

@@ -10,11 +10,15 @@ import re
 
 MODELS = ("seq2seq", "lm")
 CELLS = ("lstm", "gru")  # built in; --cell also takes "package.module:ClassName"
+# Cells of seq2seq.contrib by short name: --cell=NAME is --cell=PATH (seq2seq.nn.cell_registry).
+NAMED_CELLS = {"layer_norm_lstm": "seq2seq.contrib.layer_norm_lstm:LayerNormLSTMCell",
+               "mgu": "seq2seq.contrib.mgu:MGUCell"}
 # A custom cell's import path: dotted module name, a colon, a class name.
 CUSTOM_CELL = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*")
 ENCODERS = ("uni", "bi")
 ATTENTIONS = ("none", "luong", "luong_scaled", "bahdanau", "bahdanau_norm")
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
+LR_SCHEDULES = ("exponential", "constant", "inverse_sqrt", "cosine")  # ops.optim.decay_factor
 EMBEDDING_DEVICES = ("cpu", "gpu")
 PRECISIONS = ("fp32", "bf16")
 UNROLLS = ("auto", "static", "dynamic")
@@ -72,8 +76,9 @@ def _positive(config, *names):
 
 
 def is_custom_cell(cell):
-  """Whether `cell` (a --cell value) names a class by import path, "package.module:ClassName"."""
-  return cell not in CELLS and bool(CUSTOM_CELL.fullmatch(cell))
+  """Whether `cell` (a --cell value) names a class: by import path, "package.module:ClassName",
+  or by a short name of `NAMED_CELLS`."""
+  return cell in NAMED_CELLS or (cell not in CELLS and bool(CUSTOM_CELL.fullmatch(cell)))
 
 
 def _choice(config, name, choices):
@@ -92,6 +97,7 @@ class ModelConfig:
   keep_prob: float = 1.0  # dropout keep probability (embeddings, layer outputs, attention), training only
   forget_bias: float = 1.0
   share_embeddings: bool = True  # one embedding table for source and target
+  tie_embeddings: bool = False  # the target table is also the output projection's kernel
   embedding_device: str = "cpu"  # where the embedding table lives and is looked up
   pretrained_embeddings: str = ""  # GloVe / word2vec text file to initialise the table
   freeze_embeddings: bool = False  # keep a pretrained table fixed
@@ -110,8 +116,9 @@ class ModelConfig:
   def __post_init__(self):
     _numbers(self)
     _check(self.cell in CELLS or is_custom_cell(self.cell), "cell",
-           f"must be lstm, gru or package.module:ClassName (a class importable from sys.path "
-           f"or the current directory, e.g. seq2seq.contrib.mgu:MGUCell); got {self.cell!r}")
+           f"must be lstm, gru, {', '.join(NAMED_CELLS)} or package.module:ClassName (a class "
+           f"importable from sys.path or the current directory, e.g. "
+           f"seq2seq.contrib.mgu:MGUCell); got {self.cell!r}")
     _choice(self, "model", MODELS)
     _choice(self, "encoder", ENCODERS)
     _choice(self, "attention", ATTENTIONS)
@@ -121,6 +128,14 @@ class ModelConfig:
     _check(self.unroll_steps >= 0, "unroll_steps",
            f"must be >= 0 (0 = chosen with --unroll), got {self.unroll_steps}")
     _check(0.0 < self.keep_prob <= 1.0, "keep_prob", f"must be in (0, 1], got {self.keep_prob}")
+    _check(not self.tie_embeddings or self.embedding_size == self.hidden_size,
+           "tie_embeddings", f"the target embedding [V, --embedding_size={self.embedding_size}] "
+           f"would be the output projection's kernel, which reads the decoder's outputs of "
+           f"--hidden_size={self.hidden_size}; tying needs equal sizes: set --embedding_size="
+           f"{self.hidden_size} (or --hidden_size={self.embedding_size}), or drop --tie_embeddings")
+    _check(not (self.tie_embeddings and self.freeze_embeddings), "tie_embeddings",
+           "a frozen table (--freeze_embeddings) would freeze the output projection tied to it; "
+           "drop one of the two flags")
     _check(not self.freeze_embeddings or self.pretrained_embeddings, "freeze_embeddings",
            "freezing needs --pretrained_embeddings (a frozen random table never learns)")
     _check(not self.per_gate_hidden_gradient or self.unroll != "dynamic",
@@ -188,9 +203,13 @@ class TrainConfig:
   batch_size: int = 32
   optimizer: str = "adam"
   learning_rate: float = 0.002
-  decay_steps: int = 100000
-  decay_rate: float = 0.95
+  lr_schedule: str = "exponential"  # the decay after warmup (ops.optim.decay_factor)
+  warmup_steps: int = 0  # > 0: the learning rate rises linearly from 0 over this many steps
+  decay_steps: int = 100000  # the schedule's length scale (cosine: the steps to reach 0)
+  decay_rate: float = 0.95  # exponential: the factor per decay_steps
   staircase: bool = False
+  adam_beta2: float = 0.999  # Adam's second-moment decay (0.98: the Transformer's)
+  adam_epsilon: float = 1e-8  # Adam's denominator floor
   max_grad_norm: float = 5.0  # 0 turns clipping off
   num_epochs: int = 40
   max_steps: int = 0  # 0: no limit other than num_epochs
@@ -221,12 +240,18 @@ class TrainConfig:
     _numbers(self)
     _check(bool(self.workdir), "workdir", "must be a folder path")
     _choice(self, "optimizer", OPTIMIZERS)
+    _choice(self, "lr_schedule", LR_SCHEDULES)
+    _check(self.warmup_steps >= 0, "warmup_steps",
+           f"must be >= 0 (0 = no warmup), got {self.warmup_steps}")
     _choice(self, "precision", PRECISIONS)
     _choice(self, "strategy", STRATEGIES)
     _check(not self.devices or self.strategy == "mirrored", "devices",
            f"is only used with --strategy=mirrored (got --strategy={self.strategy})")
     _positive(self, "batch_size", "learning_rate", "decay_steps", "decay_rate", "num_epochs",
               "save_every", "keep_checkpoints", "log_every", "max_bad_steps", "keep_best")
+    _check(0.0 < self.adam_beta2 < 1.0, "adam_beta2",
+           f"must be in (0, 1), got {self.adam_beta2}")
+    _check(self.adam_epsilon > 0, "adam_epsilon", f"must be > 0, got {self.adam_epsilon}")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
     _check(self.seed >= 0, "seed", f"must be in [0, {MAX_INT}], got {self.seed}")
@@ -455,6 +480,9 @@ class RunConfig:
   def __post_init__(self):
     _check(not self.train.num_sampled or self.model.model == "seq2seq", "num_sampled",
            f"the sampled softmax is not supported with --model={self.model.model} yet; use 0")
+    _check(not self.model.tie_embeddings or self.train.strategy == "default", "tie_embeddings",
+           f"trains on one device so far; use --strategy=default (got "
+           f"--strategy={self.train.strategy}) or drop --tie_embeddings")
     _check(self.model.model != "lm" or self.train.strategy == "default", "strategy",
            f"--model=lm trains on one device so far; use --strategy=default (got "
            f"--strategy={self.train.strategy})")

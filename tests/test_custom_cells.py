@@ -250,7 +250,7 @@ class RegistryTest(parameterized.TestCase, tf.test.TestCase):
     self.assertEqual(config_lib.ModelConfig(cell=MGU).cell, MGU)
     for bad in ("rnn", "seq2seq.contrib.mgu", "seq2seq/contrib/mgu.py:MGUCell", "a:b:c"):
       with self.assertRaisesRegex(config_lib.ConfigError,
-                                  r"^cell: must be lstm, gru or package.module:ClassName"):
+                                  r"^cell: must be lstm, gru, layer_norm_lstm, mgu or package.module:ClassName"):
         config_lib.ModelConfig(cell=bad)
 
 

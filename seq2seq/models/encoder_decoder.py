@@ -51,6 +51,20 @@ def projection_variables(hidden_size, vocab_size, dtype=tf.float32, seed=0):
   return kernel, tf.Variable(tf.zeros([vocab_size], dtype), name="projection_bias")
 
 
+def table_device(config, output_side):
+  """Where an embedding table lives: one tied to the output projection (--tie_embeddings, the
+  `output_side` table) with the projection, on the accelerator ("gpu": TensorFlow's default
+  placement), since the projection reads all of it at every step; any other table where
+  --embedding_device says."""
+  return "gpu" if config.tie_embeddings and output_side else config.embedding_device
+
+
+def _device_name(device):
+  """'GPU:0' of a variable's full device string."""
+  spec = tf.DeviceSpec.from_string(device or "")
+  return f"{spec.device_type}:{spec.device_index}" if spec.device_type else "the default device"
+
+
 def project(outputs, kernel, bias):
   """outputs [B, T, H] -> logits [B, T, V] with ONE matmul over all B*T rows, in the dtype of
   `outputs` (float32 master weights are cast to it)."""
@@ -77,6 +91,42 @@ class SequenceModel(tf.Module):
     self.vocab_size = int(vocab_size)
     self.variable_dtype = tf.as_dtype(dtype)
     self.dtype = tf.as_dtype(compute_dtype or dtype)  # what activations are computed in
+    self.output_embedding = None  # the table of the output side; subclasses set it
+
+  def tied(self, embedding):
+    """Whether `embedding`'s table is also the output projection (--tie_embeddings)."""
+    return (self.config.tie_embeddings and self.output_embedding is not None
+            and embedding.table is self.output_embedding.table)
+
+  def make_projection(self, seed):
+    """Creates the softmax projection's variables: kernel [H, V] and bias [V], or with
+    --tie_embeddings the bias alone (the kernel is the output table, see `projection`)."""
+    if self.config.tie_embeddings:
+      self.projection_bias = tf.Variable(tf.zeros([self.vocab_size], self.variable_dtype),
+                                         name="projection_bias")
+    else:
+      self.projection_kernel, self.projection_bias = projection_variables(
+          self.config.hidden_size, self.vocab_size, self.variable_dtype, seed)
+
+  def tying_note(self):
+    """The start message's line on --tie_embeddings ("" when untied): which table, and where
+    it lives."""
+    if not self.config.tie_embeddings:
+      return ""
+    which = ("embedding" if self.config.model == "lm" else
+             "shared source and target" if self.config.share_embeddings else "target")
+    return (f"tied embeddings: the {which} table [{self.vocab_size}, "
+            f"{self.config.embedding_size}] is also the output projection's kernel; it lives "
+            f"with the projection, on {_device_name(self.output_embedding.table.device)} "
+            "(--embedding_device places untied tables only)")
+
+  def projection(self):
+    """(kernel [H, V], bias [V]) of the softmax projection. Tied (--tie_embeddings), the
+    kernel is the output table [V, E] transposed (E = H), read where the table lives, and its
+    gradient is the sum of the lookups' and the projection's."""
+    if self.config.tie_embeddings:
+      return tf.transpose(self.output_embedding.table), self.projection_bias
+    return self.projection_kernel, self.projection_bias
 
 
 class Seq2Seq(SequenceModel):
@@ -100,15 +150,16 @@ class Seq2Seq(SequenceModel):
                compute_dtype=None, name="seq2seq"):
     super().__init__(config, vocab_size, dtype, compute_dtype, name)
     with self.name_scope:
-      def embedding(name, offset):
+      def embedding(name, offset, output_side):
         return embeddings.Embedding(
-            vocab_size, config.embedding_size, device=config.embedding_device,
+            vocab_size, config.embedding_size, device=table_device(config, output_side),
             initial_value=pretrained_table, trainable=not config.freeze_embeddings,
             dtype=dtype, seed=seed + offset, name=name)
 
-      self.source_embedding = embedding("source_embedding", 0)
+      self.source_embedding = embedding("source_embedding", 0, config.share_embeddings)
       self.target_embedding = (self.source_embedding if config.share_embeddings
-                               else embedding("target_embedding", 1))
+                               else embedding("target_embedding", 1, True))
+      self.output_embedding = self.target_embedding
 
       def stack(prefix, offset):
         return [make_cell(config.cell, config.hidden_size, config.forget_bias, dtype,
@@ -132,8 +183,7 @@ class Seq2Seq(SequenceModel):
             config.attention, query_size=hidden, memory_size=self.memory_size,
             output_size=hidden, dtype=dtype, seed=seed + 500, name="attention")
       self.dropout_generator = tf.random.Generator.from_seed(seed + 300)
-      self.projection_kernel, self.projection_bias = projection_variables(
-          config.hidden_size, vocab_size, dtype, seed)
+      self.make_projection(seed)
 
   def _stack(self, layer_cells, training, input_sizes, residual=False):
     """The cells as one core; with dropout on the first layer's input and on each layer's
@@ -265,7 +315,7 @@ class Seq2Seq(SequenceModel):
 
   def project(self, outputs):
     """outputs [B, T, H] -> logits [B, T, V] (see `project`)."""
-    return project(outputs, self.projection_kernel, self.projection_bias)
+    return project(outputs, *self.projection())
 
   def outputs_from_embedded(self, source_embedded, source_length, target_embedded,
                             training=False):

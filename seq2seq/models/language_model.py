@@ -65,15 +65,15 @@ class LanguageModel(model_lib.SequenceModel):
     super().__init__(config, vocab_size, dtype, compute_dtype, name)
     with self.name_scope:
       self.embedding = embeddings.Embedding(vocab_size, config.embedding_size,
-                                            device=config.embedding_device, dtype=dtype,
-                                            seed=seed, name="embedding")
+                                            device=model_lib.table_device(config, True),
+                                            dtype=dtype, seed=seed, name="embedding")
+      self.output_embedding = self.embedding
       self.cells = [model_lib.make_cell(config.cell, config.hidden_size, config.forget_bias,
                                         dtype, seed=seed + 100 + layer, name=f"layer_{layer}",
                                         per_gate_hidden_gradient=config.per_gate_hidden_gradient)
                     for layer in range(config.num_layers)]
       self.dropout_generator = tf.random.Generator.from_seed(seed + 300)
-      self.projection_kernel, self.projection_bias = model_lib.projection_variables(
-          config.hidden_size, vocab_size, dtype, seed)
+      self.make_projection(seed)
 
   def build(self):
     """Creates every variable (cells build lazily) with one tiny eager forward pass."""
@@ -98,7 +98,7 @@ class LanguageModel(model_lib.SequenceModel):
                      for c in layer_cells]
     outputs, state = unroll.layerwise_unroll(layer_cells, tf.cast(embedded, self.dtype), state,
                                              unroll=fast_unroll.unroll_from_config(self.config))
-    return model_lib.project(outputs, self.projection_kernel, self.projection_bias), state
+    return model_lib.project(outputs, *self.projection()), state
 
   def __call__(self, inputs, state, training=False):
     """inputs [B, T] ids, state from `initial_state` or a previous call ->

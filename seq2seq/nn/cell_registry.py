@@ -1,4 +1,5 @@
-"""Cells named by import path: `--cell=package.module:ClassName`.
+"""Cells named by import path, `--cell=package.module:ClassName`, or by the short name of a
+cell of `seq2seq.contrib` (`config.NAMED_CELLS`, e.g. `--cell=layer_norm_lstm`).
 
 Any class that meets the cell contract can be trained without editing the engine:
 
@@ -106,9 +107,11 @@ def _construct(spec, num_units, where, options):
 
 
 def load_class(spec, where=""):
-  """The class that "package.module:ClassName" names, imported from sys.path and the current
-  directory. Raises CellError (naming `where`, default "--cell=SPEC") when it cannot be."""
+  """The class that "package.module:ClassName" (or a short name of `config.NAMED_CELLS`)
+  names, imported from sys.path and the current directory. Raises CellError (naming `where`,
+  default "--cell=SPEC") when it cannot be."""
   where = where or f"--cell={spec}"
+  spec = config_lib.NAMED_CELLS.get(spec, spec)
   module_name, _, class_name = spec.partition(":")
   module = _import(module_name, where)
   cls = getattr(module, class_name, None)

@@ -222,21 +222,28 @@ class RMSProp(Optimizer):
 
 
 def make_optimizer(train_config, variables=None, learning_rate_scale=None):
-  """The optimizer named by a `TrainConfig`, with exponential learning-rate decay.
+  """The optimizer named by a `TrainConfig`, on its learning-rate schedule.
 
+  The schedule (`ops.optim.scheduled_learning_rate`: --warmup_steps, then --lr_schedule) is
+  a function of the step counter, which checkpoints hold, so a resumed run continues it.
   With `variables`, its slots are built for them at once (as a checkpoint restore needs).
   `learning_rate_scale` (a float32 variable, e.g. `ValidationRecord.learning_rate_scale`)
   multiplies the schedule; it is read at every step, so lowering it takes effect at once.
   """
   def schedule(step):
-    rate = optim.exponential_decay(train_config.learning_rate, step, train_config.decay_steps,
-                                   train_config.decay_rate, train_config.staircase)
+    rate = optim.scheduled_learning_rate(
+        train_config.learning_rate, step, train_config.lr_schedule, train_config.decay_steps,
+        train_config.decay_rate, train_config.staircase, train_config.warmup_steps)
     if learning_rate_scale is not None:
       rate = rate * tf.cast(learning_rate_scale, rate.dtype)
     return rate
 
-  kinds = {"adam": Adam, "rmsprop": RMSProp, "sgd": SGD}
-  optimizer = kinds[train_config.optimizer](schedule, name=train_config.optimizer)
+  if train_config.optimizer == "adam":
+    optimizer = Adam(schedule, beta2=train_config.adam_beta2,
+                     epsilon=train_config.adam_epsilon, name="adam")
+  else:
+    kinds = {"rmsprop": RMSProp, "sgd": SGD}
+    optimizer = kinds[train_config.optimizer](schedule, name=train_config.optimizer)
   if variables is not None:
     optimizer.build(variables)
   return optimizer

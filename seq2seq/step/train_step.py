@@ -147,8 +147,7 @@ def loss_from_outputs(model, batch, outputs, num_sampled=0, seed=None, average=T
   """`training_loss` from the decoder outputs [B, Tt, H]: the projection and the loss."""
   if num_sampled:
     return losses.sampled_sequence_loss(
-        outputs, batch.target, batch.target_weight, model.projection_kernel,
-        model.projection_bias, num_sampled, seed,
+        outputs, batch.target, batch.target_weight, *model.projection(), num_sampled, seed,
         average_across_timesteps=average, average_across_batch=average)
   return losses.sequence_loss(model.project(outputs), batch.target, batch.target_weight,
                               average_across_timesteps=average, average_across_batch=average,
@@ -367,10 +366,29 @@ def _split_step(loss_fn, lookups, dense_variables, optimizer, max_grad_norm, jit
   return step
 
 
-def seq2seq_lookups(model):
-  """The lookups of a `Seq2Seq` batch (`make_update_step`): source ids, decoder input ids."""
+def _seq2seq_reads(model):
+  """Each embedding a `Seq2Seq` batch reads, with its ids: source, decoder input."""
   return [(model.source_embedding, lambda batch: batch.source),
           (model.target_embedding, lambda batch: batch.decoder_input)]
+
+
+def seq2seq_lookups(model):
+  """The lookups of a `Seq2Seq` batch (`make_update_step`): source ids, decoder input ids.
+
+  A table tied to the output projection (--tie_embeddings) is left out: the projection reads
+  all of it, so it is a dense variable like the projection's, looked up inside the step's
+  differentiated function (`seq2seq_embedded`), and its one gradient sums both uses.
+  """
+  return [(embedding, ids) for embedding, ids in _seq2seq_reads(model)
+          if not model.tied(embedding)]
+
+
+def seq2seq_embedded(model, batch, embedded):
+  """(source [B, Ts, E], target [B, Tt, E]) vectors of `batch`: those of `embedded` (one per
+  `seq2seq_lookups`), and the tied table's looked up here."""
+  given = iter(embedded)
+  return tuple(embedding(ids(batch)) if model.tied(embedding) else next(given)
+               for embedding, ids in _seq2seq_reads(model))
 
 
 def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0,
@@ -395,7 +413,7 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
     length.
   """
   def loss_fn(batch, embedded):
-    source_embedded, target_embedded = embedded
+    source_embedded, target_embedded = seq2seq_embedded(model, batch, embedded)
     loss = training_loss(model, batch, source_embedded, target_embedded, num_sampled,
                          sampling_seed(seed, optimizer.iterations) if num_sampled else None,
                          label_smoothing=label_smoothing)
@@ -420,15 +438,18 @@ def make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=False):
     mean loss per token before the update, the global norm before clipping, whether the
     update was applied, and the state the next window starts from.
   """
+  tied = model.tied(model.embedding)  # then a dense variable, looked up inside (as seq2seq's)
+
   def loss_fn(window, embedded):
-    _, targets, state = window
-    logits, final_state = model.logits_from_embedded(embedded[0], state, training=True)
+    inputs, targets, state = window
+    vectors = model.embed(inputs) if tied else embedded[0]
+    logits, final_state = model.logits_from_embedded(vectors, state, training=True)
     loss = losses.sequence_loss(logits, targets, tf.ones(tf.shape(targets), tf.float32))
     return loss, final_state
 
-  update = make_update_step(
-      loss_fn, [(model.embedding, lambda window: window[0])], model.trainable_variables,
-      optimizer, max_grad_norm, jit_compile, rows_dtype=model.dtype)
+  lookups = [] if tied else [(model.embedding, lambda window: window[0])]
+  update = make_update_step(loss_fn, lookups, model.trainable_variables, optimizer,
+                            max_grad_norm, jit_compile, rows_dtype=model.dtype)
 
   @tf.function(autograph=False)
   def step(inputs, targets, state):

@@ -135,6 +135,33 @@ class _RateMeter:
     return tokens_per_sec, per_batch, per_batch * (total_steps - step)
 
 
+class _LossWindow:
+  """The training loss of the steps since the last report, as the progress line gives it: the
+  mean per target token over those steps, and their largest gradient norm.
+
+  One batch's loss says little of the run: batches of long and short pairs (or of rare and
+  common words) differ by several nats at the same point of training, so a line reading one
+  batch jumps whenever it lands on another bucket. Skipped (non-finite) steps are left out.
+  """
+
+  def __init__(self):
+    self.loss_sum = self.tokens = 0.0
+    self.grad_norm = None
+
+  def add(self, loss, tokens, grad_norm):
+    self.loss_sum += loss * tokens
+    self.tokens += tokens
+    self.grad_norm = grad_norm if self.grad_norm is None else max(self.grad_norm, grad_norm)
+
+  def report(self, loss, grad_norm):
+    """(mean loss, largest norm) of the window, or the given step's `loss` and `grad_norm`
+    when it holds none; starts a new window."""
+    if self.tokens > 0:
+      loss, grad_norm = self.loss_sum / self.tokens, self.grad_norm
+    self.__init__()
+    return loss, grad_norm
+
+
 def train(run_config, log=print):
   """Trains (or resumes) the run described by `run_config`; returns a `TrainResult`.
 
@@ -352,10 +379,11 @@ class TrainingRun:
     self.val_writer = summaries.ScalarWriter(summary_dir("val"))
     self.loss_t, self.loss, self.val_loss = None, float("nan"), float("nan")
     self.meter = _RateMeter(self.step)
+    self.loss_window = _LossWindow()
     self.bad_in_a_row = self.bad_total = 0
     self.stopping = None  # the signal the run stops for: this process's, or any worker's
     self.stop = None  # the `interrupts.StopOnSignal` while `run` runs
-    self.unsettled = []  # (step number, outputs) of the steps whose outputs were not yet read
+    self.unsettled = []  # (step number, outputs, tokens) of the steps not yet read
     # Reading a step's outputs waits for all the work queued on the device (TensorFlow's
     # device-to-host copy waits for the compute stream), so the device idles while the loop
     # then queues the next step. One device reads them every `SETTLE_EVERY` steps; workers
@@ -410,6 +438,8 @@ class TrainingRun:
     self.log(f"model: {model_config.cell} {model_config.num_layers}x{model_config.hidden_size}"
              f", vocab {model.vocab_size}, {parameters:,} trainable parameters; "
              f"{self.per_epoch} batches an epoch, {self.total_steps} steps in all")
+    if model.tying_note():
+      self.log(model.tying_note())
     if self.resumed_from:
       self.log(f"Resuming from {self.resumed_from} at step {self.step} (epoch {self.epoch + 1}"
                f", batch {self.position} of {self.per_epoch}), {self.order}")
@@ -451,8 +481,9 @@ class TrainingRun:
                f"loss (--early_stopping={train_config.early_stopping})")
     return val_loss, verdict.stop
 
-  def settle(self, number, outputs):
-    """Reads step `number`'s outputs (waiting for it): counts a skipped step, raises
+  def settle(self, number, outputs, tokens=0.0):
+    """Reads step `number`'s outputs (waiting for it): adds an applied step's loss over
+    `tokens` target tokens to the progress line's window, counts a skipped step, raises
     TrainingDiverged after too many in a row, and takes in the workers' stop votes.
     Returns whether its update was applied."""
     loss_t, norm_t, finite_t = outputs[:3]
@@ -460,6 +491,7 @@ class TrainingRun:
       self.stopping = self.stopping or self.stop.agreed(outputs[3].numpy())
     if bool(finite_t):
       self.bad_in_a_row = 0
+      self.loss_window.add(float(loss_t), float(tokens), float(norm_t))
       return True
     self.bad_in_a_row += 1
     self.bad_total += 1
@@ -522,7 +554,7 @@ class TrainingRun:
     progress.step.assign(self.step)
     progress.position.assign(self.position)
     self.meter.add_tokens(tokens)
-    self.unsettled.append((self.step, outputs))
+    self.unsettled.append((self.step, outputs, tokens))
     log_now = self.step % train_config.log_every == 0 or self.step == self.total_steps
     save_now = self.step % train_config.save_every == 0
     if not (log_now or save_now or self.stopping is not None or self.step >= self.total_steps
@@ -541,8 +573,9 @@ class TrainingRun:
     return self.stopping is not None or self.step >= self.total_steps
 
   def log_progress(self, outputs):
-    """Logs and summarises the loss, norm, learning rate and pace of a settled step."""
-    loss, grad_norm = float(outputs[0]), float(outputs[1])
+    """Logs and summarises the loss (the mean per target token since the last line), the
+    largest gradient norm, the learning rate and the pace, at a settled step."""
+    loss, grad_norm = self.loss_window.report(float(outputs[0]), float(outputs[1]))
     lr = float(self.trainee.optimizer.current_learning_rate())
     tokens_per_sec, per_batch, eta = self.meter.report(self.step, self.total_steps)
     self.log(f"{self.step}/{self.total_steps} (epoch {self.epoch + 1}/"

@@ -136,7 +136,7 @@ class TrainPyTest(tf.test.TestCase):
     return workdir
 
   def test_seq2seq_trains_resumes_chats_and_exports(self):
-    workdir = self._run_all(*TINY, "--no_share_embeddings", "--attention=luong",
+    workdir = self._run_all(*TINY, "--noshare_embeddings", "--attention=luong",
                             "--num_sampled=20", "--jit_compile", "--embedding_device=gpu",
                             "--unroll=dynamic", "--unroll_steps=5", "--max_length=8")
     export_dir = os.path.join(self.get_temp_dir(), "export")

@@ -120,7 +120,7 @@ class TrainPyTest(tf.test.TestCase):
 
   def _run_all(self, *flags):
     workdir = os.path.join(self.get_temp_dir(), "run")
-    flags = [f"--workdir={workdir}", "--tie_embeddings", "--embedding_size=32", *flags]
+    flags = [f"--workdir={workdir}", "--tie_embeddings", *flags, "--embedding_size=32"]
     trained = run_train(*flags, "--max_steps=2", timeout=600)
     self.assertEqual(trained.returncode, 0, trained.stderr)
     self.assertIn("tied embeddings:", trained.stdout)

@@ -67,7 +67,7 @@ class RobustRecipeTest(tf.test.TestCase):
     model, train = config["model"], config["train"]
     self.assertEqual((model["tie_embeddings"], model["share_embeddings"]), (True, True))
     self.assertEqual(model["embedding_size"], model["hidden_size"])
-    self.assertEqual(model["cell"], "layer_norm_lstm")
+    self.assertEqual(model["cell"], "lstm")
     self.assertEqual(config["data"]["max_vocab"], 10000)  # the BPE recipe's, nested
     self.assertEqual(train["workdir"], "workdir_multi30k_bpe_robust")
     with open(os.path.join(ROOT, "configs/multi30k_bpe_robust.flags"), encoding="utf-8") as f:

@@ -54,6 +54,7 @@ SETTINGS = {
     "forget_bias_0": dict(forget_bias=0.0),
     "batch_64": dict(batch_size=64),
     "warmup_layer_norm": dict(warmup_steps=200, cell="layer_norm_lstm"),
+    "layer_norm_tied": dict(cell="layer_norm_lstm", tie_embeddings=True),
 }
 
 flags.DEFINE_string("data_dir", "../shared/data/multi30k", "the Multi30k folder")

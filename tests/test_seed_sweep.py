@@ -67,8 +67,27 @@ class RobustRecipeTest(tf.test.TestCase):
     model, train = config["model"], config["train"]
     self.assertEqual((model["tie_embeddings"], model["share_embeddings"]), (True, True))
     self.assertEqual(model["embedding_size"], model["hidden_size"])
-    self.assertEqual((train["warmup_steps"], train["adam_beta2"]), (1000, 0.98))
+    self.assertEqual(model["cell"], "lstm")
     self.assertEqual(config["data"]["max_vocab"], 10000)  # the BPE recipe's, nested
     self.assertEqual(train["workdir"], "workdir_multi30k_bpe_robust")
     with open(os.path.join(ROOT, "configs/multi30k_bpe_robust.flags"), encoding="utf-8") as f:
       self.assertIn("--data=prepared_multi30k_bpe\n", f.read())  # multi30k_seeds.sh reads it
+
+
+class SeedAblationTest(tf.test.TestCase):
+  """benchmarks/seed_ablation.py without Multi30k, and its table."""
+
+  def test_no_data_is_a_message_and_exit_0(self):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.seed_ablation", f"--data_dir={self.get_temp_dir()}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    self.assertEqual(result.returncode, 0, result.stderr)
+    self.assertIn(f"no Multi30k in {self.get_temp_dir()}; nothing to do", result.stdout)
+
+  def test_table_gives_mean_and_spread_over_seeds(self):
+    from benchmarks import seed_ablation  # pylint: disable=import-outside-toplevel
+    records = [dict(setting="a", seed=seed, step=step, val_loss=loss)
+               for seed, step, loss in ((1, 10, 5.0), (2, 10, 5.5), (1, 20, 4.0), (2, 20, 4.75))]
+    lines = seed_ablation.table(records, ["a"], [1, 2]).splitlines()
+    self.assertEqual(lines[0], "| setting | step 10 | step 20 | worst seed (last) |")
+    self.assertEqual(lines[2], "| a | 5.250 (0.500) | 4.375 (0.750) | 2 |")

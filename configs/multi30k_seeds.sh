@@ -12,9 +12,8 @@
 #   M30K      the Multi30k folder (default ../shared/data/multi30k)
 #   FLAGFILE  the recipe (default configs/multi30k_bpe.flags)
 #   ROOT      where the workdirs and logs go (default workdir_multi30k_seeds)
-#   EXTRA     flags added to every training, e.g. the fast step on a GPU:
-#             EXTRA="--jit_compile --embedding_device=gpu --unroll=dynamic --unroll_steps=5"
-#             or a dry run on a CPU: EXTRA="--hidden_size=16 --embedding_size=8 --max_steps=40"
+#   EXTRA     flags added to every training, e.g. a dry run on a CPU:
+#             EXTRA="--hidden_size=16 --embedding_size=16 --max_steps=40"
 #   DECODE    flags added to every decoding (default none)
 #   PYTHON    the interpreter (default python3)
 set -u

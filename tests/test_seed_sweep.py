@@ -50,15 +50,15 @@ class SeedSweepReportTest(tf.test.TestCase):
     self.assertIn(["spread", "0.400", "0.000", "0.000"], lines)
 
 
-class RobustRecipeTest(tf.test.TestCase):
-  """configs/multi30k_bpe_robust.flags parses, over the BPE recipe, into a valid config."""
+class BpeRecipeTest(tf.test.TestCase):
+  """configs/multi30k_bpe.flags parses, over the word-level recipe, into a valid config."""
 
   def test_recipe_and_the_fast_flags(self):
     text = os.path.join(self.get_temp_dir(), "pairs.txt")
     with open(text, "w", encoding="utf-8") as f:
       f.write("a b c\n")
     result = subprocess.run(
-        [sys.executable, "-c", _SHOW_CONFIG, "--flagfile=configs/multi30k_bpe_robust.flags",
+        [sys.executable, "-c", _SHOW_CONFIG, "--flagfile=configs/multi30k_bpe.flags",
          "--mode=train", f"--val_data={text}|{text}", f"--data={self.get_temp_dir()}",
          "--jit_compile", "--embedding_device=gpu", "--unroll=dynamic", "--unroll_steps=5"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
@@ -68,9 +68,10 @@ class RobustRecipeTest(tf.test.TestCase):
     self.assertEqual((model["tie_embeddings"], model["share_embeddings"]), (True, True))
     self.assertEqual(model["embedding_size"], model["hidden_size"])
     self.assertEqual(model["cell"], "lstm")
-    self.assertEqual(config["data"]["max_vocab"], 10000)  # the BPE recipe's, nested
-    self.assertEqual(train["workdir"], "workdir_multi30k_bpe_robust")
-    with open(os.path.join(ROOT, "configs/multi30k_bpe_robust.flags"), encoding="utf-8") as f:
+    self.assertEqual(config["data"]["max_vocab"], 10000)
+    self.assertEqual(train["workdir"], "workdir_multi30k_bpe")
+    self.assertEqual(train["seed"], 1)
+    with open(os.path.join(ROOT, "configs/multi30k_bpe.flags"), encoding="utf-8") as f:
       self.assertIn("--data=prepared_multi30k_bpe\n", f.read())  # multi30k_seeds.sh reads it
 
 

@@ -1,11 +1,11 @@
 """Seed spread of the early training of a small translation model, setting by setting.
 
     python -m benchmarks.seed_ablation --seeds=1,2,3 --settings=baseline,warmup \
-        --steps=300 --eval_every=50 --out=benchmarks/results/seed_ablation.jsonl
+        --train_steps=300 --eval_every=50 --out=benchmarks/results/seed_ablation.jsonl
 
 Trains the miniature of `configs/multi30k_attention.flags` (a bidirectional LSTM encoder and
 a decoder with Luong attention, dropout, label smoothing, Adam at 1e-3; sizes from the flags
-below) on the first --train_pairs pairs of Multi30k for --steps steps, once per seed and
+below) on the first --train_pairs pairs of Multi30k for --train_steps steps, once per seed and
 setting, and measures the validation loss (the plain cross entropy per target token, on the
 first --val_pairs validation pairs) every --eval_every steps. Each run prints one JSON line
 per measurement (also appended to --out); a table of the mean and the spread (max - min)
@@ -62,7 +62,7 @@ flags.DEFINE_integer("train_pairs", 4000, "training pairs read (the first of the
 flags.DEFINE_integer("val_pairs", 400, "validation pairs read (the first of the file)")
 flags.DEFINE_string("seeds", "1,2,3", "comma-separated seeds")
 flags.DEFINE_string("settings", "baseline,warmup", f"comma-separated, of {', '.join(SETTINGS)}")
-flags.DEFINE_integer("steps", 300, "train steps per run")
+flags.DEFINE_integer("train_steps", 300, "train steps per run")
 flags.DEFINE_integer("eval_every", 50, "steps between validation losses")
 flags.DEFINE_integer("hidden_size", 128, "units per layer")
 flags.DEFINE_integer("embedding_size", 128, "embedding size (equal to --hidden_size lets "
@@ -95,7 +95,7 @@ def run_config_for(setting, seed, workdir, data, val_data):
   values = {**BASE, "hidden_size": FLAGS.hidden_size, "embedding_size": FLAGS.embedding_size,
             "batch_size": FLAGS.batch_size, **SETTINGS[setting]}
   return config_lib.replace(config_lib.RunConfig(), seed=seed, workdir=workdir, data=data,
-                            val_data=val_data, max_steps=FLAGS.steps, **values)
+                            val_data=val_data, max_steps=FLAGS.train_steps, **values)
 
 
 def train_one(run_config, emit):

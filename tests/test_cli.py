@@ -265,7 +265,10 @@ class ShippedFlagfilesTest(tf.test.TestCase):
 
   def test_bpe_recipe_nests_the_word_level_flagfile(self):
     config = self._config("configs/multi30k_bpe.flags", f"--data={self.get_temp_dir()}")
-    self.assertEqual(config["train"]["seed"], 2)  # its own, over the nested flagfile's 1
+    self.assertEqual(config["model"]["embedding_size"], 512)  # its own, over the nested 256
+    self.assertTrue(config["model"]["share_embeddings"])  # over the nested --noshare_embeddings
+    self.assertTrue(config["model"]["tie_embeddings"])
+    self.assertEqual(config["train"]["seed"], 1)
     self.assertEqual(config["data"]["max_vocab"], 10000)
     self.assertEqual(config["data"]["input_pipeline"], "memory")
     self.assertEqual(config["train"]["workdir"], "workdir_multi30k_bpe")

@@ -30,9 +30,10 @@ VOCAB, ROWS = 40, 5
 
 def _reference_unroll_from_config(model_config):
   """`seq2seq.fast.unroll.unroll_from_config`, answered with the reference unrolls."""
-  if model_config.unroll == "static":
+  if model_config.unroll != "dynamic":  # auto outside a train step is static, as there
     return unroll.static_unroll
-  return functools.partial(unroll.dynamic_unroll, steps_per_iteration=model_config.unroll_steps)
+  return functools.partial(unroll.dynamic_unroll,
+                           steps_per_iteration=model_config.unroll_steps or 1)
 
 
 def _batch():

@@ -64,6 +64,27 @@ def checkpoint_values(path, prefixes=("model/",), slots=True):
           if key.startswith(tuple(prefixes)) and (slots or "OPTIMIZER_SLOT" not in key)}
 
 
+def assert_compiled_step_matches_plain(make_model, batch):
+  """One SGD step of a fresh `make_model()` on `batch`, plain and XLA-compiled: the same loss,
+  gradient norm and change of every variable (to float tolerance)."""
+  (loss0, norm0, changes0), (loss1, norm1, changes1) = [
+      one_sgd_step(make_model(), batch, jit_compile) for jit_compile in (False, True)]
+  np.testing.assert_allclose(loss0, loss1, rtol=1e-5)
+  np.testing.assert_allclose(norm0, norm1, rtol=1e-4)
+  assert_same_values(changes0, changes1, rtol=1e-4, atol=1e-5)
+
+
+def assert_exports_and_replies(temp_dir, workdir):
+  """`--mode=export` of `workdir` into TEMP_DIR/export succeeds, and the SavedModel replies."""
+  from tests.test_cli import run_train  # pylint: disable=import-outside-toplevel (it imports this)
+  export_dir = os.path.join(temp_dir, "export")
+  exported = run_train(f"--workdir={workdir}", "--mode=export", f"--export_dir={export_dir}")
+  assert exported.returncode == 0, exported.stderr
+  replies = tf.saved_model.load(export_dir).signatures["serving_default"](
+      text=tf.constant(["hello"]))["replies"]
+  assert replies.shape == [1, 1], replies.shape
+
+
 def assert_same_values(want, got, rtol, atol):
   """`got` has the keys of `want` ({key: array}), each value close to want's."""
   assert sorted(want) == sorted(got), (sorted(want), sorted(got))

@@ -144,13 +144,8 @@ class ModelOptionsTest(parameterized.TestCase, tf.test.TestCase):
   that change the time loop or the state."""
 
   def test_compiled_step_matches_plain_step(self):
-    steps = [helpers.one_sgd_step(_mgu_model(encoder="bi", attention="luong"),
-                                  test_train_step._batch(), jit_compile)
-             for jit_compile in (False, True)]
-    (loss0, norm0, changes0), (loss1, norm1, changes1) = steps
-    self.assertAllClose(loss0, loss1, rtol=1e-5)
-    self.assertAllClose(norm0, norm1, rtol=1e-4)
-    helpers.assert_same_values(changes0, changes1, rtol=1e-4, atol=1e-5)
+    helpers.assert_compiled_step_matches_plain(
+        lambda: _mgu_model(encoder="bi", attention="luong"), test_train_step._batch())
 
   @parameterized.parameters(
       dict(unroll="dynamic", variational_dropout=True, encoder="bi", attention="bahdanau"),
@@ -295,12 +290,7 @@ class TrainPyTest(tf.test.TestCase):
     evaluation = run_train(f"--workdir={workdir}", "--mode=eval")
     self.assertEqual(evaluation.returncode, 0, evaluation.stderr)
     self.assertRegex(evaluation.stdout, r"eval on chatterbot: loss=\S+")
-    export_dir = os.path.join(self.get_temp_dir(), "export")
-    exported = run_train(f"--workdir={workdir}", "--mode=export", f"--export_dir={export_dir}")
-    self.assertEqual(exported.returncode, 0, exported.stderr)
-    replies = tf.saved_model.load(export_dir).signatures["serving_default"](
-        text=tf.constant(["hello"]))["replies"]
-    self.assertEqual(replies.shape, [1, 1])
+    helpers.assert_exports_and_replies(self.get_temp_dir(), workdir)
 
   def test_a_cell_module_in_the_current_directory_is_recorded_and_needed_to_restore(self):
     folder = tempfile.mkdtemp(dir=self.get_temp_dir())

@@ -146,12 +146,7 @@ class TrainPyTest(tf.test.TestCase):
     workdir = self._run_all(*TINY, "--noshare_embeddings", "--attention=luong",
                             "--num_sampled=20", "--jit_compile", "--embedding_device=gpu",
                             "--unroll=dynamic", "--unroll_steps=5", "--max_length=8")
-    export_dir = os.path.join(self.get_temp_dir(), "export")
-    exported = run_train(f"--workdir={workdir}", "--mode=export", f"--export_dir={export_dir}")
-    self.assertEqual(exported.returncode, 0, exported.stderr)
-    replies = tf.saved_model.load(export_dir).signatures["serving_default"](
-        text=tf.constant(["hello"]))["replies"]
-    self.assertEqual(replies.shape, [1, 1])
+    helpers.assert_exports_and_replies(self.get_temp_dir(), workdir)
 
   def test_language_model_trains_resumes_and_chats(self):
     text = os.path.join(self.get_temp_dir(), "text.txt")

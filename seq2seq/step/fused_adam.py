@@ -4,13 +4,13 @@
 [U, E] rows in memory, and for a table pinned to the host that rule is most of the step's
 host update. `ResourceApplyAdam` does the whole rule in one multi-threaded pass, but only on
 resource variables and in its own arithmetic, so here the gathered rows are lent to three
-scratch variables (their buffers adopted, not copied), and the kernel's inputs are chosen so
+scratch variables (an assignment adopts a buffer nothing else holds), and the kernel's inputs are chosen so
 that it computes `adam_update`'s values to float32 rounding:
 
   - the kernel weights g^2 by 1 - b2 computed in the variable's dtype, which in float32 is
     off by up to 3e-5 relative for b2 = 0.999 (1 - b2 is a multiple of 2^-24 there); it is
-    given v scaled by r = (1 - float32(b2)) / (1 - b2), so that it computes r v' exactly
-    (then divided by r), and lr and eps times sqrt(r) to keep the step;
+    given v scaled by r = (1 - float32(b2)) / (1 - b2), so that it computes r v' with the
+    rule's weight of g^2 (then divided by r), and lr and eps times sqrt(r) to keep the step;
   - the kernel puts eps beside sqrt(v') where the rule puts it beside sqrt(v' / (1 - b2^t)):
     eps * sqrt(1 - b2^t) is passed for eps, the same value of the rule.
 """

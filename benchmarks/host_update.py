@@ -10,7 +10,10 @@ target), three ways of updating the table's looked-up rows on the CPU, each in o
              (the split step's, `seq2seq.step.unique_rows`);
   slices     `Optimizer.update` of every looked-up row as an IndexedSlices, repeated rows
              merged on the host first (tf.unique and a segment sum);
-  stages     `rows` op by op: the three gathers (table, m, v), the rule, the three scatters.
+  stages     `rows` op by op: the three gathers (table, m, v), the rule (one pass of
+             TensorFlow's fused Adam kernel, `seq2seq.step.fused_adam.rule`), the three
+             scatters; `ops` is the rule as separate element-wise ops (`ops.optim`), which
+             `rows` ran before.
 One JSON line per workload: ms an update and distinct rows a second of each way.
 """
 import json
@@ -24,6 +27,7 @@ import tensorflow as tf
 
 from benchmarks import train_step as train_step_bench
 from ops import optim
+from seq2seq.step import fused_adam
 from seq2seq.step import optimizers
 
 flags.DEFINE_integer("intra_op_threads", 0, "TensorFlow's intra-op threads (0: one per core)")
@@ -62,8 +66,10 @@ def measure(workload):
       [tf.IndexedSlices(g, i, table.shape)], [table], condition=finite), autograph=False)
   gathers = tf.function(lambda i: [tf.gather(t, i) for t in [table, *moments]],
                         autograph=False)
-  rule = tf.function(lambda p, g, m, v: optim.adam_update(p, g, m, v, lr, step),
-                     autograph=False)
+  rule = tf.function(lambda p, g, m, v: fused_adam.rule(p, m, v, g, lr, step, 0.9, 0.999,
+                                                        1e-8), autograph=False)
+  rule_ops = tf.function(lambda p, g, m, v: optim.adam_update(p, g, m, v, lr, step),
+                         autograph=False)
   def scatter_all(values, i):
     for target, value in zip([table, *moments], values):
       target.scatter_update(tf.IndexedSlices(value, i))
@@ -74,6 +80,7 @@ def measure(workload):
         "slices": median_ms(update_slices, all_rows, ids),
         "gathers": median_ms(gathers, distinct),
         "rule": median_ms(rule, gathered[0], rows, *gathered[1:]),
+        "ops": median_ms(rule_ops, gathered[0], rows, *gathered[1:]),
         "scatters": median_ms(scatters, gathered, distinct)}
   return {"workload": workload, "looked_up": int(ids.shape[0]),
           "distinct": int(distinct.shape[0]), "embed": embed,

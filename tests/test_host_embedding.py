@@ -14,9 +14,11 @@ import tensorflow as tf
 from seq2seq import config as config_lib
 from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.nn import embeddings
+from seq2seq.step import fused_adam
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
 from seq2seq.step import unique_rows
+from tests import test_ops
 from tests import test_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +85,47 @@ class UpdateRowsTest(tf.test.TestCase, parameterized.TestCase):
                           condition=tf.constant(False), read_condition=read_condition)
     for want, got in zip(before, self._state(table, optimizer)):
       self.assertAllEqual(want, got)
+
+  @parameterized.parameters(dict(read_condition=True), dict(read_condition=False),
+                            dict(read_condition=False, beta2=0.875))
+  def test_rows_follow_adam_in_float64(self, read_condition, beta2=0.999):
+    """Six steps of `update_rows` on overlapping sets of distinct rows, with gradients from
+    1e-5 to 10 (eps matters for the small ones), equal a NumPy float64 lazy Adam to float32
+    rounding, per row: the fused kernel on the host (no condition left) and the rule op by
+    op (a condition kept by `tf.where`)."""
+    rng = np.random.RandomState(0)
+    initial = rng.uniform(-0.1, 0.1, (50, 64)).astype(np.float32)
+    table = tf.Variable(initial)
+    optimizer = optimizers.Adam(0.01, beta2=beta2)
+    optimizer.build([table])
+    want = [initial.astype(np.float64), np.zeros((50, 64)), np.zeros((50, 64))]
+    touched = np.zeros(50, bool)
+    for t in range(1, 7):
+      rows = rng.choice(50, 20, replace=False)
+      touched[rows] = True
+      gradient = (rng.normal(size=(20, 64)) * np.exp(rng.uniform(-12, 2, (20, 1))))
+      optimizer.update_rows(tf.constant(gradient, tf.float32), tf.constant(rows), table,
+                            condition=tf.constant(True), read_condition=read_condition)
+      optimizer.finish_step()
+      updated = test_ops.np_adam(*[w[rows] for w in want[:1]], gradient.astype(np.float32),
+                                 *[w[rows] for w in want[1:]], 0.01, t, beta2=beta2)
+      for w, new in zip(want, updated):
+        w[rows] = new
+    want[0] -= initial  # the parameter's change: its own rounding would hide the step's
+    got = self._state(table, optimizer)
+    got[0] = got[0] - initial
+    for name, w, g in zip(("param", "m", "v"), want, got):
+      self.assertAllEqual(g[~touched], w[~touched])
+      w, g = w[touched], g[touched]
+      error = np.max(np.abs(g - w), 1) / np.max(np.abs(w), 1)
+      self.assertLess(np.max(error), 3e-5 if name == "param" else 1e-6, name)
+
+  def test_v_scale(self):
+    """r = (1 - float32(b2)) / (1 - b2): 1 where b2 is exact, about 1 - 1.3e-5 for 0.999."""
+    self.assertEqual(fused_adam.v_scale(0.875, np.float32), 1.0)
+    self.assertEqual(fused_adam.v_scale(1.0, np.float32), 1.0)
+    self.assertAllClose(fused_adam.v_scale(0.999, np.float32), 1 - 1.2874e-5, rtol=1e-8)
+    self.assertEqual(fused_adam.v_scale(0.999, np.float64), 1.0)
 
 
 def _adam_run(batches, save_after=None, directory=None):

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from ops import clipping
 from ops import optim
+from seq2seq.step import fused_adam
 
 # A table's gradient written densely, with the rows a batch looked up: `Optimizer.update`
 # applies the lazy (rows-only) rule to exactly those rows, as for an IndexedSlices, in one
@@ -134,7 +135,8 @@ class Optimizer(tf.Module):
     `IndexedSlices` without repeated indices, with no merge of repeated rows.
 
     Only those U rows are read and written (three gathers and three scatters for Adam, the
-    rule between them), so the work is O(U E) whatever the table's size.
+    rule between them: with no condition left, one fused pass, `fused_adam`), so the work
+    is O(U E) whatever the table's size. Call it outside XLA.
 
     `condition` (a scalar bool tensor), as for `update`: with `read_condition`, the rows are
     cut to none when it is false, which makes the caller's device read its value (free where
@@ -147,8 +149,11 @@ class Optimizer(tf.Module):
       rows, gradient, condition = rows[:count], gradient[:count], None
     lr = tf.cast(self.current_learning_rate(), variable.dtype)
     step = tf.cast(self.iterations + 1, variable.dtype)
-    self._apply_rows(tf.cast(gradient, variable.dtype), rows, variable, slots, lr, step,
-                     condition)
+    gradient = tf.cast(gradient, variable.dtype)
+    if condition is None:
+      self._apply_distinct_rows(gradient, rows, variable, slots, lr, step)
+    else:
+      self._apply_rows(gradient, rows, variable, slots, lr, step, condition)
 
   def _slots_at(self, index):
     return [self.slots[name][index] for name in self.slot_names]
@@ -179,6 +184,10 @@ class Optimizer(tf.Module):
     for target, new, old in zip([var, *slots], new_values, old_values):
       target.scatter_update(tf.IndexedSlices(_kept(condition, new, old), rows))
 
+  def _apply_distinct_rows(self, values, rows, var, slots, lr, step):
+    """`_apply_rows` with no condition, outside XLA (an optimizer may fuse the rule)."""
+    self._apply_rows(values, rows, var, slots, lr, step, None)
+
   def _update(self, var, grad, slots, lr, step):
     raise NotImplementedError
 
@@ -204,6 +213,12 @@ class Adam(Optimizer):
   def __init__(self, learning_rate, beta1=0.9, beta2=0.999, epsilon=1e-8, name=None):
     super().__init__(learning_rate, name=name)
     self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
+
+  def _apply_distinct_rows(self, values, rows, var, slots, lr, step):
+    # One pass over the rows instead of one per op of the rule: the host's update of a
+    # pinned table (`fused_adam`).
+    fused_adam.adam_rows(values, rows, var, *slots, lr, step, self.beta1, self.beta2,
+                         self.epsilon)
 
   def _update(self, var, grad, slots, lr, step):
     m, v = slots

@@ -74,6 +74,32 @@ def assert_compiled_step_matches_plain(make_model, batch):
   assert_same_values(changes0, changes1, rtol=1e-4, atol=1e-5)
 
 
+def assert_resumes_and_every_mode_runs(test, flags, workdir):
+  """Training `flags` (which ran to step 2) resumes without --jit_compile to step 3; then chat,
+  decode, eval and export of `workdir` run (as a user runs them, through train.py)."""
+  from tests.test_cli import run_train  # pylint: disable=import-outside-toplevel (it imports this)
+  # Without --jit_compile: a resume is the same in either, and skips another compile.
+  resumed = run_train(*[f for f in flags if f != "--jit_compile"], "--max_steps=3", timeout=600)
+  test.assertEqual(resumed.returncode, 0, resumed.stderr)
+  test.assertRegex(resumed.stdout, r"Resuming from .*ckpt-2 at step 2")
+  test.assertIn("done at step 3", resumed.stdout)
+  chat = run_train(f"--workdir={workdir}", "--mode=chat", "--beam_width=2",
+                   stdin="hello how are you\nquit\n")
+  test.assertEqual(chat.returncode, 0, chat.stderr)
+  test.assertIn("> hello how are you\nbot:", chat.stdout)
+  source, target = (os.path.join(test.get_temp_dir(), name) for name in ("in.txt", "out.txt"))
+  with open(source, "w", encoding="utf-8") as f:
+    f.write("hello\nhow are you\n")
+  decoded = run_train(f"--workdir={workdir}", "--mode=decode", f"--decode_input={source}",
+                      f"--decode_output={target}")
+  test.assertEqual(decoded.returncode, 0, decoded.stderr)
+  test.assertIn(f"decoded 2 lines of {source}", decoded.stdout)
+  evaluation = run_train(f"--workdir={workdir}", "--mode=eval")
+  test.assertEqual(evaluation.returncode, 0, evaluation.stderr)
+  test.assertRegex(evaluation.stdout, r"eval on chatterbot: loss=\S+")
+  assert_exports_and_replies(test.get_temp_dir(), workdir)
+
+
 def assert_exports_and_replies(temp_dir, workdir):
   """`--mode=export` of `workdir` into TEMP_DIR/export succeeds, and the SavedModel replies."""
   from tests.test_cli import run_train  # pylint: disable=import-outside-toplevel (it imports this)

@@ -269,28 +269,7 @@ class TrainPyTest(tf.test.TestCase):
     self.assertEqual(trained.returncode, 0, trained.stderr)
     self.assertIn(f"model: {MGU} 2x32", trained.stdout)
     self.assertIn(f'"cell": "{MGU}"', open(workdir_lib.config_path(workdir)).read())
-    # Without --jit_compile: a resume is the same in either, and skips another compile.
-    resumed = run_train(*[f for f in flags if f != "--jit_compile"], "--max_steps=3",
-                        timeout=600)
-    self.assertEqual(resumed.returncode, 0, resumed.stderr)
-    self.assertRegex(resumed.stdout, r"Resuming from .*ckpt-2 at step 2")
-    self.assertIn("done at step 3", resumed.stdout)
-
-    chat = run_train(f"--workdir={workdir}", "--mode=chat", "--beam_width=2",
-                     stdin="hello how are you\nquit\n")
-    self.assertEqual(chat.returncode, 0, chat.stderr)
-    self.assertIn("> hello how are you\nbot:", chat.stdout)
-    source, target = (os.path.join(self.get_temp_dir(), name) for name in ("in.txt", "out.txt"))
-    with open(source, "w", encoding="utf-8") as f:
-      f.write("hello\nhow are you\n")
-    decoded = run_train(f"--workdir={workdir}", "--mode=decode", f"--decode_input={source}",
-                        f"--decode_output={target}")
-    self.assertEqual(decoded.returncode, 0, decoded.stderr)
-    self.assertIn(f"decoded 2 lines of {source}", decoded.stdout)
-    evaluation = run_train(f"--workdir={workdir}", "--mode=eval")
-    self.assertEqual(evaluation.returncode, 0, evaluation.stderr)
-    self.assertRegex(evaluation.stdout, r"eval on chatterbot: loss=\S+")
-    helpers.assert_exports_and_replies(self.get_temp_dir(), workdir)
+    helpers.assert_resumes_and_every_mode_runs(self, flags, workdir)
 
   def test_a_cell_module_in_the_current_directory_is_recorded_and_needed_to_restore(self):
     folder = tempfile.mkdtemp(dir=self.get_temp_dir())

@@ -161,20 +161,4 @@ class TrainPyTest(tf.test.TestCase):
     self.assertEqual(trained.returncode, 0, trained.stderr)
     self.assertIn("model: layer_norm_lstm 2x32", trained.stdout)
     self.assertIn('"cell": "layer_norm_lstm"', open(workdir_lib.config_path(workdir)).read())
-    resumed = run_train(*[f for f in flags if f != "--jit_compile"], "--max_steps=3",
-                        timeout=600)
-    self.assertEqual(resumed.returncode, 0, resumed.stderr)
-    self.assertRegex(resumed.stdout, r"Resuming from .*ckpt-2 at step 2")
-    chat = run_train(f"--workdir={workdir}", "--mode=chat", "--beam_width=2",
-                     stdin="hello how are you\nquit\n")
-    self.assertEqual(chat.returncode, 0, chat.stderr)
-    self.assertIn("> hello how are you\nbot:", chat.stdout)
-    source, target = (os.path.join(self.get_temp_dir(), name) for name in ("in.txt", "out.txt"))
-    with open(source, "w", encoding="utf-8") as f:
-      f.write("hello\nhow are you\n")
-    decoded = run_train(f"--workdir={workdir}", "--mode=decode", f"--decode_input={source}",
-                        f"--decode_output={target}")
-    self.assertEqual(decoded.returncode, 0, decoded.stderr)
-    evaluation = run_train(f"--workdir={workdir}", "--mode=eval")
-    self.assertEqual(evaluation.returncode, 0, evaluation.stderr)
-    helpers.assert_exports_and_replies(self.get_temp_dir(), workdir)
+    helpers.assert_resumes_and_every_mode_runs(self, flags, workdir)

@@ -118,14 +118,21 @@ def _wait_until(condition):
     time.sleep(0.01)
 
 
-def test_full_queue_is_busy_and_waiting_requests_share_a_batch():
+def _busy_worker(max_queue, *queries):
+  """(answer, worker, results, threads): the worker busy with "first", `queries` waiting."""
   answer = _Slow()
-  worker = worker_lib.Worker(answer, max_queue=2, timeout=10, log=helpers.quiet)
+  worker = worker_lib.Worker(answer, max_queue=max_queue, timeout=10, log=helpers.quiet)
   results = {}
   threads = [_submit_in_thread(worker, _query(text="first"), results)]
   _wait_until(lambda: answer.batches)  # the worker is busy with "first"
-  threads += [_submit_in_thread(worker, _query(text=t), results) for t in ("second", "third")]
-  _wait_until(lambda: worker.waiting == 2)
+  threads += [_submit_in_thread(worker, query, results) for query in queries]
+  _wait_until(lambda: worker.waiting == len(queries))
+  return answer, worker, results, threads
+
+
+def test_full_queue_is_busy_and_waiting_requests_share_a_batch():
+  answer, worker, results, threads = _busy_worker(
+      2, _query(text="second"), _query(text="third"))
   with pytest.raises(worker_lib.Busy, match="2 requests are waiting"):
     worker.submit(_query(text="fourth"))
   answer.release.set()
@@ -137,14 +144,8 @@ def test_full_queue_is_busy_and_waiting_requests_share_a_batch():
 
 
 def test_batches_hold_requests_of_one_setting_only():
-  answer = _Slow()
-  worker = worker_lib.Worker(answer, max_queue=8, timeout=10, log=helpers.quiet)
-  results = {}
-  threads = [_submit_in_thread(worker, _query(text="first"), results)]
-  _wait_until(lambda: answer.batches)
-  threads += [_submit_in_thread(worker, _query(text="beam", beam_width=2), results),
-              _submit_in_thread(worker, _query(text="greedy"), results)]
-  _wait_until(lambda: worker.waiting == 2)
+  answer, worker, _, threads = _busy_worker(
+      8, _query(text="beam", beam_width=2), _query(text="greedy"))
   answer.release.set()
   for thread in threads:
     thread.join(10)

@@ -183,7 +183,7 @@ def test_stop_answers_what_is_queued():
   worker = worker_lib.Worker(answer, max_queue=4, timeout=10, log=helpers.quiet)
   results = {}
   threads = [_submit_in_thread(worker, _query(text=t), results) for t in ("a", "b")]
-  _wait_until(lambda: len(answer.batches) + worker.waiting >= 2)
+  _wait_until(lambda: sum(map(len, answer.batches)) + worker.waiting >= 2)  # both in one batch, too
   answer.release.set()
   worker.stop(10)
   for thread in threads:

@@ -64,6 +64,19 @@ def checkpoint_values(path, prefixes=("model/",), slots=True):
           if key.startswith(tuple(prefixes)) and (slots or "OPTIMIZER_SLOT" not in key)}
 
 
+def call_in_fresh_process(module, function, *args):
+  """`module.function(*args)` (JSON arguments and result) in a new Python process: a module
+  that defines absl flags clashes with train.py's when both are imported in the tests' one."""
+  import json, subprocess, sys  # pylint: disable=import-outside-toplevel,multiple-imports
+  code = (f"import json, sys; from {module} import {function.split('.')[0]} as m; "
+          f"print(json.dumps(getattr(m, {function.split('.')[1]!r})(*json.loads(sys.argv[1]))))")
+  result = subprocess.run([sys.executable, "-c", code, json.dumps(args)], capture_output=True,
+                          text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0, result.stderr
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def assert_compiled_step_matches_plain(make_model, batch):
   """One SGD step of a fresh `make_model()` on `batch`, plain and XLA-compiled: the same loss,
   gradient norm and change of every variable (to float tolerance)."""

@@ -25,6 +25,7 @@ from seq2seq.models import encoder_decoder
 from seq2seq.models import language_model
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -617,11 +618,10 @@ class PlacementRatioTest(tf.test.TestCase):
   def test_each_host_table_variant_against_its_twin_on_the_gpu(self):
     """A line per host-table variant whose twin (the same but for the placement; with the
     per-gate gradient or not alike) was measured on the same workload; none for the rest."""
-    from benchmarks import train_step  # pylint: disable=import-outside-toplevel
     row = lambda workload, variant, ms: {"workload": workload, "variant": variant,
                                          "step_ms": ms, "pipelined_step_ms": ms / 2}
     skipped = {"workload": "seed_b20", "variant": "engine_xla_bf16_gpuemb", "skipped": "GPU"}
-    lines = train_step.placement_ratios([
+    lines = helpers.call_in_fresh_process("benchmarks", "train_step.placement_ratios", [
         row("seed_b256", "engine_xla_bf16", 12.0), row("seed_b256", "engine_xla_bf16_gpuemb", 6.0),
         row("seed_b256", "engine_xla_bf16_pergate", 9.0), row("seed_b20", "engine_xla_bf16", 4.0),
         row("seed_b256", "keras", 10.0), skipped])

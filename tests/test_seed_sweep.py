@@ -8,6 +8,7 @@ import textwrap
 
 import tensorflow as tf
 
+from tests import helpers
 from tests.test_cli import ROOT, _SHOW_CONFIG
 
 # Stands in for the interpreter: a train log whose losses depend on --seed, or a decode log.
@@ -86,9 +87,9 @@ class SeedAblationTest(tf.test.TestCase):
     self.assertIn(f"no Multi30k in {self.get_temp_dir()}; nothing to do", result.stdout)
 
   def test_table_gives_mean_and_spread_over_seeds(self):
-    from benchmarks import seed_ablation  # pylint: disable=import-outside-toplevel
     records = [dict(setting="a", seed=seed, step=step, val_loss=loss)
                for seed, step, loss in ((1, 10, 5.0), (2, 10, 5.5), (1, 20, 4.0), (2, 20, 4.75))]
-    lines = seed_ablation.table(records, ["a"], [1, 2]).splitlines()
+    lines = helpers.call_in_fresh_process(
+        "benchmarks", "seed_ablation.table", records, ["a"], [1, 2]).splitlines()
     self.assertEqual(lines[0], "| setting | step 10 | step 20 | worst seed (last) |")
     self.assertEqual(lines[2], "| a | 5.250 (0.500) | 4.375 (0.750) | 2 |")

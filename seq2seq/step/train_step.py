@@ -25,8 +25,8 @@ def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
 
 
 def device_batch(batch, device):
-  """`batch` (a `batches_lib.Batch`, or any nest of arrays or tensors, such as an LM window) copied
-  to `device`, its integer fields (ids, lengths) as int64.
+  """`batch` (a `batches_lib.Batch`, or any nest of arrays or tensors, such as an LM window)
+  copied to `device`, its integer fields (ids, lengths) as int64.
 
   TensorFlow keeps a GPU's int32 tensors in host memory, so a step given int32 ids copies them
   into its XLA program on every call, and that copy waits for the work already queued on the
@@ -112,9 +112,10 @@ def pad_rows(batch, rows):
   def grow(array, value=0):
     filler = np.full((missing,) + array.shape[1:], value, array.dtype)
     return np.concatenate([array, filler])
-  return batches_lib.Batch(source=grow(batch.source), source_length=grow(batch.source_length, 1),
-                       decoder_input=grow(batch.decoder_input), target=grow(batch.target),
-                       target_weight=grow(batch.target_weight))
+  return batches_lib.Batch(
+      source=grow(batch.source), source_length=grow(batch.source_length, 1),
+      decoder_input=grow(batch.decoder_input), target=grow(batch.target),
+      target_weight=grow(batch.target_weight))
 
 
 def training_loss(model, batch, source_embedded, target_embedded, num_sampled=0, seed=None,

@@ -438,8 +438,8 @@ class TrainingRun:
     self.log(f"model: {model_config.cell} {model_config.num_layers}x{model_config.hidden_size}"
              f", vocab {model.vocab_size}, {parameters:,} trainable parameters; "
              f"{self.per_epoch} batches an epoch, {self.total_steps} steps in all")
-    if model.tying_note():
-      self.log(model.tying_note())
+    if note := model.tying_note():
+      self.log(note)
     if self.resumed_from:
       self.log(f"Resuming from {self.resumed_from} at step {self.step} (epoch {self.epoch + 1}"
                f", batch {self.position} of {self.per_epoch}), {self.order}")

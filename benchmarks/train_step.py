@@ -50,6 +50,7 @@ from seq2seq.runtime import xla_cache
 from seq2seq.runtime import xla_flags
 from seq2seq.step import choice as step_choice
 from seq2seq.step import device_prefetch
+from seq2seq.step import lookahead as lookahead_lib
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
 
@@ -219,7 +220,8 @@ def engine_step(workload, variant):
   if kind != "lm":  # traced for B rows, as training traces it for --batch_size
     return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
                                           jit_compile=jit_compile, batch_size=batch,
-                                          num_sampled=workload_num_sampled(workload))
+                                          num_sampled=workload_num_sampled(workload),
+                                          lookahead=jit_compile)  # as train.py's loop
   # As in training: the final state of each step is the initial state of the next.
   step = train_step_lib.make_carried_step(
       train_step_lib.make_lm_train_step(model, optimizer, max_grad_norm=5.0,
@@ -362,6 +364,8 @@ def measure(workload, variant, ceiling, dump_folder=None):
   pipelined = pipelined_step_time(loss_of_step, b)
   prefetched = (prefetched_step_time(loss_of_step, host_inputs(kind, batch, steps, vocab), device)
                 if placed else None)
+  lookahead = (lookahead_step_time(step, host_inputs(kind, batch, steps, vocab))
+               if isinstance(step, lookahead_lib.LookaheadStep) else None)
   profile = profile_steps(step, b, f"{workload}-{variant}") if FLAGS.profile_steps else None
   return {
       "workload": workload, "variant": variant, "step_ms": 1e3 * median,
@@ -372,6 +376,8 @@ def measure(workload, variant, ceiling, dump_folder=None):
       "positions_per_sec_pipelined": batch * steps / pipelined,
       **({"prefetched_step_ms": 1e3 * prefetched,
           "positions_per_sec_prefetched": batch * steps / prefetched} if placed else {}),
+      **({"lookahead_step_ms": 1e3 * lookahead,
+          "positions_per_sec_lookahead": batch * steps / lookahead} if lookahead else {}),
       "model_tflops": tflops,
       "ceiling_tflops": ceiling, "percent_of_ceiling": 100 * tflops / ceiling,
       "first_step_s": first_step, "peak_memory_mb": peak_memory_mb(), "batch": batch,
@@ -486,6 +492,19 @@ def prefetched_step_time(loss_of_step, inputs, device):
         yield given
 
   return back_to_back_time(loss_of_step, moved())
+
+
+def lookahead_step_time(step, inputs, warmup=3):
+  """Mean s a step of a `lookahead.LookaheadStep` over --steps steps back to back, each given
+  the next of `inputs` (NumPy, cycled) and the one after it, as the training loop gives a
+  step whose tables are pinned to the host: it looks each next batch up while the device runs
+  the step before. After `warmup` such steps (the traces of the row update and the refresh)."""
+  count = warmup + FLAGS.steps + 1
+  cycled = [batches.Batch(*inputs[number % len(inputs)]) for number in range(count)]
+  pairs = list(zip(cycled[:-1], cycled[1:]))
+  for pair in pairs[:warmup]:
+    float(step(*pair)[0])
+  return back_to_back_time(lambda pair: step(*pair)[0], pairs[warmup:])
 
 
 @contextlib.contextmanager
@@ -605,6 +624,11 @@ def print_table(rows):
       print(f"{row['workload']} {row['variant']}: a fresh batch each step, moved by the loop's "
             f"prefetcher: {row['prefetched_step_ms']:.2f} ms a step back to back "
             f"({row['positions_per_sec_prefetched']:.0f} positions/s)")
+    if "lookahead_step_ms" in row:
+      print(f"{row['workload']} {row['variant']}: a fresh batch each step, the next one looked "
+            f"up ahead (the loop's step with tables on the host): "
+            f"{row['lookahead_step_ms']:.2f} ms a step back to back "
+            f"({row['positions_per_sec_lookahead']:.0f} positions/s)")
 
 
 def peer_ratios(rows):
@@ -645,12 +669,16 @@ def placement_ratios(rows):
              and name.endswith(PER_GATE_SUFFIX) == variant.endswith(PER_GATE_SUFFIX)
              and name.endswith(USER_CELL_SUFFIX) == variant.endswith(USER_CELL_SUFFIX)]
     for gpu in filter(None, (measured.get((workload, twin)) for twin in twins)):
+      ahead = host.get("lookahead_step_ms")
       lines.append(
           f"{workload} {variant} / {gpu['variant']} (tables on the host / on the GPU): "
           f"{host['step_ms']:.2f} / {gpu['step_ms']:.2f} ms = "
           f"{host['step_ms'] / gpu['step_ms']:.2f}x waited for, "
           f"{host['pipelined_step_ms']:.2f} / {gpu['pipelined_step_ms']:.2f} ms = "
-          f"{host['pipelined_step_ms'] / gpu['pipelined_step_ms']:.2f}x back to back")
+          f"{host['pipelined_step_ms'] / gpu['pipelined_step_ms']:.2f}x back to back"
+          + (f", {ahead:.2f} / {gpu['pipelined_step_ms']:.2f} ms = "
+             f"{ahead / gpu['pipelined_step_ms']:.2f}x with the lookahead on fresh batches"
+             if ahead else ""))
   return lines
 
 

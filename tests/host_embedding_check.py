@@ -8,11 +8,13 @@ with one shared table and with separate source and target tables, and the LM), p
 with its tables pinned to the host (--embedding_device=cpu: distinct rows looked up on CPU:0,
 moved to CPU:1, their gradients moved back and applied on CPU:0) and with them on the
 accelerator (--embedding_device=gpu, everything on CPU:1; compiled, the whole step is one XLA
-program, its rows updated inside it). The batches repeat ids within a batch and share ids
+program, its rows updated inside it). The encoder-decoder also trains with the pinned tables
+looked up a batch ahead (`lookahead.LookaheadStep`), against both. The batches repeat ids within a batch and share ids
 with the batch before. Prints one JSON line {case: {"max_diff": max |diff| over every
 parameter, slot and the step counter against the accelerator placement's same step,
 "max_diff_whole": against its compiled whole step, "devices": the devices of a table and of
-a dense variable, pinned then not}, and "data": whether the batches repeat ids and share
+a dense variable, pinned then not; a lookahead case has "max_diff_split", against the
+pinned step run part after part, instead of "max_diff_whole"}, and "data": whether the batches repeat ids and share
 them with the batch before}.
 """
 import json
@@ -39,8 +41,9 @@ def _lm_windows():
   return [tf.constant(rng.integers(0, VOCAB, (3, 6)).astype(np.int32)) for _ in range(STEPS)]
 
 
-def _train(kind, share, precision, jit_compile, embedding_device):
-  """(parameters and slots after STEPS Adam steps, the optimizer, the model)."""
+def _train(kind, share, precision, jit_compile, embedding_device, lookahead=False):
+  """(parameters and slots after STEPS Adam steps, the model); with `lookahead`, the seq2seq
+  step is given each next batch (`lookahead.LookaheadStep`)."""
   # pylint: disable=import-outside-toplevel
   from seq2seq import config as config_lib
   from seq2seq.data import batches as batches_lib
@@ -66,9 +69,11 @@ def _train(kind, share, precision, jit_compile, embedding_device):
       for window in _lm_windows():
         step(window[:, :-1], window[:, 1:])
     else:
-      step = train_step_lib.make_train_step(model, optimizer, 0.5, jit_compile=jit_compile)
-      for batch in _seq2seq_batches(batches_lib):
-        step(batch)
+      step = train_step_lib.make_train_step(model, optimizer, 0.5, jit_compile=jit_compile,
+                                            lookahead=lookahead)
+      batches = _seq2seq_batches(batches_lib)
+      for batch, following in zip(batches, batches[1:] + [None]):
+        step(batch, following) if lookahead else step(batch)
   values = [v.numpy() for v in model.trainable_variables]
   values += [s.numpy() for name in optimizer.slot_names for s in optimizer.slots[name]]
   return values + [optimizer.iterations.numpy()], model
@@ -102,6 +107,12 @@ def main():
             "max_diff": _max_diff(host, runs["gpu", jit_compile][0]),
             "max_diff_whole": _max_diff(host, runs["gpu", True][0]),
             "devices": _devices(host_model) + _devices(runs["gpu", jit_compile][1])}
+        if kind == "seq2seq":
+          ahead, ahead_model = _train(kind, share, precision, jit_compile, "cpu", lookahead=True)
+          report[name + "_lookahead"] = {
+              "max_diff": _max_diff(ahead, runs["gpu", jit_compile][0]),
+              "max_diff_split": _max_diff(ahead, host),
+              "devices": _devices(ahead_model) + _devices(runs["gpu", jit_compile][1])}
   report["data"] = _overlaps()
   print(json.dumps(report))
 

@@ -35,7 +35,7 @@ class ChooseTest(parameterized.TestCase):
     self.assertEqual(_resolved(choice), (True, "dynamic", 5, os.path.join("runs/w", "xla_cache")))
     line = step_choice.describe(choice)
     self.assertStartsWith(line, "step: XLA-compiled (1 GPU (--jit_compile=auto)), dynamic unroll "
-                                "x5, embedding on the CPU (lookup and row update outside")
+                                "x5, embedding on the CPU (looked up a batch ahead; lookup and row update outside")
 
   def test_defaults_without_a_gpu_keep_the_plain_step(self):
     choice = step_choice.choose(_config(), gpus=[])

@@ -100,7 +100,8 @@ def describe(choice):
     return f"plain step: {choice.reason}; {unroll}"
   embedding = ("embedding on the GPU (in the compiled step)"
                if model_config.embedding_device == "gpu" else
-               "embedding on the CPU (lookup and row update outside the compiled step)")
+               "embedding on the CPU (looked up a batch ahead; lookup and row update outside "
+               "the compiled step)")
   return (f"step: XLA-compiled ({choice.reason}), {unroll}, {embedding}; "
           f"{_cache_note(choice.run_config.train.xla_cache_dir)}")
 

@@ -7,8 +7,10 @@ import tensorflow as tf
 
 from ops import losses
 from seq2seq.data import batches as batches_lib
+from seq2seq.step import lookahead as lookahead_lib
 from seq2seq.step import optimizers
 from seq2seq.step import pipeline
+from seq2seq.step import split_step
 from seq2seq.step import unique_rows
 
 
@@ -39,11 +41,7 @@ def device_batch(batch, device):
                        else tf.identity(field)), batch)
 
 
-def int32_ids(batch):
-  """`batch` (a nest of tensors) with its int64 tensors (`device_batch`) cast to int32. Call
-  it inside the compiled program, where the cast is free and its result stays on the GPU."""
-  return tf.nest.map_structure(
-      lambda t: tf.cast(t, tf.int32) if getattr(t, "dtype", None) == tf.int64 else t, batch)
+int32_ids = split_step.int32_ids
 
 
 class BucketedFunction:
@@ -262,8 +260,9 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
   if jit_compile and not any(embedding.pinned_to_host for embedding, _ in lookups):
     gradients = functools.partial(_gradients, loss_fn, lookups, tables, dense_variables)
     return _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm)
-  return _split_step(loss_fn, lookups, dense_variables, optimizer, max_grad_norm, jit_compile,
-                     rows_dtype)
+  return split_step.SplitStep(
+      lookups, dense_variables, optimizer, max_grad_norm, jit_compile, rows_dtype,
+      functools.partial(_unique_row_gradients, loss_fn, lookups, dense_variables))
 
 
 def _lookup(lookups, inputs):
@@ -321,52 +320,6 @@ def _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad
   return whole_step
 
 
-def _split_step(loss_fn, lookups, dense_variables, optimizer, max_grad_norm, jit_compile,
-                rows_dtype):
-  """`make_update_step` with the lookups and the tables' row updates where the tables live,
-  one distinct row at a time (`unique_rows`), around the rest (`dense_part`), XLA-compiled
-  with `jit_compile`."""
-  tables = unique_rows.distinct_tables(lookups)
-  trained = [(table, index) for index, table in enumerate(tables) if table.trainable]
-  pinned = {embedding.table.ref() for embedding, _ in lookups if embedding.pinned_to_host}
-  # The dense part runs where the dense variables live: the rows are moved there.
-  device = dense_variables[0].device if dense_variables else None
-
-  def update_dense(clipped, finite):
-    """Updates the dense variables; hands back the tables' clipped row gradients, in the
-    dtype they travel in, to be applied where the tables live."""
-    optimizer.update(clipped.dense, dense_variables, condition=finite)
-    return [tf.cast(rows.gradient, rows_dtype or rows.gradient.dtype) for rows in clipped.tables]
-
-  def dense_part(inputs, rows, positions):
-    outputs = pipeline.run(
-        lambda: _unique_row_gradients(loss_fn, lookups, dense_variables, inputs, rows,
-                                      positions),
-        pipeline.identity,
-        functools.partial(pipeline.clipped_update, max_grad_norm, update_dense))
-    return outputs.loss, outputs.grad_norm, outputs.finite, outputs.kept, outputs.extra
-
-  if jit_compile:
-    dense_part = tf.function(dense_part, jit_compile=True, autograph=False)
-
-  def step(inputs):
-    inputs = int32_ids(inputs)
-    looked_up, positions = unique_rows.look_up(lookups, inputs,
-                                               rows_dtype or tables[0].dtype, device)
-    loss, grad_norm, finite, gradients, extra = dense_part(
-        inputs, [lookup.rows for lookup in looked_up], positions)
-    # The rest of the gated update: each table's distinct rows, on the table's device.
-    for (table, index), gradient in zip(trained, gradients):
-      gradient = unique_rows.distinct_rows(gradient, looked_up[index], device)
-      with tf.device(table.device):
-        optimizer.update_rows(gradient, looked_up[index].ids, table, condition=finite,
-                              read_condition=table.ref() in pinned)
-    optimizer.finish_step(condition=finite)
-    return loss, grad_norm, finite, extra
-
-  return step
-
-
 def _seq2seq_reads(model):
   """Each embedding a `Seq2Seq` batch reads, with its ids: source, decoder input."""
   return [(model.source_embedding, lambda batch: batch.source),
@@ -393,7 +346,7 @@ def seq2seq_embedded(model, batch, embedded):
 
 
 def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_sampled=0, seed=0,
-                    label_smoothing=0.0, batch_size=0):
+                    label_smoothing=0.0, batch_size=0, lookahead=False):
   """The seq2seq train step: `make_update_step` over a teacher-forced `Seq2Seq` batch.
 
   Args:
@@ -408,10 +361,12 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
       includes it. Evaluation is the plain cross entropy.
     batch_size: smaller batches are padded to this many rows of zero weight, and the step is
       traced for exactly this many (see `BucketedFunction`); 0 leaves the batch size free.
+    lookahead: with a table pinned to the host, a `lookahead.LookaheadStep`, which takes the
+      next batch too and looks it up while the accelerator runs this one.
 
   Returns:
     step(batch) -> (loss, grad_norm, finite), as `make_update_step`, one trace per padded
-    length.
+    length; with `lookahead` (and a pinned table), step(batch, next_batch=None).
   """
   def loss_fn(batch, embedded):
     source_embedded, target_embedded = seq2seq_embedded(model, batch, embedded)
@@ -422,6 +377,9 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
 
   update = make_update_step(loss_fn, seq2seq_lookups(model), model.trainable_variables,
                             optimizer, max_grad_norm, jit_compile, rows_dtype=model.dtype)
+  if lookahead and isinstance(update, split_step.SplitStep) and update.pinned:
+    return lookahead_lib.LookaheadStep(
+        update, functools.partial(pad_rows, rows=batch_size) if batch_size else None)
   return BucketedFunction(lambda batch: update(batch)[:3], pad_rows_to=batch_size)
 
 

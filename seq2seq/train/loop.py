@@ -25,6 +25,7 @@ from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.runtime import workdir_lock
 from seq2seq.step import choice as step_choice
 from seq2seq.step import device_prefetch
+from seq2seq.step import lookahead as lookahead_lib
 from seq2seq.step import optimizers
 from seq2seq.step import resident_batches
 from seq2seq.step import train_step as train_step_lib
@@ -220,6 +221,8 @@ class Trainee:
     background thread (`device_prefetch`); None: `step` takes the NumPy batch.
   resident: the schedule's batches kept on `device` (`resident_batches`); then `step` takes
     a `resident_batches.Planned` and gathers its batch there, and `on_device` is not used.
+  lookahead: `step` takes (batch, the next batch or None), and looks the next one up ahead
+    (`lookahead.LookaheadStep`).
   """
   model: tf.Module
   optimizer: optimizers.Optimizer
@@ -233,6 +236,7 @@ class Trainee:
   device: Optional[str] = None
   on_device: Optional[Callable] = None
   resident: Optional[resident_batches.ResidentBatches] = None
+  lookahead: bool = False
 
 
 # A single device reads the steps' outputs (loss, norm, finite) every this many steps, and
@@ -249,7 +253,18 @@ def _epoch_feed(trainee, epoch, start):
     return
   with device_prefetch.Prefetcher(trainee.schedule.batches(epoch, start=start),
                                   trainee.on_device) as batches:
-    yield ((trainee.tokens(batch), given) for batch, given in batches)
+    feed = ((trainee.tokens(batch), given) for batch, given in batches)
+    yield _with_next(feed) if trainee.lookahead else feed
+
+
+def _with_next(feed):
+  """(tokens, (given, the next item's given or None)) for each (tokens, given) of `feed`."""
+  items = iter(feed)
+  current = next(items, None)
+  while current is not None:
+    following = next(items, None)
+    yield current[0], (current[1], None if following is None else following[1])
+    current = following
 
 
 def _batch_device(run_config, strategy, distributed):
@@ -282,12 +297,15 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
         seed=train_config.seed, label_smoothing=train_config.label_smoothing,
         batch_size=train_config.batch_size)
   else:
+    # A compiled step with pinned tables looks the next batch up while the device runs.
+    lookahead = train_config.jit_compile and run_config.model.embedding_device == "cpu"
     step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
                                           jit_compile=train_config.jit_compile,
                                           num_sampled=train_config.num_sampled,
                                           seed=train_config.seed,
                                           label_smoothing=train_config.label_smoothing,
-                                          batch_size=train_config.batch_size)
+                                          batch_size=train_config.batch_size,
+                                          lookahead=lookahead)
   eval_step = train_step_lib.make_eval_step(model, train_config.batch_size)
   validate = None
   if training_data.val is not None:
@@ -302,9 +320,11 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
     rows = train_config.batch_size
     on_device = lambda batch: train_step_lib.device_batch(
         train_step_lib.pad_rows(batch, rows), device)
-  return Trainee(model, optimizer, training_data.vocabulary, training_data.train, step,
+  lookahead = isinstance(step, lookahead_lib.LookaheadStep)
+  return Trainee(model, optimizer, training_data.vocabulary, training_data.train,
+                 (lambda given: step(*given)) if lookahead else step,
                  tokens=lambda batch: float(batch.target_weight.sum()), validate=validate,
-                 device=device, on_device=on_device, resident=resident)
+                 device=device, on_device=on_device, resident=resident, lookahead=lookahead)
 
 
 def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):

@@ -1,0 +1,119 @@
+"""The one-device train step with its tables pinned to the host, in parts.
+
+With --embedding_device=cpu (the default) the lookups and the tables' row updates run where
+the tables live, on the CPU, one distinct row at a time (`unique_rows`), and the rest of the
+step (forward from those rows, loss, backward, global norm, clipping, the dense update) runs
+where the dense variables live, XLA-compiled with `jit_compile`:
+
+    look_up (host)  ->  dense (accelerator)  ->  update_rows (host)
+
+`SplitStep.__call__` runs the three in that order. Each part is also callable on its own, so
+that `lookahead.LookaheadStep` can look the next batch up while the accelerator runs this
+one's dense part, and then `refresh` the rows that this batch's update rewrote.
+"""
+import tensorflow as tf
+
+from seq2seq.step import pipeline
+from seq2seq.step import unique_rows
+
+
+def int32_ids(batch):
+  """`batch` (a nest of tensors) with its int64 tensors cast to int32. Call it inside the
+  compiled program, where the cast is free and its result stays on the device."""
+  return tf.nest.map_structure(
+      lambda t: tf.cast(t, tf.int32) if getattr(t, "dtype", None) == tf.int64 else t, batch)
+
+
+class SplitStep:
+  """The train step of `train_step.make_update_step` with tables on the host.
+
+  Args:
+    loss_fn, lookups, optimizer, max_grad_norm, jit_compile, rows_dtype: as for
+      `train_step.make_update_step`.
+    dense_variables: the trainable variables other than the tables.
+    gradients_fn: (inputs, rows, positions) -> (loss, `pipeline.Gradients`, extra), the
+      tables' gradients as `pipeline.UniqueRows` (`train_step`'s `_unique_row_gradients`).
+  """
+
+  def __init__(self, lookups, dense_variables, optimizer, max_grad_norm, jit_compile,
+               rows_dtype, gradients_fn):
+    self.lookups = lookups
+    self.tables = unique_rows.distinct_tables(lookups)
+    self._trained = [(table, index) for index, table in enumerate(self.tables)
+                     if table.trainable]
+    self._pinned = {embedding.table.ref() for embedding, _ in lookups
+                    if embedding.pinned_to_host}
+    self._dense_variables = dense_variables
+    self._optimizer = optimizer
+    self._max_grad_norm = max_grad_norm
+    self._gradients_fn = gradients_fn
+    self.rows_dtype = rows_dtype or self.tables[0].dtype
+    # The dense part runs where the dense variables live: the rows are moved there.
+    self.device = dense_variables[0].device if dense_variables else None
+    self.dense = self._dense
+    if jit_compile:
+      self.dense = tf.function(self._dense, jit_compile=True, autograph=False)
+
+  @property
+  def pinned(self):
+    """Whether a table is pinned to the host."""
+    return bool(self._pinned)
+
+  def __call__(self, inputs):
+    """One step: -> (loss, grad_norm, finite, extra), as `make_update_step`'s step."""
+    inputs = int32_ids(inputs)
+    looked_up, positions = self.look_up(inputs)
+    loss, grad_norm, finite, gradients, extra = self.dense(
+        inputs, [lookup.rows for lookup in looked_up], positions)
+    self.update_rows(gradients, [lookup.ids for lookup in looked_up], finite)
+    return loss, grad_norm, finite, extra
+
+  def look_up(self, inputs):
+    """-> (one `unique_rows.Lookup` per table, its rows on the dense part's device; the
+    positions of each lookup's ids among its table's), as `unique_rows.look_up`."""
+    return unique_rows.look_up(self.lookups, int32_ids(inputs), self.rows_dtype, self.device)
+
+  def _dense(self, inputs, rows, positions):
+    """Forward, backward, global norm, clipping and the dense update from the looked-up
+    `rows` (one [C, E] per table): -> (loss, grad_norm, finite, the tables' clipped row
+    gradients [C, E] in the rows dtype, extra)."""
+    inputs = int32_ids(inputs)
+
+    def update_dense(clipped, finite):
+      self._optimizer.update(clipped.dense, self._dense_variables, condition=finite)
+      return [tf.cast(rows.gradient, self.rows_dtype) for rows in clipped.tables]
+
+    outputs = pipeline.run(
+        lambda: self._gradients_fn(inputs, rows, positions), pipeline.identity,
+        lambda loss, gradients: pipeline.clipped_update(self._max_grad_norm, update_dense,
+                                                        loss, gradients))
+    return outputs.loss, outputs.grad_norm, outputs.finite, outputs.kept, outputs.extra
+
+  def update_rows(self, gradients, ids, finite):
+    """The rest of the gated update: each trained table's distinct rows `ids` (one [U] per
+    table) with their `gradients` (one [C, E] per trained table, from `dense`), on the
+    table's device; then the optimizer's step counter."""
+    for (table, index), gradient in zip(self._trained, gradients):
+      with unique_rows.on(self.device):
+        gradient = gradient[:tf.shape(ids[index])[0]]
+      with tf.device(table.device):
+        self._optimizer.update_rows(gradient, ids[index], table, condition=finite,
+                                    read_condition=table.ref() in self._pinned)
+    self._optimizer.finish_step(condition=finite)
+
+  def refresh(self, looked_up, updated_ids):
+    """`looked_up` (Lookups read before an update of the rows `updated_ids`, one [U'] per
+    table) with the rows of the ids in both read again: -> Lookups whose rows equal a lookup
+    made now. Frozen tables are returned as they are."""
+    refreshed = list(looked_up)
+    for table, index in self._trained:
+      lookup = looked_up[index]
+      with tf.device(table.device):
+        written = tf.scatter_nd(updated_ids[index][:, tf.newaxis],
+                                tf.ones_like(updated_ids[index]), [table.shape[0]])
+        both = tf.where(tf.gather(written, lookup.ids) > 0)
+        rows = tf.cast(tf.gather(table, tf.gather_nd(lookup.ids, both)), self.rows_dtype)
+      with unique_rows.on(self.device):
+        refreshed[index] = lookup._replace(
+            rows=tf.tensor_scatter_nd_update(lookup.rows, both, tf.identity(rows)))
+    return refreshed

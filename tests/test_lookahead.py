@@ -1,0 +1,74 @@
+"""The split step with the next batch looked up ahead trains as the step run part after part,
+whatever the next batch turns out to be; the loop pairs each batch with the next."""
+import numpy as np
+import tensorflow as tf
+
+from seq2seq import config as config_lib
+from seq2seq.data import batches as batches_lib
+from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.step import lookahead
+from seq2seq.step import optimizers
+from seq2seq.step import train_step as train_step_lib
+from seq2seq.train import loop
+
+VOCAB = 25
+
+
+def _batches(count, seed=7):
+  rng = np.random.default_rng(seed)
+  return [batches_lib.pad_batch(
+      [(list(rng.integers(4, VOCAB, rng.integers(2, 6))),
+        list(rng.integers(4, VOCAB, rng.integers(2, 6)))) for _ in range(4)], 5)
+          for _ in range(count)]
+
+
+def _train(calls, lookahead_on):
+  """Parameters and slots after `calls` ([(batch, next batch given or None)])."""
+  config = config_lib.ModelConfig(num_layers=1, hidden_size=8, embedding_size=6, keep_prob=1.0,
+                                  share_embeddings=True, embedding_device="cpu")
+  model = model_lib.Seq2Seq(config, VOCAB, seed=3)
+  model.build()
+  optimizer = optimizers.Adam(0.05)
+  optimizer.build(model.trainable_variables)
+  step = train_step_lib.make_train_step(model, optimizer, 1.0, batch_size=4,
+                                        lookahead=lookahead_on)
+  for batch, following in calls:
+    step(batch, following) if lookahead_on else step(batch)
+  return [v.numpy() for v in model.trainable_variables] + [
+      s.numpy() for name in optimizer.slot_names for s in optimizer.slots[name]]
+
+
+class LookaheadStepTest(tf.test.TestCase):
+
+  def test_is_the_step_for_pinned_tables_only_when_asked(self):
+    config = config_lib.ModelConfig(num_layers=1, hidden_size=8, embedding_size=6)
+    model = model_lib.Seq2Seq(config, VOCAB, seed=3)
+    model.build()
+    optimizer = optimizers.Adam(0.05)
+    make = lambda on: train_step_lib.make_train_step(model, optimizer, 1.0, lookahead=on)
+    self.assertIsInstance(make(True), lookahead.LookaheadStep)
+    self.assertIsInstance(make(False), train_step_lib.BucketedFunction)
+
+  def test_trains_as_the_step_part_after_part_whatever_comes_next(self):
+    b = _batches(6)
+    plain = _train([(batch, None) for batch in b], lookahead_on=False)
+    # Looked up ahead every step; ahead for a batch that does not come (a stop, an epoch's
+    # end); no next batch; the same batch twice in a row (every row both read and written).
+    calls = [(b[0], b[1]), (b[1], b[2]), (b[2], b[4]), (b[3], None), (b[4], b[4]), (b[4], b[5])]
+    calls_plain = [(batch, None) for batch, _ in calls]
+    self._assert_equal(_train(calls, True), _train(calls_plain, False))
+    self._assert_equal(_train([(x, y) for x, y in zip(b, b[1:] + [None])], True), plain)
+
+  def _assert_equal(self, got, want):
+    self.assertLen(got, len(want))
+    for a, b in zip(got, want):
+      self.assertAllEqual(a, b)
+
+
+class WithNextTest(tf.test.TestCase):
+
+  def test_pairs_each_item_with_the_next(self):
+    feed = [(1.0, "a"), (2.0, "b"), (3.0, "c")]
+    self.assertEqual(list(loop._with_next(iter(feed))),
+                     [(1.0, ("a", "b")), (2.0, ("b", "c")), (3.0, ("c", None))])
+    self.assertEqual(list(loop._with_next(iter([]))), [])

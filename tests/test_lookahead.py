@@ -1,15 +1,21 @@
 """The split step with the next batch looked up ahead trains as the step run part after part,
 whatever the next batch turns out to be; the loop pairs each batch with the next."""
+import os
+from unittest import mock
+
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from seq2seq import config as config_lib
 from seq2seq.data import batches as batches_lib
 from seq2seq.models import encoder_decoder as model_lib
+from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.step import lookahead
 from seq2seq.step import optimizers
 from seq2seq.step import train_step as train_step_lib
 from seq2seq.train import loop
+from tests import helpers
 
 VOCAB = 25
 
@@ -34,6 +40,8 @@ def _train(calls, lookahead_on):
                                         lookahead=lookahead_on)
   for batch, following in calls:
     step(batch, following) if lookahead_on else step(batch)
+  if lookahead_on:
+    step.flush()
   return [v.numpy() for v in model.trainable_variables] + [
       s.numpy() for name in optimizer.slot_names for s in optimizer.slots[name]]
 
@@ -72,3 +80,31 @@ class WithNextTest(tf.test.TestCase):
     self.assertEqual(list(loop._with_next(iter(feed))),
                      [(1.0, ("a", "b")), (2.0, ("b", "c")), (3.0, ("c", None))])
     self.assertEqual(list(loop._with_next(iter([]))), [])
+
+
+@pytest.mark.slow
+class LoopLookaheadTest(tf.test.TestCase):
+
+  def _train(self, workdir, data, ahead):
+    config = helpers.tiny_config(workdir, data, jit_compile=True, embedding_device="cpu",
+                                 max_steps=11, save_every=4, keep_checkpoints=5, val_data=data)
+    with mock.patch.object(loop, "_looks_ahead", lambda _: ahead):
+      loop.train(config, log=helpers.quiet)
+    folder = workdir_lib.checkpoint_dir(workdir)
+    return {step: helpers.checkpoint_values(os.path.join(folder, f"ckpt-{step}"),
+                                            prefixes=("model/", "optimizer/"))
+            for step in (4, 8, 11)}
+
+  def test_checkpoints_and_validation_see_every_update(self):
+    """Saved mid-epoch with an update held back, validated at each epoch's end: every
+    checkpoint of the loop that looks ahead holds what the plain split step's does."""
+    tmp = self.get_temp_dir()
+    # 45 words: each batch reads some rows the next one does not (an update held back).
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=100,
+                                      symbols=[f"w{i}" for i in range(45)])
+    plain = self._train(os.path.join(tmp, "plain"), data, False)
+    ahead = self._train(os.path.join(tmp, "ahead"), data, True)
+    for step, values in plain.items():
+      self.assertEqual(sorted(values), sorted(ahead[step]))
+      for key, value in values.items():
+        self.assertAllEqual(value, ahead[step][key], msg=f"ckpt-{step} {key}")

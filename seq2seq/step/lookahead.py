@@ -3,16 +3,23 @@
 A table pinned to the host costs every step a lookup there (distinct ids, a gather, a cast,
 a copy to the accelerator) before the dense part and a row update after it
 (`split_step.SplitStep`); run in that order, the accelerator idles through both.
-`LookaheadStep` is given the next batch along with this one. Between queueing this batch's
-dense part (the accelerator runs it asynchronously) and applying this batch's row update,
-it looks the next batch up, reading its rows before the update writes them. After the
-update it reads again the rows that both batches use (`SplitStep.refresh`), so the next step
-starts from exactly the rows a lookup made then would read: the trained parameters are
-those of the parts run one after the other.
+`LookaheadStep` is given the next batch along with this one, and does on the host, while
+the accelerator runs this batch's dense part (queued, it runs asynchronously):
 
-    call k:   dense(k)  ->  look_up(k + 1)  ->  update_rows(k)  ->  refresh(k + 1)
-              (queued)      (host, while the     (waits for the     (rows of both
-                            accelerator runs)    gradients)         batches re-read)
+  - the update of the rows the step before held back (none of them is this batch's);
+  - the next batch's lookup, which reads its rows before this batch's update writes them.
+
+Then, when this batch's gradients are back, it updates only the rows the next batch reads
+(`SplitStep.partition`), and reads those again for the next batch (`SplitStep.refresh`);
+the update of the other rows waits for the next call's device time:
+
+    call k:  dense(k)  ->  update held back   ->  look_up(k + 1)  ->  update the rows
+             (queued)      from k - 1 (host)      (host)              k + 1 reads; re-read
+                                                                      them (waits for k)
+
+So each step starts from exactly the rows a lookup made then would read, and the trained
+parameters are those of the parts run one after the other. Whatever else reads the tables
+or their slots (a checkpoint, validation) must first `flush` the update held back.
 """
 import typing
 
@@ -51,24 +58,49 @@ class LookaheadStep:
     if not isinstance(self._dense, tf.types.experimental.PolymorphicFunction):
       self._dense = tf.function(self._dense, autograph=False)
     # The distinct ids change from batch to batch: one trace with their length left free.
-    self._update_rows = tf.function(split.update_rows, autograph=False, reduce_retracing=True)
-    self._refresh = tf.function(split.refresh, autograph=False, reduce_retracing=True)
-    self._ahead = None
+    functions = lambda fn: tf.function(fn, autograph=False, reduce_retracing=True)
+    self._update_rows = functions(split.update_rows)
+    self._update_read_next = functions(self._update_read_next_fn)
+    self._refresh = functions(split.refresh)
+    self._ahead = None  # `_Ahead`: the next batch, looked up
+    self._held = None  # (rows `partition` put off, schedule, finite) of the step before
 
   def __call__(self, batch, next_batch=None):
     current = self._ahead
     if current is None or current.batch is not batch:
+      self.flush()
       current = self._looked_up(batch)
     self._ahead = None
     with unique_rows.on(self._split.device):
       loss, grad_norm, finite, gradients, _ = self._dense(
           current.inputs, [lookup.rows for lookup in current.looked_up], current.positions)
+    self.flush()  # rows this batch does not read, while the device runs it
     ids = [lookup.ids for lookup in current.looked_up]
-    ahead = None if next_batch is None else self._looked_up(next_batch)
-    self._update_rows(gradients, ids, finite)
-    if ahead is not None:
-      self._ahead = ahead._replace(looked_up=self._refresh(ahead.looked_up, ids))
+    if next_batch is None:
+      self._update_rows(gradients, ids, finite)
+      return loss, grad_norm, finite
+    ahead = self._looked_up(next_batch)
+    updated, later, schedule, finite_on_host = self._update_read_next(
+        gradients, ids, [lookup.ids for lookup in ahead.looked_up], finite)
+    self._held = later, schedule, finite_on_host
+    self._ahead = ahead._replace(looked_up=self._refresh(ahead.looked_up, updated))
     return loss, grad_norm, finite
+
+  def flush(self):
+    """Applies the row updates held back for the next call: call it before anything else
+    reads the tables or their slots (a checkpoint, validation, the end of training)."""
+    if self._held is not None:
+      (gradients, ids), schedule, finite = self._held
+      self._held = None
+      self._update_rows(gradients, ids, finite, schedule, False)
+
+  def _update_read_next_fn(self, gradients, ids, next_ids, finite):
+    """Updates the rows the next batch reads (`next_ids`), and advances the step counter.
+    -> (their ids, the rest of the rows (`SplitStep.partition`), the schedule applied and
+    `finite`, on the host)."""
+    now, later = self._split.partition(gradients, ids, next_ids)
+    schedule, finite = self._split.update_rows(*now, finite)
+    return now[1], later, schedule, finite
 
   def _looked_up(self, batch):
     """`_Ahead` of `batch`, its rows read now."""

@@ -128,7 +128,8 @@ class Optimizer(tf.Module):
                     learning_rate, step, condition)
     iterations.assign_add(_count(condition))
 
-  def update_rows(self, gradient, rows, variable, condition=None, read_condition=False):
+  def update_rows(self, gradient, rows, variable, condition=None, read_condition=False,
+                  schedule=None):
     """The lazy rule on the rows `rows` [U] (distinct ids) of `variable` and of its slots,
     with their gradients `gradient` [U, E] (cast to the variable's dtype: a bfloat16 gradient
     is applied in float32), without advancing the step counter: what `update` does for an
@@ -142,18 +143,23 @@ class Optimizer(tf.Module):
     cut to none when it is false, which makes the caller's device read its value (free where
     the gradient itself is read back from the accelerator, as for a table on the host);
     otherwise every write keeps the old value where it is false, without a branch.
+    `schedule`: the (learning rate, step) of `schedule()` to apply, for rows of a step whose
+    counter has already advanced; None: the current ones.
     """
     slots = self._slots_at(self._index[variable.ref()])
     if condition is not None and read_condition:
       count = tf.shape(rows)[0] * tf.cast(condition, tf.int32)
       rows, gradient, condition = rows[:count], gradient[:count], None
-    lr = tf.cast(self.current_learning_rate(), variable.dtype)
-    step = tf.cast(self.iterations + 1, variable.dtype)
+    lr, step = [tf.cast(value, variable.dtype) for value in (schedule or self.schedule())]
     gradient = tf.cast(gradient, variable.dtype)
     if condition is None:
       self._apply_distinct_rows(gradient, rows, variable, slots, lr, step)
     else:
       self._apply_rows(gradient, rows, variable, slots, lr, step, condition)
+
+  def schedule(self):
+    """(learning rate, step t counted from 1) of the next update, float32 scalars."""
+    return self.current_learning_rate(), tf.cast(self.iterations + 1, tf.float32)
 
   def _slots_at(self, index):
     return [self.slots[name][index] for name in self.slot_names]

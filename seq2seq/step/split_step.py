@@ -89,17 +89,53 @@ class SplitStep:
                                                         loss, gradients))
     return outputs.loss, outputs.grad_norm, outputs.finite, outputs.kept, outputs.extra
 
-  def update_rows(self, gradients, ids, finite):
+  def update_rows(self, gradients, ids, finite, schedule=None, finish=True):
     """The rest of the gated update: each trained table's distinct rows `ids` (one [U] per
-    table) with their `gradients` (one [C, E] per trained table, from `dense`), on the
-    table's device; then the optimizer's step counter."""
+    table) with their `gradients` (one [C, E] per trained table, from `dense`, or [U, E]),
+    on the table's device; then, with `finish`, the optimizer's step counter.
+
+    `schedule`: (learning rate, step) to apply, as `Optimizer.update_rows` takes it; None:
+    the current ones. Returns the (learning rate, step) applied, and `finite`, on the host."""
+    host = self.tables[0].device
+    with tf.device(host):
+      schedule = [tf.identity(value) for value in schedule or self._optimizer.schedule()]
+      finite = tf.identity(finite)
     for (table, index), gradient in zip(self._trained, gradients):
       with unique_rows.on(self.device):
         gradient = gradient[:tf.shape(ids[index])[0]]
       with tf.device(table.device):
         self._optimizer.update_rows(gradient, ids[index], table, condition=finite,
-                                    read_condition=table.ref() in self._pinned)
-    self._optimizer.finish_step(condition=finite)
+                                    read_condition=table.ref() in self._pinned,
+                                    schedule=schedule)
+    if finish:
+      self._optimizer.finish_step(condition=finite)
+    return schedule, finite
+
+  def partition(self, gradients, ids, next_ids):
+    """The trained tables' rows split into those that `next_ids` (one [U'] per table) reads,
+    whose update the next step needs, and the rest, whose update can wait.
+
+    Args:
+      gradients: one [C, E] per trained table, from `dense` (the rows of `ids`, then padding).
+      ids: one [U] per table: the distinct ids of the rows.
+
+    Returns:
+      (now, later), each (gradients: one [K, E] per trained table, on its table's device;
+      ids: one [K] per table, for frozen tables `ids`' own), to pass to `update_rows`.
+    """
+    now = ([], list(ids))
+    later = ([], list(ids))
+    for (table, index), gradient in zip(self._trained, gradients):
+      with tf.device(table.device):
+        read_next = tf.gather(_marked(next_ids[index], table.shape[0]), ids[index]) > 0
+        places = [tf.where(read_next)[:, 0], tf.where(~read_next)[:, 0]]
+      for half, where in zip((now, later), places):
+        with unique_rows.on(self.device):  # cut where the gradient is, then moved
+          rows = tf.gather(gradient, where)
+        with tf.device(table.device):
+          half[0].append(tf.identity(rows))
+          half[1][index] = tf.gather(ids[index], where)
+    return now, later
 
   def refresh(self, looked_up, updated_ids):
     """`looked_up` (Lookups read before an update of the rows `updated_ids`, one [U'] per
@@ -109,11 +145,14 @@ class SplitStep:
     for table, index in self._trained:
       lookup = looked_up[index]
       with tf.device(table.device):
-        written = tf.scatter_nd(updated_ids[index][:, tf.newaxis],
-                                tf.ones_like(updated_ids[index]), [table.shape[0]])
-        both = tf.where(tf.gather(written, lookup.ids) > 0)
+        both = tf.where(tf.gather(_marked(updated_ids[index], table.shape[0]), lookup.ids) > 0)
         rows = tf.cast(tf.gather(table, tf.gather_nd(lookup.ids, both)), self.rows_dtype)
       with unique_rows.on(self.device):
         refreshed[index] = lookup._replace(
             rows=tf.tensor_scatter_nd_update(lookup.rows, both, tf.identity(rows)))
     return refreshed
+
+
+def _marked(ids, size):
+  """[size] int32: 1 at `ids` (distinct), 0 elsewhere."""
+  return tf.scatter_nd(ids[:, tf.newaxis], tf.ones_like(ids), [size])

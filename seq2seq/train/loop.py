@@ -223,6 +223,8 @@ class Trainee:
     a `resident_batches.Planned` and gathers its batch there, and `on_device` is not used.
   lookahead: `step` takes (batch, the next batch or None), and looks the next one up ahead
     (`lookahead.LookaheadStep`).
+  flush: applies any update `step` held back; called before the tables are read otherwise
+    (checkpoints, validation).
   """
   model: tf.Module
   optimizer: optimizers.Optimizer
@@ -237,6 +239,7 @@ class Trainee:
   on_device: Optional[Callable] = None
   resident: Optional[resident_batches.ResidentBatches] = None
   lookahead: bool = False
+  flush: Callable = lambda: None
 
 
 # A single device reads the steps' outputs (loss, norm, finite) every this many steps, and
@@ -279,6 +282,14 @@ def _batch_device(run_config, strategy, distributed):
   return devices[0]
 
 
+def _looks_ahead(run_config):
+  """Whether a one-device step with its tables on the host looks the next batch up while the
+  device runs (`lookahead.LookaheadStep`): where it is compiled for a GPU. On a CPU alone
+  there is no device time to hide the host's work in."""
+  return (run_config.train.jit_compile and run_config.model.embedding_device == "cpu"
+          and bool(tf.config.list_logical_devices("GPU")))
+
+
 def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
   """Pairs in buckets, the encoder-decoder, and its (possibly distributed) step."""
   train_config = run_config.train
@@ -297,15 +308,13 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
         seed=train_config.seed, label_smoothing=train_config.label_smoothing,
         batch_size=train_config.batch_size)
   else:
-    # A compiled step with pinned tables looks the next batch up while the device runs.
-    lookahead = train_config.jit_compile and run_config.model.embedding_device == "cpu"
     step = train_step_lib.make_train_step(model, optimizer, train_config.max_grad_norm,
                                           jit_compile=train_config.jit_compile,
                                           num_sampled=train_config.num_sampled,
                                           seed=train_config.seed,
                                           label_smoothing=train_config.label_smoothing,
                                           batch_size=train_config.batch_size,
-                                          lookahead=lookahead)
+                                          lookahead=_looks_ahead(run_config))
   eval_step = train_step_lib.make_eval_step(model, train_config.batch_size)
   validate = None
   if training_data.val is not None:
@@ -324,7 +333,8 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
   return Trainee(model, optimizer, training_data.vocabulary, training_data.train,
                  (lambda given: step(*given)) if lookahead else step,
                  tokens=lambda batch: float(batch.target_weight.sum()), validate=validate,
-                 device=device, on_device=on_device, resident=resident, lookahead=lookahead)
+                 device=device, on_device=on_device, resident=resident, lookahead=lookahead,
+                 flush=step.flush if lookahead else lambda: None)
 
 
 def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
@@ -470,6 +480,7 @@ class TrainingRun:
 
   def save(self):
     """Writes a checkpoint of the current step; -> its path."""
+    self.trainee.flush()
     self.saved_step = self.step
     return self.checkpointer.save()
 
@@ -480,6 +491,7 @@ class TrainingRun:
     """
     if self.trainee.validate is None:
       return float("nan"), False
+    self.trainee.flush()
     train_config, record = self.train_config, self.record
     val_loss, val_ppl = self.trainee.validate()
     verdict = record.observe(val_loss, self.step, train_config.plateau_patience,

@@ -61,7 +61,6 @@ class LookaheadStep:
     functions = lambda fn: tf.function(fn, autograph=False, reduce_retracing=True)
     self._update_rows = functions(split.update_rows)
     self._update_read_next = functions(self._update_read_next_fn)
-    self._refresh = functions(split.refresh)
     self._ahead = None  # `_Ahead`: the next batch, looked up
     self._held = None  # (rows `partition` put off, schedule, finite) of the step before
 
@@ -80,10 +79,10 @@ class LookaheadStep:
       self._update_rows(gradients, ids, finite)
       return loss, grad_norm, finite
     ahead = self._looked_up(next_batch)
-    updated, later, schedule, finite_on_host = self._update_read_next(
-        gradients, ids, [lookup.ids for lookup in ahead.looked_up], finite)
+    looked_up, later, schedule, finite_on_host = self._update_read_next(
+        gradients, ids, ahead.looked_up, finite)
     self._held = later, schedule, finite_on_host
-    self._ahead = ahead._replace(looked_up=self._refresh(ahead.looked_up, updated))
+    self._ahead = ahead._replace(looked_up=looked_up)
     return loss, grad_norm, finite
 
   def flush(self):
@@ -94,13 +93,15 @@ class LookaheadStep:
       self._held = None
       self._update_rows(gradients, ids, finite, schedule, False)
 
-  def _update_read_next_fn(self, gradients, ids, next_ids, finite):
-    """Updates the rows the next batch reads (`next_ids`), and advances the step counter.
-    -> (their ids, the rest of the rows (`SplitStep.partition`), the schedule applied and
+  def _update_read_next_fn(self, gradients, ids, next_looked_up, finite):
+    """Updates the rows the next batch reads (`next_looked_up`, its `Lookup`s), advances the
+    step counter, and reads those rows again for the next batch. -> (the next batch's
+    `Lookup`s, the rest of the rows (`SplitStep.partition`), the schedule applied and
     `finite`, on the host)."""
-    now, later = self._split.partition(gradients, ids, next_ids)
+    now, later = self._split.partition(gradients, ids,
+                                       [lookup.ids for lookup in next_looked_up])
     schedule, finite = self._split.update_rows(*now, finite)
-    return now[1], later, schedule, finite
+    return self._split.refresh(next_looked_up, now[1]), later, schedule, finite
 
   def _looked_up(self, batch):
     """`_Ahead` of `batch`, its rows read now."""

@@ -47,7 +47,7 @@ class SplitStep:
     self._optimizer = optimizer
     self._max_grad_norm = max_grad_norm
     self._gradients_fn = gradients_fn
-    self.rows_dtype = rows_dtype or self.tables[0].dtype
+    self.rows_dtype = rows_dtype or (self.tables[0].dtype if self.tables else tf.float32)
     # The dense part runs where the dense variables live: the rows are moved there.
     self.device = dense_variables[0].device if dense_variables else None
     self.dense = self._dense
@@ -96,10 +96,10 @@ class SplitStep:
 
     `schedule`: (learning rate, step) to apply, as `Optimizer.update_rows` takes it; None:
     the current ones. Returns the (learning rate, step) applied, and `finite`, on the host."""
-    host = self.tables[0].device
-    with tf.device(host):
-      schedule = [tf.identity(value) for value in schedule or self._optimizer.schedule()]
-      finite = tf.identity(finite)
+    if self._trained:  # read where the tables are, once
+      with tf.device(self._trained[0][0].device):
+        schedule = [tf.identity(value) for value in schedule or self._optimizer.schedule()]
+        finite = tf.identity(finite)
     for (table, index), gradient in zip(self._trained, gradients):
       with unique_rows.on(self.device):
         gradient = gradient[:tf.shape(ids[index])[0]]

@@ -364,8 +364,11 @@ def measure(workload, variant, ceiling, dump_folder=None):
   pipelined = pipelined_step_time(loss_of_step, b)
   prefetched = (prefetched_step_time(loss_of_step, host_inputs(kind, batch, steps, vocab), device)
                 if placed else None)
-  lookahead = (lookahead_step_time(step, host_inputs(kind, batch, steps, vocab))
-               if isinstance(step, lookahead_lib.LookaheadStep) else None)
+  lookahead = in_order = None
+  if isinstance(step, lookahead_lib.LookaheadStep):
+    fresh = host_inputs(kind, batch, steps, vocab)
+    lookahead = lookahead_step_time(step, fresh)
+    in_order = lookahead_step_time(step, fresh, ahead=False)
   profile = profile_steps(step, b, f"{workload}-{variant}") if FLAGS.profile_steps else None
   return {
       "workload": workload, "variant": variant, "step_ms": 1e3 * median,
@@ -376,7 +379,7 @@ def measure(workload, variant, ceiling, dump_folder=None):
       "positions_per_sec_pipelined": batch * steps / pipelined,
       **({"prefetched_step_ms": 1e3 * prefetched,
           "positions_per_sec_prefetched": batch * steps / prefetched} if placed else {}),
-      **({"lookahead_step_ms": 1e3 * lookahead,
+      **({"lookahead_step_ms": 1e3 * lookahead, "in_order_step_ms": 1e3 * in_order,
           "positions_per_sec_lookahead": batch * steps / lookahead} if lookahead else {}),
       "model_tflops": tflops,
       "ceiling_tflops": ceiling, "percent_of_ceiling": 100 * tflops / ceiling,
@@ -494,15 +497,17 @@ def prefetched_step_time(loss_of_step, inputs, device):
   return back_to_back_time(loss_of_step, moved())
 
 
-def lookahead_step_time(step, inputs, warmup=3):
+def lookahead_step_time(step, inputs, ahead=True, warmup=3):
   """Mean s a step of a `lookahead.LookaheadStep` over --steps steps back to back, each given
-  the next of `inputs` (NumPy, cycled) and the one after it, as the training loop gives a
-  step whose tables are pinned to the host: it looks each next batch up while the device runs
-  the step before. After `warmup` such steps (the traces of the row update and the refresh);
-  the clock stops when the update the last step held back is applied and its loss read."""
+  the next of `inputs` (NumPy, cycled) and, with `ahead`, the one after it, as the training
+  loop gives a step whose tables are pinned to the host: it looks each next batch up while
+  the device runs the step before. After `warmup` such steps (the traces of the row update
+  and the refresh); the clock stops when the update the last step held back is applied and
+  its loss read. Without `ahead`: the same fresh batches, each step's parts in order."""
   count = warmup + FLAGS.steps + 1
   cycled = [batches.Batch(*inputs[number % len(inputs)]) for number in range(count)]
-  pairs = list(zip(cycled[:-1], cycled[1:]))
+  pairs = [(batch, following if ahead else None)
+           for batch, following in zip(cycled[:-1], cycled[1:])]
   for pair in pairs[:warmup]:
     float(step(*pair)[0])
   start = time.perf_counter()
@@ -634,7 +639,8 @@ def print_table(rows):
       print(f"{row['workload']} {row['variant']}: a fresh batch each step, the next one looked "
             f"up ahead (the loop's step with tables on the host): "
             f"{row['lookahead_step_ms']:.2f} ms a step back to back "
-            f"({row['positions_per_sec_lookahead']:.0f} positions/s)")
+            f"({row['positions_per_sec_lookahead']:.0f} positions/s); "
+            f"{row['in_order_step_ms']:.2f} ms with each step's parts in order")
 
 
 def peer_ratios(rows):

@@ -54,6 +54,9 @@ class LookaheadStep:
     self._split = split
     self._pad = pad or (lambda batch: batch)
     self._look_up = tf.function(split.look_up, autograph=False)
+    self._look_up_in_place = tf.function(
+        lambda inputs: unique_rows.look_up_in_place(split.lookups, inputs, split.rows_dtype),
+        autograph=False)
     self._dense = split.dense
     if not isinstance(self._dense, tf.types.experimental.PolymorphicFunction):
       self._dense = tf.function(self._dense, autograph=False)
@@ -68,7 +71,7 @@ class LookaheadStep:
     current = self._ahead
     if current is None or current.batch is not batch:
       self.flush()
-      current = self._looked_up(batch)
+      current = self._looked_up(batch, self._look_up)
     self._ahead = None
     with unique_rows.on(self._split.device):
       loss, grad_norm, finite, gradients, _ = self._dense(
@@ -78,9 +81,9 @@ class LookaheadStep:
     if next_batch is None:
       self._update_rows(gradients, ids, finite)
       return loss, grad_norm, finite
-    ahead = self._looked_up(next_batch)
+    ahead = self._looked_up(next_batch, self._look_up_in_place)
     looked_up, later, schedule, finite_on_host = self._update_read_next(
-        gradients, ids, ahead.looked_up, finite)
+        gradients, ids, ahead.looked_up, ahead.positions, finite)
     self._held = later, schedule, finite_on_host
     self._ahead = ahead._replace(looked_up=looked_up)
     return loss, grad_norm, finite
@@ -93,18 +96,23 @@ class LookaheadStep:
       self._held = None
       self._update_rows(gradients, ids, finite, schedule, False)
 
-  def _update_read_next_fn(self, gradients, ids, next_looked_up, finite):
-    """Updates the rows the next batch reads (`next_looked_up`, its `Lookup`s), advances the
-    step counter, and reads those rows again for the next batch. -> (the next batch's
-    `Lookup`s, the rest of the rows (`SplitStep.partition`), the schedule applied and
-    `finite`, on the host)."""
-    now, later = self._split.partition(gradients, ids,
-                                       [lookup.ids for lookup in next_looked_up])
-    schedule, finite = self._split.update_rows(*now, finite)
-    return self._split.refresh(next_looked_up, now[1]), later, schedule, finite
+  def _update_read_next_fn(self, gradients, ids, next_looked_up, next_positions, finite):
+    """Updates the rows the next batch reads (`next_looked_up`, its `Lookup`s with rows on
+    the host), advances the step counter, moves the next batch's rows to the device and
+    reads those updated again there. -> (the next batch's `Lookup`s, the rest of the rows
+    (`SplitStep.partition`), the schedule applied and `finite`, on the host).
 
-  def _looked_up(self, batch):
-    """`_Ahead` of `batch`, its rows read now."""
+    The rows are moved here, not when they are looked up: a copy to the device waits for
+    the work queued there, this batch's step, and would hold the host up meanwhile."""
+    split = self._split
+    now, later = split.partition(gradients, ids, [lookup.ids for lookup in next_looked_up])
+    schedule, finite = split.update_rows(*now, finite)
+    next_looked_up = unique_rows.moved(split.lookups, next_looked_up, next_positions,
+                                       split.device)
+    return split.refresh(next_looked_up, now[1]), later, schedule, finite
+
+  def _looked_up(self, batch, look_up):
+    """`_Ahead` of `batch`, its rows read now by `look_up`."""
     inputs = tf.nest.map_structure(tf.convert_to_tensor, self._pad(batch))
-    looked_up, positions = self._look_up(inputs)
+    looked_up, positions = look_up(inputs)
     return _Ahead(batch, inputs, looked_up, positions)

@@ -52,6 +52,12 @@ def look_up(lookups, inputs, rows_dtype, device=None):
     of its ids' shape, the place of each id among its table's `Lookup.ids`, so that
     `tf.gather(rows, positions)` is the lookup).
   """
+  looked_up, positions = look_up_in_place(lookups, inputs, rows_dtype)
+  return moved(lookups, looked_up, positions, device), positions
+
+
+def look_up_in_place(lookups, inputs, rows_dtype):
+  """`look_up` with each table's rows [U, E] left where the table is, not padded."""
   ids = [tf.convert_to_tensor(ids_fn(inputs)) for _, ids_fn in lookups]
   tables, positions = [], [None] * len(lookups)
   for table in distinct_tables(lookups):
@@ -60,15 +66,26 @@ def look_up(lookups, inputs, rows_dtype, device=None):
     with tf.device(table.device):
       distinct, where = tf.unique(tf.concat(flat, 0))
       rows = tf.cast(tf.gather(table, distinct), rows_dtype)
-      sizes = [tf.size(f) for f in flat]
-      parts = tf.split(where, sizes)
+      parts = tf.split(where, [tf.size(f) for f in flat])
     for i, part in zip(mine, parts):
       positions[i] = tf.reshape(part, _shape(ids[i]))
-    static = [f.shape[0] for f in flat]
+    tables.append(Lookup(distinct, rows))
+  return tables, positions
+
+
+def moved(lookups, looked_up, positions, device=None):
+  """`looked_up` (of `look_up_in_place`) with each table's rows moved to `device` and padded
+  there with zero rows to C, the table's lookups in the batch (from `positions`)."""
+  moved_rows = []
+  for table, lookup in zip(distinct_tables(lookups), looked_up):
+    sizes = [tf.size(where) for (embedding, _), where in zip(lookups, positions)
+             if embedding.table is table]
+    static = [where.shape.num_elements() for (embedding, _), where in zip(lookups, positions)
+              if embedding.table is table]
     capacity = sum(static) if None not in static else tf.add_n(sizes)
     with on(device):
-      tables.append(Lookup(distinct, _padded(tf.identity(rows), capacity)))
-  return tables, positions
+      moved_rows.append(lookup._replace(rows=_padded(tf.identity(lookup.rows), capacity)))
+  return moved_rows
 
 
 def on(device):

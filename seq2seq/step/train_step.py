@@ -1,5 +1,5 @@
 """The compiled train and eval steps of both models; a seq2seq step is traced once per padded
-length (bucket)."""
+length (bucket), or once for all of them where XLA compiles the dynamic unroll."""
 import functools
 
 import numpy as np

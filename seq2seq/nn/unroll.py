@@ -103,10 +103,10 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
     core, inputs, initial_state, sequence_length: as `static_unroll`.
     steps_per_iteration: k, the steps unrolled inside one iteration. With k > 1, the inputs
       are padded to a multiple of k and ceil(T / k) iterations run in the loop, the padded
-      steps masked (state unchanged, outputs dropped). T may be unknown when tracing (a
-      compiler sees each T as a constant). No step runs after the loop: two or more steps there, on the loop's TensorArrays, hang the tracing of an
-      XLA-compiled train step (a TensorFlow graph-mutex deadlock in automatic control
-      dependencies).
+      steps masked (state unchanged, outputs dropped). T may be unknown when tracing (XLA
+      sees each T as a constant). No step runs after the loop: two or more steps there, on
+      the loop's TensorArrays, hang the tracing of an XLA-compiled train step (a TensorFlow
+      graph-mutex deadlock in automatic control dependencies).
 
   Returns: as `static_unroll`.
   """
@@ -133,8 +133,8 @@ def run_dynamic(step, sequence, inputs, initial_state, sequence_length, steps_pe
   # The steps each row runs, [B] or a scalar; None: all of them (nothing masked).
   valid_steps = None if sequence_length is None else tf.convert_to_tensor(sequence_length)
   leaves = tf.nest.flatten(sequence)
-  # An int where T is static, else a scalar tensor: a step traced once for every padded
-  # length pads and masks also where the padding turns out to be 0.
+  # Ints where T is static, else scalar tensors: a step traced once for every length pads
+  # and masks also where the padding turns out to be 0 (the masks then keep every step).
   steps = tf.shape(inputs)[1] if static_steps is None else static_steps
   padding = -steps % k if k > 1 else 0
   padded = not isinstance(padding, int) or padding > 0

@@ -7,8 +7,9 @@ cache): a cold cache, then warm, each in its own process, as a run and its rerun
 The buckets default to configs/multi30k_attention.flags's (12,16,22,32; the batch is the
 workload's), the variant to `engine_default` (the step the defaults choose on this machine:
 on a GPU compiled with the dynamic unroll x5). One JSON line per process ("cold", "warm"):
-seconds of each bucket's first step and their sum, and the compiled steps the cache held
-before and gained. The engine's step is `benchmarks.train_step.engine_step`, one trace and
+seconds of each bucket's first step and their sum, of the step after it (`next_step_s`: the
+step's own run, a large share on a CPU), the first steps' sum less those, and the compiled
+steps the cache held before and gained. The engine's step is `benchmarks.train_step.engine_step`, one trace and
 compilation per padded length as in training (`train_step.BucketedFunction`).
 """
 import json
@@ -33,7 +34,8 @@ FLAGS = flags.FLAGS
 
 
 def time_buckets():
-  """{bucket: seconds of its first step} and their sum, in this process."""
+  """({bucket: seconds of its first step}, {bucket: seconds of the step after it}), in this
+  process."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from benchmarks import train_step as bench  # pylint: disable=import-outside-toplevel
   bench.FLAGS.override = FLAGS.sizes
@@ -42,14 +44,15 @@ def time_buckets():
   if kind == "lm":
     raise app.UsageError("--workload: an LM has one window shape; give a seq2seq workload")
   step = bench.engine_step(FLAGS.workload, FLAGS.variant)
-  seconds = {}
+  first, next_step = {}, {}
   for length in (int(b) for b in FLAGS.buckets):
     inputs = bench.batches.Batch(*(tf.constant(x)
                                    for x in bench.synthetic_batch(batch, length, vocab)))
-    start = time.perf_counter()
-    float(step(inputs)[0])
-    seconds[length] = time.perf_counter() - start
-  return seconds
+    for seconds in (first, next_step):
+      start = time.perf_counter()
+      float(step(inputs)[0])
+      seconds[length] = time.perf_counter() - start
+  return first, next_step
 
 
 def run_phase():
@@ -59,10 +62,12 @@ def run_phase():
   xla_flags.configure()
   xla_cache.enable(FLAGS.cache)
   before = len(xla_cache.cached_executables(FLAGS.cache))
-  seconds = time_buckets()
+  seconds, next_step = time_buckets()
   print(json.dumps({"phase": FLAGS.phase, "workload": FLAGS.workload,
                     "variant": FLAGS.variant, "first_step_s": seconds,
-                    "all_buckets_s": sum(seconds.values()),
+                    "all_buckets_s": sum(seconds.values()), "next_step_s": next_step,
+                    # The first steps less a step's own run: tracing and compiling or loading.
+                    "all_buckets_less_steps_s": sum(seconds.values()) - sum(next_step.values()),
                     "xla_cache": {"before": before, "written": len(
                         xla_cache.cached_executables(FLAGS.cache)) - before}}), flush=True)
 

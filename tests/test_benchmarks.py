@@ -128,6 +128,8 @@ def test_compile_buckets_cold_then_warm():
   assert (cold["phase"], warm["phase"]) == ("cold", "warm")
   assert sorted(cold["first_step_s"]) == ["3", "4"]
   assert cold["all_buckets_s"] == sum(cold["first_step_s"].values())
+  assert cold["all_buckets_less_steps_s"] == pytest.approx(
+      cold["all_buckets_s"] - sum(cold["next_step_s"].values()))
   assert cold["xla_cache"] == {"before": 0, "written": 2}  # one compiled step a bucket
   assert warm["xla_cache"] == {"before": 2, "written": 0}  # loaded, not compiled
 

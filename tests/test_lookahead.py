@@ -20,11 +20,11 @@ from tests import helpers
 VOCAB = 25
 
 
-def _batches(count, seed=7):
+def _batches(count, seed=7, length=5):
   rng = np.random.default_rng(seed)
   return [batches_lib.pad_batch(
-      [(list(rng.integers(4, VOCAB, rng.integers(2, 6))),
-        list(rng.integers(4, VOCAB, rng.integers(2, 6)))) for _ in range(4)], 5)
+      [(list(rng.integers(4, VOCAB, rng.integers(2, length + 1))),
+        list(rng.integers(4, VOCAB, rng.integers(2, length + 1)))) for _ in range(4)], length)
           for _ in range(count)]
 
 
@@ -108,3 +108,23 @@ class LoopLookaheadTest(tf.test.TestCase):
       self.assertEqual(sorted(values), sorted(ahead[step]))
       for key, value in values.items():
         self.assertAllEqual(value, ahead[step][key], msg=f"ckpt-{step} {key}")
+
+
+@pytest.mark.slow
+class AnyLengthTest(tf.test.TestCase):
+
+  def test_the_compiled_part_is_traced_at_most_twice_for_three_lengths(self):
+    config = config_lib.ModelConfig(num_layers=1, hidden_size=8, embedding_size=6,
+                                    keep_prob=1.0, unroll="dynamic", unroll_steps=2,
+                                    embedding_device="cpu")
+    model = model_lib.Seq2Seq(config, VOCAB, seed=3)
+    model.build()
+    optimizer = optimizers.Adam(0.05)
+    optimizer.build(model.trainable_variables)
+    step = train_step_lib.make_train_step(model, optimizer, 1.0, jit_compile=True,
+                                          batch_size=4, lookahead=True)
+    b = [batch for length in (3, 5, 7) for batch in _batches(2, seed=length, length=length)]
+    for batch, following in zip(b, b[1:] + [None]):
+      loss, _, finite = step(batch, following)
+      self.assertTrue(bool(finite))
+    self.assertLessEqual(step._dense.experimental_get_tracing_count(), 2)

@@ -290,6 +290,55 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     for a, b in zip(tf.nest.flatten(static[1]), tf.nest.flatten(dynamic[1])):
       self.assertAllClose(a, b)
 
+  @parameterized.product(steps_per_iteration=[1, 2, 3], with_lengths=[True, False])
+  def test_a_number_of_steps_unknown_when_tracing(self, steps_per_iteration, with_lengths):
+    """Traced once for any T, the loop pads each T it is run for as a static T is padded."""
+    from seq2seq.nn import unroll  # pylint: disable=import-outside-toplevel
+    core = model_lib.make_cell("lstm", 6, dtype=tf.float64, seed=1)
+    state = core.initial_state(4)
+    lengths = tf.constant([5, 2, 0, 3]) if with_lengths else None
+    dynamic = tf.function(
+        lambda x: unroll.dynamic_unroll(core, x, state, lengths, steps_per_iteration),
+        input_signature=[tf.TensorSpec([4, None, 3], tf.float64)])
+    rng = np.random.default_rng(0)
+    for steps in (5, 6, 7):
+      inputs = tf.constant(rng.normal(size=(4, steps, 3)))
+      static = unroll.static_unroll(core, inputs, state, lengths)
+      outputs, final_state = dynamic(inputs)
+      self.assertEqual(outputs.shape, (4, steps, 6))
+      self.assertAllClose(static[0], outputs)
+      for a, b in zip(tf.nest.flatten(static[1]), tf.nest.flatten(final_state)):
+        self.assertAllClose(a, b)
+    self.assertEqual(dynamic.experimental_get_tracing_count(), 1)
+
+  def test_compiled_dynamic_unroll_step_traced_once_for_every_length(self):
+    """The XLA step over the dynamic unroll traces its Python once for all buckets (XLA
+    compiles each length), and trains as the step traced for each length does."""
+    def train(any_length):
+      config = config_lib.ModelConfig(num_layers=2, hidden_size=8, embedding_size=6,
+                                      keep_prob=0.7, unroll="dynamic", unroll_steps=2,
+                                      encoder="bi", attention="luong")
+      model = model_lib.Seq2Seq(config, VOCAB, seed=5)
+      model.build()
+      optimizer = optimizers.make_optimizer(config_lib.TrainConfig(learning_rate=1e-2),
+                                            model.trainable_variables)
+      step = train_step_lib.make_train_step(model, optimizer, 5.0, jit_compile=True,
+                                            batch_size=6)
+      if not any_length:  # the step as it was traced before: once per length
+        step._any_length = False  # pylint: disable=protected-access
+      outputs = [step(_batch(size=6, length=length, seed=seed))
+                 for seed, length in enumerate((5, 4, 5, 3))]
+      return step, outputs, model.trainable_variables
+
+    step, outputs, variables = train(any_length=True)  # as make_train_step chooses
+    self.assertEqual(step.traced_lengths, (3, 4, 5))
+    self.assertIs(step.traced(3), step.traced(5))
+    self.assertEqual(step.traced(5).experimental_get_tracing_count(), 1)
+    _, per_length_outputs, per_length_variables = train(any_length=False)
+    self.assertAllClose(per_length_outputs, outputs, rtol=1e-6)
+    for expected, actual in zip(per_length_variables, variables):
+      self.assertAllClose(expected, actual, rtol=1e-6, atol=1e-7, msg=expected.name)
+
   @parameterized.product(jit_compile=[False, True],
                          encoder_attention=[("uni", "none"), ("bi", "luong")])
   def test_step_with_dynamic_unroll_matches_static(self, jit_compile, encoder_attention):

@@ -84,6 +84,12 @@ def unroll_from_config(model_config):
   return functools.partial(dynamic_unroll, steps_per_iteration=model_config.unroll_steps or 1)
 
 
+def any_length(model_config):
+  """Whether the unroll `unroll_from_config` gives runs for a number of steps that is unknown
+  when tracing: the dynamic unroll (the static one is a Python loop over T)."""
+  return model_config.unroll == "dynamic"
+
+
 # XLA:GPU pads every bf16 and fp16 matmul to multiples of this many rows and columns
 # (cuBLAS tensor-core alignment).
 GEMM_ALIGNMENT = 8

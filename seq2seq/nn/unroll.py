@@ -101,12 +101,12 @@ def dynamic_unroll(core, inputs, initial_state, sequence_length=None, steps_per_
 
   Args:
     core, inputs, initial_state, sequence_length: as `static_unroll`.
-    steps_per_iteration: k, the steps unrolled inside one iteration. With k > 1, T must be
-      static; the inputs are padded to a multiple of k and ceil(T / k) iterations run in the
-      loop, the padded steps masked (state unchanged, outputs dropped). No step runs after the
-      loop: two or more steps there, on the loop's TensorArrays, hang the tracing of an
-      XLA-compiled train step (a TensorFlow graph-mutex deadlock in automatic control
-      dependencies).
+    steps_per_iteration: k, the steps unrolled inside one iteration. With k > 1, the inputs
+      are padded to a multiple of k and ceil(T / k) iterations run in the loop, the padded
+      steps masked (state unchanged, outputs dropped). T may be unknown when tracing (XLA
+      sees each T as a constant). No step runs after the loop: two or more steps there, on
+      the loop's TensorArrays, hang the tracing of an XLA-compiled train step (a TensorFlow
+      graph-mutex deadlock in automatic control dependencies).
 
   Returns: as `static_unroll`.
   """
@@ -130,19 +130,21 @@ def run_dynamic(step, sequence, inputs, initial_state, sequence_length, steps_pe
   """
   k = int(steps_per_iteration)
   static_steps = inputs.shape[1]
-  if k > 1 and static_steps is None:
-    raise ValueError("dynamic_unroll with steps_per_iteration > 1 needs a static T")
   # The steps each row runs, [B] or a scalar; None: all of them (nothing masked).
   valid_steps = None if sequence_length is None else tf.convert_to_tensor(sequence_length)
   leaves = tf.nest.flatten(sequence)
-  padding = -static_steps % k if k > 1 else 0
-  if padding:
+  # Ints where T is static, else scalar tensors: a step traced once for every length pads
+  # and masks also where the padding turns out to be 0 (the masks then keep every step).
+  steps = tf.shape(inputs)[1] if static_steps is None else static_steps
+  padding = -steps % k if k > 1 else 0
+  padded = not isinstance(padding, int) or padding > 0
+  if padded:
     # Pad T to a multiple of k so that every step runs inside the loop (see above); the
     # padded steps are masked.
     leaves = [tf.pad(leaf, [[0, 0], [0, padding]] + [[0, 0]] * (leaf.shape.rank - 2))
               for leaf in leaves]
-    valid_steps = (tf.constant(static_steps) if valid_steps is None
-                   else tf.minimum(valid_steps, static_steps))
+    valid_steps = (tf.convert_to_tensor(steps) if valid_steps is None
+                   else tf.minimum(valid_steps, steps))
   num_steps = tf.shape(inputs)[1] + padding
   # One TensorArray per leaf of the sequence nest, each in its own dtype.
   step_inputs = [tf.TensorArray(leaf.dtype, size=num_steps).unstack(cells.time_major(leaf))
@@ -173,8 +175,8 @@ def run_dynamic(step, sequence, inputs, initial_state, sequence_length, steps_pe
       lambda t, *_: t < iterations * k, body, (tf.constant(0), initial_state, outputs),
       maximum_iterations=iterations)
   stacked = tf.transpose(outputs.stack(), [1, 0, 2])
-  if padding:
-    stacked = stacked[:, :static_steps]
+  if padded:
+    stacked = stacked[:, :steps]
   stacked.set_shape([inputs.shape[0], static_steps, output_size])  # keep static T
   return stacked, state
 

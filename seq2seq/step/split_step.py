@@ -33,10 +33,12 @@ class SplitStep:
     dense_variables: the trainable variables other than the tables.
     gradients_fn: (inputs, rows, positions) -> (loss, `pipeline.Gradients`, extra), the
       tables' gradients as `pipeline.UniqueRows` (`train_step`'s `_unique_row_gradients`).
+    any_length: the compiled `dense` is traced again for a new length only once, then for
+      any length (the dynamic unroll; XLA still compiles each length).
   """
 
   def __init__(self, lookups, dense_variables, optimizer, max_grad_norm, jit_compile,
-               rows_dtype, gradients_fn):
+               rows_dtype, gradients_fn, any_length=False):
     self.lookups = lookups
     self.tables = unique_rows.distinct_tables(lookups)
     self._trained = [(table, index) for index, table in enumerate(self.tables)
@@ -52,7 +54,8 @@ class SplitStep:
     self.device = dense_variables[0].device if dense_variables else None
     self.dense = self._dense
     if jit_compile:
-      self.dense = tf.function(self._dense, jit_compile=True, autograph=False)
+      self.dense = tf.function(self._dense, jit_compile=True, autograph=False,
+                               reduce_retracing=any_length)
 
   @property
   def pinned(self):

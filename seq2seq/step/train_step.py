@@ -1,5 +1,5 @@
 """The compiled train and eval steps of both models; a seq2seq step is traced once per padded
-length (bucket)."""
+length (bucket), or once for all of them where XLA compiles the dynamic unroll."""
 import functools
 
 import numpy as np
@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from ops import losses
 from seq2seq.data import batches as batches_lib
+from seq2seq.fast import unroll as fast_unroll
 from seq2seq.step import lookahead as lookahead_lib
 from seq2seq.step import optimizers
 from seq2seq.step import pipeline
@@ -15,15 +16,16 @@ from seq2seq.step import unique_rows
 
 
 def _batch_signature(source_length, batch_size=None, ids_dtype=tf.int32):
-  """TensorSpecs of a `Batch` whose source is padded to `source_length`, of `batch_size` rows
-  (None: any), its ids and lengths of `ids_dtype`."""
+  """TensorSpecs of a `Batch` whose source is padded to `source_length` (None: any length),
+  of `batch_size` rows (None: any), its ids and lengths of `ids_dtype`."""
   ids = lambda t: tf.TensorSpec([batch_size, t], ids_dtype)
+  target_length = None if source_length is None else source_length + 1
   return batches_lib.Batch(
       source=ids(source_length),
       source_length=tf.TensorSpec([batch_size], ids_dtype),
-      decoder_input=ids(source_length + 1),
-      target=ids(source_length + 1),
-      target_weight=tf.TensorSpec([batch_size, source_length + 1], tf.float32))
+      decoder_input=ids(target_length),
+      target=ids(target_length),
+      target_weight=tf.TensorSpec([batch_size, target_length], tf.float32))
 
 
 def device_batch(batch, device):
@@ -47,9 +49,15 @@ int32_ids = split_step.int32_ids
 class BucketedFunction:
   """Calls `fn(batch, *extra)` through one `tf.function` per padded length.
 
-  The unroll is a Python loop, so the time dimension must be static. A bucket is traced
-  exactly once. `extra_signature` gives the TensorSpecs of any arguments after the batch (the
-  same for every bucket).
+  The static unroll is a Python loop, so the time dimension must be static. A bucket is
+  traced exactly once. `extra_signature` gives the TensorSpecs of any arguments after the
+  batch (the same for every bucket).
+
+  With `any_length`, `fn` is traced once for every length (the time dimension None): for an
+  XLA-compiled step over the dynamic unroll, which XLA compiles for each length with that
+  length a constant, so that only the graph-to-HLO bridge and the compilation (or the XLA
+  cache's load) are done per bucket, not the Python tracing and TensorFlow's graph passes
+  (on `configs/multi30k_attention.flags`' model, 3 to 4 s a bucket on a CPU).
 
   With `pad_rows_to` = N, every batch (at most N rows) is padded to N rows of zero weight
   (`pad_rows`) and the signature's batch dimension is N. A fully static shape lets the
@@ -60,11 +68,13 @@ class BucketedFunction:
   retrace either.
   """
 
-  def __init__(self, fn, extra_signature=(), pad_rows_to=0):
+  def __init__(self, fn, extra_signature=(), pad_rows_to=0, any_length=False):
     self._fn = fn
     self._extra_signature = list(extra_signature)
-    self._functions = {}
+    self._functions = {}  # (length, or None with `any_length`; ids dtype) -> tf.function
+    self._lengths = set()
     self._pad_rows_to = int(pad_rows_to)
+    self._any_length = bool(any_length)
 
   @property
   def fn(self):
@@ -73,21 +83,27 @@ class BucketedFunction:
 
   @property
   def traced_lengths(self):
-    return tuple(sorted({length for length, _ in self._functions}))
+    """The padded lengths it has run (each traced, or with `any_length` compiled, once)."""
+    return tuple(sorted(self._lengths))
 
   def traced(self, length, ids_dtype=tf.int32):
-    """The `tf.function` traced for batches of padded `length` with ids of `ids_dtype`."""
-    return self._functions[(length, tf.as_dtype(ids_dtype))]
+    """The `tf.function` traced for batches of padded `length` with ids of `ids_dtype` (with
+    `any_length`, the one of every length run)."""
+    if length not in self._lengths:
+      raise KeyError(f"no batch of padded length {length} has run")
+    return self._functions[(None if self._any_length else length, tf.as_dtype(ids_dtype))]
 
   def __call__(self, batch, *extra):
     length = int(batch.source.shape[1])
     ids_dtype = tf.int64 if tf.as_dtype(batch.source.dtype) == tf.int64 else tf.int32
-    function = self._functions.get((length, ids_dtype))
+    key = (None if self._any_length else length, ids_dtype)
+    function = self._functions.get(key)
     if function is None:
-      signature = _batch_signature(length, self._pad_rows_to or None, ids_dtype)
+      signature = _batch_signature(key[0], self._pad_rows_to or None, ids_dtype)
       function = tf.function(self._fn, input_signature=[signature] + self._extra_signature,
                              autograph=False)
-      self._functions[(length, ids_dtype)] = function
+      self._functions[key] = function
+    self._lengths.add(length)
     if self._pad_rows_to:
       rows = batch.source.shape[0]
       if rows > self._pad_rows_to:
@@ -212,7 +228,7 @@ def table_rows(lookups, inputs, embedded_gradients):
 
 
 def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_compile=False,
-                     rows_dtype=None):
+                     rows_dtype=None, any_length=False):
   """The one-device train step: `pipeline.run` (forward, backward, global norm, clip,
   gated update) over any loss of looked-up vectors.
 
@@ -247,6 +263,8 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     rows_dtype: the dtype the split step moves the tables' rows and row gradients in (the
       model's compute dtype: bfloat16 under --precision=bf16, whose activations are rounded
       to it anyway); None: the tables' own. The host applies them in the table's dtype.
+    any_length: the compiled part of a split step is traced for inputs of any length after
+      the second it sees (`BucketedFunction`'s `any_length`).
 
   Returns:
     step(inputs) -> (loss, grad_norm, finite, extra): the loss before the update, the global
@@ -262,7 +280,7 @@ def make_update_step(loss_fn, lookups, variables, optimizer, max_grad_norm, jit_
     return _whole_step(gradients, lookups, tables, dense_variables, optimizer, max_grad_norm)
   return split_step.SplitStep(
       lookups, dense_variables, optimizer, max_grad_norm, jit_compile, rows_dtype,
-      functools.partial(_unique_row_gradients, loss_fn, lookups, dense_variables))
+      functools.partial(_unique_row_gradients, loss_fn, lookups, dense_variables), any_length)
 
 
 def _lookup(lookups, inputs):
@@ -365,8 +383,10 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
       next batch too and looks it up while the accelerator runs this one.
 
   Returns:
-    step(batch) -> (loss, grad_norm, finite), as `make_update_step`, one trace per padded
-    length; with `lookahead` (and a pinned table), step(batch, next_batch=None).
+    step(batch) -> (loss, grad_norm, finite), as `make_update_step`: a `BucketedFunction`,
+    traced once per padded length, or once for all of them where `jit_compile` compiles the
+    dynamic unroll (`fast.unroll.any_length`); with `lookahead` (and a pinned table), a
+    `lookahead.LookaheadStep`, step(batch, next_batch=None).
   """
   def loss_fn(batch, embedded):
     source_embedded, target_embedded = seq2seq_embedded(model, batch, embedded)
@@ -375,12 +395,17 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
                          label_smoothing=label_smoothing)
     return loss, ()
 
+  # Without XLA the step keeps one trace per length: a plain graph's shape arithmetic folds
+  # away only where the shapes are static (`BucketedFunction`).
+  any_length = jit_compile and fast_unroll.any_length(model.config)
   update = make_update_step(loss_fn, seq2seq_lookups(model), model.trainable_variables,
-                            optimizer, max_grad_norm, jit_compile, rows_dtype=model.dtype)
+                            optimizer, max_grad_norm, jit_compile, rows_dtype=model.dtype,
+                            any_length=any_length)
   if lookahead and isinstance(update, split_step.SplitStep) and update.pinned:
     return lookahead_lib.LookaheadStep(
         update, functools.partial(pad_rows, rows=batch_size) if batch_size else None)
-  return BucketedFunction(lambda batch: update(batch)[:3], pad_rows_to=batch_size)
+  return BucketedFunction(lambda batch: update(batch)[:3], pad_rows_to=batch_size,
+                          any_length=any_length)
 
 
 def make_lm_train_step(model, optimizer, max_grad_norm, jit_compile=False):

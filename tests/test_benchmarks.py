@@ -646,3 +646,25 @@ class HostUpdateBenchmarkTest(tf.test.TestCase):
     self.assertEqual(row["looked_up"], 3 * 4 + 3 * 5)  # source [B, T] and decoder input [B, T+1]
     self.assertLess(row["distinct"], row["looked_up"])
     self.assertEqual(sorted(row["ms"]), ["gathers", "ops", "rows", "rule", "scatters", "slices"])
+
+
+@pytest.mark.slow
+class LookaheadPartsBenchmarkTest(tf.test.TestCase):
+
+  def test_times_each_part_of_a_step_with_host_tables(self):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.lookahead_parts", "--workloads=cpu_small",
+         "--variants=engine_xla,engine", "--override=batch=4,steps=6,hidden=16,embed=8,vocab=60"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    self.assertEqual(result.returncode, 0, result.stderr)
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    self.assertLen(rows, 1)  # the plain step has no lookahead
+    row = rows[0]
+    self.assertEqual(row["variant"], "engine_xla")
+    # One table shared by source [B, T] and decoder input [B, T + 1]: at most 4 * 13 rows.
+    self.assertLessEqual(row["distinct_rows"][0], 4 * 13)
+    self.assertLessEqual(row["read_by_next"][0], row["distinct_rows"][0])
+    for name in ("look_up_moved_ms", "look_up_in_place_ms", "dense_ms", "update_all_ms",
+                 "update_read_next_ms", "lookahead_ms", "in_order_ms"):
+      self.assertGreater(row[name], 0, msg=name)

@@ -453,7 +453,7 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
         step = train_step.make_train_step(m, opt, 5.0, jit_compile=True)
         for _ in range(3):
           float(step(batch)[0])
-        dumped = glob.glob(os.path.join(sys.argv[1], "*dense_part*before_optimizations.txt"))
+        dumped = glob.glob(os.path.join(sys.argv[1], "*__dense_*before_optimizations.txt"))
         print(len(dumped))
         """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -400,7 +400,9 @@ def make_train_step(model, optimizer, max_grad_norm, jit_compile=False, num_samp
   any_length = jit_compile and fast_unroll.any_length(model.config)
   update = make_update_step(loss_fn, seq2seq_lookups(model), model.trainable_variables,
                             optimizer, max_grad_norm, jit_compile, rows_dtype=model.dtype,
-                            any_length=any_length)
+                            # Called eagerly by `LookaheadStep`; inside `BucketedFunction`
+                            # it is traced with the outer function's shapes.
+                            any_length=any_length and lookahead)
   if lookahead and isinstance(update, split_step.SplitStep) and update.pinned:
     return lookahead_lib.LookaheadStep(
         update, functools.partial(pad_rows, rows=batch_size) if batch_size else None)

@@ -221,7 +221,7 @@ def engine_step(workload, variant):
     return train_step_lib.make_train_step(model, optimizer, max_grad_norm=5.0,
                                           jit_compile=jit_compile, batch_size=batch,
                                           num_sampled=workload_num_sampled(workload),
-                                          lookahead=jit_compile)  # as train.py's loop
+                                          lookahead=jit_compile)  # as train.py's loop on a GPU
   # As in training: the final state of each step is the initial state of the next.
   step = train_step_lib.make_carried_step(
       train_step_lib.make_lm_train_step(model, optimizer, max_grad_norm=5.0,

@@ -64,7 +64,6 @@ class SplitStep:
 
   def __call__(self, inputs):
     """One step: -> (loss, grad_norm, finite, extra), as `make_update_step`'s step."""
-    inputs = int32_ids(inputs)
     looked_up, positions = self.look_up(inputs)
     loss, grad_norm, finite, gradients, extra = self.dense(
         inputs, [lookup.rows for lookup in looked_up], positions)

@@ -78,11 +78,10 @@ def moved(lookups, looked_up, positions, device=None):
   there with zero rows to C, the table's lookups in the batch (from `positions`)."""
   moved_rows = []
   for table, lookup in zip(distinct_tables(lookups), looked_up):
-    sizes = [tf.size(where) for (embedding, _), where in zip(lookups, positions)
-             if embedding.table is table]
-    static = [where.shape.num_elements() for (embedding, _), where in zip(lookups, positions)
-              if embedding.table is table]
-    capacity = sum(static) if None not in static else tf.add_n(sizes)
+    mine = [where for (embedding, _), where in zip(lookups, positions)
+            if embedding.table is table]
+    static = [where.shape.num_elements() for where in mine]
+    capacity = sum(static) if None not in static else tf.add_n([tf.size(w) for w in mine])
     with on(device):
       moved_rows.append(lookup._replace(rows=_padded(tf.identity(lookup.rows), capacity)))
   return moved_rows

@@ -335,9 +335,11 @@ class DynamicUnrollTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIs(step.traced(3), step.traced(5))
     self.assertEqual(step.traced(5).experimental_get_tracing_count(), 1)
     _, per_length_outputs, per_length_variables = train(any_length=False)
-    self.assertAllClose(per_length_outputs, outputs, rtol=1e-6)
+    # The two traces are different XLA programs, so float32 sums may round differently;
+    # over 4 Adam steps at lr 1e-2 that stays near 1e-6, while a wrong step is off by ~1e-2.
+    self.assertAllClose(per_length_outputs, outputs, rtol=1e-5)
     for expected, actual in zip(per_length_variables, variables):
-      self.assertAllClose(expected, actual, rtol=1e-6, atol=1e-7, msg=expected.name)
+      self.assertAllClose(expected, actual, rtol=1e-5, atol=1e-6, msg=expected.name)
 
   @parameterized.product(jit_compile=[False, True],
                          encoder_attention=[("uni", "none"), ("bi", "luong")])

@@ -176,6 +176,9 @@ _HELP = {
                     "emitters (about half of the first step's compilation; off, GEMMs go to "
                     "cuBLAS: as fast a step at half the compile time); "
                     "XLA_FLAGS that set these win",
+    "compile_ahead": "with a compiled step: before the first step, compile the step of every "
+                     "bucket (or load it from the XLA cache), this many buckets at a time on "
+                     "parallel threads; 0 = each bucket compiles when its first batch comes",
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
     "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "
                 "named in TF_CONFIG) or tpu; --batch_size is the global batch",

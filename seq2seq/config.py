@@ -226,6 +226,9 @@ class TrainConfig:
   # WORKDIR/xla_cache; "": none
   xla_cache_dir: str = AUTO
   xla_autotune: bool = False  # with jit_compile: XLA:GPU's Triton GEMM and fusion autotuning
+  # with jit_compile: before the first step, compile every bucket's step, this many buckets at
+  # a time (seq2seq.step.compile_ahead); 0: each bucket compiles at its first batch
+  compile_ahead: int = 4
   precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss
   strategy: str = "default"  # tf.distribute strategy; batch_size is the global batch
   devices: str = ""  # mirrored: comma-separated devices; "" = every visible GPU (else the CPU)
@@ -254,6 +257,8 @@ class TrainConfig:
     _check(self.adam_epsilon > 0, "adam_epsilon", f"must be > 0, got {self.adam_epsilon}")
     _check(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
     _check(self.max_steps >= 0, "max_steps", f"must be >= 0, got {self.max_steps}")
+    _check(self.compile_ahead >= 0, "compile_ahead",
+           f"must be >= 0 (0 = compile each bucket at its first batch), got {self.compile_ahead}")
     _check(self.seed >= 0, "seed", f"must be in [0, {MAX_INT}], got {self.seed}")
     _check(self.num_sampled >= 0, "num_sampled",
            f"must be >= 0 (0 = full softmax), got {self.num_sampled}")

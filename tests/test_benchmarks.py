@@ -117,21 +117,26 @@ class TrainStepBenchmarkTest(tf.test.TestCase):
 @pytest.mark.slow
 def test_compile_buckets_cold_then_warm():
   """Every bucket's first step in a process with an empty XLA cache, then in one that loads
-  what the first saved."""
+  what the first saved; each bucket at its first step, then all compiled ahead."""
   result = subprocess.run(
       [sys.executable, "-m", "benchmarks.compile_buckets", "--variant=engine_xla",
-       "--buckets=3,4", "--sizes=batch=2,embed=4,hidden=4,vocab=20,layers=1"],
+       "--buckets=3,4", "--sizes=batch=2,embed=4,hidden=4,vocab=20,layers=1", "--ahead=0,2"],
       cwd=ROOT, capture_output=True, text=True, timeout=900,
       env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
   assert result.returncode == 0, result.stderr
-  cold, warm = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-  assert (cold["phase"], warm["phase"]) == ("cold", "warm")
-  assert sorted(cold["first_step_s"]) == ["3", "4"]
-  assert cold["all_buckets_s"] == sum(cold["first_step_s"].values())
-  assert cold["all_buckets_less_steps_s"] == pytest.approx(
-      cold["all_buckets_s"] - sum(cold["next_step_s"].values()))
-  assert cold["xla_cache"] == {"before": 0, "written": 2}  # one compiled step a bucket
-  assert warm["xla_cache"] == {"before": 2, "written": 0}  # loaded, not compiled
+  lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  assert [(line["ahead"], line["phase"]) for line in lines] == [
+      (0, "cold"), (0, "warm"), (2, "cold"), (2, "warm")]
+  for line in lines:
+    assert sorted(line["first_step_s"]) == ["3", "4"]
+    assert line["all_buckets_s"] == pytest.approx(
+        line["compile_ahead_s"] + sum(line["first_step_s"].values()))
+    assert line["all_buckets_less_steps_s"] == pytest.approx(
+        line["all_buckets_s"] - sum(line["next_step_s"].values()))
+    assert (line["compile_ahead_s"] > 0) == (line["ahead"] > 0)
+  for cold, warm in (lines[:2], lines[2:]):
+    assert cold["xla_cache"] == {"before": 0, "written": 2}  # one compiled step a bucket
+    assert warm["xla_cache"] == {"before": 2, "written": 0}  # loaded, not compiled
 
 
 class CompileStagesTest(tf.test.TestCase):

@@ -21,10 +21,12 @@ So each step starts from exactly the rows a lookup made then would read, and the
 parameters are those of the parts run one after the other. Whatever else reads the tables
 or their slots (a checkpoint, validation) must first `flush` the update held back.
 """
+import functools
 import typing
 
 import tensorflow as tf
 
+from seq2seq.step import compile_ahead
 from seq2seq.step import unique_rows
 
 
@@ -73,9 +75,8 @@ class LookaheadStep:
       self.flush()
       current = self._looked_up(batch, self._look_up)
     self._ahead = None
-    with unique_rows.on(self._split.device):
-      loss, grad_norm, finite, gradients, _ = self._dense(
-          current.inputs, [lookup.rows for lookup in current.looked_up], current.positions)
+    loss, grad_norm, finite, gradients, _ = self._dense_on_device(
+        current.inputs, [lookup.rows for lookup in current.looked_up], current.positions)
     self.flush()  # rows this batch does not read, while the device runs it
     ids = [lookup.ids for lookup in current.looked_up]
     if next_batch is None:
@@ -95,6 +96,24 @@ class LookaheadStep:
       (gradients, ids), schedule, finite = self._held
       self._held = None
       self._update_rows(gradients, ids, finite, schedule, False)
+
+  def warm_up_calls(self, lengths, rows):
+    """For `compile_ahead.compile_buckets`: one call per padded length, the compiled part
+    of the step on an unapplied batch of `rows` rows, looked up here. The compiled part is
+    traced once for all the lengths first (`SplitStep.trace_for`), so that the programs
+    (and what an XLA cache holds) do not depend on which length compiles first."""
+    self.flush()
+    ahead = [self._looked_up(compile_ahead.unapplied_batch(rows, length), self._look_up)
+             for length in lengths]
+    arguments = [(a.inputs, [lookup.rows for lookup in a.looked_up], a.positions)
+                 for a in ahead]
+    self._split.trace_for(arguments)
+    return [functools.partial(self._dense_on_device, *a) for a in arguments]
+
+  def _dense_on_device(self, inputs, rows, positions):
+    """The compiled part, placed as `__call__` places it."""
+    with unique_rows.on(self._split.device):
+      return self._dense(inputs, rows, positions)
 
   def _update_read_next_fn(self, gradients, ids, next_looked_up, next_positions, finite):
     """Updates the rows the next batch reads (`next_looked_up`, its `Lookup`s with rows on

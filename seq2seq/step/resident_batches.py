@@ -21,6 +21,8 @@ Each pair takes 8 (Ts + 2 Tt + 1) + 4 Tt bytes on the GPU in a bucket of source 
 about 118 MB.
 """
 import collections
+import functools
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -61,9 +63,11 @@ class ResidentBatches:
     self._row_of = np.zeros(len(schedule.examples), np.int64)  # example -> row in its table
     self._filler_row = {}
     self._tables = {}
+    self._batches = {}  # length -> the bucket's batches an epoch (the rows of its order)
     for length, indices in sorted(members.items()):
       self._row_of[indices] = np.arange(len(indices))
       self._filler_row[length] = len(indices)
+      self._batches[length] = math.ceil(len(indices) / schedule.batch_size)
       padded = batches.pad_batch([schedule.examples[i] for i in indices], length)
       table = train_step_lib.pad_rows(padded, len(indices) + 1)  # + the filler row
       self._tables[length] = train_step_lib.device_batch(table, device)
@@ -100,10 +104,40 @@ class ResidentBatches:
 
   def step(self, planned):
     """Runs the step on the next batch of `planned.length`'s bucket; returns its outputs."""
-    function = self._functions.get(planned.length)
+    return self._function(planned.length)(self._tables[planned.length],
+                                          self._orders[planned.length])
+
+  def warm_up_calls(self, lengths, rows):
+    """For `compile_ahead.compile_buckets`: one call per padded length, the step of that
+    bucket on its own pairs with NaN target weights (an unapplied step) and an order of the
+    shape an epoch's has; the bucket's position is put back after it. `rows` is the rows
+    the steps were built for."""
+    if rows != self._rows:
+      raise ValueError(f"the steps are built for {self._rows} rows, not {rows}")
+    calls = []
+    for length in lengths:
+      table = self._tables[length]
+      with tf.device(self._device):
+        unapplied = table._replace(target_weight=tf.fill(tf.shape(table.target_weight),
+                                                         float("nan")))
+        order = tf.zeros([self._batches[length], self._rows], tf.int64)
+      calls.append(functools.partial(self._unapplied_step, length, unapplied, order))
+    return calls
+
+  def _unapplied_step(self, length, table, order):
+    """The step of `length` on `table` in `order`, its bucket's position left as it was."""
+    position = self._positions[length]
+    before = position.read_value()
+    outputs = self._function(length)(table, order)
+    position.assign(before)
+    return outputs
+
+  def _function(self, length):
+    """The compiled step of the bucket of `length`, made at its first use."""
+    function = self._functions.get(length)
     if function is None:
-      function = self._functions[planned.length] = self._make_function(planned.length)
-    return function(self._tables[planned.length], self._orders[planned.length])
+      function = self._functions[length] = self._make_function(length)
+    return function
 
   def _make_function(self, length):
     position = self._positions[length]

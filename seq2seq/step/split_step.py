@@ -52,6 +52,7 @@ class SplitStep:
     self.rows_dtype = rows_dtype or (self.tables[0].dtype if self.tables else tf.float32)
     # The dense part runs where the dense variables live: the rows are moved there.
     self.device = dense_variables[0].device if dense_variables else None
+    self._any_length = jit_compile and any_length
     self.dense = self._dense
     if jit_compile:
       self.dense = tf.function(self._dense, jit_compile=True, autograph=False,
@@ -69,6 +70,13 @@ class SplitStep:
         inputs, [lookup.rows for lookup in looked_up], positions)
     self.update_rows(gradients, [lookup.ids for lookup in looked_up], finite)
     return loss, grad_norm, finite, extra
+
+  def trace_for(self, arguments):
+    """With `any_length`, traces the compiled `dense` once for all of `arguments` (one
+    (inputs, rows, positions) per padded length): the dimensions that differ among them are
+    left free, so every one of those lengths runs that trace, whichever comes first."""
+    if self._any_length:
+      self.dense.get_concrete_function(*tf.nest.map_structure(_common_spec, *arguments))
 
   def look_up(self, inputs):
     """-> (one `unique_rows.Lookup` per table, its rows on the dense part's device; the
@@ -153,6 +161,13 @@ class SplitStep:
         refreshed[index] = lookup._replace(
             rows=tf.tensor_scatter_nd_update(lookup.rows, both, tf.identity(rows)))
     return refreshed
+
+
+def _common_spec(*tensors):
+  """The `tf.TensorSpec` of all of `tensors` (one rank and dtype): None where sizes differ."""
+  shapes = [tensor.shape.as_list() for tensor in tensors]
+  return tf.TensorSpec([size if all(s[axis] == size for s in shapes) else None
+                        for axis, size in enumerate(shapes[0])], tensors[0].dtype)
 
 
 def _marked(ids, size):

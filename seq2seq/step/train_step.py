@@ -8,6 +8,7 @@ import tensorflow as tf
 from ops import losses
 from seq2seq.data import batches as batches_lib
 from seq2seq.fast import unroll as fast_unroll
+from seq2seq.step import compile_ahead
 from seq2seq.step import lookahead as lookahead_lib
 from seq2seq.step import optimizers
 from seq2seq.step import pipeline
@@ -111,6 +112,12 @@ class BucketedFunction:
                          "was built for")
       batch = pad_rows(batch, self._pad_rows_to)
     return function(batches_lib.Batch(*batch), *extra)
+
+  def warm_up_calls(self, lengths, rows):
+    """For `compile_ahead.compile_buckets`: one call per padded length, the step of an
+    unapplied batch of `rows` rows (a step with no `extra` arguments)."""
+    return [functools.partial(self, compile_ahead.unapplied_batch(rows, length))
+            for length in lengths]
 
 
 def pad_rows(batch, rows):

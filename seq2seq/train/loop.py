@@ -24,6 +24,7 @@ from seq2seq.runtime import summaries
 from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.runtime import workdir_lock
 from seq2seq.step import choice as step_choice
+from seq2seq.step import compile_ahead
 from seq2seq.step import device_prefetch
 from seq2seq.step import lookahead as lookahead_lib
 from seq2seq.step import optimizers
@@ -225,6 +226,9 @@ class Trainee:
     (`lookahead.LookaheadStep`).
   flush: applies any update `step` held back; called before the tables are read otherwise
     (checkpoints, validation).
+  compile_ahead: threads -> (seconds, padded lengths): compiles the step of every bucket
+    before the first step, `threads` at a time (`compile_ahead.compile_buckets`); None where
+    nothing is compiled per bucket (no XLA, the LM's one window shape, a strategy).
   """
   model: tf.Module
   optimizer: optimizers.Optimizer
@@ -240,6 +244,7 @@ class Trainee:
   resident: Optional[resident_batches.ResidentBatches] = None
   lookahead: bool = False
   flush: Callable = lambda: None
+  compile_ahead: Optional[Callable] = None
 
 
 # A single device reads the steps' outputs (loss, norm, finite) every this many steps, and
@@ -330,11 +335,25 @@ def _seq2seq_trainee(run_config, strategy, distributed, log, learning_rate_scale
     on_device = lambda batch: train_step_lib.device_batch(
         train_step_lib.pad_rows(batch, rows), device)
   lookahead = isinstance(step, lookahead_lib.LookaheadStep)
+  compiled = None
+  if train_config.jit_compile and not distributed:
+    compiled = _bucket_compiler(resident or step, training_data.train, train_config.batch_size,
+                                model.dropout_generator)
   return Trainee(model, optimizer, training_data.vocabulary, training_data.train,
                  (lambda given: step(*given)) if lookahead else step,
                  tokens=lambda batch: float(batch.target_weight.sum()), validate=validate,
                  device=device, on_device=on_device, resident=resident, lookahead=lookahead,
-                 flush=step.flush if lookahead else lambda: None)
+                 flush=step.flush if lookahead else lambda: None, compile_ahead=compiled)
+
+
+def _bucket_compiler(step, schedule, rows, generator):
+  """`Trainee.compile_ahead` of a one-device seq2seq `step` (with `warm_up_calls`) over the
+  buckets of `schedule` that hold pairs."""
+  lengths = tuple(sorted(set(schedule.bucket_of)))
+  def compile_buckets(threads):
+    seconds = compile_ahead.compile_buckets(step, lengths, rows, [generator], threads)
+    return seconds, lengths
+  return compile_buckets
 
 
 def _lm_trainee(run_config, strategy, distributed, log, learning_rate_scale=None):
@@ -550,11 +569,11 @@ class TrainingRun:
 
   def run(self):
     """Trains to the end, a signal or early stopping; saves and returns the `TrainResult`."""
-    train_config = self.train_config
     with interrupts.StopOnSignal() as self.stop, \
          distribution.peer_loss_raises(self.strategy):
-      while (self.step < self.total_steps and self.epoch < train_config.num_epochs
-             and self.stopping is None and not self.early_stop):
+      if self._trains_on():
+        self.compile_ahead()
+      while self._trains_on():
         if self.position == 0:
           self.trainee.start_epoch()
         with _epoch_feed(self.trainee, self.epoch, self.position) as feed:
@@ -570,6 +589,22 @@ class TrainingRun:
         # After skipped steps too: their parameters are the last good ones.
         self.checkpoint = self.save()
     return self.finish()
+
+  def _trains_on(self):
+    """Whether steps remain to be run: no step limit, epoch limit, signal or early stop hit."""
+    return (self.step < self.total_steps and self.epoch < self.train_config.num_epochs
+            and self.stopping is None and not self.early_stop)
+
+  def compile_ahead(self):
+    """Compiles (or loads from the XLA cache) the step of every bucket before the first step,
+    --compile_ahead buckets at a time, and says how long it took."""
+    threads = self.train_config.compile_ahead
+    if self.trainee.compile_ahead is None or not threads:
+      return
+    seconds, lengths = self.trainee.compile_ahead(threads)
+    self.log(f"compiled the step of {len(lengths)} buckets (padded lengths "
+             f"{', '.join(map(str, lengths))}), {min(threads, len(lengths))} at a time, in "
+             f"{seconds:.1f} s")
 
   def run_step(self, tokens, given):
     """Runs one step on `given` (`tokens` target tokens); reads its outputs where the loop

@@ -79,6 +79,23 @@ class CompileAheadTest(tf.test.TestCase, parameterized.TestCase):
     self.assertAllEqual([5, 5, 5], batch.source_length)
     self.assertTrue(np.isnan(batch.target_weight).all())
 
+  def test_a_failed_step_leaves_the_generators_as_they_were(self):
+    """A step that fails (out of memory) after drawing dropout masks: the error reaches the
+    caller, and the generator's state is put back."""
+    generator = tf.random.Generator.from_seed(1)
+    before = generator.state.numpy()
+
+    class Failing:
+      def warm_up_calls(self, lengths, rows):
+        def call():
+          generator.uniform([rows, lengths[0]])
+          raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
+        return [call]
+
+    with self.assertRaises(tf.errors.ResourceExhaustedError):
+      compile_ahead.compile_buckets(Failing(), (3,), 2, [generator], threads=2)
+    self.assertAllEqual(before, generator.state)
+
   @parameterized.parameters("bucketed", "lookahead")
   def test_changes_nothing_and_training_runs_the_programs_it_traced(self, kind):
     """Compiled ahead for three lengths on three threads, the step leaves every parameter,
@@ -158,6 +175,18 @@ class LoopCompileAheadTest(tf.test.TestCase, parameterized.TestCase):
     self.assertIn("2 buckets (padded lengths 3, 6), 2 at a time", compiled[0])
     self.assertFalse([line for line in logs[0] if line.startswith("compiled the step of")])
     helpers.assert_same_values(finals[0], finals[2], rtol=1e-5, atol=1e-6)
+
+  def test_out_of_memory_while_compiling_ahead_leaves_it_to_the_batches(self):
+    tmp = self.get_temp_dir()
+    data = helpers.write_reverse_task(os.path.join(tmp, "reverse.tsv"), num_pairs=30)
+    config = helpers.tiny_config(os.path.join(tmp, "w"), data, jit_compile=True, max_steps=2)
+    lines = []
+    oom = tf.errors.ResourceExhaustedError(None, None, "out of memory")
+    with mock.patch.object(compile_ahead, "compile_buckets", side_effect=oom):
+      result = loop.train(config, log=lines.append)
+    self.assertEqual(2, result.step)
+    self.assertTrue([line for line in lines if "ran out of memory; each bucket compiles at its "
+                     "first batch instead (--compile_ahead=1" in line], lines)
 
 
 class CompileAheadFlagTest(tf.test.TestCase):

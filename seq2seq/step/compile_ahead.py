@@ -54,13 +54,15 @@ def compile_buckets(step, lengths, rows, generators=(), threads=4):
   """
   states = [generator.state.read_value() for generator in generators]
   start = time.perf_counter()
-  calls = step.warm_up_calls(tuple(lengths), int(rows))
-  with concurrent.futures.ThreadPoolExecutor(max(1, int(threads))) as pool:
-    # Reading the loss waits for that step's program to have compiled and run.
-    for future in [pool.submit(lambda call=call: float(_first(call()))) for call in calls]:
-      future.result()
-  for generator, state in zip(generators, states):
-    generator.reset(state)
+  try:
+    calls = step.warm_up_calls(tuple(lengths), int(rows))
+    with concurrent.futures.ThreadPoolExecutor(max(1, int(threads))) as pool:
+      # Reading the loss waits for that step's program to have compiled and run.
+      for future in [pool.submit(lambda call=call: float(_first(call()))) for call in calls]:
+        future.result()
+  finally:  # also where a step failed (out of memory): the steps that ran changed nothing
+    for generator, state in zip(generators, states):
+      generator.reset(state)
   return time.perf_counter() - start
 
 

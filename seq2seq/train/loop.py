@@ -601,7 +601,14 @@ class TrainingRun:
     threads = self.train_config.compile_ahead
     if self.trainee.compile_ahead is None or not threads:
       return
-    seconds, lengths = self.trainee.compile_ahead(threads)
+    try:
+      seconds, lengths = self.trainee.compile_ahead(threads)
+    except tf.errors.ResourceExhaustedError:
+      # Steps of several lengths at once need more memory than training's one at a time.
+      self.log(f"compiling {threads} buckets' steps at once ran out of memory; each bucket "
+               "compiles at its first batch instead (--compile_ahead=1 compiles them ahead "
+               "one at a time)")
+      return
     self.log(f"compiled the step of {len(lengths)} buckets (padded lengths "
              f"{', '.join(map(str, lengths))}), {min(threads, len(lengths))} at a time, in "
              f"{seconds:.1f} s")

@@ -97,13 +97,7 @@ class BucketedFunction:
   def __call__(self, batch, *extra):
     length = int(batch.source.shape[1])
     ids_dtype = tf.int64 if tf.as_dtype(batch.source.dtype) == tf.int64 else tf.int32
-    key = (None if self._any_length else length, ids_dtype)
-    function = self._functions.get(key)
-    if function is None:
-      signature = _batch_signature(key[0], self._pad_rows_to or None, ids_dtype)
-      function = tf.function(self._fn, input_signature=[signature] + self._extra_signature,
-                             autograph=False)
-      self._functions[key] = function
+    function = self._function(length, ids_dtype)
     self._lengths.add(length)
     if self._pad_rows_to:
       rows = batch.source.shape[0]
@@ -115,9 +109,24 @@ class BucketedFunction:
 
   def warm_up_calls(self, lengths, rows):
     """For `compile_ahead.compile_buckets`: one call per padded length, the step of an
-    unapplied batch of `rows` rows (a step with no `extra` arguments)."""
+    unapplied batch of `rows` rows (a step with no `extra` arguments). The `tf.function`s
+    are made here, before the calls run on parallel threads."""
+    for length in lengths:
+      self._function(length, tf.int32)
     return [functools.partial(self, compile_ahead.unapplied_batch(rows, length))
             for length in lengths]
+
+  def _function(self, length, ids_dtype):
+    """The `tf.function` that runs batches of padded `length` with ids of `ids_dtype`, made
+    at its first use."""
+    key = (None if self._any_length else length, ids_dtype)
+    function = self._functions.get(key)
+    if function is None:
+      signature = _batch_signature(key[0], self._pad_rows_to or None, ids_dtype)
+      function = tf.function(self._fn, input_signature=[signature] + self._extra_signature,
+                             autograph=False)
+      self._functions[key] = function
+    return function
 
 
 def pad_rows(batch, rows):

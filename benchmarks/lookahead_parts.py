@@ -25,7 +25,6 @@ import tensorflow as tf
 from benchmarks import train_step as bench
 from seq2seq.data import batches
 from seq2seq.step import lookahead as lookahead_lib
-from seq2seq.step import unique_rows
 
 FLAGS = bench.FLAGS
 
@@ -52,16 +51,14 @@ def parts(workload, variant):
   for number in range(6):  # traces: each part, and the update's relaxed shapes
     step(inputs[number % 4], inputs[(number + 1) % 4])
   step.flush()
-  split = step._split  # pylint: disable=protected-access
   this = step._looked_up(inputs[0], step._look_up)  # pylint: disable=protected-access
   ahead = step._looked_up(inputs[1], step._look_up_in_place)  # pylint: disable=protected-access
   ids = [lookup.ids for lookup in this.looked_up]
   next_ids = [lookup.ids for lookup in ahead.looked_up]
 
   def dense():
-    with unique_rows.on(split.device):
-      return step._dense(this.inputs, [lookup.rows for lookup in this.looked_up],  # pylint: disable=protected-access
-                         this.positions)[:4]
+    return step._dense_on_device(this.inputs, [lookup.rows for lookup in this.looked_up],  # pylint: disable=protected-access
+                                 this.positions)[:4]
 
   gradients = dense()[3]
   row = {"workload": workload, "variant": variant, "distinct_rows": [int(i.shape[0]) for i in ids],

@@ -42,7 +42,7 @@ def compile_buckets(step, lengths, rows, generators=(), threads=4):
 
   Args:
     step: a step with `warm_up_calls(lengths, rows)`, which returns one call per length,
-      () -> the loss of an unapplied step of that length (or a nest whose first element is).
+      () -> the outputs of an unapplied step of that length, the loss first.
     lengths: the buckets' padded source lengths.
     rows: the batch size the step is traced for.
     generators: the `tf.random.Generator`s the step draws from (dropout): their state is
@@ -58,14 +58,9 @@ def compile_buckets(step, lengths, rows, generators=(), threads=4):
     calls = step.warm_up_calls(tuple(lengths), int(rows))
     with concurrent.futures.ThreadPoolExecutor(max(1, int(threads))) as pool:
       # Reading the loss waits for that step's program to have compiled and run.
-      for future in [pool.submit(lambda call=call: float(_first(call()))) for call in calls]:
+      for future in [pool.submit(lambda call=call: float(call()[0])) for call in calls]:
         future.result()
   finally:  # also where a step failed (out of memory): the steps that ran changed nothing
     for generator, state in zip(generators, states):
       generator.reset(state)
   return time.perf_counter() - start
-
-
-def _first(outputs):
-  """The loss: `outputs` itself, or its first element."""
-  return outputs[0] if isinstance(outputs, (tuple, list)) else outputs

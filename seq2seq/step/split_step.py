@@ -56,7 +56,7 @@ class SplitStep:
     self.dense = self._dense
     if jit_compile:
       self.dense = tf.function(self._dense, jit_compile=True, autograph=False,
-                               reduce_retracing=any_length)
+                               reduce_retracing=self._any_length)
 
   @property
   def pinned(self):
@@ -111,8 +111,7 @@ class SplitStep:
         schedule = [tf.identity(value) for value in schedule or self._optimizer.schedule()]
         finite = tf.identity(finite)
     for (table, index), gradient in zip(self._trained, gradients):
-      with unique_rows.on(self.device):
-        gradient = gradient[:tf.shape(ids[index])[0]]
+      gradient = unique_rows.distinct_rows(gradient, ids[index], self.device)
       with tf.device(table.device):
         self._optimizer.update_rows(gradient, ids[index], table, condition=finite,
                                     read_condition=table.ref() in self._pinned,

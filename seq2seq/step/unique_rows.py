@@ -92,11 +92,12 @@ def on(device):
   return tf.device(device) if device else contextlib.nullcontext()
 
 
-def distinct_rows(gradient, lookup, device=None):
-  """The U rows of the ids of `lookup` (a `Lookup`) out of `gradient` [C, E], a gradient of
-  its padded rows, cut on `device` (where the step ran) before they are moved back."""
+def distinct_rows(gradient, ids, device=None):
+  """The U rows of the distinct `ids` [U] (a `Lookup`'s) out of `gradient` [C, E], a
+  gradient of its padded rows, cut on `device` (where the step ran) before they are moved
+  back."""
   with on(device):
-    return gradient[:tf.shape(lookup.ids)[0]]
+    return gradient[:tf.shape(ids)[0]]
 
 
 def _padded(rows, capacity):

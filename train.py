@@ -179,6 +179,10 @@ _HELP = {
     "compile_ahead": "with a compiled step: before the first step, compile the step of every "
                      "bucket (or load it from the XLA cache), this many buckets at a time on "
                      "parallel threads; 0 = each bucket compiles when its first batch comes",
+    "pinned_host_memory": "with --embedding_device=cpu on a GPU: allocate host tensors in "
+                          "page-locked memory, so that the looked-up rows and their gradients "
+                          "move to the GPU and back by DMA while the host goes on (off: "
+                          "pageable memory, copied through a staging buffer)",
     "precision": "fp32, or bf16 mixed precision (float32 weights, loss and softmax statistics)",
     "strategy": "default (one device), mirrored (the GPUs of this host), multi_worker (hosts "
                 "named in TF_CONFIG) or tpu; --batch_size is the global batch",

@@ -81,6 +81,7 @@ def parts(workload, variant):
 
 def main(argv):
   del argv
+  bench.start_process()
   bench.ENGINE_VARIANTS.update(bench.default_variants())
   for workload in FLAGS.workloads:
     for variant in FLAGS.variants:

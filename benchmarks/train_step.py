@@ -46,6 +46,7 @@ from seq2seq import config as config_lib
 from seq2seq.data import batches
 from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.models import language_model
+from seq2seq.runtime import host_memory
 from seq2seq.runtime import xla_cache
 from seq2seq.runtime import xla_flags
 from seq2seq.step import choice as step_choice
@@ -127,6 +128,9 @@ flags.DEFINE_bool("xla_autotune", False, "XLA:GPU's Triton GEMM and fusion-emitt
 flags.DEFINE_list("override", [], f"SIZE=N pairs (SIZE among {', '.join(SIZES)}) that replace "
                   "every chosen workload's sizes, e.g. batch=4,hidden=32 for a CPU smoke test "
                   "of a GPU workload")
+flags.DEFINE_bool("pinned_host_memory", False, "host tensors in page-locked memory "
+                  "(seq2seq.runtime.host_memory), so that rows of a table on the host move to "
+                  "the GPU and back by DMA")
 FLAGS = flags.FLAGS
 
 
@@ -553,9 +557,7 @@ def main(argv):
     if name not in VARIANTS:
       raise app.UsageError(f"--variants: unknown variant {name!r}")
   parse_override(FLAGS.override)
-  xla_flags.configure(FLAGS.xla_autotune)  # before anything compiles, as train.py does
-  if FLAGS.xla_cache_dir:  # before anything compiles: TensorFlow reads TF_XLA_FLAGS at first use
-    print(json.dumps({"xla_cache_dir": xla_cache.enable(FLAGS.xla_cache_dir)}), flush=True)
+  start_process()
   dump_folder, temporary_dump = (compile_stages.dump_folder() if FLAGS.first_step_stages
                                  else (None, False))
   ENGINE_VARIANTS.update(default_variants())  # after the flags: it lists the GPUs
@@ -564,6 +566,15 @@ def main(argv):
   finally:
     if temporary_dump:
       shutil.rmtree(dump_folder, ignore_errors=True)
+
+
+def start_process():
+  """What the flags set before TensorFlow starts: XLA's options and cache, host memory."""
+  xla_flags.configure(FLAGS.xla_autotune)  # before anything compiles, as train.py does
+  if FLAGS.xla_cache_dir:  # before anything compiles: TensorFlow reads TF_XLA_FLAGS at first use
+    print(json.dumps({"xla_cache_dir": xla_cache.enable(FLAGS.xla_cache_dir)}), flush=True)
+  if FLAGS.pinned_host_memory:  # before TensorFlow starts its devices
+    print(json.dumps({"pinned_host_memory": host_memory.pin_host_tensors()}), flush=True)
 
 
 def measure_all(dump_folder):

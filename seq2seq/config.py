@@ -229,6 +229,9 @@ class TrainConfig:
   # with jit_compile: before the first step, compile every bucket's step, this many buckets at
   # a time (seq2seq.step.compile_ahead); 0: each bucket compiles at its first batch
   compile_ahead: int = 4
+  # with the embedding on the CPU and a GPU present: host tensors in page-locked memory, so
+  # that the table's rows and their gradients move by DMA (seq2seq.runtime.host_memory)
+  pinned_host_memory: bool = False
   precision: str = "fp32"  # bf16: bfloat16 activations and matmuls, float32 weights and loss
   strategy: str = "default"  # tf.distribute strategy; batch_size is the global batch
   devices: str = ""  # mirrored: comma-separated devices; "" = every visible GPU (else the CPU)

@@ -59,6 +59,14 @@ def table_device(config, output_side):
   return "gpu" if config.tie_embeddings and output_side else config.embedding_device
 
 
+def any_table_on_host(config):
+  """Whether a model of `config` (a `ModelConfig`, either model) has a table on the host:
+  --embedding_device=cpu, and a table not tied to the projection (one table is both sides'
+  with --share_embeddings, and the LM's)."""
+  sides = (True,) if config.share_embeddings or config.model == "lm" else (False, True)
+  return any(table_device(config, side) == "cpu" for side in sides)
+
+
 def _device_name(device):
   """'GPU:0' of a variable's full device string."""
   spec = tf.DeviceSpec.from_string(device or "")

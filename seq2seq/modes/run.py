@@ -7,6 +7,8 @@ before TensorFlow loads; `--mode=prepare` never imports it.
 import os
 import sys
 
+import tensorflow as tf
+
 from seq2seq.data import batches
 from seq2seq.data import datasets
 from seq2seq.distributed import distribution
@@ -15,6 +17,7 @@ from seq2seq.infer import chat as chat_lib
 from seq2seq.infer import export as export_lib
 from seq2seq.models import encoder_decoder as model_lib
 from seq2seq.nn import cell_registry
+from seq2seq.runtime import host_memory
 from seq2seq.runtime import interrupts
 from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.step import train_step
@@ -39,8 +42,19 @@ def check_cell(model_config, precision, config_file=""):
 
 
 def train(run_config, log):
+  pin_host_memory(run_config, log)  # before the cell's check starts TensorFlow's devices
   check_cell(run_config.model, run_config.train.precision)
   return loop.train(run_config, log).exit_code
+
+
+def pin_host_memory(run_config, log):
+  """Host tensors in page-locked memory (`host_memory.pin_host_tensors`) for a table on the
+  CPU trained on a GPU, with --pinned_host_memory; the log says so."""
+  if not (run_config.train.pinned_host_memory and model_lib.any_table_on_host(run_config.model)):
+    return
+  if tf.config.list_physical_devices("GPU") and host_memory.pin_host_tensors():
+    log("host tensors in page-locked memory: the embedding's rows move to the GPU and back "
+        "by DMA (--nopinned_host_memory: pageable memory)")
 
 
 def _trained_config(run_config):

@@ -79,5 +79,3 @@ def test_training_pins_host_memory_only_for_a_table_on_the_cpu_beside_a_gpu(monk
   assert _pinned_by_run(monkeypatch, _run_config(model="lm", **tied), gpu) == (False, [])
   # The source's own table stays on the host.
   assert _pinned_by_run(monkeypatch, _run_config(share_embeddings=False, **tied), gpu)[0]
-
-

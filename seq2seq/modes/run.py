@@ -7,8 +7,6 @@ before TensorFlow loads; `--mode=prepare` never imports it.
 import os
 import sys
 
-import tensorflow as tf
-
 from seq2seq.data import batches
 from seq2seq.data import datasets
 from seq2seq.distributed import distribution
@@ -20,6 +18,7 @@ from seq2seq.nn import cell_registry
 from seq2seq.runtime import host_memory
 from seq2seq.runtime import interrupts
 from seq2seq.runtime import workdir as workdir_lib
+from seq2seq.step import choice as step_choice
 from seq2seq.step import train_step
 from seq2seq.train import lm_run
 from seq2seq.train import loop
@@ -52,7 +51,7 @@ def pin_host_memory(run_config, log):
   CPU trained on a GPU, with --pinned_host_memory; the log says so."""
   if not (run_config.train.pinned_host_memory and model_lib.any_table_on_host(run_config.model)):
     return
-  if tf.config.list_physical_devices("GPU") and host_memory.pin_host_tensors():
+  if step_choice.visible_gpus() and host_memory.pin_host_tensors():
     log("host tensors in page-locked memory: the embedding's rows move to the GPU and back "
         "by DMA (--nopinned_host_memory: pageable memory)")
 

@@ -27,8 +27,3 @@ def pin_host_tensors():
   eager._config = config  # pylint: disable=protected-access
   return True
 
-
-def host_tensors_pinned():
-  """Whether `pin_host_tensors` has been applied to this process's TensorFlow."""
-  config = context.context()._config  # pylint: disable=protected-access
-  return bool(config is not None and config.gpu_options.force_gpu_compatible)

@@ -11,7 +11,8 @@ setuptools.setup(
     version=VERSION,
     description="A low-level TensorFlow 2 training engine for recurrent sequence models",
     packages=setuptools.find_packages(include=["seq2seq", "seq2seq.*", "ops", "benchmarks"]),
-    package_data={"seq2seq.serve": ["static/*.html"]},  # the chat page of --mode=serve
+    package_data={"seq2seq.serve": ["static/*.html"],  # the chat page of --mode=serve
+                  "ops": ["kernels/*.cc"]},  # built on first use (ops/native.py)
     python_requires=">=3.10",
     install_requires=[
         "tensorflow>=2.21",

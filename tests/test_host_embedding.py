@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import pytest
 from absl.testing import parameterized
@@ -87,12 +88,17 @@ class UpdateRowsTest(tf.test.TestCase, parameterized.TestCase):
       self.assertAllEqual(want, got)
 
   @parameterized.parameters(dict(read_condition=True), dict(read_condition=False),
-                            dict(read_condition=False, beta2=0.875))
-  def test_rows_follow_adam_in_float64(self, read_condition, beta2=0.999):
+                            dict(read_condition=False, beta2=0.875),
+                            dict(read_condition=True, kernel=False),
+                            dict(read_condition=True, kernel=False, beta2=0.875))
+  def test_rows_follow_adam_in_float64(self, read_condition, beta2=0.999, kernel=True):
     """Six steps of `update_rows` on overlapping sets of distinct rows, with gradients from
     1e-5 to 10 (eps matters for the small ones), equal a NumPy float64 lazy Adam to float32
-    rounding, per row: the fused kernel on the host (no condition left) and the rule op by
-    op (a condition kept by `tf.where`)."""
+    rounding, per row: on the host with no condition left, the engine's kernel or (without
+    `kernel`) its reference in TensorFlow's fused kernel; the rule op by op with a condition
+    kept by `tf.where`."""
+    if not kernel:
+      self.enter_context(mock.patch.object(fused_adam, "kernel_applies", lambda _: False))
     rng = np.random.RandomState(0)
     initial = rng.uniform(-0.1, 0.1, (50, 64)).astype(np.float32)
     table = tf.Variable(initial)

@@ -1,4 +1,10 @@
-"""Adam on a table's looked-up rows in one pass over them, with TensorFlow's fused kernel.
+"""Adam on a table's looked-up rows in one pass over them.
+
+On a CPU, for float32 and float64 tables, `adam_rows` runs the engine's own kernel
+(`ops/kernels/sparse_adam_rows.cc`, built on first use by `ops.native`): it updates the
+rows of the table and of its slots in place, each row read and written once, on all the
+intra-op threads. Elsewhere, or where no compiler could build it, it runs the reference
+below, with TensorFlow's fused kernel.
 
 `ops.optim.adam_update` is a dozen element-wise ops; on a CPU each is its own pass over the
 [U, E] rows in memory, and for a table pinned to the host that rule is most of the step's
@@ -18,6 +24,10 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.eager import context
 
+from ops import native
+
+_KERNEL_DTYPES = (tf.float32, tf.float64)
+
 
 def v_scale(beta2, dtype):
   """r of the module docstring for the rule's `beta2` (a Python float) in `dtype`."""
@@ -27,8 +37,32 @@ def v_scale(beta2, dtype):
 
 def adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2, epsilon):
   """`ops.optim.adam_update` on rows `rows` [U] (distinct ids) of `variable`, `m` and `v`
-  (each [V, E]) with gradients `gradient` [U, E] in their dtype: three gathers, `rule`,
-  three scatters. `learning_rate` and `step` (t, 1-based) are scalars of that dtype."""
+  (each [V, E]) with gradients `gradient` [U, E] in their dtype: the engine's kernel where
+  `kernel_applies`, else three gathers, `rule`, three scatters. `learning_rate` and `step`
+  (t, 1-based) are scalars of that dtype."""
+  if kernel_applies(variable):
+    scalar = lambda value: tf.constant(value, variable.dtype)
+    native.load("sparse_adam_rows").seq2seq_sparse_adam_rows(
+        var=variable.handle, m=m.handle, v=v.handle, rows=tf.cast(rows, tf.int32),
+        grad=gradient, lr=learning_rate, step=step, beta1=scalar(beta1), beta2=scalar(beta2),
+        one_minus_beta1=scalar(1.0 - beta1), one_minus_beta2=scalar(1.0 - beta2),
+        epsilon=scalar(epsilon))
+    return
+  reference_adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2,
+                      epsilon)
+
+
+def kernel_applies(variable):
+  """Whether `adam_rows` runs the engine's kernel on `variable`: a float32 or float64 table
+  on a CPU, with the kernel built."""
+  on_cpu = tf.DeviceSpec.from_string(variable.device or "CPU:0").device_type == "CPU"
+  return (on_cpu and variable.dtype in _KERNEL_DTYPES
+          and native.load("sparse_adam_rows") is not None)
+
+
+def reference_adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2,
+                        epsilon):
+  """`adam_rows` in TensorFlow's ops: three gathers, `rule`, three scatters."""
   targets = (variable, m, v)
   new_values = rule(*[tf.gather(target, rows) for target in targets], gradient,
                     learning_rate, step, beta1, beta2, epsilon)

@@ -7,13 +7,15 @@ For one batch of a workload (`train_step.synthetic_batch`, a table shared by sou
 target), three ways of updating the table's looked-up rows on the CPU, each in one
 `tf.function`, median of --steps:
   rows       the engine's: `Optimizer.update_rows` on the distinct ids, one gradient row each
-             (the split step's, `seq2seq.step.unique_rows`);
+             (the split step's, `seq2seq.step.unique_rows`): on the CPU, the engine's kernel
+             (`ops/kernels/sparse_adam_rows.cc`, in place, one pass);
+  reference  the same update in TensorFlow's ops, which `rows` runs where the kernel cannot
+             be built (`seq2seq.step.fused_adam.reference_adam_rows`);
   slices     `Optimizer.update` of every looked-up row as an IndexedSlices, repeated rows
              merged on the host first (tf.unique and a segment sum);
-  stages     `rows` op by op: the three gathers (table, m, v), the rule (one pass of
+  stages     `reference` op by op: the three gathers (table, m, v), the rule (one pass of
              TensorFlow's fused Adam kernel, `seq2seq.step.fused_adam.rule`), the three
-             scatters; `ops` is the rule as separate element-wise ops (`ops.optim`), which
-             `rows` ran before.
+             scatters; `ops` is the rule as separate element-wise ops (`ops.optim`).
 One JSON line per workload: ms an update and distinct rows a second of each way.
 """
 import json
@@ -62,6 +64,8 @@ def measure(workload):
 
   update_rows = tf.function(lambda g, i: optimizer.update_rows(
       g, i, table, condition=finite, read_condition=True), autograph=False)
+  reference = tf.function(lambda g, i: fused_adam.reference_adam_rows(
+      g, i, table, *moments, lr, step, 0.9, 0.999, 1e-8), autograph=False)
   update_slices = tf.function(lambda g, i: optimizer.update(
       [tf.IndexedSlices(g, i, table.shape)], [table], condition=finite), autograph=False)
   gathers = tf.function(lambda i: [tf.gather(t, i) for t in [table, *moments]],
@@ -77,6 +81,7 @@ def measure(workload):
 
   gathered = gathers(distinct)
   ms = {"rows": median_ms(update_rows, rows, distinct),
+        "reference": median_ms(reference, rows, distinct),
         "slices": median_ms(update_slices, all_rows, ids),
         "gathers": median_ms(gathers, distinct),
         "rule": median_ms(rule, gathered[0], rows, *gathered[1:]),

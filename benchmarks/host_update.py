@@ -11,6 +11,9 @@ target), three ways of updating the table's looked-up rows on the CPU, each in o
              (`ops/kernels/sparse_adam_rows.cc`, in place, one pass);
   reference  the same update in TensorFlow's ops, which `rows` runs where the kernel cannot
              be built (`seq2seq.step.fused_adam.reference_adam_rows`);
+  rows_bf16, reference_bf16
+             the two with bfloat16 gradients, as a --precision=bf16 step returns them (the
+             kernel reads them as they come; the reference casts them first);
   slices     `Optimizer.update` of every looked-up row as an IndexedSlices, repeated rows
              merged on the host first (tf.unique and a segment sum);
   stages     `reference` op by op: the three gathers (table, m, v), the rule (one pass of
@@ -65,7 +68,9 @@ def measure(workload):
   update_rows = tf.function(lambda g, i: optimizer.update_rows(
       g, i, table, condition=finite, read_condition=True), autograph=False)
   reference = tf.function(lambda g, i: fused_adam.reference_adam_rows(
-      g, i, table, *moments, lr, step, 0.9, 0.999, 1e-8), autograph=False)
+      tf.cast(g, tf.float32), i, table, *moments, lr, step, 0.9, 0.999, 1e-8),
+                          autograph=False)
+  rows_bf16 = tf.cast(rows, tf.bfloat16)
   update_slices = tf.function(lambda g, i: optimizer.update(
       [tf.IndexedSlices(g, i, table.shape)], [table], condition=finite), autograph=False)
   gathers = tf.function(lambda i: [tf.gather(t, i) for t in [table, *moments]],
@@ -82,6 +87,8 @@ def measure(workload):
   gathered = gathers(distinct)
   ms = {"rows": median_ms(update_rows, rows, distinct),
         "reference": median_ms(reference, rows, distinct),
+        "rows_bf16": median_ms(update_rows, rows_bf16, distinct),
+        "reference_bf16": median_ms(reference, rows_bf16, distinct),
         "slices": median_ms(update_slices, all_rows, ids),
         "gathers": median_ms(gathers, distinct),
         "rule": median_ms(rule, gathered[0], rows, *gathered[1:]),

@@ -650,8 +650,8 @@ class HostUpdateBenchmarkTest(tf.test.TestCase):
     row = json.loads([line for line in result.stdout.splitlines() if line.startswith("{")][0])
     self.assertEqual(row["looked_up"], 3 * 4 + 3 * 5)  # source [B, T] and decoder input [B, T+1]
     self.assertLess(row["distinct"], row["looked_up"])
-    self.assertEqual(sorted(row["ms"]), ["gathers", "ops", "reference", "rows", "rule", "scatters",
-                                        "slices"])
+    self.assertEqual(sorted(row["ms"]), ["gathers", "ops", "reference", "reference_bf16", "rows",
+                                        "rows_bf16", "rule", "scatters", "slices"])
 
 
 @pytest.mark.slow

@@ -94,6 +94,21 @@ class SparseAdamRowsTest(tf.test.TestCase, parameterized.TestCase):
     for got, want in zip(kernel_side, reference_side):
       self.assertAllClose(got, want, rtol=2e-6, atol=1e-7)
 
+  def test_reads_a_bfloat16_gradient_as_its_float32_cast(self):
+    """A bf16 step's row gradients, given as they come, update the rows bit for bit as the
+    same gradients cast to float32 first (the cast is exact)."""
+    rng = np.random.default_rng(5)
+    as_bf16 = _variables(rng, 30, 8, np.float32)
+    as_f32 = [tf.Variable(v) for v in as_bf16]
+    rows = tf.constant([4, 17, 2], tf.int32)
+    gradient = tf.cast(tf.constant(rng.normal(size=(3, 8)), tf.float32), tf.bfloat16)
+    for variables, given in ((as_bf16, gradient), (as_f32, tf.cast(gradient, tf.float32))):
+      fused_adam.adam_rows(given, rows, *variables, tf.constant(0.01), tf.constant(2.0), 0.9,
+                           0.999, 1e-8)
+    for got, want in zip(as_bf16, as_f32):
+      self.assertAllEqual(got, want)
+    self.assertNotAllEqual(as_f32[0], _variables(np.random.default_rng(5), 30, 8, np.float32)[0])
+
   @parameterized.parameters(
       ([1, 70], "row 70 is outside the table's 8 rows"),
       ([-1], "row -1 is outside"),

@@ -12,6 +12,8 @@
 //   alpha = lr sqrt(1 - b2^t) / (1 - b1^t)
 //
 // which is the same value up to rounding in T: one square root and one division an element.
+// The gradient may come in a narrower type G (bfloat16 from a bf16 step), converted to T as
+// each element is read: no separate pass to cast it.
 // Every coefficient comes in as a scalar of T, 1 - b1 and 1 - b2 computed by the caller: the
 // rule rounds them from Python's doubles, and 1 - T(b2) is off by 1.3e-5 relative in float32
 // for b2 = 0.999.
@@ -41,7 +43,7 @@ REGISTER_OP("Seq2seqSparseAdamRows")
     .Input("m: resource")
     .Input("v: resource")
     .Input("rows: int32")
-    .Input("grad: T")
+    .Input("grad: G")
     .Input("lr: T")
     .Input("step: T")
     .Input("beta1: T")
@@ -50,18 +52,19 @@ REGISTER_OP("Seq2seqSparseAdamRows")
     .Input("one_minus_beta2: T")
     .Input("epsilon: T")
     .Attr("T: {float, double}")
+    .Attr("G: {float, double, bfloat16}")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext*) {
       return absl::OkStatus();
     })
     .Doc("Adam on rows `rows` [U] (distinct) of var, m and v ([V, E]) with grad [U, E].");
 
 // One row: p, m, v and g each [width]; the rows of different calls never overlap.
-template <typename T>
+template <typename T, typename G>
 void AdamRow(T* __restrict__ p, T* __restrict__ m, T* __restrict__ v,
-             const T* __restrict__ g, int64_t width, T b1, T c1, T b2, T c2, T alpha,
+             const G* __restrict__ g, int64_t width, T b1, T c1, T b2, T c2, T alpha,
              T eps_hat) {
   for (int64_t j = 0; j < width; ++j) {
-    const T gj = g[j];
+    const T gj = static_cast<T>(g[j]);
     const T new_m = b1 * m[j] + c1 * gj;
     const T new_v = b2 * v[j] + c2 * (gj * gj);
     p[j] -= alpha * new_m / (std::sqrt(new_v) + eps_hat);
@@ -70,7 +73,7 @@ void AdamRow(T* __restrict__ p, T* __restrict__ m, T* __restrict__ v,
   }
 }
 
-template <typename T>
+template <typename T, typename G>
 class SparseAdamRowsOp : public OpKernel {
  public:
   explicit SparseAdamRowsOp(OpKernelConstruction* context) : OpKernel(context) {}
@@ -105,13 +108,13 @@ class SparseAdamRowsOp : public OpKernel {
     T* param_data = var.flat<T>().data();
     T* m_data = m.flat<T>().data();
     T* v_data = v.flat<T>().data();
-    const T* grad_data = grad.flat<T>().data();
+    const G* grad_data = grad.flat<G>().data();
     auto ids = rows.flat<int32_t>();
     auto update = [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t at = static_cast<int64_t>(ids(i)) * width;
-        AdamRow<T>(param_data + at, m_data + at, v_data + at, grad_data + i * width, width,
-                   b1, c1, b2, c2, alpha, eps_hat);
+        AdamRow<T, G>(param_data + at, m_data + at, v_data + at, grad_data + i * width,
+                      width, b1, c1, b2, c2, alpha, eps_hat);
       }
     };
     auto* threads = context->device()->tensorflow_cpu_worker_threads();
@@ -154,12 +157,16 @@ class SparseAdamRowsOp : public OpKernel {
   }
 };
 
-REGISTER_KERNEL_BUILDER(
-    Name("Seq2seqSparseAdamRows").Device(::tensorflow::DEVICE_CPU).TypeConstraint<float>("T"),
-    SparseAdamRowsOp<float>);
-REGISTER_KERNEL_BUILDER(
-    Name("Seq2seqSparseAdamRows").Device(::tensorflow::DEVICE_CPU).TypeConstraint<double>("T"),
-    SparseAdamRowsOp<double>);
+#define REGISTER(T, G)                                                        \
+  REGISTER_KERNEL_BUILDER(Name("Seq2seqSparseAdamRows")                       \
+                              .Device(::tensorflow::DEVICE_CPU)               \
+                              .TypeConstraint<T>("T")                         \
+                              .TypeConstraint<G>("G"),                        \
+                          SparseAdamRowsOp<T, G>)
+REGISTER(float, float);
+REGISTER(float, ::tensorflow::bfloat16);
+REGISTER(double, double);
+#undef REGISTER
 
 }  // namespace
 }  // namespace seq2seq

@@ -10,8 +10,8 @@ below, with TensorFlow's fused kernel.
 [U, E] rows in memory, and for a table pinned to the host that rule is most of the step's
 host update. `ResourceApplyAdam` does the whole rule in one multi-threaded pass, but only on
 resource variables and in its own arithmetic, so here the gathered rows are lent to three
-scratch variables (an assignment adopts a buffer nothing else holds), and the kernel's inputs are chosen so
-that it computes `adam_update`'s values to float32 rounding:
+scratch variables (an assignment adopts a buffer nothing else holds), and the kernel's
+inputs are chosen so that it computes `adam_update`'s values to float32 rounding:
 
   - the kernel weights g^2 by 1 - b2 computed in the variable's dtype, which in float32 is
     off by up to 3e-5 relative for b2 = 0.999 (1 - b2 is a multiple of 2^-24 there); it is
@@ -26,7 +26,9 @@ from tensorflow.python.eager import context
 
 from ops import native
 
-_KERNEL_DTYPES = (tf.float32, tf.float64)
+# (table, gradient) dtypes the kernel takes; a bfloat16 gradient (of a bf16 step) is read as
+# it comes, without a pass to cast it.
+_KERNEL_DTYPES = {(tf.float32, tf.float32), (tf.float32, tf.bfloat16), (tf.float64, tf.float64)}
 
 
 def v_scale(beta2, dtype):
@@ -37,26 +39,28 @@ def v_scale(beta2, dtype):
 
 def adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2, epsilon):
   """`ops.optim.adam_update` on rows `rows` [U] (distinct ids) of `variable`, `m` and `v`
-  (each [V, E]) with gradients `gradient` [U, E] in their dtype: the engine's kernel where
-  `kernel_applies`, else three gathers, `rule`, three scatters. `learning_rate` and `step`
-  (t, 1-based) are scalars of that dtype."""
-  if kernel_applies(variable):
-    scalar = lambda value: tf.constant(value, variable.dtype)
-    native.load("sparse_adam_rows").seq2seq_sparse_adam_rows(
-        var=variable.handle, m=m.handle, v=v.handle, rows=tf.cast(rows, tf.int32),
-        grad=gradient, lr=learning_rate, step=step, beta1=scalar(beta1), beta2=scalar(beta2),
-        one_minus_beta1=scalar(1.0 - beta1), one_minus_beta2=scalar(1.0 - beta2),
-        epsilon=scalar(epsilon))
+  (each [V, E]) with gradients `gradient` [U, E] (any float dtype: applied in theirs): the
+  engine's kernel where `kernel_applies`, else three gathers, `rule`, three scatters.
+  `learning_rate` and `step` (t, 1-based) are scalars of the variables' dtype."""
+  if not kernel_applies(variable):
+    reference_adam_rows(tf.cast(gradient, variable.dtype), rows, variable, m, v,
+                        learning_rate, step, beta1, beta2, epsilon)
     return
-  reference_adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2,
-                      epsilon)
+  if (variable.dtype, gradient.dtype) not in _KERNEL_DTYPES:
+    gradient = tf.cast(gradient, variable.dtype)
+  scalar = lambda value: tf.constant(value, variable.dtype)
+  native.load("sparse_adam_rows").seq2seq_sparse_adam_rows(
+      var=variable.handle, m=m.handle, v=v.handle, rows=tf.cast(rows, tf.int32),
+      grad=gradient, lr=learning_rate, step=step, beta1=scalar(beta1), beta2=scalar(beta2),
+      one_minus_beta1=scalar(1.0 - beta1), one_minus_beta2=scalar(1.0 - beta2),
+      epsilon=scalar(epsilon))
 
 
 def kernel_applies(variable):
   """Whether `adam_rows` runs the engine's kernel on `variable`: a float32 or float64 table
   on a CPU, with the kernel built."""
   on_cpu = tf.DeviceSpec.from_string(variable.device or "CPU:0").device_type == "CPU"
-  return (on_cpu and variable.dtype in _KERNEL_DTYPES
+  return (on_cpu and variable.dtype in {table for table, _ in _KERNEL_DTYPES}
           and native.load("sparse_adam_rows") is not None)
 
 

@@ -151,11 +151,11 @@ class Optimizer(tf.Module):
       count = tf.shape(rows)[0] * tf.cast(condition, tf.int32)
       rows, gradient, condition = rows[:count], gradient[:count], None
     lr, step = [tf.cast(value, variable.dtype) for value in (schedule or self.schedule())]
-    gradient = tf.cast(gradient, variable.dtype)
     if condition is None:
       self._apply_distinct_rows(gradient, rows, variable, slots, lr, step)
     else:
-      self._apply_rows(gradient, rows, variable, slots, lr, step, condition)
+      self._apply_rows(tf.cast(gradient, variable.dtype), rows, variable, slots, lr, step,
+                       condition)
 
   def schedule(self):
     """(learning rate, step t counted from 1) of the next update, float32 scalars."""
@@ -191,8 +191,9 @@ class Optimizer(tf.Module):
       target.scatter_update(tf.IndexedSlices(_kept(condition, new, old), rows))
 
   def _apply_distinct_rows(self, values, rows, var, slots, lr, step):
-    """`_apply_rows` with no condition, outside XLA (an optimizer may fuse the rule)."""
-    self._apply_rows(values, rows, var, slots, lr, step, None)
+    """`_apply_rows` with no condition, outside XLA (an optimizer may fuse the rule, and
+    read `values` in their own dtype)."""
+    self._apply_rows(tf.cast(values, var.dtype), rows, var, slots, lr, step, None)
 
   def _update(self, var, grad, slots, lr, step):
     raise NotImplementedError

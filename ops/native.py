@@ -24,6 +24,7 @@ import tensorflow as tf
 
 _SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 _FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
+_TIMEOUT_S = 600  # about 10 s on 2 cores
 _lock = threading.Lock()
 _loaded = {}  # kernel name -> the loaded module, or None where it could not be built
 
@@ -48,32 +49,53 @@ def compiler():
 
 def load(name):
   """The module of kernel `name` (`ops/kernels/<name>.cc`), its ops as functions (snake
-  case), built here if it is not in the cache; None where it cannot be built (logged once)."""
+  case), built here if it is not in the cache; None where it cannot be built or loaded
+  (logged once)."""
   with _lock:
     if name not in _loaded:
-      try:
-        _loaded[name] = tf.load_op_library(build(name))
-      except (BuildError, tf.errors.NotFoundError) as error:
-        logging.warning("%s; running its TensorFlow reference instead", error)
-        _loaded[name] = None
+      _loaded[name] = _built_and_loaded(name)
     return _loaded[name]
 
 
-def build(name):
-  """The path of kernel `name`'s library, compiled into `cache_folder()` if absent."""
+def _built_and_loaded(name):
+  try:
+    path = build(name)
+  except BuildError as error:
+    logging.warning("%s; running its TensorFlow reference instead", error)
+    return None
+  try:
+    return tf.load_op_library(path)
+  except tf.errors.OpError as error:
+    logging.warning("kernel %s: TensorFlow could not load %s (%s); running its TensorFlow "
+                    "reference instead (delete the file to build it again)", name, path,
+                    error.message)
+    return None
+
+
+def library_path(name):
+  """(where kernel `name`'s library is cached, the command that builds it, less `-o`)."""
   source = os.path.join(_SOURCES, name + ".cc")
   command = [compiler(), source, *_FLAGS, *tf.sysconfig.get_compile_flags(),
              *tf.sysconfig.get_link_flags()]
   with open(source, "rb") as f:
     digest = hashlib.sha256(f.read() + " ".join(command).encode()).hexdigest()[:16]
-  path = os.path.join(cache_folder(), f"{name}-tf{tf.__version__}-{digest}.so")
+  return os.path.join(cache_folder(), f"{name}-tf{tf.__version__}-{digest}.so"), command
+
+
+def build(name):
+  """The path of kernel `name`'s library, compiled into `cache_folder()` if absent."""
+  path, command = library_path(name)
   if os.path.exists(path):
     return path
   if shutil.which(command[0]) is None:
     raise BuildError(f"kernel {name}: no C++ compiler {command[0]!r} to build it (install "
                      f"g++, or set CXX to one)")
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  _compile(name, command, path)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _compile(name, command, path)
+  except OSError as error:
+    raise BuildError(f"kernel {name}: cannot write to {os.path.dirname(path)} ({error}); set "
+                     f"SEQ2SEQ_KERNEL_CACHE to a writable folder") from error
   return path
 
 
@@ -83,8 +105,11 @@ def _compile(name, command, path):
   os.close(handle)
   start = time.perf_counter()
   try:
-    done = subprocess.run([*command, "-o", scratch], capture_output=True, text=True,
-                          check=False)
+    try:
+      done = subprocess.run([*command, "-o", scratch], capture_output=True, text=True,
+                            check=False, timeout=_TIMEOUT_S)
+    except subprocess.TimeoutExpired as error:
+      raise BuildError(f"kernel {name}: `{command[0]}` ran past {_TIMEOUT_S} s") from error
     if done.returncode:
       raise BuildError(f"kernel {name}: `{' '.join(command[:2])} ...` failed:\n"
                        f"{done.stderr[-2000:]}")

@@ -197,3 +197,27 @@ class BuildTest(tf.test.TestCase):
       patch.setattr(native, "_compile", lambda *args: self.fail("compiled again"))
       self.assertEqual(native.build("sparse_adam_rows"), path)
     self.assertEqual(os.stat(path).st_mtime_ns, stamp)
+
+  def test_an_unwritable_cache_is_named(self):
+    blocker = os.path.join(self.cache, "file")
+    open(blocker, "w", encoding="utf-8").close()
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setenv("SEQ2SEQ_KERNEL_CACHE", os.path.join(blocker, "cache"))  # under a file
+      with self.assertRaisesRegex(native.BuildError,
+                                  "cannot write to .*file/cache.*set SEQ2SEQ_KERNEL_CACHE"):
+        native.build("sparse_adam_rows")
+
+  def test_a_library_that_does_not_load_falls_back_with_a_warning(self):
+    """A damaged file where the library should be: `load` warns, naming it, and returns
+    None; the caller runs the reference."""
+    path, _ = native.library_path("sparse_adam_rows")
+    with open(path, "wb") as f:
+      f.write(b"not a shared library")
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setattr(native, "_loaded", {})
+      with self.assertLogs(level="WARNING") as logs:
+        self.assertIsNone(native.load("sparse_adam_rows"))
+      self.assertFalse(fused_adam.kernel_applies(tf.Variable(tf.zeros([2, 2]))))
+    self.assertIn(path, logs.output[0])
+    self.assertIn("delete the file to build it again", logs.output[0])
+

@@ -131,13 +131,13 @@ class Optimizer(tf.Module):
   def update_rows(self, gradient, rows, variable, condition=None, read_condition=False,
                   schedule=None):
     """The lazy rule on the rows `rows` [U] (distinct ids) of `variable` and of its slots,
-    with their gradients `gradient` [U, E] (cast to the variable's dtype: a bfloat16 gradient
-    is applied in float32), without advancing the step counter: what `update` does for an
+    with their gradients `gradient` [U, E] (applied in the variable's dtype: a bfloat16
+    gradient in float32), without advancing the step counter: what `update` does for an
     `IndexedSlices` without repeated indices, with no merge of repeated rows.
 
-    Only those U rows are read and written (three gathers and three scatters for Adam, the
-    rule between them: with no condition left, one fused pass, `fused_adam`), so the work
-    is O(U E) whatever the table's size. Call it outside XLA.
+    Only those U rows are read and written (three gathers, the rule, three scatters; for
+    Adam with no condition left, `fused_adam`: on a CPU one in-place pass of the engine's
+    kernel), so the work is O(U E) whatever the table's size. Call it outside XLA.
 
     `condition` (a scalar bool tensor), as for `update`: with `read_condition`, the rows are
     cut to none when it is false, which makes the caller's device read its value (free where
@@ -222,8 +222,8 @@ class Adam(Optimizer):
     self.beta1, self.beta2, self.epsilon = beta1, beta2, epsilon
 
   def _apply_distinct_rows(self, values, rows, var, slots, lr, step):
-    # One pass over the rows instead of one per op of the rule: the host's update of a
-    # pinned table (`fused_adam`).
+    # One pass over the rows instead of gathers, the rule and scatters: the host's update
+    # of a pinned table (`fused_adam`).
     fused_adam.adam_rows(values, rows, var, *slots, lr, step, self.beta1, self.beta2,
                          self.epsilon)
 

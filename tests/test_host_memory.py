@@ -56,7 +56,7 @@ MODEL_FIELDS = ("embedding_device", "tie_embeddings", "share_embeddings", "model
                 "embedding_size", "hidden_size")
 
 
-def _run_config(pinned_host_memory=True, **changes):
+def run_config_of(pinned_host_memory=True, **changes):
   model = {k: v for k, v in changes.items() if k in MODEL_FIELDS}
   train = {k: v for k, v in changes.items() if k not in MODEL_FIELDS}
   train["pinned_host_memory"] = pinned_host_memory
@@ -76,14 +76,14 @@ def _pinned_by_run(monkeypatch, run_config, gpus):
 
 def test_training_pins_host_memory_only_for_a_table_on_the_cpu_beside_a_gpu(monkeypatch):
   gpu = ["GPU:0"]
-  pinned, lines = _pinned_by_run(monkeypatch, _run_config(), gpu)
+  pinned, lines = _pinned_by_run(monkeypatch, run_config_of(), gpu)
   assert pinned and "page-locked" in lines[0] and "--nopinned_host_memory" in lines[0]
-  assert _pinned_by_run(monkeypatch, _run_config(), []) == (False, [])  # CPU only
-  assert _pinned_by_run(monkeypatch, _run_config(embedding_device="gpu"), gpu) == (False, [])
-  assert _pinned_by_run(monkeypatch, _run_config(pinned_host_memory=False), gpu) == (False, [])
+  assert _pinned_by_run(monkeypatch, run_config_of(), []) == (False, [])  # CPU only
+  assert _pinned_by_run(monkeypatch, run_config_of(embedding_device="gpu"), gpu) == (False, [])
+  assert _pinned_by_run(monkeypatch, run_config_of(pinned_host_memory=False), gpu) == (False, [])
   tied = dict(tie_embeddings=True, embedding_size=256, hidden_size=256)
   # One table, tied to the projection: it lives on the GPU, none on the host.
-  assert _pinned_by_run(monkeypatch, _run_config(**tied), gpu) == (False, [])
-  assert _pinned_by_run(monkeypatch, _run_config(model="lm", **tied), gpu) == (False, [])
+  assert _pinned_by_run(monkeypatch, run_config_of(**tied), gpu) == (False, [])
+  assert _pinned_by_run(monkeypatch, run_config_of(model="lm", **tied), gpu) == (False, [])
   # The source's own table stays on the host.
-  assert _pinned_by_run(monkeypatch, _run_config(share_embeddings=False, **tied), gpu)[0]
+  assert _pinned_by_run(monkeypatch, run_config_of(share_embeddings=False, **tied), gpu)[0]

@@ -13,7 +13,9 @@ import numpy as np
 import tensorflow as tf
 
 from ops import native
+from seq2seq.modes import run as run_lib
 from seq2seq.step import fused_adam
+from tests import test_host_memory
 from tests import test_ops
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -220,4 +222,40 @@ class BuildTest(tf.test.TestCase):
       self.assertFalse(fused_adam.kernel_applies(tf.Variable(tf.zeros([2, 2]))))
     self.assertIn(path, logs.output[0])
     self.assertIn("delete the file to build it again", logs.output[0])
+
+
+def _built_by_run(monkeypatch, run_config):
+  """(kernels loaded, log lines) of `run.build_host_kernels` in a fresh state."""
+  loads, lines = [], []
+  real_load = native.load
+  monkeypatch.setattr(native, "_loaded", {})
+  monkeypatch.setattr(native, "load", lambda name: loads.append(name) or real_load(name))
+  run_lib.build_host_kernels(run_config, lines.append)
+  return loads, lines
+
+
+@needs_compiler
+def test_training_builds_the_kernel_first_and_says_so(monkeypatch, tmp_path):
+  monkeypatch.setenv("SEQ2SEQ_KERNEL_CACHE", str(tmp_path))
+  config = test_host_memory.run_config_of()
+  loads, lines = _built_by_run(monkeypatch, config)
+  assert loads == ["sparse_adam_rows"] and len(lines) == 1
+  assert lines[0].startswith("host Adam kernel: built in ") and str(tmp_path) in lines[0]
+  assert _built_by_run(monkeypatch, config) == (["sparse_adam_rows"], [])  # cached: quiet
+
+
+def test_training_says_when_the_reference_updates_the_rows(monkeypatch, tmp_path):
+  monkeypatch.setenv("CXX", "no-such-compiler-x")
+  monkeypatch.setenv("SEQ2SEQ_KERNEL_CACHE", str(tmp_path))
+  _, lines = _built_by_run(monkeypatch, test_host_memory.run_config_of())
+  assert lines == ["host Adam kernel: not available (the warning above says why); the "
+                   "embedding's rows are updated by TensorFlow's ops, slower"]
+
+
+def test_training_builds_nothing_where_no_step_uses_the_kernel(monkeypatch):
+  tied = dict(tie_embeddings=True, embedding_size=256, hidden_size=256)
+  for changes in (dict(optimizer="sgd"), dict(embedding_device="gpu"), dict(model="lm", **tied),
+                  dict(strategy="mirrored")):
+    assert _built_by_run(monkeypatch, test_host_memory.run_config_of(**changes)) == ([], []), \
+        changes
 

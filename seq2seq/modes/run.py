@@ -6,6 +6,9 @@ before TensorFlow loads; `--mode=prepare` never imports it.
 """
 import os
 import sys
+import time
+
+from ops import native
 
 from seq2seq.data import batches
 from seq2seq.data import datasets
@@ -19,6 +22,7 @@ from seq2seq.runtime import host_memory
 from seq2seq.runtime import interrupts
 from seq2seq.runtime import workdir as workdir_lib
 from seq2seq.step import choice as step_choice
+from seq2seq.step import fused_adam
 from seq2seq.step import train_step
 from seq2seq.train import lm_run
 from seq2seq.train import loop
@@ -43,7 +47,26 @@ def check_cell(model_config, precision, config_file=""):
 def train(run_config, log):
   pin_host_memory(run_config, log)  # before the cell's check starts TensorFlow's devices
   check_cell(run_config.model, run_config.train.precision)
+  build_host_kernels(run_config, log)
   return loop.train(run_config, log).exit_code
+
+
+def build_host_kernels(run_config, log):
+  """The host's Adam kernel for the tables on the CPU (`fused_adam`), built before the first
+  step where this run's one-device step uses it and it is not yet cached, so the log says
+  where the time goes; and where it cannot be built, that TensorFlow's ops update the rows."""
+  train_config = run_config.train
+  if not (train_config.optimizer == "adam" and train_config.strategy == "default"
+          and model_lib.any_table_on_host(run_config.model)):
+    return
+  path, _ = native.library_path(fused_adam.KERNEL)
+  cached = os.path.exists(path)
+  start = time.perf_counter()
+  if native.load(fused_adam.KERNEL) is None:
+    log("host Adam kernel: not available (the warning above says why); the embedding's rows "
+        "are updated by TensorFlow's ops, slower")
+  elif not cached:
+    log(f"host Adam kernel: built in {time.perf_counter() - start:.1f} s, kept in {path}")
 
 
 def pin_host_memory(run_config, log):

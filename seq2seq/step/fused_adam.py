@@ -26,6 +26,7 @@ from tensorflow.python.eager import context
 
 from ops import native
 
+KERNEL = "sparse_adam_rows"  # ops/kernels/sparse_adam_rows.cc
 # (table, gradient) dtypes the kernel takes; a bfloat16 gradient (of a bf16 step) is read as
 # it comes, without a pass to cast it.
 _KERNEL_DTYPES = {(tf.float32, tf.float32), (tf.float32, tf.bfloat16), (tf.float64, tf.float64)}
@@ -49,7 +50,7 @@ def adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2,
   if (variable.dtype, gradient.dtype) not in _KERNEL_DTYPES:
     gradient = tf.cast(gradient, variable.dtype)
   scalar = lambda value: tf.constant(value, variable.dtype)
-  native.load("sparse_adam_rows").seq2seq_sparse_adam_rows(
+  native.load(KERNEL).seq2seq_sparse_adam_rows(
       var=variable.handle, m=m.handle, v=v.handle, rows=tf.cast(rows, tf.int32),
       grad=gradient, lr=learning_rate, step=step, beta1=scalar(beta1), beta2=scalar(beta2),
       one_minus_beta1=scalar(1.0 - beta1), one_minus_beta2=scalar(1.0 - beta2),
@@ -61,7 +62,7 @@ def kernel_applies(variable):
   on a CPU, with the kernel built."""
   on_cpu = tf.DeviceSpec.from_string(variable.device or "CPU:0").device_type == "CPU"
   return (on_cpu and variable.dtype in {table for table, _ in _KERNEL_DTYPES}
-          and native.load("sparse_adam_rows") is not None)
+          and native.load(KERNEL) is not None)
 
 
 def reference_adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2,

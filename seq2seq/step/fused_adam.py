@@ -3,10 +3,10 @@
 On a CPU, for float32 and float64 tables, `adam_rows` runs the engine's own kernel
 (`ops/kernels/sparse_adam_rows.cc`, built on first use by `ops.native`): it updates the
 rows of the table and of its slots in place, each row read and written once, on all the
-intra-op threads. Elsewhere, or where no compiler could build it, it runs the reference
-below, with TensorFlow's fused kernel.
+intra-op threads. Elsewhere, or where no compiler could build it, it runs its reference,
+`reference_adam_rows`: three gathers, one pass of TensorFlow's fused kernel, three scatters.
 
-`ops.optim.adam_update` is a dozen element-wise ops; on a CPU each is its own pass over the
+That fused pass: `ops.optim.adam_update` is a dozen element-wise ops; on a CPU each is its own pass over the
 [U, E] rows in memory, and for a table pinned to the host that rule is most of the step's
 host update. `ResourceApplyAdam` does the whole rule in one multi-threaded pass, but only on
 resource variables and in its own arithmetic, so here the gathered rows are lent to three

@@ -225,11 +225,14 @@ class BuildTest(tf.test.TestCase):
 
 
 def _built_by_run(monkeypatch, run_config):
-  """(kernels loaded, log lines) of `run.build_host_kernels` in a fresh state."""
+  """(kernels loaded, log lines) of `run.build_host_kernels` in a fresh state. The library
+  is built but not loaded: a second library of the same ops in this process would register
+  their kernels twice."""
   loads, lines = [], []
   real_load = native.load
   monkeypatch.setattr(native, "_loaded", {})
   monkeypatch.setattr(native, "load", lambda name: loads.append(name) or real_load(name))
+  monkeypatch.setattr(tf, "load_op_library", lambda path: path)
   run_lib.build_host_kernels(run_config, lines.append)
   return loads, lines
 

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 _SOURCES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernels")
 _FLAGS = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w"]
-_TIMEOUT_S = 600  # about 10 s on 2 cores
+_TIMEOUT_S = 600  # a build takes about 10 s on 2 cores
 _lock = threading.Lock()
 _loaded = {}  # kernel name -> the loaded module, or None where it could not be built
 

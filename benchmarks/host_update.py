@@ -68,8 +68,7 @@ def measure(workload):
   update_rows = tf.function(lambda g, i: optimizer.update_rows(
       g, i, table, condition=finite, read_condition=True), autograph=False)
   reference = tf.function(lambda g, i: fused_adam.reference_adam_rows(
-      tf.cast(g, tf.float32), i, table, *moments, lr, step, 0.9, 0.999, 1e-8),
-                          autograph=False)
+      tf.cast(g, tf.float32), i, table, *moments, lr, step, 0.9, 0.999, 1e-8), autograph=False)
   rows_bf16 = tf.cast(rows, tf.bfloat16)
   update_slices = tf.function(lambda g, i: optimizer.update(
       [tf.IndexedSlices(g, i, table.shape)], [table], condition=finite), autograph=False)

@@ -105,16 +105,21 @@ def _compile(name, command, path):
   os.close(handle)
   start = time.perf_counter()
   try:
-    try:
-      done = subprocess.run([*command, "-o", scratch], capture_output=True, text=True,
-                            check=False, timeout=_TIMEOUT_S)
-    except subprocess.TimeoutExpired as error:
-      raise BuildError(f"kernel {name}: `{command[0]}` ran past {_TIMEOUT_S} s") from error
-    if done.returncode:
-      raise BuildError(f"kernel {name}: `{' '.join(command[:2])} ...` failed:\n"
-                       f"{done.stderr[-2000:]}")
+    _run_compiler(name, [*command, "-o", scratch])
     os.replace(scratch, path)
   finally:
     if os.path.exists(scratch):
       os.remove(scratch)
   logging.info("built kernel %s in %.1f s: %s", name, time.perf_counter() - start, path)
+
+
+def _run_compiler(name, command):
+  """Runs `command`; a BuildError with the compiler's last words where it fails."""
+  try:
+    done = subprocess.run(command, capture_output=True, text=True, check=False,
+                          timeout=_TIMEOUT_S)
+  except subprocess.TimeoutExpired as error:
+    raise BuildError(f"kernel {name}: `{command[0]}` ran past {_TIMEOUT_S} s") from error
+  if done.returncode:
+    raise BuildError(f"kernel {name}: `{' '.join(command[:2])} ...` failed:\n"
+                     f"{done.stderr[-2000:]}")

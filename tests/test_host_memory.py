@@ -18,6 +18,7 @@ def host_tensors_pinned():
   config = context.context()._config  # pylint: disable=protected-access
   return bool(config is not None and config.gpu_options.force_gpu_compatible)
 
+
 FRESH_PROCESS = """
 import numpy as np
 from seq2seq.runtime import host_memory

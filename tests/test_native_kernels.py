@@ -36,15 +36,13 @@ def _variables(rng, vocab, width, dtype):
   return [tf.Variable(value.astype(dtype)) for value in values]
 
 
-def _apply(kernel, variables, rows, gradient, lr, step, beta1=0.9, beta2=0.999, eps=1e-8):
+def _apply(variables, rows, gradient, lr, step, beta2=0.999):
+  """One update of `variables` (table, m, v) through `fused_adam.adam_rows`, on the kernel."""
+  _kernel()
+  assert fused_adam.kernel_applies(variables[0])
   dtype = variables[0].dtype
-  scalar = lambda value: tf.constant(value, dtype)
-  kernel.seq2seq_sparse_adam_rows(
-      var=variables[0].handle, m=variables[1].handle, v=variables[2].handle,
-      rows=tf.constant(rows, tf.int32), grad=tf.constant(gradient, dtype), lr=scalar(lr),
-      step=scalar(step), beta1=scalar(beta1), beta2=scalar(beta2),
-      one_minus_beta1=scalar(1.0 - beta1), one_minus_beta2=scalar(1.0 - beta2),
-      epsilon=scalar(eps))
+  fused_adam.adam_rows(tf.constant(gradient, dtype), tf.constant(rows, tf.int32), *variables,
+                       tf.constant(lr, dtype), tf.constant(step, dtype), 0.9, beta2, 1e-8)
 
 
 @needs_compiler
@@ -66,7 +64,7 @@ class SparseAdamRowsTest(tf.test.TestCase, parameterized.TestCase):
       touched[rows] = True
       gradient = (rng.normal(size=(600, 48)) * np.exp(rng.uniform(-14, 2, (600, 1))))
       gradient = gradient.astype(dtype)
-      _apply(_kernel(), variables, rows, gradient, 0.01, float(step), beta2=0.98)
+      _apply(variables, rows, gradient, 0.01, float(step), beta2=0.98)
       new = test_ops.np_adam(want[0][rows], gradient.astype(np.float64), want[1][rows],
                              want[2][rows], 0.01, step, beta2=0.98)
       for w, value in zip(want, new):
@@ -84,7 +82,7 @@ class SparseAdamRowsTest(tf.test.TestCase, parameterized.TestCase):
     """`fused_adam.adam_rows` with the kernel and with its reference, one float32 step with
     beta2 = 0.999 (whose 1 - b2 float32 cannot hold): the same values to float32 rounding."""
     rng = np.random.default_rng(1)
-    kernel_side, reference_side = _variables(rng, 64, 16, np.float32), None
+    kernel_side = _variables(rng, 64, 16, np.float32)
     reference_side = [tf.Variable(v) for v in kernel_side]
     rows = tf.constant(rng.choice(64, 40, replace=False), tf.int32)
     gradient = tf.constant(rng.normal(size=(40, 16)), tf.float32)
@@ -119,7 +117,7 @@ class SparseAdamRowsTest(tf.test.TestCase, parameterized.TestCase):
     variables = _variables(np.random.default_rng(2), 8, 4, np.float32)
     before = [v.numpy() for v in variables]
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, message):
-      _apply(_kernel(), variables, rows, np.ones((len(rows), 4), np.float32), 0.1, 1.0)
+      _apply(variables, rows, np.ones((len(rows), 4), np.float32), 0.1, 1.0)
     for variable, value in zip(variables, before):
       self.assertAllEqual(variable, value)
 
@@ -127,10 +125,10 @@ class SparseAdamRowsTest(tf.test.TestCase, parameterized.TestCase):
     variables = _variables(np.random.default_rng(3), 8, 4, np.float32)
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError,
                                 r"grad \[U, E\] for a table of \[8,4\]"):
-      _apply(_kernel(), variables, [1, 2], np.ones((2, 5), np.float32), 0.1, 1.0)
+      _apply(variables, [1, 2], np.ones((2, 5), np.float32), 0.1, 1.0)
     variables[2] = tf.Variable(tf.zeros([8, 3]))
     with self.assertRaisesRegex(tf.errors.InvalidArgumentError, "one \\[V, E\\] shape"):
-      _apply(_kernel(), variables, [1], np.ones((1, 4), np.float32), 0.1, 1.0)
+      _apply(variables, [1], np.ones((1, 4), np.float32), 0.1, 1.0)
 
   def test_applies_in_a_function_and_only_on_a_cpu(self):
     """Traced into a `tf.function` as the split step calls it; a bfloat16 table, which the

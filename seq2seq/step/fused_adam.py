@@ -6,12 +6,13 @@ rows of the table and of its slots in place, each row read and written once, on 
 intra-op threads. Elsewhere, or where no compiler could build it, it runs its reference,
 `reference_adam_rows`: three gathers, one pass of TensorFlow's fused kernel, three scatters.
 
-That fused pass: `ops.optim.adam_update` is a dozen element-wise ops; on a CPU each is its own pass over the
-[U, E] rows in memory, and for a table pinned to the host that rule is most of the step's
-host update. `ResourceApplyAdam` does the whole rule in one multi-threaded pass, but only on
-resource variables and in its own arithmetic, so here the gathered rows are lent to three
-scratch variables (an assignment adopts a buffer nothing else holds), and the kernel's
-inputs are chosen so that it computes `adam_update`'s values to float32 rounding:
+That fused pass: `ops.optim.adam_update` is a dozen element-wise ops; on a CPU each is its
+own pass over the [U, E] rows in memory, and for a table pinned to the host that rule is
+most of the step's host update. `ResourceApplyAdam` does the whole rule in one
+multi-threaded pass, but only on resource variables and in its own arithmetic, so here the
+gathered rows are lent to three scratch variables (an assignment adopts a buffer nothing else
+holds), and the kernel's inputs are chosen so that it computes `adam_update`'s values to
+float32 rounding:
 
   - the kernel weights g^2 by 1 - b2 computed in the variable's dtype, which in float32 is
     off by up to 3e-5 relative for b2 = 0.999 (1 - b2 is a multiple of 2^-24 there); it is
@@ -30,6 +31,7 @@ KERNEL = "sparse_adam_rows"  # ops/kernels/sparse_adam_rows.cc
 # (table, gradient) dtypes the kernel takes; a bfloat16 gradient (of a bf16 step) is read as
 # it comes, without a pass to cast it.
 _KERNEL_DTYPES = {(tf.float32, tf.float32), (tf.float32, tf.bfloat16), (tf.float64, tf.float64)}
+_KERNEL_TABLE_DTYPES = {table for table, _ in _KERNEL_DTYPES}
 
 
 def v_scale(beta2, dtype):
@@ -43,12 +45,13 @@ def adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2,
   (each [V, E]) with gradients `gradient` [U, E] (any float dtype: applied in theirs): the
   engine's kernel where `kernel_applies`, else three gathers, `rule`, three scatters.
   `learning_rate` and `step` (t, 1-based) are scalars of the variables' dtype."""
-  if not kernel_applies(variable):
-    reference_adam_rows(tf.cast(gradient, variable.dtype), rows, variable, m, v,
-                        learning_rate, step, beta1, beta2, epsilon)
-    return
-  if (variable.dtype, gradient.dtype) not in _KERNEL_DTYPES:
+  kernel = kernel_applies(variable)
+  if not (kernel and (variable.dtype, gradient.dtype) in _KERNEL_DTYPES):
     gradient = tf.cast(gradient, variable.dtype)
+  if not kernel:
+    reference_adam_rows(gradient, rows, variable, m, v, learning_rate, step, beta1, beta2,
+                        epsilon)
+    return
   scalar = lambda value: tf.constant(value, variable.dtype)
   native.load(KERNEL).seq2seq_sparse_adam_rows(
       var=variable.handle, m=m.handle, v=v.handle, rows=tf.cast(rows, tf.int32),
@@ -61,7 +64,7 @@ def kernel_applies(variable):
   """Whether `adam_rows` runs the engine's kernel on `variable`: a float32 or float64 table
   on a CPU, with the kernel built."""
   on_cpu = tf.DeviceSpec.from_string(variable.device or "CPU:0").device_type == "CPU"
-  return (on_cpu and variable.dtype in {table for table, _ in _KERNEL_DTYPES}
+  return (on_cpu and variable.dtype in _KERNEL_TABLE_DTYPES
           and native.load(KERNEL) is not None)
 
 
